@@ -1,0 +1,148 @@
+"""components.prompt_input driven through Streamlit's AppTest (tests/apps/prompt_input_app.py).
+
+AppTest cannot simulate a file upload, so the upload branch is covered by calling the same parse
+path the widget uses (components.prompt_input._parse_upload -> analysis.prompts.parse_prompt_file).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analysis.errors import PromptSetError
+
+AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+
+APP = str(Path(__file__).parent / "apps" / "prompt_input_app.py")
+
+
+@pytest.fixture()
+def prompts_dir(tmp_path, monkeypatch):
+    (tmp_path / "facts.jsonl").write_text(
+        '{"prompt": "The capital of France is", "target": " Paris", "group": "capitals"}\n'
+        '{"prompt": "The capital of Italy is", "target": " Rome", "group": "capitals"}\n'
+        '{"prompt": "<b>bold</b> <script>alert(1)</script>", "target": " x"}\n'
+    )
+    (tmp_path / "plain.txt").write_text("one\n\ntwo\n")
+    (tmp_path / "README.md").write_text("not a prompt set")
+    monkeypatch.setenv("LOGITSCOPE_PROMPTS_DIR", str(tmp_path))
+    monkeypatch.delenv("LOGITSCOPE_TEST_DEFAULT_BUILTIN", raising=False)
+    return tmp_path
+
+
+def texts(at) -> list[str]:
+    return [t.value for t in at.text]
+
+
+def captions(at) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def run(at):
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def new_app():
+    return AppTest.from_file(APP, default_timeout=60)
+
+
+def test_typed_input(prompts_dir):
+    at = run(new_app())
+    assert texts(at)[:2] == ["first: none", "second: 3"]  # second: Built-in, first set ('facts')
+    assert at.radio(key="first__prompts_source").value == "Typed"
+    at.text_area(key="first__prompts_typed").set_value("The capital of France is\n\nThe capital of Spain is")
+    run(at)
+    assert texts(at)[0] == "first: 2"
+    assert "2 prompts" in captions(at)
+    assert "Ignored 1 empty line (line 2)." in captions(at)
+    assert not at.error
+    # The preview table holds the text as data (leading/trailing text unchanged).
+    frame = at.dataframe[0].value
+    assert list(frame["prompt"]) == ["The capital of France is", "The capital of Spain is"]
+    assert list(frame["line"]) == [1, 3]
+
+
+def test_typed_input_error_is_shown_not_raised(prompts_dir):
+    at = run(new_app())
+    at.text_area(key="first__prompts_typed").set_value("ok\n" + "x" * 20_001)
+    run(at)
+    assert texts(at)[0] == "first: none"
+    assert len(at.error) == 1
+    assert "line 2" in at.error[0].value and "20,000" in at.error[0].value
+
+
+def test_typed_not_offered_when_disallowed(prompts_dir):
+    at = run(new_app())
+    assert at.radio(key="second__prompts_source").options == ["Built-in", "Upload"]
+    assert at.radio(key="first__prompts_source").options == ["Typed", "Built-in", "Upload"]
+
+
+def test_builtin_selection_and_two_instances_are_independent(prompts_dir):
+    (prompts_dir / "broken.csv").write_text("text\nx\n")
+    at = run(new_app())
+    at.radio(key="first__prompts_source").set_value("Built-in")
+    run(at)
+    box = at.selectbox(key="first__prompts_builtin")
+    assert box.options == ["broken", "facts", "plain"]  # README skipped, sorted
+    box.set_value("facts")
+    run(at)
+    assert texts(at)[0] == "first: 3"
+    assert "3 prompts in 1 group, with targets" in captions(at)
+    frame = at.dataframe[0].value
+    assert list(frame["target"]) == [" Paris", " Rome", " x"]  # leading space kept
+    assert frame["prompt"][2] == "<b>bold</b> <script>alert(1)</script>"  # text, not HTML
+    assert not at.markdown or all("<script>" not in m.value for m in at.markdown)
+
+    # The second instance (Built-in first since typing is disallowed) starts on 'broken': its error is
+    # shown, and selecting another set there does not touch the first instance.
+    assert texts(at)[1] == "second: none"
+    assert len(at.error) == 1 and "no 'prompt' column" in at.error[0].value and "'text'" in at.error[0].value
+    at.selectbox(key="second__prompts_builtin").set_value("plain")
+    run(at)
+    assert texts(at)[:2] == ["first: 3", "second: 2"]
+    assert not at.error
+    assert "Ignored 1 empty line (line 2)." in captions(at)
+
+
+def test_default_builtin_preselects(prompts_dir, monkeypatch):
+    monkeypatch.setenv("LOGITSCOPE_TEST_DEFAULT_BUILTIN", "plain")
+    at = run(new_app())
+    assert at.radio(key="first__prompts_source").value == "Built-in"
+    assert at.selectbox(key="first__prompts_builtin").value == "plain"
+    assert texts(at)[0] == "first: 2"
+
+
+def test_missing_default_builtin_falls_back_to_typed(prompts_dir, monkeypatch):
+    monkeypatch.setenv("LOGITSCOPE_TEST_DEFAULT_BUILTIN", "does_not_exist")
+    at = run(new_app())
+    assert at.radio(key="first__prompts_source").value == "Typed"
+
+
+def test_no_builtin_sets_installed(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOGITSCOPE_PROMPTS_DIR", str(tmp_path / "missing"))
+    monkeypatch.delenv("LOGITSCOPE_TEST_DEFAULT_BUILTIN", raising=False)
+    at = run(new_app())
+    at.radio(key="first__prompts_source").set_value("Built-in")
+    run(at)
+    assert texts(at)[0] == "first: none"
+    assert any("No built-in prompt sets" in i.value for i in at.info)
+
+
+def test_upload_branch_shows_prompt_caption(prompts_dir):
+    at = run(new_app())
+    at.radio(key="first__prompts_source").set_value("Upload")
+    run(at)
+    assert texts(at)[0] == "first: none"
+    assert "Upload a .txt, .csv or .jsonl file." in captions(at)
+
+
+def test_upload_parse_path():
+    # AppTest has no file-upload simulation; this is the function the uploader branch calls.
+    from components.prompt_input import _parse_upload
+
+    ps = _parse_upload("mine.csv", b"prompt,target\nThe capital of France is, Paris\n")
+    assert ps.name == "mine.csv" and ps.targets == [" Paris"]
+    with pytest.raises(PromptSetError, match="line 2"):
+        _parse_upload("mine.jsonl", b'{"prompt": "a"}\n{bad json}\n')
