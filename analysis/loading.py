@@ -1,0 +1,238 @@
+"""Loading a causal LM from a spec (zoo name, local folder or hub id) into a LoadedModel with its adapter.
+
+Safetensors only unless pickle is explicitly allowed; trust_remote_code off unless asked for;
+device auto = cuda, then mps, then cpu; dtype auto = bf16 on GPU, fp32 on CPU.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from analysis.architectures import Adapter, resolve_adapter
+from analysis.errors import InputError, ModelLoadError, UnsupportedArchitectureError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ZOO_DIR = REPO_ROOT / "zoo"
+DEFAULT_MODEL = "gpt2-world-base"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load: a zoo name, local folder or hub id, plus revision, dtype, device and an optional LoRA folder."""
+
+    source: str
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    adapter: str | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    @property
+    def label(self) -> str:
+        """A short human-readable name."""
+        name = self.source.rstrip("/").split("/")[-1] if os.sep in self.source and Path(self.source).exists() else self.source
+        extra = f"@{self.revision}" if self.revision else ""
+        lora = f" + LoRA {Path(self.adapter).name}" if self.adapter else ""
+        return f"{name}{extra}{lora}"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis; ``lock`` must be held for every forward pass and while hooks are attached."""
+
+    spec: ModelSpec
+    model: Any
+    tokenizer: Any
+    adapter: Adapter
+    device: torch.device
+    dtype: torch.dtype
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def name(self) -> str:
+        """The spec's label."""
+        return self.spec.label
+
+    @property
+    def context_length(self) -> int:
+        """Maximum number of positions the model accepts."""
+        cfg = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+            v = getattr(cfg, attr, None)
+            if isinstance(v, int) and v > 0:
+                return v
+        return int(min(getattr(self.tokenizer, "model_max_length", 2048), 1 << 20))
+
+    def check_layer(self, layer: int, *, allow_zero: bool = True) -> int:
+        """Validate a layer index in the project's numbering (0 = embeddings .. L = last block output)."""
+        lo = 0 if allow_zero else 1
+        if not isinstance(layer, int) or not lo <= layer <= self.adapter.n_layers:
+            raise InputError(f"Layer {layer} is out of range: this model has layers {lo}..{self.adapter.n_layers} "
+                             "(0 = embeddings, L = last block's output).")
+        return layer
+
+
+def zoo_models() -> list[str]:
+    """Names of the demo checkpoints shipped under zoo/."""
+    if not ZOO_DIR.is_dir():
+        return []
+    return sorted(p.name for p in ZOO_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; otherwise the named device (validated)."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"Unknown device '{device}'. Use auto, cpu, cuda or mps.") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("Device 'cuda' was asked for, but no CUDA GPU is available here. Use auto or cpu.")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on a GPU, fp32 on the CPU; otherwise the named dtype."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type in ("cuda", "mps") else torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"Unknown dtype '{dtype}'. Use auto, float32, bfloat16 or float16.")
+    return DTYPES[dtype]
+
+
+def resolve_source(source: str) -> tuple[str, bool]:
+    """(path or hub id, is_local). Zoo names resolve to zoo/<name>; a missing path is a clear error."""
+    src = (source or "").strip()
+    if not src:
+        raise ModelLoadError("No model given. Pick a demo model or enter a Hugging Face id or a local folder.")
+    if src.startswith("zoo:"):
+        src = src[4:]
+    expanded = Path(os.path.expanduser(src))
+    if expanded.is_dir():
+        return str(expanded.resolve()), True
+    if (ZOO_DIR / src).is_dir():
+        return str((ZOO_DIR / src).resolve()), True
+    looks_like_path = src.startswith(("/", ".", "~")) or os.sep + os.sep in src or src.count("/") > 1
+    if expanded.exists() and not expanded.is_dir():
+        raise ModelLoadError(f"'{src}' is a file; pass the folder that holds config.json and the weights.")
+    if looks_like_path or not HUB_ID.match(src):
+        raise ModelLoadError(f"No such folder: '{src}'. Pass a local model folder, a demo model name "
+                             f"({', '.join(zoo_models()) or 'none found'}) or a Hugging Face hub id like 'gpt2'.")
+    return src, False
+
+
+def _check_local_weights(path: str, allow_pickle: bool) -> None:
+    """Refuse folders without weights, and pickle-only folders unless pickle was explicitly allowed."""
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise ModelLoadError(f"The folder '{path}' has no config.json; it is not a Hugging Face model folder.")
+    has_st = any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").is_file()
+    has_pickle = any(p.glob("*.bin")) or any(p.glob("*.pt")) or any(p.glob("*.pth"))
+    if not has_st and not has_pickle:
+        raise ModelLoadError(f"The folder '{path}' has a config.json but no weights (no *.safetensors file).")
+    if not has_st and has_pickle and not allow_pickle:
+        raise ModelLoadError(
+            f"The folder '{path}' only has pickle weights (*.bin). Pickle files can run code when loaded, so "
+            "Logitscope only loads safetensors unless you explicitly allow pickle weights for trusted checkpoints."
+        )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load ``spec`` into a LoadedModel (eval mode, adapter resolved), raising ModelLoadError et al. with clear messages."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path, local = resolve_source(spec.source)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    if local:
+        _check_local_weights(path, spec.allow_pickle)
+    common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    if not local:
+        common["local_files_only"] = _offline()
+    try:
+        config = AutoConfig.from_pretrained(path, **common)
+    except ValueError as err:  # unknown model_type, remote code required, ...
+        raise UnsupportedArchitectureError(f"Could not read the configuration of '{spec.source}': {err}") from err
+    except OSError as err:
+        if local:
+            raise ModelLoadError(f"Could not read config.json in '{path}': {err}") from err
+        raise ModelLoadError(
+            f"Could not fetch '{spec.source}' from the Hugging Face Hub (no network, or no such model id). "
+            "Download it where there is network access and pass the local folder instead."
+        ) from err
+    # Refuse unsupported architectures before paying for the weights.
+    from analysis.architectures import ARCH_TABLE, SUPPORTED
+    if getattr(config, "model_type", None) not in ARCH_TABLE:
+        raise UnsupportedArchitectureError(
+            f"Architecture '{getattr(config, 'model_type', '?')}' of '{spec.source}' is not supported. "
+            f"Supported: {', '.join(SUPPORTED)}."
+        )
+    kwargs: dict[str, Any] = dict(common, dtype=dtype)
+    if not spec.allow_pickle:
+        kwargs["use_safetensors"] = True
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        kwargs["device_map"] = "auto"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs)
+    except OSError as err:
+        if not local and not spec.allow_pickle and "safetensors" in str(err).lower():
+            raise ModelLoadError(f"'{spec.source}' has no safetensors weights; allow pickle weights only if you "
+                                 "trust the checkpoint.") from err
+        raise ModelLoadError(f"Could not load the weights of '{spec.source}': {err}") from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"Could not load the tokenizer of '{spec.source}': {err}") from err
+    if spec.adapter:
+        model = _apply_lora(model, spec.adapter)
+    if "device_map" not in kwargs:
+        model = model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    adapter = resolve_adapter(model)
+    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, adapter=adapter, device=device, dtype=dtype)
+
+
+def _apply_lora(model: Any, adapter_dir: str) -> Any:
+    """Apply a PEFT LoRA adapter folder and merge it, giving a plain model of the same architecture."""
+    p = Path(os.path.expanduser(adapter_dir))
+    if not (p / "adapter_config.json").is_file():
+        raise ModelLoadError(f"'{adapter_dir}' is not a PEFT adapter folder (no adapter_config.json).")
+    try:
+        from peft import PeftModel
+        return PeftModel.from_pretrained(model, str(p)).merge_and_unload()
+    except Exception as err:  # peft raises many types for mismatched adapters
+        raise ModelLoadError(f"The adapter in '{adapter_dir}' does not fit this model: {err}") from err
+
+
+def model_from_pretrained_object(model: Any, tokenizer: Any, name: str = "in-memory") -> LoadedModel:
+    """Wrap an already-built model and tokenizer (tests, notebooks) as a LoadedModel."""
+    model.eval()
+    model.requires_grad_(False)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    if tokenizer is not None and tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(spec=ModelSpec(source=name), model=model, tokenizer=tokenizer,
+                       adapter=resolve_adapter(model), device=device, dtype=dtype)

@@ -1,0 +1,52 @@
+"""The model card: what was loaded, its shape, where it runs, and its self-check result."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from analysis.loading import LoadedModel
+from analysis.selfcheck import SelfCheck, self_check
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Facts about a loaded model, shown on the home page and written into export metadata."""
+
+    name: str
+    source: str
+    revision: str | None
+    adapter: str | None
+    architecture: str
+    model_type: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    vocab_size: int
+    context_length: int
+    n_params: int
+    norm_kind: str
+    parallel_residual: bool
+    softcap: float | None
+    device: str
+    dtype: str
+    memory_mb: float
+    check: SelfCheck
+
+    def as_dict(self) -> dict:
+        """JSON-ready dict (for export metadata)."""
+        return asdict(self)
+
+
+def model_card(lm: LoadedModel, check: SelfCheck | None = None) -> ModelCard:
+    """Build the card, running the self-check unless one is given."""
+    ad = lm.adapter
+    params = list(lm.model.parameters())
+    n_params = sum(p.numel() for p in params)
+    mem = sum(p.numel() * p.element_size() for p in params) / 2**20
+    return ModelCard(
+        name=lm.name, source=lm.spec.source, revision=lm.spec.revision, adapter=lm.spec.adapter,
+        architecture=type(lm.model).__name__, model_type=ad.model_type, n_layers=ad.n_layers, d_model=ad.d_model,
+        n_heads=ad.n_heads, vocab_size=ad.vocab_size, context_length=lm.context_length, n_params=n_params,
+        norm_kind=ad.final_norm.kind, parallel_residual=ad.parallel_residual, softcap=ad.softcap,
+        device=str(lm.device), dtype=str(lm.dtype).replace("torch.", ""), memory_mb=round(mem, 2),
+        check=check if check is not None else self_check(lm),
+    )
