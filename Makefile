@@ -1,0 +1,64 @@
+# Logitscope: `make setup`, `make run`, `make test`.
+# The virtual environment lives outside the clone, keyed on the Python version and the pinned
+# requirements, so a fresh clone reuses a matching one and a changed pin gets a new one.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+REQS := requirements.txt requirements-dev.txt
+REQ_HASH := $(shell { $(PYTHON) -c 'import sys; print(sys.version_info[:2])'; cat $(REQS); } | sha256sum | cut -c1-12)
+LOGITSCOPE_VENV ?= $(HOME)/.cache/logitscope/venv-$(REQ_HASH)
+VENV := $(LOGITSCOPE_VENV)
+VPY := $(VENV)/bin/python
+# Written only after a complete install: an interrupted one is redone on the next `make setup`.
+STAMP := $(VENV)/.logitscope-installed-$(REQ_HASH)
+APT_PACKAGES := chromium fonts-liberation fonts-dejavu-core
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test browser venv-path
+
+help:
+	@echo "make setup   create/refresh the venv ($(VENV)) and install Chromium if missing"
+	@echo "make run     start the app (streamlit run app.py)"
+	@echo "make test    run the whole test suite, end-to-end browser tests included"
+	@echo "variables: LOGITSCOPE_VENV=<dir> PYTHON=<python3.11> PYTEST_ARGS='-k lens -x'"
+
+setup: $(STAMP) browser
+
+venv-path:
+	@echo $(VENV)
+
+$(STAMP):
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11 not found (set PYTHON=...)"; exit 1; }
+	@echo ">> creating $(VENV) with $(PYTHON)"
+	mkdir -p "$(dir $(VENV))"
+	"$(PYTHON)" -m venv "$(VENV)"
+	"$(VPY)" -m pip install --disable-pip-version-check -r requirements-dev.txt
+	"$(VPY)" -c "import torch, transformers, streamlit, plotly, kaleido, playwright, pytest_timeout"
+	touch "$@"
+
+# Static export and the end-to-end tests use Debian's chromium; nothing downloads a browser.
+browser:
+	@if [ -n "$${LOGITSCOPE_CHROME:-}" ] || [ -x /usr/bin/chromium ]; then \
+	  exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo ">> installing $(APT_PACKAGES) with apt-get"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES) </dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  echo ">> installing $(APT_PACKAGES) with sudo apt-get"; \
+	  sudo -n apt-get update -q && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES) </dev/null; \
+	else \
+	  echo "!! Chromium is missing and this user cannot run apt-get."; \
+	  echo "!! Install it with: sudo apt-get install $(APT_PACKAGES)  (or set LOGITSCOPE_CHROME=/path/to/chrome)."; \
+	  echo "!! Without it PNG/SVG/PDF export and the end-to-end tests are unavailable."; \
+	fi
+
+run: setup
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} "$(VPY)" -m streamlit run app.py
+
+# pytest exits 5 when it collected no tests: that is a failure here, never a silent pass.
+test: setup
+	@rc=0; "$(VPY)" -m pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; \
+	exit $$rc

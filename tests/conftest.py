@@ -1,0 +1,48 @@
+"""Suite-wide setup: hermetic, offline, frugal with CPU. Only generic fixtures belong here."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Set before anything imports transformers / huggingface_hub / tokenizers.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("MKL_NUM_THREADS", "2")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+try:  # torch is a runtime dependency, but keep collection working if it is absent
+    import torch  # noqa: E402
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+except ImportError:  # pragma: no cover
+    torch = None  # type: ignore[assignment]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository's root folder."""
+    return REPO_ROOT
+
+
+@pytest.fixture
+def seeded() -> int:
+    """Seed python, numpy and torch with 0 for a deterministic test; returns the seed."""
+    import random
+
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+    if torch is not None:
+        torch.manual_seed(0)
+    return 0

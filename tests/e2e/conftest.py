@@ -1,0 +1,246 @@
+"""End-to-end harness: the real app under `streamlit run`, driven by Playwright in headless Chromium.
+
+Fixtures: `streamlit_server` (session; base URL), `browser` (session), `page` (per test).
+Helper fixtures (each returns a function): `goto_app(page, url)` opens a page and waits for the
+script to finish, `wait_for_app_idle(page)` waits after an interaction, `save_screenshot(page,
+name)` writes test-artifacts/<name>.png.
+The browser is Debian's chromium (or $LOGITSCOPE_CHROME); Playwright never downloads its own.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+SERVER_START_TIMEOUT_S = 90.0
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e carries the e2e marker (select or skip with -m)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _save_screenshot(page, name: str, *, full_page: bool = True) -> Path:
+    """Save a PNG of the page to test-artifacts/<name>.png (gitignored) and return its path."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "screenshot"
+    path = ARTIFACTS / f"{stem}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def _wait_for_app_idle(page, timeout_ms: float = 60_000) -> None:
+    """Block until Streamlit is connected and has finished running the script (no "Running...")."""
+    from playwright.sync_api import expect
+
+    app = page.locator("[data-testid='stApp']")
+    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED", timeout=timeout_ms)
+    # The script state goes initial -> running -> notRunning; reruns go back through running.
+    expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=timeout_ms)
+    expect(page.locator("[data-testid='stStatusWidget']")).to_have_count(0, timeout=timeout_ms)
+    expect(page.locator("[data-testid='stSkeleton']")).to_have_count(0, timeout=timeout_ms)
+
+
+def _goto_app(page, url: str, timeout_ms: float = 90_000) -> None:
+    """Open url and wait until the app's script has run to the end."""
+    page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
+    _wait_for_app_idle(page, timeout_ms)
+
+
+def chromium_path() -> str | None:
+    """The Chromium executable for Playwright: $LOGITSCOPE_CHROME, /usr/bin/chromium, or PATH."""
+    explicit = os.environ.get("LOGITSCOPE_CHROME")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else shutil.which(explicit)
+    if os.access("/usr/bin/chromium", os.X_OK):
+        return "/usr/bin/chromium"
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 80) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no server log)"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
+            return resp.status == 200 and resp.read().strip() == b"ok"
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@contextlib.contextmanager
+def run_streamlit(script: Path, log_name: str = "streamlit-server") -> Iterator[str]:
+    """Serve `script` with `streamlit run` on a free loopback port from the repo root; yield the URL."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = ARTIFACTS / f"{log_name}.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.headless", "true",
+        "--server.address", "127.0.0.1",
+        "--server.port", str(port),
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not _healthy(f"{base}/_stcore/health"):
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"streamlit exited with code {proc.returncode} before becoming healthy.\n"
+                    f"--- {log_path} ---\n{_tail(log_path)}",
+                    pytrace=False,
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"streamlit did not answer {base}/_stcore/health within "
+                    f"{SERVER_START_TIMEOUT_S:.0f} s.\n--- {log_path} ---\n{_tail(log_path)}",
+                    pytrace=False,
+                )
+            time.sleep(0.5)
+        yield base
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def streamlit_server() -> Iterator[str]:
+    """The app (app.py) served for the whole session; yields its base URL (http://127.0.0.1:PORT)."""
+    if not (REPO_ROOT / "app.py").exists():
+        pytest.skip("app.py does not exist yet: nothing to serve for the end-to-end tests")
+    with run_streamlit(REPO_ROOT / "app.py") as base:
+        yield base
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and its children
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """A headless Chromium (Debian's) driven by Playwright for the whole session."""
+    exe = chromium_path()
+    if not exe:
+        msg = "no Chromium found (run `make setup`, or set LOGITSCOPE_CHROME)"
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A fresh browser context and page (1400x900); a failing test leaves a screenshot."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(30_000)
+    pg = context.new_page()
+    try:
+        yield pg
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            try:
+                _save_screenshot(pg, f"FAILED-{request.node.name}")
+            except Exception:  # noqa: BLE001 - the screenshot is a courtesy
+                pass
+        context.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Expose each phase's report as item.rep_<phase> (used for screenshots on failure)."""
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
+
+@pytest.fixture
+def save_screenshot():
+    """save_screenshot(page, name) -> Path of test-artifacts/<name>.png."""
+    return _save_screenshot
+
+
+@pytest.fixture
+def wait_for_app_idle():
+    """wait_for_app_idle(page, timeout_ms=60000): connected, script not running, no skeletons."""
+    return _wait_for_app_idle
+
+
+@pytest.fixture
+def goto_app():
+    """goto_app(page, url, timeout_ms=90000): open url and wait for the script to finish."""
+    return _goto_app
+
+
+@pytest.fixture
+def serve_script():
+    """serve_script(path, log_name) -> context manager serving another Streamlit script; yields URL."""
+    return run_streamlit
