@@ -18,7 +18,6 @@ from analysis.architectures import Adapter, resolve_adapter
 from analysis.errors import InputError, ModelLoadError, UnsupportedArchitectureError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ZOO_DIR = REPO_ROOT / "zoo"
 DEFAULT_MODEL = "gpt2-world-base"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -82,11 +81,17 @@ class LoadedModel:
         return layer
 
 
+def zoo_dir() -> Path:
+    """Where the demo checkpoints live: zoo/ in the repo, or $LOGITSCOPE_ZOO."""
+    return Path(os.environ.get("LOGITSCOPE_ZOO") or REPO_ROOT / "zoo")
+
+
 def zoo_models() -> list[str]:
     """Names of the demo checkpoints shipped under zoo/."""
-    if not ZOO_DIR.is_dir():
+    zd = zoo_dir()
+    if not zd.is_dir():
         return []
-    return sorted(p.name for p in ZOO_DIR.iterdir() if (p / "config.json").is_file())
+    return sorted(p.name for p in zd.iterdir() if (p / "config.json").is_file())
 
 
 def resolve_device(device: str) -> torch.device:
@@ -125,8 +130,8 @@ def resolve_source(source: str) -> tuple[str, bool]:
     expanded = Path(os.path.expanduser(src))
     if expanded.is_dir():
         return str(expanded.resolve()), True
-    if (ZOO_DIR / src).is_dir():
-        return str((ZOO_DIR / src).resolve()), True
+    if (zoo_dir() / src).is_dir():
+        return str((zoo_dir() / src).resolve()), True
     looks_like_path = src.startswith(("/", ".", "~")) or os.sep + os.sep in src or src.count("/") > 1
     if expanded.exists() and not expanded.is_dir():
         raise ModelLoadError(f"'{src}' is a file; pass the folder that holds config.json and the weights.")

@@ -1,0 +1,60 @@
+"""Small helpers every analysis page shares: progress bridging, error display, compare columns, metadata."""
+from __future__ import annotations
+
+import datetime as _dt
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import streamlit as st
+
+from analysis.errors import LogitscopeError
+from components.model_state import ModelPair
+
+ProgressFn = Callable[[float, str], None]
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[ProgressFn]:
+    """A st.progress bar; yields ``report(fraction, message)`` for engine functions' ``progress=`` argument."""
+    bar = st.progress(0.0, text=label)
+
+    def report(fraction: float, message: str = "") -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label} {message}".strip())
+    try:
+        yield report
+    finally:
+        bar.empty()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show project errors as st.error (their message) and any other exception as a short error, never a traceback."""
+    try:
+        yield
+    except LogitscopeError as err:
+        st.error(str(err))
+        st.stop()
+    except Exception as err:  # noqa: BLE001 - the app must keep working
+        st.error(f"Something went wrong: {type(err).__name__}: {err}")
+        st.stop()
+
+
+def compare_columns(pair: ModelPair) -> list[tuple[str, Any, Any, Any]]:
+    """[(label, lm, card, column)] - one column per loaded checkpoint, side by side when B is loaded."""
+    items = pair.items()
+    cols = st.columns(len(items)) if len(items) > 1 else [st.container()]
+    return [(f"{which}: {card.name}", lm, card, col) for (which, lm, card), col in zip(items, cols)]
+
+
+def page_metadata(page: str, pair: ModelPair, settings: dict, prompt_set: Any = None) -> dict:
+    """Export metadata: the page, both models' cards, the settings and the prompt set's hash."""
+    meta: dict[str, Any] = {
+        "page": page,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "models": {which: card.as_dict() for which, _, card in pair.items()},
+        "settings": settings,
+    }
+    if prompt_set is not None:
+        meta["prompt_set"] = {"name": getattr(prompt_set, "name", None), "sha256": getattr(prompt_set, "sha256", None),
+                              "n_prompts": len(prompt_set)}
+    return meta
