@@ -187,9 +187,9 @@ class _Renderer:
         self._loop = self._thread = self._kaleido = self._browser = None
         if loop is None:
             return
-        if k is not None and thread is not None and thread.is_alive():
+        if thread is not None and thread.is_alive():
             try:
-                asyncio.run_coroutine_threadsafe(k.close(), loop).result(timeout=15)
+                asyncio.run_coroutine_threadsafe(_shutdown(k), loop).result(timeout=20)
             except BaseException:  # noqa: BLE001 - best effort: the process may already be gone
                 pass
         loop.call_soon_threadsafe(loop.stop)
@@ -218,16 +218,29 @@ class _Renderer:
                 return
             self._loop = self._thread = self._kaleido = self._browser = None
 
-            async def _shutdown() -> None:
+            async def _close_and_stop() -> None:
                 try:
-                    if k is not None:
-                        await asyncio.wait_for(k.close(), 15)
+                    await _shutdown(k)
                 finally:
                     loop.stop()
 
-            loop.create_task(_shutdown())
+            loop.create_task(_close_and_stop())
         finally:
             self._lock.release()
+
+
+async def _shutdown(k: Any) -> None:
+    """Close kaleido's browser, then cancel the loop's leftover tasks (choreographer's watchdog)."""
+    try:
+        if k is not None:
+            await asyncio.wait_for(k.close(), 15)
+    except BaseException:  # noqa: BLE001 - best effort: the process may already be gone
+        pass
+    me = asyncio.current_task()
+    rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for t in rest:
+        t.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
 
 
 _RENDERER = _Renderer()

@@ -82,6 +82,44 @@ def test_static_export_reuses_one_browser_and_is_fast_when_warm(fig):
 
 
 @needs_browser
+def test_concurrent_exports_each_get_their_own_figure():
+    import threading
+
+    out: dict[int, bytes] = {}
+
+    def work(i: int) -> None:
+        f = go.Figure(go.Bar(x=["a"], y=[i]), layout={"title": f"thread_{i}_title"})
+        out[i] = exporting.figure_bytes(f, "svg")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(f"thread_{i}_title".encode() in out[i] for i in range(4))
+
+
+@needs_browser
+def test_export_recovers_after_the_browser_dies_or_idles_out(fig, monkeypatch):
+    import os
+    import signal
+    import time
+
+    exporting.figure_bytes(fig, "png")
+    os.kill(exporting._RENDERER._kaleido.subprocess.pid, signal.SIGKILL)
+    assert exporting.figure_bytes(fig, "png").startswith(b"\x89PNG")  # restarted transparently
+
+    monkeypatch.setattr(exporting, "IDLE_CLOSE_S", 0.2)
+    exporting.figure_bytes(fig, "svg")
+    deadline = time.monotonic() + 20
+    while exporting._RENDERER._kaleido is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert exporting._RENDERER._kaleido is None, "idle browser was not closed"
+    monkeypatch.setattr(exporting, "IDLE_CLOSE_S", 300.0)
+    assert exporting.figure_bytes(fig, "pdf").startswith(b"%PDF")
+
+
+@needs_browser
 def test_static_export_accepts_figure_dict(fig):
     assert exporting.figure_bytes(fig.to_dict(), "png").startswith(b"\x89PNG")
 
