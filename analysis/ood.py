@@ -1,0 +1,399 @@
+"""The OOD separability study: which layers and scores tell familiar (ID) input from unfamiliar (OOD) input.
+
+The ID set is split (seeded) into a fit part and a held-out part. Every scorer is fitted on the fit
+part only and scores the held-out ID prompts and the OOD sets - never the points it was fitted on
+(``_split`` asserts the two parts are disjoint and ``_evaluate`` only ever receives held-out and OOD
+rows). Feature scores (Mahalanobis and KNN per pooling; ViM and NECO on the head input with the
+logit-lens logits of the same layer, which at the last layer are the model's logits) are computed per
+layer; logit scores (MSP, MaxLogit, Energy, GEN, LogitGap, mean log-likelihood) once, on the final
+logits. Metrics (analysis.ood_metrics) per OOD set and for all OOD sets pooled ("all OOD"); the best
+pick is the highest AUROC on "all OOD" (ties: the earlier score in the table, then the lower layer).
+
+Small sets: an OOD set needs at least 2 prompts and the ID set at least 4 distinct prompts (2 to fit,
+2 held out), otherwise InputError. KNN's k, ViM's dim and NECO's k are lowered to what the fit size
+allows, with a note in ``OODStudy.notes`` (the fallback is documented, never silent). Duplicate ID
+prompts are dropped before the split (else a copy in the fit part would score its twin), with a note.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import InputError
+from analysis.loading import LoadedModel
+from analysis.ood_features import OODFeatures, extract_features
+from analysis.ood_metrics import HIGHER_IS_BETTER, all_metrics, roc_points
+from analysis.ood_scores import (GEN, KNN, MSP, NECO, Energy, LogitGap, LogitStats, Mahalanobis, MaxLogit,
+                                 MeanLogLikelihood, ViM, default_vim_dim)
+
+ProgressFn = Callable[[float, str], None]
+ID_KEY = "ID (held-out)"
+ALL_OOD = "all OOD"
+MIN_OOD = 2
+MIN_ID = 4
+LOGIT_SCORES = ("MSP", "MaxLogit", "Energy", "GEN", "LogitGap", "MeanLogLik")
+
+
+@dataclass(frozen=True)
+class OODSettings:
+    """Study settings (plain values, hashable: usable as a cache key)."""
+
+    seed: int = 0
+    fit_fraction: float = 0.5
+    poolings: tuple[str, ...] = ("last", "mean")
+    knn_k: int = 5
+    shrinkage: str = "ledoit-wolf"
+    vim_dim: int | None = None  # None: the official rule, capped below the fit size
+    neco_k: int | None = None  # None: half of min(fit size, d)
+    gen_gamma: float = 0.1
+    gen_m: int = 100
+    logitgap_n: int = 10
+
+    def as_dict(self) -> dict:
+        """Plain dict for export metadata."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One line of the metrics table; layer is None for logit scores (computed on the final logits)."""
+
+    score: str
+    kind: str  # "feature" or "logit"
+    layer: int | None
+    ood_set: str
+    auroc: float
+    aupr_in: float
+    aupr_out: float
+    fpr95_id: float
+    fpr95_ood: float
+    autc: float
+
+
+@dataclass(frozen=True)
+class OODStudy:
+    """Result of a study.
+
+    scores[score][set] -> [n_l, n_set] for feature scores (one row per entry of ``layers``) or [1, n_set]
+    for logit scores; sets are ID_KEY (held-out ID) and each OOD set name. prompts[set] -> the prompts in
+    the same order. fit_index / heldout_index: positions in the (deduplicated) ID prompts ``id_prompts``.
+    """
+
+    id_name: str
+    ood_names: tuple[str, ...]
+    layers: tuple[int, ...]
+    feature_scores: tuple[str, ...]
+    logit_scores: tuple[str, ...]
+    scores: Mapping[str, Mapping[str, np.ndarray]]
+    prompts: Mapping[str, tuple[str, ...]]
+    id_prompts: tuple[str, ...]
+    fit_index: np.ndarray
+    heldout_index: np.ndarray
+    metrics: tuple[MetricRow, ...]
+    best_score: str
+    best_layer: int | None
+    best_auroc: float
+    best_layer_by_score: Mapping[str, int]
+    settings: Mapping[str, object]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def sets(self) -> tuple[str, ...]:
+        """Scored sets: held-out ID first, then the OOD sets."""
+        return (ID_KEY,) + self.ood_names
+
+    def score_values(self, score: str, layer: int | None, set_name: str) -> np.ndarray:
+        """Scores [n_set] of ``score`` at ``layer`` (ignored for logit scores) on ``set_name`` (or ALL_OOD)."""
+        if score not in self.scores:
+            raise InputError(f"Unknown score {score!r}; known: {', '.join(self.scores)}.")
+        row = 0 if score in self.logit_scores else self.layer_pos(layer)
+        if set_name == ALL_OOD:
+            return np.concatenate([self.scores[score][s][row] for s in self.ood_names])
+        return self.scores[score][set_name][row]
+
+    def layer_pos(self, layer: int | None) -> int:
+        """Index of ``layer`` in ``layers``."""
+        if layer not in self.layers:
+            raise InputError(f"Layer {layer} was not part of this study (layers {self.layers[0]}..{self.layers[-1]}).")
+        return self.layers.index(layer)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _split(n: int, fit_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint seeded (fit, held-out) index arrays covering range(n); both have at least 2 entries."""
+    if not 0.0 < fit_fraction < 1.0:
+        raise InputError(f"The fit fraction must be between 0 and 1, got {fit_fraction}.")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_fit = int(np.clip(round(fit_fraction * n), 2, n - 2))
+    fit, held = np.sort(perm[:n_fit]), np.sort(perm[n_fit:])
+    assert np.intersect1d(fit, held).size == 0 and fit.size + held.size == n, "fit and held-out must be disjoint"
+    return fit, held
+
+
+def _dedupe(prompts: Sequence[str]) -> np.ndarray:
+    """Positions of the first occurrence of each distinct prompt, in order."""
+    seen: dict[str, int] = {}
+    for i, p in enumerate(prompts):
+        seen.setdefault(p, i)
+    return np.array(sorted(seen.values()), dtype=int)
+
+
+def _take(f: OODFeatures, idx: np.ndarray) -> OODFeatures:
+    """The rows ``idx`` of a feature set."""
+    return OODFeatures(tuple(f.prompts[i] for i in idx), f.layers, f.last[:, idx], f.mean[:, idx], f.head_in[:, idx],
+                       f.lens_top[:, idx], f.lens_lse[:, idx], f.final_top[idx], f.final_lse[idx], f.mean_loglik[idx],
+                       f.n_predicted[idx], f.vim_origin, f.vocab_size)
+
+
+def _evaluate(make: Callable[[], object], fit_X, fit_logits, eval_sets: Mapping[str, tuple]) -> dict[str, np.ndarray]:
+    """Fit a fresh scorer on (fit_X, fit_logits) and score each eval set (X, logits); the fit rows are never scored."""
+    scorer = make()
+    scorer.fit(fit_X, fit_logits)
+    return {name: scorer.score(X, lg) for name, (X, lg) in eval_sets.items()}
+
+
+def check_sets(n_id: int, ood: Mapping[str, int]) -> None:
+    """Raise InputError for sets too small to study (ID < MIN_ID distinct prompts, an OOD set < MIN_OOD, none)."""
+    if not ood:
+        raise InputError("Add at least one OOD set to compare the ID set with.")
+    if n_id < MIN_ID:
+        raise InputError(f"The ID set has {n_id} distinct prompt(s); at least {MIN_ID} are needed "
+                         f"({MIN_ID // 2} to fit the scores on and {MIN_ID // 2} held out to evaluate them).")
+    for name, n in ood.items():
+        if n < MIN_OOD:
+            raise InputError(f"The OOD set '{name}' has {n} prompt(s); at least {MIN_OOD} are needed for the "
+                             "metrics (AUROC, FPR@95) to mean anything.")
+
+
+# ----------------------------------------------------------------------------------------- the study
+def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], settings: OODSettings = OODSettings(),
+                        *, id_name: str = "ID", progress: ProgressFn | None = None) -> OODStudy:
+    """Fit every score on the ID fit split and evaluate it on held-out ID vs each OOD set (pure numpy)."""
+    notes: list[str] = []
+    keep = _dedupe(id_feats.prompts)
+    if keep.size < len(id_feats):
+        notes.append(f"{len(id_feats) - keep.size} duplicate ID prompt(s) were dropped before the split.")
+        id_feats = _take(id_feats, keep)
+    check_sets(len(id_feats), {k: len(v) for k, v in ood_feats.items()})
+    for name, f in ood_feats.items():
+        if f.layers != id_feats.layers:
+            raise InputError(f"The OOD set '{name}' was computed on other layers than the ID set.")
+        if f.vocab_size != id_feats.vocab_size:
+            raise InputError(f"The OOD set '{name}' was computed with another model than the ID set.")
+        overlap = len(set(f.prompts) & set(id_feats.prompts))
+        if overlap:
+            notes.append(f"{overlap} prompt(s) of the OOD set '{name}' also appear in the ID set.")
+    for p in settings.poolings:
+        if p not in ("last", "mean"):
+            raise InputError(f"Pooling must be 'last' or 'mean', got {p!r}.")
+    fit, held = _split(len(id_feats), settings.fit_fraction, settings.seed)
+    n_fit, d = fit.size, id_feats.last.shape[2]
+    knn_k = settings.knn_k
+    if knn_k >= n_fit:
+        knn_k = n_fit - 1
+        notes.append(f"KNN's k was lowered from {settings.knn_k} to {knn_k} (it must be below the {n_fit} ID fit prompts).")
+    vim_dim = settings.vim_dim if settings.vim_dim is not None else default_vim_dim(d)
+    if vim_dim >= min(d, n_fit):
+        new = max(1, min(d, n_fit) - 1)
+        notes.append(f"ViM's dim was lowered from {vim_dim} to {new} (it must be below min(d = {d}, "
+                     f"ID fit prompts = {n_fit})).")
+        vim_dim = new
+    neco_k = settings.neco_k if settings.neco_k is not None else max(1, min(n_fit, d) // 2)
+    if neco_k > min(n_fit, d):
+        notes.append(f"NECO's k was lowered from {neco_k} to {min(n_fit, d)} (at most min(fit prompts, d)).")
+        neco_k = min(n_fit, d)
+
+    sets = {ID_KEY: _take(id_feats, held), **dict(ood_feats)}
+    fit_f = _take(id_feats, fit)
+    feature_defs: list[tuple[str, Callable[[], object], str]] = []
+    for p in settings.poolings:
+        feature_defs.append((f"Mahalanobis·{p}", lambda: Mahalanobis(settings.shrinkage), p))
+        feature_defs.append((f"KNN·{p}", lambda: KNN(knn_k), p))
+    feature_defs.append(("ViM", lambda: ViM(vim_dim, id_feats.vim_origin), "head"))
+    feature_defs.append(("NECO", lambda: NECO(neco_k), "head"))
+    nl = len(id_feats.layers)
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    total = len(feature_defs) * nl + 1
+    step = 0
+    for name, make, src in feature_defs:
+        per_set = {s: np.zeros((nl, len(f)), np.float64) for s, f in sets.items()}
+        for li in range(nl):
+            def arr(f: OODFeatures) -> np.ndarray:
+                return f.head_in[li] if src == "head" else f.pooled(src)[li]
+            out = _evaluate(make, arr(fit_f), fit_f.lens_logits(li),
+                            {s: (arr(f), f.lens_logits(li)) for s, f in sets.items()})
+            for s, v in out.items():
+                per_set[s][li] = v
+            step += 1
+            if progress is not None:
+                progress(step / total, f"{name} at layer {id_feats.layers[li]}")
+        scores[name] = per_set
+    logit_defs: dict[str, object] = {"MSP": MSP(), "MaxLogit": MaxLogit(), "Energy": Energy(),
+                                     "GEN": GEN(settings.gen_gamma, settings.gen_m), "LogitGap": LogitGap(settings.logitgap_n),
+                                     "MeanLogLik": MeanLogLikelihood()}
+    for name, sc in logit_defs.items():
+        scores[name] = {s: (sc.score(f.mean_loglik) if name == "MeanLogLik" else sc.score(f.final_logits()))[None, :]
+                        for s, f in sets.items()}
+    if progress is not None:
+        progress(1.0, "metrics")
+    feature_names = tuple(n for n, _, _ in feature_defs)
+    rows: list[MetricRow] = []
+    ood_names = tuple(ood_feats)
+    for name in feature_names + LOGIT_SCORES:
+        is_logit = name in LOGIT_SCORES
+        for li in range(1 if is_logit else nl):
+            s_id = scores[name][ID_KEY][li]
+            for o in ood_names + ((ALL_OOD,) if len(ood_names) > 1 else ()):
+                s_ood = (np.concatenate([scores[name][x][li] for x in ood_names]) if o == ALL_OOD
+                         else scores[name][o][li])
+                m = all_metrics(s_id, s_ood)
+                rows.append(MetricRow(name, "logit" if is_logit else "feature", None if is_logit else id_feats.layers[li],
+                                      o, **m.as_dict()))
+    target = ALL_OOD if len(ood_names) > 1 else ood_names[0]
+    best_by_score: dict[str, int] = {}
+    best = (None, None, -1.0)
+    for r in rows:
+        if r.ood_set != target:
+            continue
+        if r.kind == "feature" and (r.score not in best_by_score or r.auroc > _auroc_of(rows, r.score, best_by_score[r.score], target)):
+            best_by_score[r.score] = r.layer
+        if r.auroc > best[2]:
+            best = (r.score, r.layer, r.auroc)
+    settings_d = settings.as_dict()
+    settings_d.update(effective_knn_k=knn_k, effective_vim_dim=vim_dim, effective_neco_k=neco_k,
+                      n_fit=int(n_fit), n_heldout=int(held.size))
+    return OODStudy(id_name, ood_names, id_feats.layers, feature_names, LOGIT_SCORES, scores,
+                    {s: f.prompts for s, f in sets.items()}, id_feats.prompts, fit, held, tuple(rows),
+                    best[0], best[1], float(best[2]), best_by_score, settings_d, tuple(notes))
+
+
+def _auroc_of(rows: Sequence[MetricRow], score: str, layer: int | None, ood_set: str) -> float:
+    for r in rows:
+        if r.score == score and r.layer == layer and r.ood_set == ood_set:
+            return r.auroc
+    return -1.0
+
+
+def run_study(lm: LoadedModel, id_prompts: Sequence[str], ood_prompts: Mapping[str, Sequence[str]],
+              settings: OODSettings = OODSettings(), *, id_name: str = "ID", batch_size: int = 16,
+              layers: Sequence[int] | None = None, progress: ProgressFn | None = None) -> OODStudy:
+    """Features for every set (one chunked pass each) and the study on them."""
+    check_sets(len(set(id_prompts)), {k: len(v) for k, v in ood_prompts.items()})
+    all_sets = {id_name: id_prompts, **ood_prompts}
+    feats: dict[str, OODFeatures] = {}
+    n_total = sum(len(v) for v in all_sets.values())
+    done = 0
+    for name, ps in all_sets.items():
+        def sub(frac: float, msg: str, _d=done, _n=len(ps), _name=name) -> None:
+            if progress is not None:
+                progress(0.9 * (_d + frac * _n) / n_total, f"{_name}: {msg}")
+        feats[name] = extract_features(lm, ps, layers=layers, batch_size=batch_size, progress=sub)
+        done += len(ps)
+    id_f = feats.pop(id_name)
+    return study_from_features(id_f, feats, settings, id_name=id_name,
+                               progress=None if progress is None else (lambda f, m: progress(0.9 + 0.1 * f, m)))
+
+
+# ----------------------------------------------------------------------------------------- tables
+def metrics_frame(study: OODStudy) -> pd.DataFrame:
+    """Every metric row as a DataFrame (layer is empty for logit scores)."""
+    df = pd.DataFrame([asdict(r) for r in study.metrics])
+    df["layer"] = df["layer"].astype("Int64")
+    return df
+
+
+def auroc_table(study: OODStudy, ood_set: str | None = None, metric: str = "auroc") -> pd.DataFrame:
+    """``metric`` as scores (rows) x layers (columns) plus a 'final logits' column for logit scores."""
+    ood_set = ood_set or (ALL_OOD if len(study.ood_names) > 1 else study.ood_names[0])
+    cols = [f"layer {l}" for l in study.layers] + ["final logits"]
+    table = pd.DataFrame(np.nan, index=list(study.feature_scores + study.logit_scores), columns=cols)
+    for r in study.metrics:
+        if r.ood_set == ood_set:
+            table.loc[r.score, "final logits" if r.layer is None else f"layer {r.layer}"] = getattr(r, metric)
+    table.index.name = "score"
+    return table
+
+
+def best_from_table(table: pd.DataFrame, metric: str = "auroc") -> tuple[str, str]:
+    """(score, column) of the best cell of an auroc_table (max, or min for lower-is-better metrics)."""
+    stacked = table.stack().dropna()
+    key = stacked.idxmax() if HIGHER_IS_BETTER[metric] else stacked.idxmin()
+    return str(key[0]), str(key[1])
+
+
+def roc_curve_points(study: OODStudy, score: str, layer: int | None, ood_set: str) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) of ``score`` at ``layer`` for held-out ID vs ``ood_set`` (ID positive)."""
+    return roc_points(study.score_values(score, layer, ID_KEY), study.score_values(score, layer, ood_set))
+
+
+# ----------------------------------------------------------------------------------------- 2-D maps
+@dataclass(frozen=True)
+class Projection2D:
+    """2-D map of one layer's features: coords [n, 2], set name and prompt per point, how it was fitted."""
+
+    coords: np.ndarray
+    set_names: tuple[str, ...]
+    prompts: tuple[str, ...]
+    layer: int
+    pooling: str
+    method: str
+    fit_on: str
+    random_state: int
+    explained: tuple[float, ...] | None
+
+
+_PROJ_CACHE: "OrderedDict[tuple, Projection2D]" = OrderedDict()
+_PROJ_CACHE_MAX = 16
+
+
+def project_2d(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], layer: int, *, pooling: str = "last",
+               method: str = "pca", fit_on: str = "id", random_state: int = 0, id_name: str = "ID") -> Projection2D:
+    """Standardise then project one layer's pooled features to 2-D (PCA or UMAP) fitted on ID or on all points.
+
+    The fitted projector is cached (bounded) on the features' content hash and every setting.
+    """
+    if method not in ("pca", "umap"):
+        raise InputError(f"Projection must be 'pca' or 'umap', got {method!r}.")
+    if fit_on not in ("id", "all"):
+        raise InputError(f"Fit the projection on 'id' or 'all', got {fit_on!r}.")
+    if layer not in id_feats.layers:
+        raise InputError(f"Layer {layer} was not computed (layers {id_feats.layers[0]}..{id_feats.layers[-1]}).")
+    li = id_feats.layers.index(layer)
+    blocks = [(id_name, id_feats)] + list(ood_feats.items())
+    X = np.concatenate([f.pooled(pooling)[li] for _, f in blocks]).astype(np.float64)
+    names = tuple(n for n, f in blocks for _ in range(len(f)))
+    prompts = tuple(p for _, f in blocks for p in f.prompts)
+    h = hashlib.sha256(X.tobytes())
+    h.update("\x00".join(names).encode())
+    key = (h.hexdigest(), layer, pooling, method, fit_on, random_state)
+    if key in _PROJ_CACHE:
+        _PROJ_CACHE.move_to_end(key)
+        return _PROJ_CACHE[key]
+    from sklearn.preprocessing import StandardScaler
+    fit_rows = X[: len(id_feats)] if fit_on == "id" else X
+    if fit_rows.shape[0] < 3:
+        raise InputError("A 2-D map needs at least 3 points to fit on.")
+    scaler = StandardScaler().fit(fit_rows)
+    Z, Zfit = scaler.transform(X), scaler.transform(fit_rows)
+    explained = None
+    if method == "pca":
+        from sklearn.decomposition import PCA
+        pca = PCA(n_components=2, random_state=random_state).fit(Zfit)
+        coords = pca.transform(Z)
+        explained = tuple(float(v) for v in pca.explained_variance_ratio_)
+    else:
+        import umap  # umap-learn; imported lazily (numba start-up is slow)
+        reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(15, Zfit.shape[0] - 1)),
+                            random_state=random_state, n_jobs=1).fit(Zfit)
+        coords = reducer.transform(Z) if fit_on == "id" else reducer.embedding_
+    proj = Projection2D(np.asarray(coords, np.float32), names, prompts, layer, pooling, method, fit_on, random_state,
+                        explained)
+    _PROJ_CACHE[key] = proj
+    while len(_PROJ_CACHE) > _PROJ_CACHE_MAX:
+        _PROJ_CACHE.popitem(last=False)
+    return proj

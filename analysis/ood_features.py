@@ -1,0 +1,169 @@
+"""Per-prompt inputs of the OOD scores, from one batched, chunked forward pass per prompt set.
+
+For every prompt and every requested layer (0 = embeddings .. L = last block's output before the final
+norm) this keeps the last-token residual, the mask-aware mean over the prompt's real tokens (BOS left out
+of the mean), the head input at the last token (the final norm applied to that residual) and a summary of
+the logit-lens logits there (top-K + logsumexp); for the model's own final logits the same summary; and
+the per-sample mean token log-likelihood with padding masked. Nothing of size [layers x batch x positions
+x vocab] is ever held: each chunk reduces per layer to these numbers and is dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from analysis.batching import Batch, chunks, encode
+from analysis.errors import InputError
+from analysis.forward import run
+from analysis.hooks import residual_hook
+from analysis.loading import LoadedModel
+from analysis.ood_scores import DEFAULT_TOP_K, LogitStats, vim_origin
+from analysis.readout import final_norm, readout
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class OODFeatures:
+    """Features of one prompt set (N prompts, n_l = len(layers) layers, width d, K kept logits).
+
+    last, mean, head_in: [n_l, N, d] float32 (last-token residual, mean-pooled residual without BOS,
+    final norm of the last-token residual = the unembedding's input at that layer).
+    lens_top [n_l, N, K] / lens_lse [n_l, N]: logit-lens logits at the last token (top-K sorted, logsumexp).
+    final_top [N, K] / final_lse [N]: the model's own final-position logits.
+    mean_loglik [N]: mean over predicted tokens of log p(token | prefix); n_predicted [N] how many.
+    vim_origin [d]: -pinv(W_U) b_U (zeros without an unembedding bias). vocab_size: V.
+    """
+
+    prompts: tuple[str, ...]
+    layers: tuple[int, ...]
+    last: np.ndarray
+    mean: np.ndarray
+    head_in: np.ndarray
+    lens_top: np.ndarray
+    lens_lse: np.ndarray
+    final_top: np.ndarray
+    final_lse: np.ndarray
+    mean_loglik: np.ndarray
+    n_predicted: np.ndarray
+    vim_origin: np.ndarray
+    vocab_size: int
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def pooled(self, pooling: str) -> np.ndarray:
+        """The residual features for ``pooling`` ('last' or 'mean'): [n_l, N, d]."""
+        if pooling not in ("last", "mean"):
+            raise InputError(f"Pooling must be 'last' or 'mean', got {pooling!r}.")
+        return self.last if pooling == "last" else self.mean
+
+    def final_logits(self) -> LogitStats:
+        """The final logits as a LogitStats [N]."""
+        return LogitStats(self.final_top, self.final_lse, self.vocab_size)
+
+    def lens_logits(self, layer_pos: int) -> LogitStats:
+        """The lens logits of the layer at position ``layer_pos`` in ``layers`` as a LogitStats [N]."""
+        return LogitStats(self.lens_top[layer_pos], self.lens_lse[layer_pos], self.vocab_size)
+
+
+def pooling_weights(batch: Batch, bos_id: int | None) -> torch.Tensor:
+    """Mean-pooling weights [B, T]: the attention mask with each row's first real token removed if it is BOS.
+
+    A row whose only real token is BOS keeps it (so every row has a non-empty mean).
+    """
+    mask = batch.attention_mask.bool()
+    first = mask & (mask.long().cumsum(dim=1) == 1)
+    w = mask.clone()
+    if bos_id is not None:
+        w &= ~(first & (batch.input_ids == int(bos_id)))
+    empty = w.sum(dim=1) == 0
+    w[empty] = mask[empty]
+    return w.float()
+
+
+def mean_token_loglik(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample mean log p(x_t | x_<t) over real predicted tokens (padding masked): ([B], counts [B]).
+
+    logits [B, T, V]; position t predicts token t + 1 when both are real tokens.
+    """
+    ids = batch.input_ids.to(logits.device)
+    mask = batch.attention_mask.to(logits.device).bool()
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    tok = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    valid = (mask[:, 1:] & mask[:, :-1]).float()
+    count = valid.sum(dim=1)
+    return (tok * valid).sum(dim=1) / count.clamp(min=1), count
+
+
+def _topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-k sorted logits [B, k], logsumexp [B]) of z [B, V] in fp32."""
+    z = z.float()
+    return torch.topk(z, min(k, z.shape[-1]), dim=-1).values, torch.logsumexp(z, dim=-1)
+
+
+def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequence[int] | None = None,
+                     batch_size: int = 16, top_k: int = DEFAULT_TOP_K, padding_side: str = "right",
+                     progress: ProgressFn | None = None) -> OODFeatures:
+    """Run ``prompts`` through the model in chunks and return their OODFeatures (see the class doc for shapes)."""
+    prompts = tuple(prompts)
+    if not prompts:
+        raise InputError("The prompt set is empty: nothing to compute features for.")
+    ad = lm.adapter
+    layers = tuple(range(ad.n_layers + 1)) if layers is None else tuple(lm.check_layer(int(l)) for l in layers)
+    if not layers:
+        raise InputError("Choose at least one layer.")
+    bos_id = getattr(lm.tokenizer, "bos_token_id", None)
+    n, d, nl = len(prompts), ad.d_model, len(layers)
+    k = min(int(top_k), ad.vocab_size)
+    last = np.zeros((nl, n, d), np.float32)
+    mean = np.zeros((nl, n, d), np.float32)
+    head_in = np.zeros((nl, n, d), np.float32)
+    lens_top = np.zeros((nl, n, k), np.float32)
+    lens_lse = np.zeros((nl, n), np.float32)
+    final_top = np.zeros((n, k), np.float32)
+    final_lse = np.zeros(n, np.float32)
+    loglik = np.zeros(n, np.float64)
+    counts = np.zeros(n, np.int64)
+    parts = chunks(n, batch_size)
+    for ci, sl in enumerate(parts):
+        batch = encode(lm.tokenizer, prompts[sl], padding_side=padding_side, max_length=lm.context_length)
+        w = pooling_weights(batch, bos_id).to(lm.device)
+        last_idx = batch.last_index().to(lm.device)
+        rows = torch.arange(w.shape[0], device=lm.device)
+        store: dict[int, tuple[torch.Tensor, ...]] = {}
+
+        def pool(li: int) -> Callable[[torch.Tensor], None]:
+            def fn(h: torch.Tensor) -> None:
+                hf = h.float()
+                hl = hf[rows, last_idx]
+                hm = (hf * w[..., None]).sum(dim=1) / w.sum(dim=1, keepdim=True)
+                top, lse = _topk(readout(ad, hl), k)
+                store[li] = (hl, hm, final_norm(ad.final_norm, hl), top, lse)
+                return None
+            return fn
+
+        hooks = [residual_hook(ad, l, pool(i)) for i, l in enumerate(layers)]
+        logits = run(lm, batch, hooks)
+        ll, cnt = mean_token_loglik(logits, batch)
+        ft, fl = _topk(logits[rows.to(logits.device), last_idx.to(logits.device)], k)
+        del logits
+        for i in range(nl):
+            hl, hm, hi, top, lse = (t.cpu().numpy() for t in store[i])
+            last[i, sl], mean[i, sl], head_in[i, sl], lens_top[i, sl], lens_lse[i, sl] = hl, hm, hi, top, lse
+        final_top[sl], final_lse[sl] = ft.cpu().numpy(), fl.cpu().numpy()
+        loglik[sl], counts[sl] = ll.cpu().numpy(), cnt.cpu().numpy().astype(np.int64)
+        if progress is not None:
+            progress((ci + 1) / len(parts), f"{sl.stop:,}/{n:,} prompts")
+    short = np.flatnonzero(counts == 0)
+    if short.size:
+        raise InputError(f"{short.size} prompt(s) have a single token, so no token is predicted and the mean "
+                         f"log-likelihood is undefined (prompt {int(short[0]) + 1}: {prompts[short[0]]!r}). "
+                         "Use prompts of at least one word.")
+    W = ad.W_U.detach().float().cpu().numpy()
+    b = None if ad.b_U is None else ad.b_U.detach().float().cpu().numpy()
+    return OODFeatures(prompts, layers, last, mean, head_in, lens_top, lens_lse, final_top, final_lse,
+                       loglik, counts, vim_origin(W, b).astype(np.float32), int(ad.vocab_size))
