@@ -55,7 +55,7 @@ browser:
 	fi
 
 run: setup
-	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} "$(VPY)" -m streamlit run app.py
+	"$(VPY)" -m streamlit run app.py
 
 # pytest exits 5 when it collected no tests: that is a failure here, never a silent pass.
 test: setup
