@@ -14,6 +14,7 @@ VPY := $(VENV)/bin/python
 # Written only after a complete install: an interrupted one is redone on the next `make setup`.
 STAMP := $(VENV)/.logitscope-installed-$(REQ_HASH)
 APT_PACKAGES := chromium fonts-liberation fonts-dejavu-core
+CHROMIUM_BIN ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
 .PHONY: help setup run test browser venv-path
@@ -40,7 +41,7 @@ $(STAMP):
 
 # Static export and the end-to-end tests use Debian's chromium; nothing downloads a browser.
 browser:
-	@if [ -n "$${LOGITSCOPE_CHROME:-}" ] || [ -x /usr/bin/chromium ]; then \
+	@if [ -n "$${LOGITSCOPE_CHROME:-}" ] || [ -x "$(CHROMIUM_BIN)" ]; then \
 	  exit 0; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	  echo ">> installing $(APT_PACKAGES) with apt-get"; \
