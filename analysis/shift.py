@@ -426,6 +426,12 @@ def _cosine(x: np.ndarray, y: np.ndarray) -> float:
     return float((x * y).sum() / d) if d > 0 else float("nan")
 
 
+def _finite_mean(v: Sequence[float]) -> float:
+    a = np.asarray(v, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation of two equal-length vectors (NaN if one is constant)."""
     return _pearson(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
@@ -495,14 +501,12 @@ def shift_similarity(pair1: tuple[LoadedModel, LoadedModel], pair2: tuple[Loaded
                 yp = y[rng.permutation(len(y))]
                 perm_p.append(_pearson(x, yp))
                 perm_c.append(_cosine(x, yp))
-            vals[2].append(np.nanmean(perm_p) if perm_p else np.nan)
-            vals[3].append(np.nanmean(perm_c) if perm_c else np.nan)
+            vals[2].append(_finite_mean(perm_p))
+            vals[3].append(_finite_mean(perm_c))
             n_steps += 1
         second.append(sec)
         for lst, v in zip((pr, co, cpr, cco), vals):
-            v = np.asarray(v, dtype=np.float64)
-            v = v[np.isfinite(v)]
-            lst.append(float(v.mean()) if v.size else np.nan)
+            lst.append(_finite_mean(v))
         if progress:
             progress((i + 1) / len(prompts), f"prompt {i + 1}/{len(prompts)}")
     return Similarity(acc1.result(reference), acc2.result(reference), columns, mapped_share,
