@@ -1,0 +1,309 @@
+"""OOD separability: the methods.md section 6 identities, the metrics against scikit-learn, the held-out rule,
+and the demo acceptance on the zoo."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from analysis.errors import InputError
+from analysis.ood import (ALL_OOD, ID_KEY, OODSettings, auroc_table, best_from_table, metrics_frame, project_2d,
+                          run_study, study_from_features)
+from analysis.ood_features import OODFeatures, extract_features
+from analysis.ood_metrics import all_metrics, aupr_in, aupr_out, auroc, autc, fpr95_id, fpr95_ood
+from analysis.ood_scores import (GEN, KNN, MSP, NECO, Energy, LogitGap, Mahalanobis, MaxLogit, ViM, logit_stats,
+                                 vim_origin)
+from analysis.tiny import ALL_TYPES, tiny_model
+
+
+# ----------------------------------------------------------------------------------------- metrics
+def test_identical_id_and_ood_scores_give_auroc_and_autc_one_half():
+    s = np.random.default_rng(0).normal(size=200)
+    assert auroc(s, s) == pytest.approx(0.5)
+    assert autc(s, s) == pytest.approx(0.5)
+    c = np.ones(10)
+    assert auroc(c, c) == pytest.approx(0.5) and autc(c, c) == pytest.approx(0.5)
+
+
+def test_auroc_of_negated_score_is_one_minus_auroc():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.7, 1, 150), rng.normal(0, 1, 90)
+    assert auroc(-a, -b) == pytest.approx(1 - auroc(a, b))
+    assert 0.6 < auroc(a, b) < 0.9
+
+
+def test_metrics_agree_with_scikit_learn_and_the_pairwise_definition():
+    rng = np.random.default_rng(2)
+    a, b = np.round(rng.normal(1, 1, 120), 1), np.round(rng.normal(0, 1, 80), 1)  # rounded: ties happen
+    y = np.r_[np.ones(a.size), np.zeros(b.size)]
+    s = np.r_[a, b]
+    diff = a[:, None] - b[None, :]
+    assert auroc(a, b) == pytest.approx(np.mean(diff > 0) + 0.5 * np.mean(diff == 0))
+    assert auroc(a, b) == pytest.approx(roc_auc_score(y, s))
+    assert aupr_in(a, b) == pytest.approx(average_precision_score(y, s))
+    assert aupr_out(a, b) == pytest.approx(average_precision_score(1 - y, -s))
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    assert fpr95_id(a, b) == pytest.approx(fpr[np.argmax(tpr >= 0.95)])
+    fpr, tpr, _ = roc_curve(1 - y, -s, drop_intermediate=False)
+    assert fpr95_ood(a, b) == pytest.approx(fpr[np.argmax(tpr >= 0.95)])
+    # AUTC = mean of the areas under FPR(t) and FNR(t) over thresholds of the min-max scaled outlier score
+    o = 1 - (s - s.min()) / (s.max() - s.min())
+    t = np.linspace(0, 1, 200_001)
+    o_id, o_ood = np.sort(o[y == 1]), np.sort(o[y == 0])
+    fpr_t = 1 - np.searchsorted(o_id, t, side="right") / o_id.size  # ID with outlier score > t
+    fnr_t = np.searchsorted(o_ood, t, side="right") / o_ood.size  # OOD with outlier score <= t
+    assert autc(a, b) == pytest.approx(0.5 * (np.trapezoid(fpr_t, t) + np.trapezoid(fnr_t, t)), abs=1e-4)
+
+
+def test_perfect_separation_metrics():
+    m = all_metrics(np.array([2.0, 3.0, 4.0]), np.array([-1.0, 0.0, 1.0]))
+    assert (m.auroc, m.aupr_in, m.aupr_out, m.fpr95_id, m.fpr95_ood) == (1.0, 1.0, 1.0, 0.0, 0.0)
+    assert m.autc < 0.25
+
+
+def test_fpr95_both_conventions_on_a_hand_computable_example():
+    s_id = np.arange(1.0, 21.0)  # 1..20
+    s_ood = np.r_[np.arange(-17.0, 1.0), 3.5, 10.5]  # 20 OOD scores
+    # ID+: keeping 95% of ID (19 of 20) puts the threshold at 2; OOD with s >= 2: {3.5, 10.5} -> 2/20
+    assert fpr95_id(s_id, s_ood) == pytest.approx(0.10)
+    # OOD+: catching 95% of OOD (19 of 20, the lowest) puts the threshold at 3.5; ID with s <= 3.5: {1,2,3} -> 3/20
+    assert fpr95_ood(s_id, s_ood) == pytest.approx(0.15)
+
+
+def test_metrics_refuse_nan_and_empty():
+    with pytest.raises(InputError):
+        auroc(np.array([1.0, np.nan]), np.array([0.0]))
+    with pytest.raises(InputError):
+        auroc(np.array([]), np.array([0.0]))
+
+
+# ----------------------------------------------------------------------------------------- scores
+def test_mahalanobis_separates_blobs_three_sigma_apart_with_fewer_samples_than_dimensions():
+    rng = np.random.default_rng(3)
+    d, n_fit = 64, 32
+    sig = np.exp(rng.uniform(np.log(0.1), np.log(10), d))
+    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+
+    def blob(n, shift):
+        return ((rng.normal(size=(n, d)) + shift) * sig) @ Q.T  # shift in units of each axis' sigma
+
+    for shrinkage in ("ledoit-wolf", "oas"):
+        sc = Mahalanobis(shrinkage).fit(blob(n_fit, 0.0))
+        assert auroc(sc.score(blob(100, 0.0)), sc.score(blob(100, 3.0))) > 0.99
+
+
+def test_knn_is_scale_invariant():
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(40, 16)), rng.normal(size=(25, 16))
+    base = KNN(3).fit(X).score(Y)
+    scaled = KNN(3).fit(7.5 * X).score(0.01 * Y * rng.uniform(0.5, 3, size=(25, 1)))
+    np.testing.assert_allclose(scaled, base, atol=1e-10)
+    assert np.all(base <= 0)
+
+
+def test_knn_needs_k_below_fit_size():
+    with pytest.raises(InputError, match="smaller than the number of ID prompts"):
+        KNN(5).fit(np.ones((5, 3)))
+
+
+def test_energy_bounds_maxlogit():
+    rng = np.random.default_rng(5)
+    V = 300
+    z = rng.normal(scale=rng.uniform(0.1, 30, size=(50, 1)), size=(50, V))
+    z[0] = 0.0  # uniform logits: the upper bound is tight
+    e, m = Energy().score(z), MaxLogit().score(z)
+    assert np.all(e >= m - 1e-12)
+    assert np.all(e - m <= np.log(V) + 1e-9)
+    assert e[0] - m[0] == pytest.approx(np.log(V))
+
+
+def test_logit_scores_from_topk_summary_equal_dense_computation():
+    rng = np.random.default_rng(6)
+    z = rng.normal(scale=3, size=(20, 500))
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(MSP().score(z), p.max(1))
+    ps = -np.sort(-p, axis=1)[:, :100]
+    np.testing.assert_allclose(GEN().score(z), -np.sum(ps ** 0.1 * (1 - ps) ** 0.1, axis=1))
+    zs = -np.sort(-z, axis=1)
+    np.testing.assert_allclose(LogitGap(10).score(z), zs[:, 0] - zs[:, 1:11].mean(1))
+    np.testing.assert_allclose(LogitGap(1).score(z), zs[:, 0] - zs[:, 1])
+    small = rng.normal(size=(4, 7))  # V < M: GEN uses all classes
+    ps = -np.sort(-np.exp(small) / np.exp(small).sum(1, keepdims=True), axis=1)
+    np.testing.assert_allclose(GEN().score(logit_stats(small)), -np.sum(ps ** 0.1 * (1 - ps) ** 0.1, axis=1))
+
+
+def test_vim_with_an_empty_residual_equals_energy():
+    rng = np.random.default_rng(7)
+    d, V = 8, 30
+    X, Y = rng.normal(size=(40, d)), rng.normal(size=(15, d))
+    zx, zy = rng.normal(size=(40, V)), rng.normal(size=(15, V))
+    sc = ViM(dim=d).fit(X, zx)
+    np.testing.assert_allclose(sc.score(Y, zy), Energy().score(zy))
+
+
+def test_vim_residual_penalises_points_off_the_id_subspace():
+    rng = np.random.default_rng(8)
+    d, V, n = 16, 40, 60
+    basis = rng.normal(size=(4, d))
+    X = rng.normal(size=(n, 4)) @ basis  # ID lives in a 4-dim subspace
+    W = rng.normal(size=(V, d))
+    b = rng.normal(size=V)
+    u = vim_origin(W, b)
+    np.testing.assert_allclose(W @ u, -b, atol=1e-8) if np.linalg.matrix_rank(W) == V else None
+    sc = ViM(dim=4, origin=u).fit(X + u, (X + u) @ W.T + b)
+    inside = rng.normal(size=(30, 4)) @ basis + u
+    outside = inside + 3 * rng.normal(size=(30, d))
+    assert sc.alpha_ > 0
+    assert auroc(sc.score(inside, inside @ W.T + b), sc.score(outside, outside @ W.T + b)) > 0.9
+    with pytest.raises(InputError):
+        ViM(dim=60).fit(rng.normal(size=(20, 100)), rng.normal(size=(20, V)))
+
+
+def test_neco_ratio_is_between_zero_and_one_and_k_is_checked():
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(30, 10))
+    r = NECO(3, times_maxlogit=False).fit(X).score(rng.normal(size=(12, 10)))
+    assert np.all((r >= 0) & (r <= 1 + 1e-9))
+    full = NECO(10, times_maxlogit=False).fit(X).score(rng.normal(size=(12, 10)))
+    np.testing.assert_allclose(full, 1.0, atol=1e-9)
+    with pytest.raises(InputError):
+        NECO(11).fit(X)
+
+
+# ----------------------------------------------------------------------------------------- features
+PROMPTS = ["5 17 3", "9 9 9 9 9 4 22", "40 2", "7 8 6 5 4 3 2 11 12", "31 30"]
+
+
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+def test_mean_loglik_equals_hf_loss_at_batch_one_and_ignores_padding(model_type):
+    lm = tiny_model(model_type)
+    right = extract_features(lm, PROMPTS, batch_size=5, padding_side="right")
+    left = extract_features(lm, PROMPTS, batch_size=3, padding_side="left")
+    for i, p in enumerate(PROMPTS):
+        ids = torch.tensor([lm.tokenizer(p)["input_ids"]])
+        with lm.lock, torch.inference_mode():
+            loss = lm.model(input_ids=ids, labels=ids).loss.item()
+        assert right.mean_loglik[i] == pytest.approx(-loss, abs=1e-4), (model_type, p)
+    np.testing.assert_allclose(left.mean_loglik, right.mean_loglik, atol=1e-4)
+    np.testing.assert_allclose(left.last, right.last, atol=1e-3)
+    np.testing.assert_allclose(left.mean, right.mean, atol=1e-3)
+    np.testing.assert_allclose(left.final_lse, right.final_lse, atol=1e-3)
+    # the lens at the last layer is the model's own readout
+    np.testing.assert_allclose(right.lens_top[-1], right.final_top, atol=1e-3)
+    assert right.last.shape == (lm.adapter.n_layers + 1, len(PROMPTS), lm.adapter.d_model)
+
+
+def test_mean_pooling_leaves_bos_out():
+    lm = tiny_model("llama")
+    f = extract_features(lm, ["5 6 7"], layers=[0])
+    with lm.lock, torch.inference_mode():
+        emb = lm.model.get_input_embeddings()(torch.tensor([[1, 5, 6, 7]]))[0]
+    np.testing.assert_allclose(f.mean[0, 0], emb[1:].mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(f.last[0, 0], emb[-1].numpy(), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- study
+def _synthetic(prompts: list[str], X: np.ndarray, rng: np.random.Generator, V: int = 50) -> OODFeatures:
+    n, d = X.shape
+    z = rng.normal(size=(n, V))
+    st = logit_stats(z)
+    return OODFeatures(tuple(prompts), (0, 1), np.stack([X, X]), np.stack([X, X]), np.stack([X, X]),
+                       np.stack([st.top, st.top]), np.stack([st.lse, st.lse]), st.top, st.lse,
+                       rng.normal(size=n), np.full(n, 3), np.zeros(d), V)
+
+
+def test_no_score_is_computed_on_its_own_fit_points():
+    # ID and OOD come from the same distribution. Scoring the fitted points would give them KNN distance 0
+    # (k = 1) and a small Mahalanobis distance (N < d), so AUROC would be ~1; held-out points give ~0.5.
+    rng = np.random.default_rng(10)
+    d = 40
+    id_f = _synthetic([f"id {i}" for i in range(60)], rng.normal(size=(60, d)), rng)
+    ood_f = _synthetic([f"ood {i}" for i in range(30)], rng.normal(size=(30, d)), rng)
+    study = study_from_features(id_f, {"same": ood_f}, OODSettings(knn_k=1, poolings=("last",)))
+    assert np.intersect1d(study.fit_index, study.heldout_index).size == 0
+    fit_prompts = {study.id_prompts[i] for i in study.fit_index}
+    assert not fit_prompts & set(study.prompts[ID_KEY])
+    table = auroc_table(study)
+    assert table.loc["KNN·last"].dropna().max() < 0.8
+    assert table.loc["Mahalanobis·last"].dropna().max() < 0.8
+
+
+def test_study_small_sets_give_clear_errors_and_documented_fallbacks():
+    rng = np.random.default_rng(11)
+    id_f = _synthetic([f"id {i}" for i in range(8)], rng.normal(size=(8, 6)), rng)
+    one = _synthetic(["lonely"], rng.normal(size=(1, 6)), rng)
+    with pytest.raises(InputError, match="'tiny' has 1 prompt"):
+        study_from_features(id_f, {"tiny": one})
+    few = _synthetic(["a", "b", "c"], rng.normal(size=(3, 6)), rng)
+    with pytest.raises(InputError, match="at least 4 are needed"):
+        study_from_features(few, {"ood": id_f})
+    dup = _synthetic(["x", "x", "y", "y", "z"], rng.normal(size=(5, 6)), rng)
+    with pytest.raises(InputError, match="3 distinct prompt"):
+        study_from_features(dup, {"ood": id_f})
+    ood = _synthetic([f"o {i}" for i in range(5)], rng.normal(size=(5, 6)), rng)
+    study = study_from_features(id_f, {"ood": ood}, OODSettings(knn_k=10, vim_dim=5, neco_k=50))
+    notes = " ".join(study.notes)
+    assert "KNN's k was lowered from 10 to 3" in notes and "ViM's dim was lowered" in notes and "NECO" in notes
+
+
+@pytest.fixture(scope="module")
+def tiny_study():
+    lm = tiny_model("gpt2")
+    idp = [" ".join(str((i * 7 + j * 3) % 50 + 3) for j in range(5 + i % 4)) for i in range(30)]
+    oodp = {"a": [" ".join(str(60 + (i * j) % 30) for j in range(6)) for i in range(10)],
+            "b": ["9 9 9 " + str(i) for i in range(8)]}
+    seen: list[float] = []
+    study = run_study(lm, idp, oodp, id_name="ids", progress=lambda f, m: seen.append(f))
+    return lm, study, seen
+
+
+def test_study_reports_progress_and_best_layer_pick_agrees_with_the_table(tiny_study):
+    _, study, seen = tiny_study
+    assert seen and seen[-1] == pytest.approx(1.0) and all(0 <= f <= 1 for f in seen)
+    table = auroc_table(study)
+    score, col = best_from_table(table)
+    assert score == study.best_score
+    assert col == ("final logits" if study.best_layer is None else f"layer {study.best_layer}")
+    assert table.loc[score, col] == pytest.approx(study.best_auroc)
+    for name, layer in study.best_layer_by_score.items():
+        assert table.loc[name].idxmax() == f"layer {layer}"
+    df = metrics_frame(study)
+    assert set(df.ood_set) == {"a", "b", ALL_OOD}
+    assert len(study.scores["KNN·last"][ID_KEY][0]) == len(study.heldout_index)
+
+
+def test_projection_is_deterministic_and_cached(tiny_study):
+    lm = tiny_study[0]
+    a = extract_features(lm, [f"{i} {i + 1} {i + 2}" for i in range(12)])
+    b = extract_features(lm, [f"80 {i}" for i in range(6)])
+    p1 = project_2d(a, {"b": b}, 1, method="pca", fit_on="id")
+    p2 = project_2d(a, {"b": b}, 1, method="pca", fit_on="id")
+    assert p1 is p2 and p1.coords.shape == (18, 2) and p1.set_names.count("b") == 6
+    p3 = project_2d(a, {"b": b}, 1, method="pca", fit_on="all")
+    assert p3 is not p1
+    u1 = project_2d(a, {"b": b}, 2, method="umap", random_state=3)
+    from analysis import ood as ood_mod
+    ood_mod._PROJ_CACHE.clear()
+    u2 = project_2d(a, {"b": b}, 2, method="umap", random_state=3)
+    np.testing.assert_allclose(u1.coords, u2.coords, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------- the zoo
+@pytest.mark.parametrize("name", ["gpt2-world-base", "llama-world-base"])
+def test_zoo_scrambled_and_random_chars_separate_from_held_out_facts(name):
+    from analysis.loading import ModelSpec, load_model, zoo_models
+    from analysis.prompts import load_builtin
+    if name not in zoo_models():
+        pytest.skip(f"{name} is not in zoo/ yet")
+    lm = load_model(ModelSpec(name, device="cpu"))
+    ood = {k: load_builtin(k).prompts[:60] for k in ("ood_scrambled", "ood_random_chars")}
+    study = run_study(lm, load_builtin("facts").prompts, ood, id_name="facts", batch_size=32)
+    df = metrics_frame(study)
+    for k in ood:
+        best = df[df.ood_set == k].auroc.max()
+        assert best >= 0.9, (name, k, best)
+    score, col = best_from_table(auroc_table(study))
+    assert (score, col) == (study.best_score,
+                            "final logits" if study.best_layer is None else f"layer {study.best_layer}")
