@@ -491,7 +491,8 @@ def logit_flow_set(lm: LoadedModel, prompts: Sequence[str], targets: Sequence[st
         if progress:
             progress(sl.start / n, f"prompts {sl.start + 1}-{sl.stop} of {n}")
         batch = encode(tok, list(prompts[sl]), padding_side="right", max_length=lm.context_length)
-        results.extend(_run_batch(lm, batch, list(prompts[sl]), targets[sl], competitors[sl], source_importance))
+        results.extend(_run_batch(lm, batch, list(prompts[sl]), targets[sl], competitors[sl], source_importance,
+                                  offset=sl.start))
     if progress:
         progress(1.0, "done")
     n_multi = sum(1 for r in results if any("tokens (" in x for x in r.notes))
@@ -510,7 +511,7 @@ def logit_flow(lm: LoadedModel, prompt: str, target: str | None = None, competit
 
 
 def _run_batch(lm: LoadedModel, batch: Batch, prompts: list[str], targets: list, competitors: list,
-               source_importance: bool | None) -> list[FlowResult]:
+               source_importance: bool | None, offset: int = 0) -> list[FlowResult]:
     ad = lm.adapter
     tok = lm.tokenizer
     B, Tmax = batch.input_ids.shape
@@ -533,8 +534,13 @@ def _run_batch(lm: LoadedModel, batch: Batch, prompts: list[str], targets: list,
             v=[vfn(store[("v", i)][b:b + 1, :T], ad.n_heads, ad.head_dim)[0].cpu() for i in range(ad.n_layers)],
             logits=logits,
         )
-        out.append(_one(lm, row, prompts[b], batch.input_ids[b, :T].tolist(), targets[b], competitors[b],
-                        source_importance))
+        try:
+            out.append(_one(lm, row, prompts[b], batch.input_ids[b, :T].tolist(), targets[b], competitors[b],
+                            source_importance))
+        except InputError as err:
+            if len(prompts) == 1 and offset == 0:
+                raise
+            raise InputError(f"Prompt {offset + b + 1}: {err}") from err
     return out
 
 
