@@ -1,0 +1,142 @@
+"""Figures of the OOD separability study: metrics heatmap, AUROC by layer, score histograms, ROC curves, 2-D map,
+A vs B. Pure functions of analysis.ood results; every prompt or name shown goes through safe_text/token_label."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from analysis.ood import ALL_OOD, ID_KEY, OODStudy, Projection2D, auroc_table, best_from_table, roc_curve_points
+from analysis.ood_metrics import HIGHER_IS_BETTER, METRIC_LABELS
+from components.charts.text import safe_text, token_label
+
+LAYER_AXIS = "layer (0 = embeddings, L = last block's output before the final norm)"
+PALETTE = qualitative.Plotly + qualitative.D3
+
+
+def _default_set(study: OODStudy, ood_set: str | None) -> str:
+    return ood_set or (ALL_OOD if len(study.ood_names) > 1 else study.ood_names[0])
+
+
+def _set_colors(names: list[str]) -> dict[str, str]:
+    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+
+
+def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None = None) -> go.Figure:
+    """Heatmap of ``metric`` over scores (rows) x layers (+ final logits), best cell outlined."""
+    ood_set = _default_set(study, ood_set)
+    table = auroc_table(study, ood_set, metric)
+    z = table.to_numpy(dtype=float)
+    text = [["" if np.isnan(v) else f"{v:.2f}" for v in row] for row in z]
+    x = [token_label(c, max_len=None) for c in table.columns]
+    y = [token_label(r, max_len=None) for r in table.index]
+    higher = HIGHER_IS_BETTER[metric]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=x, y=y, text=text, texttemplate="%{text}", zmin=0, zmax=1,
+        colorscale="Viridis" if higher else "Viridis_r", colorbar=dict(title=metric.upper()),
+        hovertemplate="score %{y}<br>%{x}<br>" + metric + " %{z:.3f}<extra></extra>"))
+    best_score, best_col = best_from_table(table, metric)
+    i, j = list(table.index).index(best_score), list(table.columns).index(best_col)
+    fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="red", width=3))
+    fig.update_layout(
+        title=f"{METRIC_LABELS[metric]}: held-out {safe_text(study.id_name)} vs {safe_text(ood_set)} "
+              f"(best outlined: {token_label(best_score, max_len=None)}, {best_col})",
+        xaxis_title=LAYER_AXIS + "; logit scores use the final logits", yaxis_title="score",
+        yaxis_autorange="reversed", height=120 + 32 * len(y), margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def auroc_by_layer(study: OODStudy, ood_set: str | None = None, metric: str = "auroc") -> go.Figure:
+    """One line per feature score over layers; logit scores (final logits) as flat dotted lines, hidden by default."""
+    ood_set = _default_set(study, ood_set)
+    table = auroc_table(study, ood_set, metric)
+    fig = go.Figure()
+    layers = list(study.layers)
+    for k, name in enumerate(study.feature_scores):
+        fig.add_trace(go.Scatter(x=layers, y=[table.loc[name, f"layer {l}"] for l in layers], mode="lines+markers",
+                                 name=token_label(name, max_len=None), line=dict(color=PALETTE[k % len(PALETTE)])))
+    for k, name in enumerate(study.logit_scores):
+        v = table.loc[name, "final logits"]
+        fig.add_trace(go.Scatter(x=[layers[0], layers[-1]], y=[v, v], mode="lines", visible="legendonly",
+                                 name=f"{token_label(name, max_len=None)} (final logits)",
+                                 line=dict(dash="dot", color=PALETTE[(k + len(study.feature_scores)) % len(PALETTE)])))
+    fig.add_hline(y=0.5, line=dict(color="grey", dash="dash"), annotation_text="chance" if metric == "auroc" else None)
+    fig.update_layout(title=f"{METRIC_LABELS[metric]} by layer: held-out {safe_text(study.id_name)} vs "
+                            f"{safe_text(ood_set)}",
+                      xaxis_title=LAYER_AXIS, yaxis_title=metric.upper(), yaxis_range=[0, 1.02], height=420,
+                      xaxis=dict(tickmode="array", tickvals=layers))
+    return fig
+
+
+def score_histograms(study: OODStudy, score: str, layer: int | None = None, nbins: int = 40) -> go.Figure:
+    """Overlaid histograms (probability density) of one score per set: held-out ID and every OOD set."""
+    colors = _set_colors(list(study.sets))
+    fig = go.Figure()
+    all_v = np.concatenate([study.score_values(score, layer, s) for s in study.sets])
+    lo, hi = float(all_v.min()), float(all_v.max())
+    size = (hi - lo) / nbins if hi > lo else 1.0
+    for s in study.sets:
+        label = f"{study.id_name} (held-out ID)" if s == ID_KEY else s
+        fig.add_trace(go.Histogram(x=study.score_values(score, layer, s), name=safe_text(label, max_len=60),
+                                   histnorm="probability density", opacity=0.55, marker_color=colors[s],
+                                   xbins=dict(start=lo, end=hi + size, size=size)))
+    where = "final logits" if score in study.logit_scores else f"layer {layer}"
+    fig.update_layout(barmode="overlay", height=380,
+                      title=f"{token_label(score, max_len=None)} at {where} per set (higher = more in-distribution)",
+                      xaxis_title=f"{token_label(score, max_len=None)} score", yaxis_title="density")
+    return fig
+
+
+def roc_curves(study: OODStudy, score: str, layer: int | None = None) -> go.Figure:
+    """ROC curves (ID positive) of one score: held-out ID vs each OOD set."""
+    colors = _set_colors(list(study.sets))
+    fig = go.Figure()
+    for s in study.ood_names:
+        fpr, tpr = roc_curve_points(study, score, layer, s)
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=safe_text(s, max_len=60),
+                                 line=dict(color=colors[s], shape="hv")))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="grey", dash="dash")))
+    where = "final logits" if score in study.logit_scores else f"layer {layer}"
+    fig.update_layout(title=f"ROC of {token_label(score, max_len=None)} at {where} (ID = positive)",
+                      xaxis_title="OOD accepted (false positive rate)", yaxis_title="ID kept (true positive rate)",
+                      height=420, xaxis_range=[0, 1], yaxis_range=[0, 1.02])
+    return fig
+
+
+def projection_map(proj: Projection2D) -> go.Figure:
+    """Scatter of the 2-D projection coloured by set; hover shows the (escaped) prompt."""
+    names = list(dict.fromkeys(proj.set_names))
+    colors = _set_colors(names)
+    fig = go.Figure()
+    sets = np.array(proj.set_names)
+    for n in names:
+        idx = np.flatnonzero(sets == n)
+        fig.add_trace(go.Scattergl(
+            x=proj.coords[idx, 0], y=proj.coords[idx, 1], mode="markers", name=safe_text(n, max_len=60),
+            marker=dict(size=6, color=colors[n], opacity=0.75),
+            customdata=[[safe_text(proj.prompts[i], max_len=120)] for i in idx],
+            hovertemplate="%{customdata[0]}<extra>" + safe_text(n, max_len=40) + "</extra>"))
+    fitted = "fitted on ID only" if proj.fit_on == "id" else "fitted on all points"
+    extra = f", explained variance {proj.explained[0]:.0%} + {proj.explained[1]:.0%}" if proj.explained else ""
+    axis = "PC" if proj.method == "pca" else "UMAP "
+    fig.update_layout(title=f"{proj.method.upper()} of layer {proj.layer} ({proj.pooling}-token pooling, standardised, "
+                            f"{fitted}, random_state {proj.random_state}{extra})",
+                      xaxis_title=f"{axis}1 (arbitrary units)", yaxis_title=f"{axis}2 (arbitrary units)", height=520)
+    return fig
+
+
+def compare_auroc_by_layer(study_a: OODStudy, study_b: OODStudy, label_a: str = "A", label_b: str = "B",
+                           ood_set: str | None = None, metric: str = "auroc") -> go.Figure:
+    """AUROC by layer of checkpoint A (solid) and B (dashed), one colour per feature score."""
+    ood_set = _default_set(study_a, ood_set)
+    fig = go.Figure()
+    for which, study, dash in ((label_a, study_a, "solid"), (label_b, study_b, "dash")):
+        table = auroc_table(study, ood_set if ood_set in (ALL_OOD, *study.ood_names) else None, metric)
+        for k, name in enumerate(study.feature_scores):
+            fig.add_trace(go.Scatter(x=list(study.layers), y=[table.loc[name, f"layer {l}"] for l in study.layers],
+                                     mode="lines+markers", name=f"{safe_text(which, max_len=40)}: {token_label(name, max_len=None)}",
+                                     legendgroup=name, line=dict(color=PALETTE[k % len(PALETTE)], dash=dash)))
+    fig.add_hline(y=0.5, line=dict(color="grey", dash="dot"))
+    fig.update_layout(title=f"{METRIC_LABELS[metric]} by layer, A (solid) vs B (dashed): {safe_text(ood_set)}",
+                      xaxis_title=LAYER_AXIS, yaxis_title=metric.upper(), yaxis_range=[0, 1.02], height=460)
+    return fig
