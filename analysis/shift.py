@@ -203,11 +203,29 @@ def _encode(tok: Any, text: str, special: bool) -> list[int]:
 
 
 def _offsets(tok: Any, vocab: Vocab, ids: Sequence[int], text: str) -> np.ndarray:
-    """Character offset in ``text`` where each of ``ids`` starts (cumulative token texts)."""
+    """Step key of each of ``ids`` in ``text``: the character where the token's first non-space character sits
+    (its start if it is all whitespace), so " Paris" and "Paris" after a split-off space align. [T] int64.
+
+    Uses the tokenizer's offset mapping when it re-tokenizes ``text`` to exactly ``ids``, else cumulative
+    token texts.
+    """
+    ids = [int(i) for i in ids]
+    if getattr(tok, "is_fast", False):
+        try:
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            if list(enc["input_ids"]) == ids:
+                out = []
+                for s, e in enc["offset_mapping"]:
+                    piece = text[s:e]
+                    out.append(s + (len(piece) - len(piece.lstrip())) if piece.strip() else s)
+                return np.asarray(out, dtype=np.int64)
+        except Exception:  # noqa: BLE001 - fall back to cumulative token texts
+            pass
     out, pos = [], 0
     for i in ids:
-        out.append(pos)
-        pos += len(vocab.text(int(i)))
+        piece = vocab.text(i)
+        out.append(pos + (len(piece) - len(piece.lstrip())) if piece.strip() else pos)
+        pos += len(piece)
     return np.asarray(out, dtype=np.int64)
 
 
@@ -270,8 +288,11 @@ class _Pair:
                              f"{prompt[:60]!r}. Use B's greedy output instead, or add a 'response' column.")
         return _encode(self.b.tokenizer, response, False)
 
-    def rows(self, prompt: str, cont_ids: list[int]) -> tuple[torch.Tensor, _Side, str, np.ndarray]:
-        """(B's log-probs [T, V_B], A's side on B's columns, continuation text, offsets [T])."""
+    def rows(self, prompt: str, cont_ids: list[int], text: str | None = None
+             ) -> tuple[torch.Tensor, _Side, str, np.ndarray]:
+        """(B's log-probs [T, V_B], A's side on B's columns, continuation text, step keys [T]).
+
+        ``text``: the continuation as text (default: B's token texts joined)."""
         b, a = self.b, self.a
         p_ids = _encode(b.tokenizer, prompt, True)
         full = p_ids + cont_ids
@@ -280,7 +301,8 @@ class _Pair:
                              f"{b.context_length}: {prompt[:60]!r}.")
         T = len(cont_ids)
         lp_b = _logprobs(b, full)[len(p_ids) - 1: len(p_ids) - 1 + T]
-        text = "".join(self.vocab_b.text(i) for i in cont_ids)
+        if text is None:
+            text = "".join(self.vocab_b.text(i) for i in cont_ids)
         offsets = _offsets(b.tokenizer, self.vocab_b, cont_ids, text)
         if self.same:
             lp_a = _logprobs(a, full)[len(p_ids) - 1: len(p_ids) - 1 + T]
@@ -407,7 +429,7 @@ def compute_shift(a: LoadedModel, b: LoadedModel, prompts: Sequence[str], respon
     acc = _Accumulator(pair, top_n)
     for i, (p, r) in enumerate(zip(prompts, resp)):
         cont = pair.reference_ids(p, r, reference, n_tokens)
-        lp_b, side, text, offsets = pair.rows(p, cont)
+        lp_b, side, text, offsets = pair.rows(p, cont, r if reference == "response" else None)
         acc.add(p, cont, lp_b, side, text, offsets)
         if progress:
             progress((i + 1) / len(prompts), f"prompt {i + 1}/{len(prompts)}")
@@ -466,10 +488,10 @@ def shift_similarity(pair1: tuple[LoadedModel, LoadedModel], pair2: tuple[Loaded
     n_steps = 0
     for i, (p, r) in enumerate(zip(prompts, resp)):
         cont1 = p1.reference_ids(p, r, reference, n_tokens)
-        lp1, side1, text, off1 = p1.rows(p, cont1)
+        lp1, side1, text, off1 = p1.rows(p, cont1, r if reference == "response" else None)
         ps1 = acc1.add(p, cont1, lp1, side1, text, off1)
         cont2 = _encode(b2.tokenizer, r if reference == "response" else text, False)
-        lp2, side2, text2, off2 = p2.rows(p, cont2)
+        lp2, side2, text2, off2 = p2.rows(p, cont2, text)
         acc2.add(p, cont2, lp2, side2, text2, off2)
         S1 = torch.nan_to_num(lp1 - side1.logp, nan=0.0)
         S2 = torch.nan_to_num(lp2 - side2.logp, nan=0.0)
