@@ -1,0 +1,219 @@
+"""Logit lens page: what each layer would predict, for a typed prompt or a prompt set, on A (and B side by side)."""
+from __future__ import annotations
+
+import contextvars
+
+import streamlit as st
+
+from analysis import lens as L
+from analysis.errors import InputError, LogitscopeError
+from analysis.loading import ModelSpec
+from analysis.prompts import PromptSet, load_builtin
+from components.charts import lens as charts
+from components.export_ui import export_bundle, export_figure
+from components.model_state import load_cached, require_models
+from components.page_kit import compare_columns, page_metadata, progress_bar, user_errors
+from components.prompt_input import prompt_set_input
+
+KEY = "lens"
+TARGET_LABELS = {
+    L.TARGET_TEXT: "Target text (the set's targets, or the one typed below)",
+    L.TARGET_FINAL_TOP1: "The model's own final top-1",
+    L.TARGET_NEXT: "The actual next token",
+    L.TARGET_NONE: "No target",
+}
+
+
+def _default_prompt() -> tuple[str, str]:
+    """(prompt, target) of the first demo fact, the typed default."""
+    try:
+        row = load_builtin("facts").rows[0]
+        return row.prompt, row.target or ""
+    except LogitscopeError:
+        return "The capital of France is", " Paris"
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_trace(spec: ModelSpec, prompts: tuple[str, ...], k: int, target_mode: str,
+                 targets: tuple | None, token_ids: tuple | None, _progress=None) -> L.LensTrace:
+    """lens_trace for a model spec (re-fetched from the model cache), cached on the inputs."""
+    lm = load_cached(spec)[0]
+    return L.lens_trace(lm, list(prompts), k=k, target_mode=target_mode,
+                        targets=list(targets) if targets is not None else None,
+                        token_ids=[list(r) for r in token_ids] if token_ids is not None else None, progress=_progress)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def cached_compare(spec_a: ModelSpec, spec_b: ModelSpec, prompts: tuple[str, ...], _progress=None) -> L.LensComparison:
+    """lens_compare of two specs, cached on the inputs."""
+    return L.lens_compare(load_cached(spec_a)[0], load_cached(spec_b)[0], list(prompts), progress=_progress)
+
+
+def _uncached(report):
+    """Progress updates run outside st.cache_data's element recording (a cache hit must not replay them)."""
+    ctx = contextvars.copy_context()  # taken before the cached function starts
+    return lambda fraction, message="": ctx.run(report, fraction, message)
+
+
+def parse_target(text: str) -> str | int:
+    """The typed target: '#123' is a token id, anything else is text (leading spaces kept)."""
+    stripped = text.strip()
+    if stripped.startswith("#") and stripped[1:].isdigit():
+        return int(stripped[1:])
+    return text
+
+
+def resolve_targets(prompt_set: PromptSet, typed: str) -> tuple:
+    """Per prompt target: the set's own, else the typed one; InputError when nothing usable is given."""
+    typed_target = parse_target(typed) if typed != "" else None
+    per = tuple(r.target if r.target else typed_target for r in prompt_set.rows)
+    if all(t is None for t in per):
+        raise InputError("The target is empty. Type the target token's text (e.g. ' Paris', with its leading space; "
+                         "or #id for a token id), or choose another target mode.")
+    return per
+
+
+st.title("Logit lens")
+st.caption("What the model would predict if it stopped at layer l: softmax(W_U · final_norm(h_l)), the final norm's "
+           "statistics recomputed at every layer. Layer 0 = embeddings, L = last block's output before the final norm.")
+
+pair = require_models()
+
+prompt0, target0 = _default_prompt()
+st.session_state.setdefault(f"{KEY}__prompts_typed", prompt0)
+st.session_state.setdefault(f"{KEY}_target_text", target0)
+
+left, right = st.columns([3, 2])
+with left:
+    prompt_set = prompt_set_input(KEY, help="One prompt, several typed prompts, a built-in set or an uploaded file.")
+with right:
+    c1, c2 = st.columns(2)
+    k = int(c1.number_input("Top-k", min_value=1, max_value=50, value=10, key=f"{KEY}_k"))
+    max_pos = int(c2.number_input("Positions shown (last n)", min_value=1, max_value=512, value=24,
+                                  key=f"{KEY}_max_pos", help="For long prompts the heatmap shows the last n positions."))
+    target_mode = st.selectbox("Target", list(TARGET_LABELS), format_func=TARGET_LABELS.get, key=f"{KEY}_target_mode")
+    target_text = st.text_input("Target token text", key=f"{KEY}_target_text", disabled=target_mode != L.TARGET_TEXT,
+                                help="Used for prompts without their own target. Keep the leading space (' Paris'); "
+                                     "#123 means token id 123. A text of several tokens uses its first token.")
+    metrics = [m for m in charts.COLOR_METRICS if m != "log_rank" or target_mode != L.TARGET_NONE]
+    metric = st.selectbox("Heatmap colour", metrics, format_func=charts.COLOR_METRICS.get, key=f"{KEY}_metric")
+    positions = st.radio("Set aggregates over", ["last", "all"], horizontal=True, key=f"{KEY}_agg",
+                         format_func={"last": "each prompt's last position", "all": "all positions"}.get)
+    run_clicked = st.button("Run", type="primary", key=f"{KEY}_run", use_container_width=True)
+
+if prompt_set is None:
+    st.stop()
+
+prompts = tuple(prompt_set.prompts)
+specs = {which: lm.spec for which, lm, _card in pair.items()}
+params = (tuple(specs.items()), prompt_set.sha256, k, target_mode, target_text if target_mode == L.TARGET_TEXT else None)
+if run_clicked:
+    st.session_state[f"{KEY}_ran"] = params
+if st.session_state.get(f"{KEY}_ran") != params:
+    st.info("Press Run to compute the lens" + (" (the settings changed since the last run)." if
+                                                st.session_state.get(f"{KEY}_ran") else "."))
+    st.stop()
+
+traces: dict[str, L.LensTrace] = {}
+comparison: L.LensComparison | None = None
+compare_error: str | None = None
+with user_errors():
+    targets = resolve_targets(prompt_set, target_text) if target_mode == L.TARGET_TEXT else None
+    token_ids = None
+    if pair.compare:
+        try:
+            L.check_compatible(pair.a, pair.b)
+            token_ids = tuple(tuple(r) for r in L.encode_prompts(pair.a, list(prompts)))
+        except LogitscopeError as err:
+            compare_error = str(err)
+    parts = len(specs) + (1 if pair.compare and not compare_error else 0)
+    with progress_bar("Computing the lens…") as bar_report:
+        report = _uncached(bar_report)
+        for i, (which, lm, card) in enumerate(pair.items()):
+            def step(f: float, m: str, i: int = i, which: str = which) -> None:
+                report((i + f) / parts, f"{which}: {m}")
+            traces[f"{which}: {card.name}"] = cached_trace(lm.spec, prompts, k, target_mode, targets,
+                                                           token_ids if which == "B" else None, _progress=step)
+        if pair.compare and not compare_error:
+            comparison = cached_compare(pair.a.spec, pair.b.spec, prompts,
+                                        _progress=lambda f, m: report((parts - 1 + f) / parts, f"A vs B: {m}"))
+
+first = next(iter(traces.values()))
+for note in first.notes:
+    st.warning(note)
+if compare_error:
+    st.warning(f"KL(A‖B) is not shown: {compare_error} Each model below reads its own tokenization.")
+
+n = 0
+if len(prompts) > 1:
+    n = st.selectbox("Prompt to show", range(len(prompts)), key=f"{KEY}_prompt",
+                     format_func=lambda i: f"{i + 1}: {prompts[i][:80]}")
+length = int(first.lengths[n])
+t_sel = 0
+if length > 1:
+    t_sel = st.select_slider("Position for the top-k table", options=list(range(length)), value=length - 1,
+                             key=f"{KEY}_position_{n}", format_func=lambda t: f"{t}: {first.tokens(n)[t]!r}")
+
+figures, tables = {}, {}
+for label, lm, card, col in compare_columns(pair):
+    tr = traces[label]
+    which = label.split(":")[0]
+    with col:
+        st.subheader(label, anchor=False)
+        with user_errors():
+            fig = charts.lens_heatmap(tr, n, metric, max_pos)
+        st.plotly_chart(fig, key=f"{KEY}_heat_{which}")
+        data = charts.heatmap_frame(tr, n, max_pos)
+        export_figure(fig, f"logit_lens_heatmap_{which}", key=f"{KEY}_x_heat_{which}", data=data)
+        figures[f"heatmap_{which}"], tables[f"heatmap_{which}"] = fig, data
+
+        chosen, at_pos = ([n] if len(prompts) == 1 else list(range(len(prompts)))), None
+        if target_mode == L.TARGET_NEXT:  # the next token exists up to the second-to-last position
+            chosen, at_pos = [n], min(t_sel, int(tr.lengths[n]) - 2)
+        if target_mode != L.TARGET_NONE and (at_pos is None or at_pos >= 0):
+            with user_errors():
+                fig = charts.target_lines(tr, chosen, at_pos)
+            st.plotly_chart(fig, key=f"{KEY}_target_{which}")
+            data = charts.target_frame(tr, chosen, at_pos)
+            export_figure(fig, f"logit_lens_target_{which}", key=f"{KEY}_x_target_{which}", data=data)
+            figures[f"target_{which}"], tables[f"target_{which}"] = fig, data
+
+        st.caption(f"Top-{tr.k} per layer at position {t_sel} of prompt {n + 1}")
+        table = charts.position_table(tr, n, min(t_sel, int(tr.lengths[n]) - 1))
+        st.dataframe(table, hide_index=True, key=f"{KEY}_table_{which}")
+        tables[f"position_{which}"] = table
+
+st.subheader("Over the set", anchor=False)
+c1, c2 = st.columns(2)
+with c1:
+    fig = charts.mean_kl_figure(traces, positions)
+    st.plotly_chart(fig, key=f"{KEY}_meankl")
+    data = charts.mean_kl_frame(traces, positions)
+    export_figure(fig, "logit_lens_mean_kl", key=f"{KEY}_x_meankl", data=data)
+    figures["mean_kl"], tables["mean_kl"] = fig, data
+with c2:
+    fig = charts.decision_depth_histogram(traces, positions)
+    st.plotly_chart(fig, key=f"{KEY}_depth")
+    data = charts.decision_depth_frame(traces, positions)
+    export_figure(fig, "logit_lens_decision_depth", key=f"{KEY}_x_depth", data=data)
+    figures["decision_depth"], tables["decision_depth"] = fig, data
+
+if comparison is not None:
+    st.subheader("A vs B on identical tokens", anchor=False)
+    c1, c2 = st.columns(2)
+    with c1:
+        fig = charts.compare_heatmap(comparison, n, max_pos)
+        st.plotly_chart(fig, key=f"{KEY}_cmp_heat")
+        export_figure(fig, "logit_lens_kl_a_b_heatmap", key=f"{KEY}_x_cmp_heat")
+        figures["kl_a_b_heatmap"] = fig
+    with c2:
+        fig = charts.compare_mean_figure(comparison)
+        st.plotly_chart(fig, key=f"{KEY}_cmp_mean")
+        data = charts.compare_frame(comparison)
+        export_figure(fig, "logit_lens_kl_a_b_mean", key=f"{KEY}_x_cmp_mean", data=data)
+        figures["kl_a_b_mean"], tables["kl_a_b_mean"] = fig, data
+
+settings = {"top_k": k, "target_mode": target_mode, "target_text": target_text if target_mode == L.TARGET_TEXT else None,
+            "colour": metric, "positions_shown": max_pos, "aggregate_positions": positions, "prompt_shown": n + 1,
+            "position_table": t_sel, "layer_convention": "0 = embeddings, L = last block output before final norm"}
+export_bundle(figures, tables, page_metadata("Logit lens", pair, settings, prompt_set), "logit_lens", key=f"{KEY}_bundle")
