@@ -198,7 +198,8 @@ tables: dict = {}
 m = st.columns(3)
 m[0].metric("Mean KL(B‖A) per step", f"{res.mean_kl:.4f} nats")
 m[1].metric("Prompts × steps", f"{len(res.prompts)} × {sum(len(p.tokens) for p in res.prompts)}")
-m[2].metric("B tokens mapped to A", f"{res.mapped_share:.1%}" if not res.same_tokenizer else "same tokenizer")
+m[2].metric("B tokens mapped to A" + (" (same tokenizer)" if res.same_tokenizer else " (PM-MinED)"),
+            f"{res.mapped_share:.1%}")
 
 st.subheader("Most promoted and suppressed tokens", anchor=False)
 fig = token_bars(res.totals, k=15, title=f"Most promoted and suppressed tokens: {a.name} → {b.name}")

@@ -1,0 +1,68 @@
+"""The checkpoint-shift page in Chromium: enable checkpoint B, run A vs B, download the bundle and check the zip."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.model_folders import write_model_folder
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+NAMES = ("gpt2-world-base", "gpt2-world-tuned")
+
+
+def _zoo(tmp_path: Path) -> Path | None:
+    """The real demo zoo when it is trained; else a stand-in zoo of two tiny folders under the same names."""
+    real = REPO / "zoo"
+    if all((real / n / "config.json").is_file() for n in NAMES):
+        return None
+    import torch
+    from safetensors.torch import load_file, save_file
+    zoo = tmp_path / "zoo"
+    write_model_folder(zoo / NAMES[0], "llama")
+    tuned = write_model_folder(zoo / NAMES[1], "llama")
+    sd = load_file(tuned / "model.safetensors")
+    g = torch.Generator().manual_seed(1)
+    save_file({k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in sd.items()}, tuned / "model.safetensors",
+              metadata={"format": "pt"})
+    return zoo
+
+
+def test_shift_page_renders_a_vs_b_and_exports(tmp_path, monkeypatch, serve_script, page, goto_app,
+                                               wait_for_app_idle, save_screenshot):
+    zoo = _zoo(tmp_path)
+    if zoo is not None:
+        monkeypatch.setenv("LOGITSCOPE_ZOO", str(zoo))
+    with serve_script(REPO / "app.py", "shift-e2e-server") as url:
+        goto_app(page, f"{url}/checkpoint_shift")
+        page.get_by_text("Turn on", exact=False).first.wait_for()
+        page.get_by_role("button", name=f"Compare A with {NAMES[1]} as checkpoint B").click()
+        wait_for_app_idle(page, 120_000)
+        max_prompts = page.get_by_label("Max prompts")
+        max_prompts.fill("3")
+        max_prompts.press("Enter")
+        wait_for_app_idle(page)
+        page.get_by_role("button", name="Run", exact=True).click()
+        wait_for_app_idle(page, 180_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        charts = page.locator("[data-testid='stPlotlyChart']")
+        charts.first.wait_for()
+        assert charts.count() >= 4, charts.count()  # bars, heatmap, KL along the text, per-layer KL
+        save_screenshot(page, "checkpoint_shift")
+        with page.expect_download(timeout=180_000) as info:
+            page.get_by_role("button", name="Download bundle (zip)").click()
+        download = info.value
+        assert download.suggested_filename == "checkpoint_shift.zip"
+        data = Path(download.path()).read_bytes()
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = zf.namelist()
+            meta_name = next(n for n in names if n.endswith("metadata.json"))
+            meta = json.loads(zf.read(meta_name))
+        assert meta["page"] == "checkpoint_shift" and set(meta["models"]) == {"A", "B"}
+        assert any(n.endswith(".png") and "token_bars" in n for n in names), names
+        assert any(n.endswith(".csv") and "token_totals" in n for n in names), names
+        assert any("shift_heatmap" in n for n in names) and any("layer_kl" in n for n in names), names
