@@ -1,0 +1,401 @@
+"""Neuron ablation: total effect (TE) and direct effect (DE) of replacing neuron activations (Stolfo et al. 2024).
+
+Ablation values (``mode``): "zero"; "mean" (the neuron's mean activation over every real token of a
+reference set); "clipped" (clipped mean: a <- min(a, mean) for a neuron whose sign is +1, i.e. only
+activations above the mean are pulled down; a <- max(a, mean) for sign -1).
+
+TE: the model is rerun with the activation replaced (an input hook on the down-projection, every
+position). DE: the final norm's scale frozen at the clean value sigma_clean per position, and only the
+direct path through the unembedding acting:
+    z_DE = softcap(W_U frozen_norm(h_L + sum_b delta_b, sigma_clean) + b_U),
+where delta_b is the change of block b's MLP write caused by the new activations with block b's
+inputs held clean: (a' - a) w_out (Gemma-2: the change after its post-feed-forward norm). For a
+neuron of the LAST block h_L + delta is exactly the ablated final residual, so this is the paper's DE;
+for earlier blocks it is the direct path only (no effect through later blocks). DE metrics are
+compared with the same frozen readout of the clean h_L (which equals the model's logits).
+
+Per token (positions with a real next token): change in next-token loss, entropy, final-norm scale
+(TE only; DE freezes it), top-1 flips, and KL(p_model || p_freq) to the unigram distribution.
+Per unit: mean |dLoss| TE and DE and the LN-mediated fraction M = 1 - mean|dLoss_DE| / mean|dLoss_TE|
+(NaN when TE is zero).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from analysis.batching import Batch, chunks, encode
+from analysis.errors import InputError, NumericalError
+from analysis.forward import run
+from analysis.hooks import capture, input_hook, output_hook, residual_hook
+from analysis.loading import LoadedModel
+from analysis.neuron_scan import NeuronId, check_neuron, n_neurons, neuron_label
+from analysis.readout import frozen_norm, norm_scale, softcap, unembed
+
+Progress = Callable[[float, str], None] | None
+MODES = ("zero", "mean", "clipped")
+METRICS = ("loss", "entropy", "top1", "kl", "sigma")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One ablation: neurons (block, index) with their replacement value and clip sign (+1 or -1)."""
+
+    label: str
+    kind: str  # "neuron", "set", "random"
+    neurons: tuple[NeuronId, ...]
+    values: tuple[float, ...]
+    signs: tuple[int, ...]
+
+
+def _replace(a: torch.Tensor, mode: str, values: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """New activations for [..., k] given per-neuron values/signs [k]."""
+    if mode == "zero":
+        return torch.zeros_like(a)
+    v = values.to(a.device, a.dtype).expand_as(a)
+    if mode == "mean":
+        return v.clone()
+    if mode == "clipped":
+        return torch.where(signs.to(a.device) > 0, torch.minimum(a, v), torch.maximum(a, v))
+    raise InputError(f"Unknown ablation mode '{mode}'; use one of {', '.join(MODES)}.")
+
+
+def _by_block(neurons: Sequence[NeuronId]) -> dict[int, list[int]]:
+    """{block: [positions in ``neurons``]}."""
+    out: dict[int, list[int]] = {}
+    for j, (b, _) in enumerate(neurons):
+        out.setdefault(b, []).append(j)
+    return out
+
+
+def _has_post_norm(lm: LoadedModel) -> bool:
+    """True where the MLP output passes through a norm before the residual (Gemma-2)."""
+    row = lm.adapter.row
+    return row.mlp_write not in ("mlp", row.down_proj)
+
+
+def _metrics(z: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, log_pf: torch.Tensor | None,
+             sigma: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """loss/entropy/top1/kl/sigma [B, T] (fp32 on cpu, NaN where there is no next token)."""
+    lp = torch.log_softmax(z.float(), dim=-1)
+    B, T, _ = lp.shape
+    loss = torch.full((B, T), float("nan"))
+    if T > 1:
+        loss[:, :-1] = -lp[:, :-1].gather(-1, ids[:, 1:].to(lp.device)[..., None])[..., 0].cpu()
+    p = lp.exp()
+    ent = -(p * lp).sum(-1).cpu()
+    kl = (p * (lp - log_pf.to(lp.device))).sum(-1).cpu() if log_pf is not None else torch.full((B, T), float("nan"))
+    out = {"loss": loss, "entropy": ent, "top1": lp.argmax(-1).float().cpu(), "kl": kl,
+           "sigma": sigma[..., 0].float().cpu() if sigma is not None else torch.full((B, T), float("nan"))}
+    nanmask = ~valid
+    for k in out:
+        out[k] = out[k].masked_fill(nanmask, float("nan"))
+    return out
+
+
+def _valid_positions(batch: Batch) -> torch.Tensor:
+    """[B, T] True where position t and t+1 are real tokens (t predicts t+1)."""
+    m = batch.attention_mask.bool()
+    v = torch.zeros_like(m)
+    v[:, :-1] = m[:, :-1] & m[:, 1:]
+    return v
+
+
+def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode: str,
+                     log_pf: torch.Tensor | None = None, progress: Progress = None) -> dict:
+    """Clean, TE and DE per-position metrics of each unit on one batch.
+
+    Returns {"valid": [B,T] bool, "clean": {metric: [B,T]}, "clean_de": {...}, "acts": {(b, i): [B,T]},
+    "te": [{metric: [B,T]} per unit], "de": [...]} as cpu tensors; NaN where no next token.
+    """
+    ad = lm.adapter
+    B, T = batch.input_ids.shape
+    valid = _valid_positions(batch)
+    needed: dict[int, list[int]] = {}
+    for u in units:
+        for b, i in u.neurons:
+            if i not in needed.setdefault(b, []):
+                needed[b].append(i)
+    cols = {b: torch.as_tensor(ix, dtype=torch.long) for b, ix in needed.items()}
+    post = _has_post_norm(lm)
+
+    # clean run: final residual, the needed activations, and (Gemma-2) the MLP outputs before the post-norm
+    store: dict = {}
+    hooks = [residual_hook(ad, ad.n_layers, capture(store, "hL", lambda t: t.detach().float()))]
+    for b, c in cols.items():
+        hooks.append(input_hook(ad.down_proj(b), capture(store, ("act", b), lambda t, c=c: t[..., c.to(t.device)]
+                                                         .detach().float()), bt=(B, T)))
+        if post:
+            hooks.append(output_hook(ad.down_proj(b), capture(store, ("m", b), lambda t: t.detach().clone()),
+                                     bt=(B, T)))
+    z_clean = run(lm, batch, hooks)
+    hL = store["hL"]
+    sigma = norm_scale(ad.final_norm, hL)
+    ids = batch.input_ids
+    clean = _metrics(z_clean, ids, valid, log_pf, sigma)
+    del z_clean
+
+    def de_logits(h: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return softcap(ad, unembed(ad, frozen_norm(ad.final_norm, h, sigma, with_bias=True)))
+
+    clean_de = _metrics(de_logits(hL), ids, valid, log_pf, sigma)
+    acts = {(b, int(i)): store[("act", b)][..., j].cpu() for b, c in cols.items() for j, i in enumerate(c.tolist())}
+
+    te_all, de_all = [], []
+    for n_u, u in enumerate(units):
+        groups = _by_block(u.neurons)
+        te_store: dict = {}
+        te_hooks = [residual_hook(ad, ad.n_layers, capture(te_store, "hL", lambda t: t.detach().float()))]
+        delta = torch.zeros_like(hL)
+        for b, js in groups.items():
+            idx = torch.as_tensor([u.neurons[j][1] for j in js], dtype=torch.long)
+            vals = torch.as_tensor([u.values[j] for j in js], dtype=torch.float32)
+            sgn = torch.as_tensor([u.signs[j] for j in js], dtype=torch.long)
+
+            def fn(x: torch.Tensor, idx=idx, vals=vals, sgn=sgn) -> torch.Tensor:
+                x = x.clone()
+                i = idx.to(x.device)
+                x[..., i] = _replace(x[..., i], mode, vals, sgn).to(x.dtype)
+                return x
+            te_hooks.append(input_hook(ad.down_proj(b), fn, bt=(B, T)))
+            # direct path: the change of block b's write with its inputs clean
+            col = [needed[b].index(int(i)) for i in idx.tolist()]
+            a = store[("act", b)][..., col]
+            a_new = _replace(a, mode, vals, sgn)
+            w = ad.neuron_out_weights(b).detach()[idx.to(ad.W_U.device)].float().to(hL.device)
+            dw = (a_new - a) @ w
+            if post:
+                m = store[("m", b)]
+                norm_mod = ad.mlp_write(b)
+                with lm.lock, torch.inference_mode():
+                    dw = (norm_mod((m.float() + dw).to(m.dtype)).float() - norm_mod(m).float())
+            delta = delta + dw
+        z_te = run(lm, batch, te_hooks)
+        te = _metrics(z_te, ids, valid, log_pf, norm_scale(ad.final_norm, te_store["hL"]))
+        del z_te
+        de = _metrics(de_logits(hL + delta), ids, valid, log_pf, sigma)
+        for name, res in (("TE", te), ("DE", de)):
+            if torch.isinf(res["loss"]).any() or torch.isnan(res["entropy"][valid]).any():
+                raise NumericalError(f"Ablating {u.label} produced NaN or infinite {name} logits.")
+        te_all.append(te)
+        de_all.append(de)
+        if progress:
+            progress((n_u + 1) / max(1, len(units)), u.label)
+    return {"valid": valid, "clean": clean, "clean_de": clean_de, "acts": acts, "te": te_all, "de": de_all}
+
+
+# ------------------------------------------------------------------------------------------ reference means
+def mean_activations(lm: LoadedModel, prompts: Sequence[str], neurons: Sequence[NeuronId], *, batch_size: int = 8,
+                     progress: Progress = None) -> np.ndarray:
+    """Mean activation of each neuron over every real token of ``prompts``: [len(neurons)] float64."""
+    prompts = [p for p in prompts if p and p.strip()]
+    if not prompts:
+        raise InputError("The reference set for mean ablation is empty: give at least one non-empty prompt.")
+    if not neurons:
+        return np.zeros(0)
+    ad = lm.adapter
+    groups = _by_block(neurons)
+    sums = torch.zeros(len(neurons), dtype=torch.float64)
+    count = 0
+    sl = chunks(len(prompts), batch_size)
+    for n_s, s in enumerate(sl):
+        batch = encode(lm.tokenizer, prompts[s], max_length=lm.context_length)
+        B, T = batch.input_ids.shape
+        mask = batch.attention_mask.bool()
+        store: dict = {}
+        hooks = []
+        for b, js in groups.items():
+            c = torch.as_tensor([neurons[j][1] for j in js], dtype=torch.long)
+            hooks.append(input_hook(ad.down_proj(b), capture(store, b, lambda t, c=c: t[..., c.to(t.device)]
+                                                            .detach().double().cpu()), bt=(B, T)))
+        run(lm, batch, hooks)
+        for b, js in groups.items():
+            sums[js] += store[b][mask].sum(dim=0)
+        count += int(mask.sum())
+        if progress:
+            progress((n_s + 1) / len(sl), "reference means")
+    return (sums / max(count, 1)).numpy()
+
+
+# ------------------------------------------------------------------------------------------ the ablation study
+@dataclass(frozen=True)
+class AblationResult:
+    """Per-token effects of ablating each unit (a neuron, the set of them, or a random baseline neuron).
+
+    units/kinds [U]; values [U] (the replacement values as text); per token (N = positions with a
+    next token, over all prompts): prompt_index, position [N], next_token [N] (strings), clean_* [N];
+    effects d*_te / d*_de [U, N] (ablated minus clean), flip_te / flip_de [U, N] (0/1).
+    """
+
+    mode: str
+    units: tuple[str, ...]
+    kinds: tuple[str, ...]
+    values: tuple[str, ...]
+    prompt_index: np.ndarray
+    position: np.ndarray
+    next_token: tuple[str, ...]
+    clean_loss: np.ndarray
+    clean_entropy: np.ndarray
+    clean_sigma: np.ndarray
+    clean_kl: np.ndarray
+    dloss_te: np.ndarray
+    dloss_de: np.ndarray
+    dentropy_te: np.ndarray
+    dentropy_de: np.ndarray
+    dsigma_te: np.ndarray
+    dkl_te: np.ndarray
+    dkl_de: np.ndarray
+    flip_te: np.ndarray
+    flip_de: np.ndarray
+    kl_direction: str = "KL(p_model || p_freq)"
+
+    @property
+    def mean_abs_te(self) -> np.ndarray:
+        """mean |dLoss_TE| per unit [U]."""
+        return np.abs(self.dloss_te).mean(axis=1)
+
+    @property
+    def mean_abs_de(self) -> np.ndarray:
+        """mean |dLoss_DE| per unit [U]."""
+        return np.abs(self.dloss_de).mean(axis=1)
+
+    @property
+    def mediated(self) -> np.ndarray:
+        """LN-mediated fraction M = 1 - mean|dLoss_DE| / mean|dLoss_TE| per unit [U] (NaN where TE is 0)."""
+        te = self.mean_abs_te
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(te > 0, 1.0 - self.mean_abs_de / np.where(te > 0, te, 1.0), np.nan)
+
+    def summary_rows(self) -> list[dict]:
+        """One dict per unit: label, kind, value, mean|dLoss| TE/DE, M, mean dH TE/DE, mean dsigma, flips, mean dKL."""
+        rows = []
+        for u in range(len(self.units)):
+            rows.append({
+                "unit": self.units[u], "kind": self.kinds[u], "value": self.values[u],
+                "mean_abs_dloss_te": float(self.mean_abs_te[u]), "mean_abs_dloss_de": float(self.mean_abs_de[u]),
+                "M": float(self.mediated[u]),
+                "mean_dentropy_te": float(self.dentropy_te[u].mean()),
+                "mean_dentropy_de": float(self.dentropy_de[u].mean()),
+                "mean_dsigma_te": float(self.dsigma_te[u].mean()),
+                "flip_rate_te": float(self.flip_te[u].mean()), "flip_rate_de": float(self.flip_de[u].mean()),
+                "mean_abs_dkl_te": float(np.abs(self.dkl_te[u]).mean()),
+                "mean_abs_dkl_de": float(np.abs(self.dkl_de[u]).mean()),
+            })
+        return rows
+
+
+def build_units(lm: LoadedModel, neurons: Sequence[NeuronId], *, mode: str, reference: Sequence[str] | None,
+                values: Sequence[float] | None = None, signs: Sequence[int] | None = None, as_set: bool = False,
+                n_random: int = 0, seed: int = 0, batch_size: int = 8, progress: Progress = None) -> list[Unit]:
+    """The units to ablate: each neuron alone, optionally the whole set, and n_random seeded random neurons.
+
+    Random neurons come from the same blocks as ``neurons`` (spread evenly), never one of them.
+    Values: ``values`` if given, else the mean over ``reference`` (modes mean/clipped), else 0.
+    """
+    if mode not in MODES:
+        raise InputError(f"Unknown ablation mode '{mode}'; use one of {', '.join(MODES)}.")
+    if not neurons:
+        raise InputError("Choose at least one neuron to ablate.")
+    ad = lm.adapter
+    neurons = [check_neuron(ad, b, i) for b, i in neurons]
+    rng = np.random.default_rng(seed)
+    blocks = sorted({b for b, _ in neurons})
+    randoms: list[NeuronId] = []
+    for r in range(int(n_random)):
+        b = blocks[r % len(blocks)]
+        taken = {i for bb, i in neurons + randoms if bb == b}
+        free = np.setdiff1d(np.arange(n_neurons(ad, b)), np.fromiter(taken, dtype=np.int64, count=len(taken)))
+        if free.size == 0:
+            break
+        randoms.append((b, int(rng.choice(free))))
+    everything = list(neurons) + randoms
+    if values is not None:
+        if len(values) != len(neurons):
+            raise InputError(f"Give one ablation value per neuron ({len(neurons)}), got {len(values)}.")
+        vals = list(map(float, values)) + ([0.0] * len(randoms))
+        if randoms and mode != "zero":
+            vals[len(neurons):] = mean_activations(lm, reference or [], randoms, batch_size=batch_size).tolist()
+    elif mode == "zero":
+        vals = [0.0] * len(everything)
+    else:
+        if reference is None or not [p for p in reference if p and p.strip()]:
+            raise InputError("The reference set for mean ablation is empty: pick or type at least one prompt.")
+        vals = mean_activations(lm, reference, everything, batch_size=batch_size, progress=progress).tolist()
+    sg = list(signs) if signs is not None else [1] * len(neurons)
+    if len(sg) != len(neurons):
+        raise InputError(f"Give one clip sign per neuron ({len(neurons)}), got {len(sg)}.")
+    sg = [1 if s >= 0 else -1 for s in sg] + [1] * len(randoms)
+    units = [Unit(neuron_label(b, i), "neuron", ((b, i),), (vals[j],), (sg[j],)) for j, (b, i) in enumerate(neurons)]
+    if as_set and len(neurons) > 1:
+        n = len(neurons)
+        units.append(Unit("set: " + "+".join(neuron_label(b, i) for b, i in neurons), "set", tuple(neurons),
+                          tuple(vals[:n]), tuple(sg[:n])))
+    for j, (b, i) in enumerate(randoms, start=len(neurons)):
+        units.append(Unit(f"random {neuron_label(b, i)}", "random", ((b, i),), (vals[j],), (sg[j],)))
+    return units
+
+
+def ablate(lm: LoadedModel, prompts: Sequence[str], units: Sequence[Unit], *, mode: str,
+           log_p_freq: np.ndarray | None = None, batch_size: int = 8, min_position: int = 0,
+           progress: Progress = None) -> AblationResult:
+    """TE and DE of every unit on ``prompts`` (see the module docstring); per-token results.
+
+    min_position drops positions before it (the paper drops the first 3); log_p_freq [V] enables KL.
+    """
+    prompts = [p for p in prompts if p and p.strip()]
+    if not prompts:
+        raise InputError("The prompt set for the ablation is empty: give at least one non-empty prompt.")
+    if not units:
+        raise InputError("Choose at least one neuron to ablate.")
+    if mode not in MODES:
+        raise InputError(f"Unknown ablation mode '{mode}'; use one of {', '.join(MODES)}.")
+    lpf = torch.as_tensor(log_p_freq, dtype=torch.float32) if log_p_freq is not None else None
+    U = len(units)
+    cols: dict[str, list] = {k: [] for k in ("pi", "pos", "tok", "cl", "ce", "cs", "ck")}
+    eff: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in range(U)] for k in
+                                              ("lt", "ld", "et", "ed", "st", "kt", "kd", "ft", "fd")}
+    sl = chunks(len(prompts), batch_size)
+    for n_s, s in enumerate(sl):
+        batch = encode(lm.tokenizer, prompts[s], max_length=lm.context_length)
+        rep = (lambda f, m, n_s=n_s: progress((n_s + f) / len(sl), m)) if progress else None
+        r = position_effects(lm, batch, units, mode, lpf, rep)
+        keep = r["valid"].clone()
+        keep[:, :min_position] = False
+        bi, ti = torch.nonzero(keep, as_tuple=True)
+        cols["pi"].append((bi + s.start).numpy())
+        cols["pos"].append(ti.numpy())
+        nxt = batch.input_ids[bi, ti + 1].tolist()
+        cols["tok"].extend(lm.tokenizer.decode([t]) for t in nxt)
+        c, cd = r["clean"], r["clean_de"]
+        cols["cl"].append(c["loss"][keep].numpy())
+        cols["ce"].append(c["entropy"][keep].numpy())
+        cols["cs"].append(c["sigma"][keep].numpy())
+        cols["ck"].append(c["kl"][keep].numpy())
+        for u in range(U):
+            te, de = r["te"][u], r["de"][u]
+            eff["lt"][u].append((te["loss"] - c["loss"])[keep].numpy())
+            eff["ld"][u].append((de["loss"] - cd["loss"])[keep].numpy())
+            eff["et"][u].append((te["entropy"] - c["entropy"])[keep].numpy())
+            eff["ed"][u].append((de["entropy"] - cd["entropy"])[keep].numpy())
+            eff["st"][u].append((te["sigma"] - c["sigma"])[keep].numpy())
+            eff["kt"][u].append((te["kl"] - c["kl"])[keep].numpy())
+            eff["kd"][u].append((de["kl"] - cd["kl"])[keep].numpy())
+            eff["ft"][u].append((te["top1"] != c["top1"])[keep].numpy().astype(np.float64))
+            eff["fd"][u].append((de["top1"] != cd["top1"])[keep].numpy().astype(np.float64))
+    cat = lambda xs: np.concatenate(xs).astype(np.float64) if xs else np.zeros(0)  # noqa: E731
+    stack = lambda k: np.stack([cat(eff[k][u]) for u in range(U)])  # noqa: E731
+    if cat(cols["cl"]).size == 0:
+        raise InputError("No position has a next token to predict: use prompts of at least two tokens"
+                         + (f" (and longer than the first {min_position} positions)." if min_position else "."))
+    return AblationResult(
+        mode=mode, units=tuple(u.label for u in units), kinds=tuple(u.kind for u in units),
+        values=tuple(", ".join(f"{v:.4g}" for v in u.values) if mode != "zero" else "0" for u in units),
+        prompt_index=np.concatenate(cols["pi"]), position=np.concatenate(cols["pos"]), next_token=tuple(cols["tok"]),
+        clean_loss=cat(cols["cl"]), clean_entropy=cat(cols["ce"]), clean_sigma=cat(cols["cs"]),
+        clean_kl=cat(cols["ck"]), dloss_te=stack("lt"), dloss_de=stack("ld"), dentropy_te=stack("et"),
+        dentropy_de=stack("ed"), dsigma_te=stack("st"), dkl_te=stack("kt"), dkl_de=stack("kd"),
+        flip_te=stack("ft"), flip_de=stack("fd"))
