@@ -93,8 +93,8 @@ def split_contrast(ps: PromptSet, positive: str | None = None, negative: str | N
     full = [rows for rows in by_label.values() if len(rows) == 2]
     if not full:
         raise InputError(
-            f"The prompt set '{ps.name}' has no contrast: give two groups with the `group` field, or pairs of rows "
-            "that share a `label` (pair id; the first row of each pair is the positive one).")
+            f"The prompt set '{ps.name}' has no contrast: it needs two groups (the `group` field, one side may not be "
+            "empty), or pairs of rows that share a `label` (pair id; the first row of each pair is the positive one).")
     pos = tuple(rows[0] for rows in full)
     neg = tuple(rows[1] for rows in full)
     return Contrast("first of pair", "second of pair", pos, neg, tuple((i, i) for i in range(len(full))))

@@ -1,0 +1,141 @@
+"""The steering page through Streamlit's AppTest: build, monitor, steer, drift, and clear messages for bad inputs.
+
+Runs on the demo zoo when it is there; otherwise on a stand-in zoo of tiny random folders (same names) so the
+page wiring is still exercised.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+
+REPO = Path(__file__).resolve().parent.parent
+NEEDED = ("gpt2-world-base", "gpt2-world-tuned")
+
+
+def standin_folder(path: Path, seed: int) -> None:
+    """A tiny random GPT-2 with a word-level tokenizer over the words of the built-in persona and fact sets."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from analysis.prompts import load_builtin
+    from analysis.tiny import tiny_config
+    words = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    for name in ("persona_pairs", "persona_eval", "facts"):
+        for r in load_builtin(name).rows:
+            for text in (r.prompt, r.response or "", r.target or "", r.competitor or ""):
+                words += [w for w in text.split() if w not in words]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", model_max_length=128)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config("gpt2", vocab=len(words), ctx=128))
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def zoo_env(tmp_path_factory):
+    from analysis.loading import zoo_models
+    if set(NEEDED) <= set(zoo_models()):
+        yield None
+        return
+    root = tmp_path_factory.mktemp("zoo")
+    for seed, name in enumerate(NEEDED):
+        standin_folder(root / name, seed)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LOGITSCOPE_ZOO", str(root))
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def at(zoo_env):
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    app.run()
+    app.switch_page("pages/steering.py").run()
+    assert not app.exception, app.exception
+    app.button(key="steer_build_btn").click().run()
+    assert not app.exception, app.exception
+    return app
+
+
+def errors(app) -> list[str]:
+    return [e.value for e in app.error]
+
+
+def charts(app) -> int:
+    return len(app.get("plotly_chart"))
+
+
+def test_build_shows_separability_and_a_save_button(at):
+    assert not errors(at)
+    assert any("Best layer by held-out AUROC" in s.value for s in at.success)
+    assert charts(at) >= 2  # separability line + projection histogram
+
+
+def test_monitor_projects_the_eval_set(at):
+    before = charts(at)
+    at.button(key="steer_monitor_btn").click().run()
+    assert not at.exception and not errors(at)
+    assert charts(at) > before
+
+
+def test_steer_generates_side_by_side_and_sweeps(at):
+    at.button(key="steer_gen_btn").click().run()
+    assert not at.exception and not errors(at)
+    at.text_input(key="steer_sweep_layers").set_value("1")
+    at.text_input(key="steer_sweep_alphas").set_value("0, 4")
+    at.button(key="steer_sweep_btn").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert charts(at) >= 6
+
+
+def test_drift_says_it_needs_checkpoint_b_when_off(at):
+    assert any("needs" in i.value.lower() or "compare" in i.value.lower() for i in at.info if "checkpoint" in i.value)
+
+
+def test_a_layer_out_of_range_gives_a_clear_message(at):
+    at.text_input(key="steer_sweep_layers").set_value("99")
+    at.run()
+    assert not at.exception
+    assert any("Layer 99 is out of range" in e for e in errors(at)), errors(at)
+    at.text_input(key="steer_sweep_layers").set_value("1").run()
+
+
+def test_an_extreme_alpha_gives_a_numerical_error_not_nan(at):
+    at.number_input(key="steer_alpha").set_value(1e30).run()
+    assert not at.exception
+    assert any("alpha = 1e+30" in e and "smaller" in e for e in errors(at)), errors(at)
+    at.number_input(key="steer_alpha").set_value(4.0).run()
+
+
+def test_one_group_empty_gives_a_clear_message(zoo_env):
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    app.run()
+    app.switch_page("pages/steering.py").run()
+    app.radio(key="steer_build__prompts_source").set_value("Typed").run()
+    app.text_area(key="steer_build__prompts_typed").set_value("Hello there\nGood morning").run()
+    app.button(key="steer_build_btn").click().run()
+    assert not app.exception
+    assert any("needs two groups" in e for e in errors(app)), errors(app)
+
+
+def test_drift_runs_with_checkpoint_b(zoo_env):
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    app.run()
+    app.switch_page("pages/steering.py")
+    app.session_state["logitscope_use_B"] = True  # the sidebar toggle (switch_page does not keep widget values)
+    app.run()
+    app.session_state["logitscope_use_B"] = True
+    app.button(key="steer_build_btn").click().run()
+    app.session_state["logitscope_use_B"] = True
+    app.button(key="steer_drift_btn").click().run()
+    assert not app.exception and not errors(app), errors(app)
+    assert charts(app) >= 3
