@@ -229,9 +229,16 @@ def _decode(tokenizer: Any, token_id: int) -> str:
 
 
 def resolve_token(tokenizer: Any, text: str, what: str = "target") -> tuple[int, str | None]:
-    """(token id, note or None) for a target/competitor given as text: its first token, with a note if it has more."""
+    """(token id, note or None) for a target/competitor text: its first token (note if it has more); '#123' = token id."""
     if text is None or text == "":
         raise InputError(f"The {what} is empty; type a token (with its leading space, e.g. ' Paris').")
+    stripped = text.strip()
+    if stripped.startswith("#") and stripped[1:].isdigit():
+        tid = int(stripped[1:])
+        vocab = int(getattr(tokenizer, "vocab_size", 0) or 0)
+        if vocab and not 0 <= tid < vocab:
+            raise InputError(f"The {what} {text!r} is not a token id of this model (0..{vocab - 1}).")
+        return tid, None
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if not ids:
         raise InputError(f"The {what} {text!r} does not tokenize to anything; type a visible token.")
@@ -558,11 +565,15 @@ def _one(lm: LoadedModel, row: _Row, prompt: str, ids: list[int], target: str | 
         t, note = resolve_token(tok, target, "target")
         if note:
             notes.append(note)
+    if not 0 <= t < ad.vocab_size:
+        raise InputError(f"The target token id {t} is outside this model's vocabulary (0..{ad.vocab_size - 1}).")
     c = None
     if competitor:
         c, note = resolve_token(tok, competitor, "competitor")
         if note:
             notes.append(note)
+        if not 0 <= c < ad.vocab_size:
+            raise InputError(f"The competitor token id {c} is outside this model's vocabulary (0..{ad.vocab_size - 1}).")
         if c == t:
             raise InputError(f"The competitor {competitor!r} is the same token as the target; pick a different one.")
     if ad.row.attn_write_is_post_norm:

@@ -87,18 +87,23 @@ def main() -> None:
         st.markdown(DEFINITIONS)
     pair = require_models()
 
-    ps = prompt_set_input(PAGE, default_builtin="two_hop",
-                          help="Prompts; the set's target/competitor columns are used unless overridden below.")
+    left, right = st.columns([3, 2])
+    with left:
+        ps = prompt_set_input(PAGE, default_builtin="two_hop",
+                              help="Prompts; the set's target/competitor columns are used unless overridden.")
+    with right:
+        n_max = st.number_input("Prompts to analyse", 1, MAX_PROMPTS, min(8, len(ps)) if ps is not None else 8,
+                                key="flow_n", help=f"The first N prompts of the set (at most {MAX_PROMPTS}).")
+        target_text = st.text_input("Target token", key="flow_target",
+                                    placeholder="blank: the set's target, else the model's top-1",
+                                    help="Text of the token with its leading space (' Paris'), or #123 for a token "
+                                         "id. A text of several tokens uses its first token, and the page says so.")
+        comp_text = st.text_input("Competing token", key="flow_competitor",
+                                  placeholder="blank: the set's competitor, if any",
+                                  help="Optional. Adds the competitor and the target − competitor views.")
+        run_clicked = st.button("Run", type="primary", key="flow_run", use_container_width=True)
     if ps is None:
         st.stop()
-    c1, c2, c3 = st.columns([1, 1, 1])
-    n_max = c1.number_input("Prompts to analyse", 1, MAX_PROMPTS, min(8, len(ps)), key="flow_n",
-                            help=f"The first N prompts of the set (at most {MAX_PROMPTS}).")
-    target_text = c2.text_input("Target token", key="flow_target", placeholder="blank: the set's target, else top-1",
-                                help="Text of the token, with its leading space (e.g. ' Paris'). Several tokens: the "
-                                     "first one is used, and the page says so.")
-    comp_text = c3.text_input("Competing token", key="flow_competitor",
-                              placeholder="blank: the set's competitor, if any")
     rows = ps.rows[: int(n_max)]
     if len(ps) > len(rows):
         st.caption(f"Analysing the first {len(rows)} of {len(ps)} prompts.")
@@ -106,10 +111,11 @@ def main() -> None:
     targets = tuple(target_text if target_text else r.target for r in rows)
     competitors = tuple(comp_text if comp_text else r.competitor for r in rows)
     settings_key = (tuple(lm.spec for _, lm, _ in pair.items()), prompts, targets, competitors)
-    if st.button("Run", type="primary", key="flow_run"):
+    if run_clicked:
         st.session_state["flow_last_run"] = settings_key
     if st.session_state.get("flow_last_run") != settings_key:
-        st.info("Press Run to compute the logit flow.")
+        st.info("Press Run to compute the logit flow" + (" (the settings changed since the last run)." if
+                                                         st.session_state.get("flow_last_run") else "."))
         st.stop()
 
     results: dict[str, FlowSetResult] = {}
@@ -141,7 +147,7 @@ def main() -> None:
             which = label.split(":")[0]
             r = results[which].results[idx]
             with col:
-                st.markdown(f"**{label}**")
+                st.subheader(label, anchor=False)
                 _summary(r, view)
                 _messages(r, tolerance(lm))
                 a = r.view(view)

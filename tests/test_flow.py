@@ -193,6 +193,9 @@ def test_multi_token_target_uses_its_first_token_with_a_note(lm):
         logit_flow(lm, PROMPT, target="6", competitor="6")
     with pytest.raises(InputError):
         resolve_token(lm.tokenizer, "", "target")
+    assert resolve_token(lm.tokenizer, "#42", "target") == (42, None)
+    with pytest.raises(InputError, match="not a token id"):
+        resolve_token(lm.tokenizer, "#100000", "target")
 
 
 def test_default_target_is_the_top1(lm, res):

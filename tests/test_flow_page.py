@@ -76,8 +76,8 @@ def test_compare_mode_shows_a_and_b_and_the_difference(zoo, monkeypatch):
     at.button(key="flow_run").click().run()
     assert not at.exception, at.exception
     assert not _errors(at), _errors(at)
-    md = " ".join(m.value for m in at.markdown)
-    assert "A: " in md and "B: " in md
+    heads = " ".join(m.value for m in at.subheader)
+    assert "A: " in heads and "B: " in heads
     # the two families tokenize differently or share depth: either the B − A figures or a message saying why not
     charts = at.get("plotly_chart")
     infos = " ".join(i.value for i in at.info)

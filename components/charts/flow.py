@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from components.charts.text import safe_text, token_label
 
 POS, NEG = "rgba(33,102,172,{a})", "rgba(178,24,43,{a})"
-BLOCK_AXIS = "block (its write enters layer block+1)"
+BLOCK_AXIS = "block (writes layer block+1)"
 
 
 def position_labels(tokens: Sequence[str]) -> list[str]:
