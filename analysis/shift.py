@@ -24,9 +24,7 @@ import torch
 from analysis.batching import batch_from_ids, pad_token_id
 from analysis.errors import IncompatibleModelsError, InputError, NumericalError
 from analysis.forward import run
-from analysis.hooks import residual_capture_hooks
 from analysis.loading import LoadedModel
-from analysis.readout import readout
 from analysis.token_map import TokenMap, Vocab, build_token_map, same_tokenizer, vocab_of
 
 Progress = Callable[[float, str], None] | None
@@ -535,37 +533,31 @@ def shift_similarity(pair1: tuple[LoadedModel, LoadedModel], pair2: tuple[Loaded
                       np.asarray(pr), np.asarray(co), np.asarray(cpr), np.asarray(cco), n_steps, tuple(second))
 
 
-def _lens_kl(a: LoadedModel, b: LoadedModel, ids: list[int], start: int, T: int) -> np.ndarray:
-    """KL(A_l || B_l) for layers 0..L at steps start..start+T-1 of one token row: [L+1, T]."""
-    L = a.adapter.n_layers
-    stores = []
-    for lm in (a, b):
-        store: dict = {}
-        batch = batch_from_ids([ids], pad_token_id(lm.tokenizer))
-        run(lm, batch, residual_capture_hooks(lm.adapter, range(L + 1), store,
-                                              transform=lambda h: h[0, start:start + T].detach()))
-        stores.append(store)
-    out = np.zeros((L + 1, T))
-    with torch.inference_mode():
-        for l in range(L + 1):
-            la = torch.log_softmax(readout(a.adapter, stores[0][l]), dim=-1)
-            lb = torch.log_softmax(readout(b.adapter, stores[1][l]).to(la.device), dim=-1)
-            out[l] = (la.exp() * (la - lb)).sum(-1).clamp(min=0).cpu().double().numpy()
-    return out
-
-
 def layer_kl(a: LoadedModel, b: LoadedModel, prompts: Sequence[str], responses: Sequence[str | None] | None = None,
              *, reference: str = "response", n_tokens: int = 16, progress: Progress = None) -> LayerKL:
-    """Per-layer lens KL(A_l || B_l) over the continuation steps ("where in depth did tuning act"), layers 0..L."""
+    """Per-layer lens KL(A_l || B_l) over the continuation steps ("where in depth did tuning act"), layers 0..L.
+
+    Computed by analysis.lens.lens_compare on prompt + continuation text; kept at the positions that
+    predict continuation tokens."""
     require_lens_compatible(a, b)
+    from analysis.lens import lens_compare  # the logit-lens engine's KL(A_l || B_l) per layer and position
     resp = _check_inputs(prompts, responses, reference, 1, n_tokens)
     pair = _Pair(a, b)
-    per = []
+    texts, starts = [], []
     for i, (p, r) in enumerate(zip(prompts, resp)):
-        cont = pair.reference_ids(p, r, reference, n_tokens)
-        p_ids = _encode(b.tokenizer, p, True)
-        per.append(_lens_kl(a, b, p_ids + cont, len(p_ids) - 1, len(cont)))
+        if reference == "greedy":
+            cont = pair.reference_ids(p, r, reference, n_tokens)
+            r = "".join(pair.vocab_b.text(t) for t in cont)
+        texts.append(p + r)
+        starts.append(len(_encode(b.tokenizer, p, True)) - 1)
         if progress:
-            progress((i + 1) / len(prompts), f"prompt {i + 1}/{len(prompts)}")
+            progress(0.5 * (i + 1) / len(prompts), "reference continuations")
+    half = (lambda f, m: progress(0.5 + 0.5 * f, m)) if progress else None
+    comp = lens_compare(a, b, texts, progress=half)
+    per = []
+    for n, s in enumerate(starts):
+        length = int(comp.mask[n].sum())
+        per.append(comp.kl[n, :, s:length - 1].astype(np.float64))  # positions predicting continuation tokens
     allv = np.concatenate(per, axis=1) if per else np.zeros((a.adapter.n_layers + 1, 0))
-    return LayerKL(a.name, b.name, allv.mean(axis=1) if allv.shape[1] else np.full(allv.shape[0], np.nan), tuple(per))
+    mean = allv.mean(axis=1) if allv.shape[1] else np.full(allv.shape[0], np.nan)
+    return LayerKL(a.name, b.name, mean, tuple(per))

@@ -23,7 +23,7 @@ from analysis.tiny import ALL_TYPES, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["5 17 3 8", "9 4 4"]
-RESPONSES = ["11 12 13", "7 7"]
+RESPONSES = [" 11 12 13", " 7 7"]
 
 
 @pytest.fixture(scope="module")
