@@ -38,7 +38,10 @@ def test_shift_page_renders_a_vs_b_and_exports(tmp_path, monkeypatch, serve_scri
     if zoo is not None:
         monkeypatch.setenv("LOGITSCOPE_ZOO", str(zoo))
     with serve_script(REPO / "app.py", "shift-e2e-server") as url:
-        goto_app(page, f"{url}/checkpoint_shift")
+        goto_app(page, url)  # through app.py: navigation and the sidebar model picker
+        page.get_by_role("link", name="Checkpoint shift").first.click()
+        wait_for_app_idle(page, 120_000)
+        assert page.get_by_text("Compare with checkpoint B").count() >= 1  # the sidebar toggle is there
         page.get_by_text("Turn on", exact=False).first.wait_for()
         page.get_by_role("button", name=f"Compare A with {NAMES[1]} as checkpoint B").click()
         wait_for_app_idle(page, 120_000)
