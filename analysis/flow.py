@@ -49,6 +49,7 @@ Progress = Callable[[float, str], None]
 VIEWS = ("target", "competitor", "difference")
 BATCH_SIZE = 8
 SOURCE_IMP_LIMIT = 8192  # head x source importances are computed when L * H * T is at most this (auto mode)
+CAPTURE_BUDGET = 512 * 2**20  # bytes of captured activations per forward pass (prompts are batched below it)
 _IMP_CHUNK = 128  # vectors per vocabulary-sized softmax
 
 # Where each architecture's value vectors live: (module inside a block, its output [B, T, X] -> v [B, T, n_kv, hd]).
@@ -389,77 +390,75 @@ def _head_parts(ad: Adapter, row: _Row, layer: int) -> tuple[torch.Tensor, torch
     return heads, sources, bias, post
 
 
-def _attribute(ad: Adapter, row: _Row, parts: list, direction: str, t: int, c: int | None,
-               source_imp: bool) -> Attribution:
-    """The Attribution of one prompt for readout direction u_t (- u_c)."""
-    L, H = ad.n_layers, ad.n_heads
-    T = row.attn[0].shape[0]
-    sigma = norm_scale(ad.final_norm, row.h[L])
-    u = (ad.W_U[t].float() - (ad.W_U[c].float() if c is not None else 0.0)).to(sigma.device)
-    rvec = _readout_vector(ad, u, sigma)
-    comps = torch.stack([row.h[0]] + [x[T - 1] for i in range(L) for x in (row.attn[i], row.mlp[i])])
-    dla = direct_logit_attribution(ad, comps, sigma, t, c)
-    precap = unembed(ad, frozen_norm(ad.final_norm, row.h[L], sigma, with_bias=True))
-    logit = float(precap[t] - (precap[c] if c is not None else 0.0))
-    attn_bias = np.zeros(L)
-    heads = np.zeros((L, H))
-    sources = np.zeros((L, H, T))
-    attn_pos = np.zeros((L, T))
-    mlp_pos = np.zeros((L, T))
-    imp_attn = np.zeros(L)
-    imp_mlp = np.zeros(L)
-    imp_heads = np.zeros((L, H))
-    imp_sources = np.zeros((L, H, T)) if source_imp else None
-    for i in range(L):
-        hw, sw, bw, _ = parts[i]
-        heads[i] = (hw @ rvec).numpy()
-        sources[i] = (sw @ rvec).numpy()
-        if bw is not None:
-            attn_bias[i] = float(bw @ rvec)
-        attn_pos[i] = (row.attn[i] @ rvec).numpy()
-        mlp_pos[i] = (row.mlp[i] @ rvec).numpy()
-        r_in = row.h[i]
-        a_T = row.attn[i][T - 1]
-        imp = importance(ad, r_in, torch.cat([a_T[None], hw]), sigma, t, c)
-        imp_attn[i] = float(imp[0])
-        imp_heads[i] = imp[1:].numpy()
-        imp_mlp[i] = float(importance(ad, r_in + a_T, row.mlp[i][T - 1][None], sigma, t, c)[0])
-        if imp_sources is not None:
-            imp_sources[i] = importance(ad, r_in, sw.reshape(H * T, -1), sigma, t, c).reshape(H, T).numpy()
-    imp_total = float(importance(ad, row.h[0], (row.h[L] - row.h[0])[None], sigma, t, c)[0])
-    return Attribution(
-        direction=direction, logit=logit, bias=bias_term(ad, t, c), embed=float(dla[0]),
-        attn=dla[1::2].numpy().astype(np.float64), mlp=dla[2::2].numpy().astype(np.float64), attn_bias=attn_bias,
-        heads=heads, sources=sources, attn_at_pos=attn_pos, mlp_at_pos=mlp_pos, imp_attn=imp_attn, imp_mlp=imp_mlp,
-        imp_heads=imp_heads, imp_sources=imp_sources, imp_total=imp_total)
-
-
 def _rel(err: float, scale: float) -> float:
     return float(err) / max(1.0, float(scale))
 
 
-def _checks(ad: Adapter, row: _Row, parts: list, att: Attribution) -> dict[str, float]:
-    """Relative errors of the identities on this prompt (target view)."""
-    L = ad.n_layers
+def _attribute_all(ad: Adapter, row: _Row, directions: Sequence[tuple[str, int, int | None]],
+                   source_imp: bool) -> tuple[dict[str, Attribution], dict[str, float]]:
+    """Attributions for each (name, t, c) readout direction, and the identity checks, in one pass over the layers.
+
+    Head x source writes [H, T, d] exist for one layer at a time only.
+    """
+    L, H = ad.n_layers, ad.n_heads
     T = row.attn[0].shape[0]
-    route, heads_w, src = 0.0, 0.0, 0.0
+    sigma = norm_scale(ad.final_norm, row.h[L])
+    comps = torch.stack([row.h[0]] + [x[T - 1] for i in range(L) for x in (row.attn[i], row.mlp[i])])
+    precap = unembed(ad, frozen_norm(ad.final_norm, row.h[L], sigma, with_bias=True))
+    acc: dict[str, dict[str, Any]] = {}
+    for name, t, c in directions:
+        u = (ad.W_U[t].float() - (ad.W_U[c].float() if c is not None else 0.0)).to(sigma.device)
+        acc[name] = dict(
+            t=t, c=c, rvec=_readout_vector(ad, u, sigma), dla=direct_logit_attribution(ad, comps, sigma, t, c),
+            attn_bias=np.zeros(L), heads=np.zeros((L, H)), sources=np.zeros((L, H, T)), attn_pos=np.zeros((L, T)),
+            mlp_pos=np.zeros((L, T)), imp_attn=np.zeros(L), imp_mlp=np.zeros(L), imp_heads=np.zeros((L, H)),
+            imp_sources=np.zeros((L, H, T)) if source_imp else None)
+    route = heads_err = src_err = 0.0
     for i in range(L):
-        hw, sw, bw, post = parts[i]
-        v = row.v[i]
-        H, hd = ad.n_heads, ad.head_dim
-        v_rep = v.repeat_interleave(H // v.shape[1], dim=1)
+        hw, sw, bw, _ = _head_parts(ad, row, i)
+        r_in, a_T, m_T = row.h[i], row.attn[i][T - 1], row.mlp[i][T - 1]
+        for x in acc.values():
+            rvec, t, c = x["rvec"], x["t"], x["c"]
+            x["heads"][i] = (hw @ rvec).numpy()
+            x["sources"][i] = (sw @ rvec).numpy()
+            if bw is not None:
+                x["attn_bias"][i] = float(bw @ rvec)
+            x["attn_pos"][i] = (row.attn[i] @ rvec).numpy()
+            x["mlp_pos"][i] = (row.mlp[i] @ rvec).numpy()
+            imp = importance(ad, r_in, torch.cat([a_T[None], hw]), sigma, t, c)
+            x["imp_attn"][i] = float(imp[0])
+            x["imp_heads"][i] = imp[1:].numpy()
+            x["imp_mlp"][i] = float(importance(ad, r_in + a_T, m_T[None], sigma, t, c)[0])
+            if x["imp_sources"] is not None:
+                x["imp_sources"][i] = importance(ad, r_in, sw.reshape(H * T, -1), sigma, t, c).reshape(H, T).numpy()
+        # identities of this layer (in the residual space, independent of the readout direction)
+        v_rep = row.v[i].repeat_interleave(H // row.v[i].shape[1], dim=1)
         z_rec = torch.einsum("hp,phk->hk", row.a[i], v_rep).reshape(-1)
         route = max(route, _rel((z_rec - row.z[i]).abs().max(), row.z[i].abs().max()))
-        written = row.attn[i][T - 1]
         total = hw.sum(0) + (bw if bw is not None else 0.0)
-        heads_w = max(heads_w, _rel((total - written).abs().max(), written.abs().max()))
-        src = max(src, _rel((sw.sum(1) - hw).abs().max(), hw.abs().max()))
-    dla = abs(att.total - att.logit) / max(1.0, abs(att.logit))
-    grid = float(np.max(np.abs(att.attn_grid.sum(1) + att.attn_bias - att.attn))) / max(1.0, float(np.abs(att.attn).max()))
+        heads_err = max(heads_err, _rel((total - a_T).abs().max(), a_T.abs().max()))
+        src_err = max(src_err, _rel((sw.sum(1) - hw).abs().max(), hw.abs().max()))
+        del hw, sw, bw
+    out: dict[str, Attribution] = {}
+    for name, x in acc.items():
+        t, c, dla = x["t"], x["c"], x["dla"]
+        out[name] = Attribution(
+            direction=name, logit=float(precap[t] - (precap[c] if c is not None else 0.0)), bias=bias_term(ad, t, c),
+            embed=float(dla[0]), attn=dla[1::2].numpy().astype(np.float64), mlp=dla[2::2].numpy().astype(np.float64),
+            attn_bias=x["attn_bias"], heads=x["heads"], sources=x["sources"], attn_at_pos=x["attn_pos"],
+            mlp_at_pos=x["mlp_pos"], imp_attn=x["imp_attn"], imp_mlp=x["imp_mlp"], imp_heads=x["imp_heads"],
+            imp_sources=x["imp_sources"],
+            imp_total=float(importance(ad, row.h[0], (row.h[L] - row.h[0])[None], sigma, t, c)[0]))
+    att = out[directions[0][0]]
     resid = row.h[0] + sum(row.attn[i][T - 1] + row.mlp[i][T - 1] for i in range(L))
-    dec = _rel((resid - row.h[L]).abs().max(), row.h[L].abs().max())
-    return {"decomposition": dec, "dla_sum": dla, "value_route": route, "heads_sum": heads_w, "sources_sum": src,
-            "grid_rows": grid}
+    checks = {
+        "decomposition": _rel((resid - row.h[L]).abs().max(), row.h[L].abs().max()),
+        "dla_sum": abs(att.total - att.logit) / max(1.0, abs(att.logit)),
+        "value_route": route, "heads_sum": heads_err, "sources_sum": src_err,
+        "grid_rows": float(np.max(np.abs(att.attn_grid.sum(1) + att.attn_bias - att.attn)))
+        / max(1.0, float(np.abs(att.attn).max())),
+    }
+    return out, checks
 
 
 CHECK_NAMES = {
@@ -494,7 +493,7 @@ def logit_flow_set(lm: LoadedModel, prompts: Sequence[str], targets: Sequence[st
     tok = lm.tokenizer
     results: list[FlowResult] = []
     set_notes: list[str] = []
-    for ci, sl in enumerate(chunks(n, batch_size)):
+    for sl in _memory_chunks(lm, prompts, batch_size):
         if progress:
             progress(sl.start / n, f"prompts {sl.start + 1}-{sl.stop} of {n}")
         batch = encode(tok, list(prompts[sl]), padding_side="right", max_length=lm.context_length)
@@ -506,6 +505,22 @@ def logit_flow_set(lm: LoadedModel, prompts: Sequence[str], targets: Sequence[st
     if n_multi:
         set_notes.append(f"{n_multi} prompt(s) have a multi-token target or competitor; their first token is used.")
     return FlowSetResult(tuple(results), tuple(set_notes))
+
+
+def _memory_chunks(lm: LoadedModel, prompts: Sequence[str], batch_size: int) -> list[slice]:
+    """Consecutive prompt slices of at most batch_size prompts whose captured activations fit CAPTURE_BUDGET bytes."""
+    ad = lm.adapter
+    per_token = ad.n_layers * 3 * ad.d_model * 4  # attention write, MLP write and value vectors, fp32
+    lengths = [len(lm.tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
+    out, start, longest = [], 0, 0
+    for i, n_tok in enumerate(lengths):
+        new_longest = max(longest, n_tok)
+        if i > start and ((i - start + 1) * new_longest * per_token > CAPTURE_BUDGET or i - start >= batch_size):
+            out.append(slice(start, i))
+            start, new_longest = i, n_tok
+        longest = new_longest
+    out.append(slice(start, len(prompts)))
+    return out
 
 
 def logit_flow(lm: LoadedModel, prompt: str, target: str | None = None, competitor: str | None = None, *,
@@ -584,12 +599,8 @@ def _one(lm: LoadedModel, row: _Row, prompt: str, ids: list[int], target: str | 
     do_src = source_importance if source_importance is not None else L * H * T <= SOURCE_IMP_LIMIT
     if not do_src:
         notes.append("Head x source log-prob importances were skipped (too many cells); the DLA values are complete.")
-    parts = [_head_parts(ad, row, i) for i in range(L)]
-    by_view = {"target": _attribute(ad, row, parts, "target", t, None, do_src)}
-    if c is not None:
-        by_view["competitor"] = _attribute(ad, row, parts, "competitor", c, None, do_src)
-        by_view["difference"] = _attribute(ad, row, parts, "difference", t, c, do_src)
-    checks = _checks(ad, row, parts, by_view["target"])
+    directions = [("target", t, None)] + ([("competitor", c, None), ("difference", t, c)] if c is not None else [])
+    by_view, checks = _attribute_all(ad, row, directions, do_src)
     lp = torch.log_softmax(row.logits.float(), dim=-1)
     sigma = float(norm_scale(ad.final_norm, row.h[L]))
     return FlowResult(

@@ -154,8 +154,14 @@ def test_a_wrong_value_site_is_caught_by_the_value_route_check(lm, monkeypatch):
     assert any("value" in f for f in flow.failed_checks(r, TOL))
 
 
-def test_batched_set_equals_single_prompts(lm):
+@pytest.mark.parametrize("budget", [None, 1])
+def test_batched_set_equals_single_prompts(lm, budget, monkeypatch):
     prompts = [PROMPT, "8 8 41", "3 4 5 6 7 8 9 10 11"]
+    if budget is not None:  # a tiny capture budget: every prompt gets its own forward pass
+        monkeypatch.setattr(flow, "CAPTURE_BUDGET", budget)
+        assert len(flow._memory_chunks(lm, prompts, 8)) == 3
+    else:
+        assert len(flow._memory_chunks(lm, prompts, 8)) == 1
     s = logit_flow_set(lm, prompts, [None, "12", None], [None, "13", "14"], batch_size=3)
     for p, t, c, r in zip(prompts, [None, "12", None], [None, "13", "14"], s.results):
         one = logit_flow(lm, p, t, c)
