@@ -353,7 +353,7 @@ def importance(ad: Adapter, r: torch.Tensor, vs: torch.Tensor, sigma: torch.Tens
     base = score(_g_logprobs(ad, r[None], sigma))[0]
     out = []
     for sl in chunks(vs.shape[0], _IMP_CHUNK):
-        out.append(score(_g_logprobs(ad, r[None] + vs[sl], sigma)) - base)
+        out.append((score(_g_logprobs(ad, r[None] + vs[sl], sigma)) - base).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
