@@ -48,18 +48,19 @@ def _uncached(report):
 
 
 def _show(fig, name: str, key: str, data: pd.DataFrame, figures: dict, tables: dict) -> None:
-    st.plotly_chart(fig, key=f"chart-{key}", use_container_width=True)
+    st.plotly_chart(fig, key=f"chart-{key}")
     export_figure(fig, name, key=f"exp-{key}", data=data)
     figures[name] = fig
     tables[name] = data
 
 
 def _messages(r: FlowResult, tol: float) -> None:
+    # notes quote token text: shown with st.text (never markdown)
+    multi = [n for n in r.notes if "tokens (" in n]
+    if multi:
+        st.warning("The target or competitor text has several tokens: the analysis uses its first token.", icon="✂️")
     for note in r.notes:
-        if "tokens (" in note:
-            st.warning(note, icon="✂️")
-        else:
-            st.caption(note)
+        st.text(note)
     failed = failed_checks(r, tol)
     if failed:
         st.warning("Identity check failed on this prompt: " + "; ".join(failed), icon="⚠️")
@@ -73,11 +74,10 @@ def _summary(r: FlowResult, view: str) -> None:
     a = r.view(view)
     c1, c2, c3 = st.columns(3)
     c1.metric("Target", repr(r.target), help="Its first token if the text has several.")
-    c2.metric("Rank / log p", f"{r.target_rank} / {r.target_logprob:.2f}", help=f"Model's top-1: {r.top_token!r}")
+    c2.metric("Rank / log p", f"{r.target_rank} / {r.target_logprob:.2f}", help="Rank 1 = the model's own top-1.")
     label = "Logit difference" if view == "difference" else f"{VIEW_LABELS[view]} logit (pre-cap)"
     c3.metric(label, f"{a.logit:.3f}")
-    if r.competitor is not None:
-        st.caption(f"Competitor: {r.competitor!r}")
+    st.text(f"Model's top-1: {r.top_token!r}" + (f"   Competitor: {r.competitor!r}" if r.competitor is not None else ""))
 
 
 def main() -> None:
@@ -134,7 +134,7 @@ def main() -> None:
     if len(prompts) > 1:
         idx = st.selectbox("Prompt shown in detail", range(len(prompts)), key="flow_detail",
                            format_func=lambda i: f"{i + 1}: {prompts[i]}")
-    st.caption("Prompt: " + repr(prompts[idx]))
+    st.text("Prompt: " + repr(prompts[idx]))
 
     figures: dict = {}
     tables: dict = {}
@@ -283,7 +283,7 @@ def _prompt_set(pair, results, view, figures, tables) -> None:
         res = results[which]
         with col:
             for note in res.notes:
-                st.warning(note)
+                st.warning(note)  # engine sentence without user text
             n = len(res.members(view))
             st.caption(f"Averages over {n} prompt(s).")
             with user_errors():
