@@ -102,7 +102,7 @@ def first_n(ps: PromptSet, n: int) -> PromptSet:
 
 def show(fig, name: str, key: str, data=None) -> None:
     """Draw a figure with its export popover and remember it for the bundle."""
-    st.plotly_chart(fig, use_container_width=True, key=f"chart-{key}")
+    st.plotly_chart(fig, width="stretch", key=f"chart-{key}")
     export_figure(fig, name, key=f"exp-{key}", data=data)
     figures[name] = fig
     if data is not None:
