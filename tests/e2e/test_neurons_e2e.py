@@ -1,0 +1,77 @@
+"""The confidence-neurons page in Chromium: the scan runs on the demo model, states its verdict, and exports."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from analysis.loading import zoo_models
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+REAL_ZOO = "gpt2-world-base" in zoo_models()
+
+
+@pytest.fixture
+def neurons_server(tmp_path_factory, serve_script):
+    """The real app on the demo zoo; on a temporary zoo of tiny models only until the demo zoo exists."""
+    if REAL_ZOO:
+        with serve_script(REPO / "app.py", "neurons-e2e-server") as url:
+            yield url
+        return
+    from tests.model_folders import write_model_folder
+    root = tmp_path_factory.mktemp("zoo")
+    write_model_folder(root / "gpt2-world-base", "gpt2")
+    old = os.environ.get("LOGITSCOPE_ZOO")
+    os.environ["LOGITSCOPE_ZOO"] = str(root)
+    try:
+        with serve_script(REPO / "app.py", "neurons-e2e-server") as url:
+            yield url
+    finally:
+        if old is None:
+            os.environ.pop("LOGITSCOPE_ZOO", None)
+        else:
+            os.environ["LOGITSCOPE_ZOO"] = old
+
+
+def _download(page, button, timeout_ms: float = 180_000) -> tuple[str, bytes]:
+    with page.expect_download(timeout=timeout_ms) as info:
+        button.click()
+    d = info.value
+    with open(d.path(), "rb") as fh:
+        return d.suggested_filename, fh.read()
+
+
+def test_scan_runs_states_its_verdict_and_exports(neurons_server, page, goto_app, wait_for_app_idle, save_screenshot):
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    goto_app(page, f"{neurons_server}/confidence_neurons", timeout_ms=180_000)
+    wait_for_app_idle(page, 180_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    alerts = page.locator("[data-testid='stAlertContentError']")
+    assert alerts.count() == 0, alerts.all_inner_texts()
+    page.get_by_text("median", exact=False).first.wait_for(timeout=60_000)  # the scan's verdict names the median rho
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() >= 4
+    save_screenshot(page, "confidence-neurons-scan")
+
+    page.get_by_role("button", name="Export").first.click()
+    name, data = _download(page, page.get_by_role("button", name="CSV", exact=True).first)
+    assert name == "neurons_norm_vs_rho_A.csv"
+    header = data.decode("utf-8").splitlines()[0]
+    assert "rho" in header and "norm" in header and "neuron" in header
+    page.keyboard.press("Escape")
+
+    name, data = _download(page, page.get_by_role("button", name="Download bundle (zip)"), timeout_ms=300_000)
+    assert name == "confidence_neurons.zip"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        meta = json.loads(zf.read("metadata.json"))
+    assert any(n.startswith("figures/norm_vs_rho_A") for n in names), names
+    assert any(n.startswith("data/scan_A") for n in names), names
+    assert meta["page"] == "confidence_neurons" and "scan" in meta["settings"]
+    assert not errors, errors
