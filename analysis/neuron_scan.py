@@ -207,9 +207,10 @@ def scan_entropy(adapter: Adapter, *, block: int | None = None, k: int | None = 
         rho = null_fraction(Wout, U[:, d - k:])
         lv = logit_var(Wout, W)
         ranked = torch.argsort(rho, descending=True, stable=True)
-        top = [int(i) for i in ranked[:n_top]] + [int(i) for i in extra if int(i) not in ranked[:n_top].tolist()]
         for i in extra:
             check_neuron(adapter, block, int(i))
+        head = [int(i) for i in ranked[:n_top]]
+        top = head + [int(i) for i in extra if int(i) not in head]
         top_t = torch.as_tensor(top, dtype=torch.long, device=Wout.device)
         w_top = Wout[top_t].double()
         cos_U = (w_top @ U.to(w_top.device)).abs() / w_top.norm(dim=-1, keepdim=True).clamp(min=1e-300)
