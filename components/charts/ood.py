@@ -28,8 +28,8 @@ def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None 
     table = auroc_table(study, ood_set, metric)
     z = table.to_numpy(dtype=float)
     text = [["" if np.isnan(v) else f"{v:.2f}" for v in row] for row in z]
-    x = [token_label(c, max_len=None) for c in table.columns]
-    y = [token_label(r, max_len=None) for r in table.index]
+    x = [safe_text(c, max_len=None) for c in table.columns]
+    y = [safe_text(r, max_len=None) for r in table.index]
     higher = HIGHER_IS_BETTER[metric]
     fig = go.Figure(go.Heatmap(
         z=z, x=x, y=y, text=text, texttemplate="%{text}", zmin=0, zmax=1,
@@ -40,9 +40,9 @@ def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None 
     fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="red", width=3))
     fig.update_layout(
         title=f"{METRIC_LABELS[metric]}: held-out {safe_text(study.id_name)} vs {safe_text(ood_set)} "
-              f"(best outlined: {token_label(best_score, max_len=None)}, {best_col})",
+              f"<br>best outlined: {safe_text(best_score, max_len=None)}, {best_col}",
         xaxis_title=LAYER_AXIS + "; logit scores use the final logits", yaxis_title="score",
-        yaxis_autorange="reversed", height=120 + 32 * len(y), margin=dict(l=10, r=10, t=60, b=10))
+        yaxis_autorange="reversed", height=140 + 32 * len(y), margin=dict(l=10, r=10, t=80, b=10))
     return fig
 
 
@@ -119,8 +119,9 @@ def projection_map(proj: Projection2D) -> go.Figure:
     fitted = "fitted on ID only" if proj.fit_on == "id" else "fitted on all points"
     extra = f", explained variance {proj.explained[0]:.0%} + {proj.explained[1]:.0%}" if proj.explained else ""
     axis = "PC" if proj.method == "pca" else "UMAP "
-    fig.update_layout(title=f"{proj.method.upper()} of layer {proj.layer} ({proj.pooling}-token pooling, standardised, "
-                            f"{fitted}, random_state {proj.random_state}{extra})",
+    fig.update_layout(title=f"{proj.method.upper()} of layer {proj.layer} features, coloured by set<br>"
+                            f"<sup>{proj.pooling}-token pooling, standardised, {fitted}, random_state "
+                            f"{proj.random_state}{extra}</sup>",
                       xaxis_title=f"{axis}1 (arbitrary units)", yaxis_title=f"{axis}2 (arbitrary units)", height=520)
     return fig
 
