@@ -67,3 +67,17 @@ def test_page_runs_the_study_on_small_sets_and_offers_the_bundle():
     assert len(at.get("plotly_chart")) >= 5
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Download bundle (zip)" in labels
+
+
+def test_group_column_split_and_compare_mode():
+    at = _page()
+    at.session_state["logitscope_use_B"] = True  # the sidebar toggle (AppTest does not keep it between runs)
+    at.toggle(key="ood_use_groups").set_value(True).run()
+    at.session_state["logitscope_use_B"] = True
+    at.selectbox(key="ood_id_group").set_value("child").run()
+    at.session_state["logitscope_use_B"] = True
+    at.button(key="ood_run").click().run()
+    assert not _errors(at)
+    heads = [h.value for h in at.subheader]
+    assert "A vs B" in heads and any(h.startswith("A: ") for h in heads) and any(h.startswith("B: ") for h in heads)
+    assert at.selectbox(key="ood_view_set").options == ["all OOD", "father", "mother"]
