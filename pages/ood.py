@@ -33,8 +33,9 @@ def _feature_store() -> tuple[OrderedDict, threading.Lock]:
 def cached_features(spec: ModelSpec, prompts: tuple[str, ...], batch_size: int, _progress=None) -> OODFeatures:
     """extract_features for a model spec (re-fetched from the model cache), memoised on (spec, prompts, batch size).
 
-    Not st.cache_data: that records the progress-bar updates made inside and replays them on a hit,
-    where the bar of the old run no longer exists (CacheReplayClosureError). A bounded LRU (24 sets) instead.
+    Not st.cache_data: it is called once with a progress bar and again (a hit) inside the cached study and
+    projection, where streamlit would replay the recorded progress-bar updates on a block that does not exist
+    there (CacheReplayClosureError). A bounded LRU (24 feature sets, all sessions) instead.
     """
     store, lock = _feature_store()
     key = (spec, prompts, batch_size)
