@@ -6,7 +6,8 @@ part only and scores the held-out ID prompts and the OOD sets - never the points
 rows). Feature scores (Mahalanobis and KNN per pooling; ViM and NECO on the head input with the
 logit-lens logits of the same layer, which at the last layer are the model's logits) are computed per
 layer; logit scores (MSP, MaxLogit, Energy, GEN, LogitGap, mean log-likelihood) once, on the final
-logits. Metrics (analysis.ood_metrics) per OOD set and for all OOD sets pooled ("all OOD"); the best
+logits; BLOOD, when the features carry it (optional: it needs gradients), is global too: minus the mean
+over blocks of ||d h_{l+1} / d h_l||_F^2 at the last token. Metrics (analysis.ood_metrics) per OOD set and for all OOD sets pooled ("all OOD"); the best
 pick is the highest AUROC on "all OOD" (ties: the earlier score in the table, then the lower layer).
 
 Small sets: an OOD set needs at least 2 prompts and the ID set at least 4 distinct prompts (2 to fit,
@@ -108,7 +109,7 @@ class OODStudy:
         return (ID_KEY,) + self.ood_names
 
     def score_values(self, score: str, layer: int | None, set_name: str) -> np.ndarray:
-        """Scores [n_set] of ``score`` at ``layer`` (ignored for logit scores) on ``set_name`` (or ALL_OOD)."""
+        """Scores [n_set] of ``score`` at ``layer`` (ignored for logit/global scores) on ``set_name`` (or ALL_OOD)."""
         if score not in self.scores:
             raise InputError(f"Unknown score {score!r}; known: {', '.join(self.scores)}.")
         row = 0 if score in self.logit_scores else self.layer_pos(layer)
@@ -147,7 +148,7 @@ def _take(f: OODFeatures, idx: np.ndarray) -> OODFeatures:
     """The rows ``idx`` of a feature set."""
     return OODFeatures(tuple(f.prompts[i] for i in idx), f.layers, f.last[:, idx], f.mean[:, idx], f.head_in[:, idx],
                        f.lens_top[:, idx], f.lens_lse[:, idx], f.final_top[idx], f.final_lse[idx], f.mean_loglik[idx],
-                       f.n_predicted[idx], f.vim_origin, f.vocab_size)
+                       f.n_predicted[idx], f.vim_origin, f.vocab_size, None if f.blood is None else f.blood[idx])
 
 
 def _evaluate(make: Callable[[], object], fit_X, fit_logits, eval_sets: Mapping[str, tuple]) -> dict[str, np.ndarray]:
@@ -239,13 +240,19 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
     for name, sc in logit_defs.items():
         scores[name] = {s: (sc.score(f.mean_loglik) if name == "MeanLogLik" else sc.score(f.final_logits()))[None, :]
                         for s, f in sets.items()}
+    global_names = LOGIT_SCORES
+    if all(f.blood is not None for f in sets.values()):
+        global_names = LOGIT_SCORES + ("BLOOD",)
+        scores["BLOOD"] = {s: -f.blood.mean(axis=1)[None, :] for s, f in sets.items()}
+    elif any(f.blood is not None for f in sets.values()):
+        notes.append("BLOOD was computed for some sets only, so it is left out.")
     if progress is not None:
         progress(1.0, "metrics")
     feature_names = tuple(n for n, _, _ in feature_defs)
     rows: list[MetricRow] = []
     ood_names = tuple(ood_feats)
-    for name in feature_names + LOGIT_SCORES:
-        is_logit = name in LOGIT_SCORES
+    for name in feature_names + global_names:
+        is_logit = name in global_names
         for li in range(1 if is_logit else nl):
             s_id = scores[name][ID_KEY][li]
             for o in ood_names + ((ALL_OOD,) if len(ood_names) > 1 else ()):
@@ -267,7 +274,7 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
     settings_d = settings.as_dict()
     settings_d.update(effective_knn_k=knn_k, effective_vim_dim=vim_dim, effective_neco_k=neco_k,
                       n_fit=int(n_fit), n_heldout=int(held.size))
-    return OODStudy(id_name, ood_names, id_feats.layers, feature_names, LOGIT_SCORES, scores,
+    return OODStudy(id_name, ood_names, id_feats.layers, feature_names, global_names, scores,
                     {s: f.prompts for s, f in sets.items()}, id_feats.prompts, fit, held, tuple(rows),
                     best[0], best[1], float(best[2]), best_by_score, settings_d, tuple(notes))
 
@@ -281,7 +288,8 @@ def _auroc_of(rows: Sequence[MetricRow], score: str, layer: int | None, ood_set:
 
 def run_study(lm: LoadedModel, id_prompts: Sequence[str], ood_prompts: Mapping[str, Sequence[str]],
               settings: OODSettings = OODSettings(), *, id_name: str = "ID", batch_size: int = 16,
-              layers: Sequence[int] | None = None, progress: ProgressFn | None = None) -> OODStudy:
+              layers: Sequence[int] | None = None, blood_draws: int = 0, progress: ProgressFn | None = None
+              ) -> OODStudy:
     """Features for every set (one chunked pass each) and the study on them."""
     check_sets(len(set(id_prompts)), {k: len(v) for k, v in ood_prompts.items()})
     all_sets = {id_name: id_prompts, **ood_prompts}
@@ -292,7 +300,8 @@ def run_study(lm: LoadedModel, id_prompts: Sequence[str], ood_prompts: Mapping[s
         def sub(frac: float, msg: str, _d=done, _n=len(ps), _name=name) -> None:
             if progress is not None:
                 progress(0.9 * (_d + frac * _n) / n_total, f"{_name}: {msg}")
-        feats[name] = extract_features(lm, ps, layers=layers, batch_size=batch_size, progress=sub)
+        feats[name] = extract_features(lm, ps, layers=layers, batch_size=batch_size, blood_draws=blood_draws,
+                                       progress=sub)
         done += len(ps)
     id_f = feats.pop(id_name)
     return study_from_features(id_f, feats, settings, id_name=id_name,

@@ -36,6 +36,8 @@ class OODFeatures:
     final_top [N, K] / final_lse [N]: the model's own final-position logits.
     mean_loglik [N]: mean over predicted tokens of log p(token | prefix); n_predicted [N] how many.
     vim_origin [d]: -pinv(W_U) b_U (zeros without an unembedding bias). vocab_size: V.
+    blood [N, n_layers] (optional, needs gradients): per block l, the squared Frobenius norm of the Jacobian of
+    the last token's h_{l+1} with respect to the last token's h_l (see blood_norms).
     """
 
     prompts: tuple[str, ...]
@@ -51,6 +53,7 @@ class OODFeatures:
     n_predicted: np.ndarray
     vim_origin: np.ndarray
     vocab_size: int
+    blood: np.ndarray | None = None  # [N, n_layers]: ||d h_{l+1} / d h_l||_F^2 at the last token, or None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -107,7 +110,7 @@ def _topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequence[int] | None = None,
                      batch_size: int = 16, top_k: int = DEFAULT_TOP_K, padding_side: str = "right",
-                     progress: ProgressFn | None = None) -> OODFeatures:
+                     blood_draws: int = 0, progress: ProgressFn | None = None) -> OODFeatures:
     """Run ``prompts`` through the model in chunks and return their OODFeatures (see the class doc for shapes)."""
     prompts = tuple(prompts)
     if not prompts:
@@ -157,7 +160,7 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
         final_top[sl], final_lse[sl] = ft.cpu().numpy(), fl.cpu().numpy()
         loglik[sl], counts[sl] = ll.cpu().numpy(), cnt.cpu().numpy().astype(np.int64)
         if progress is not None:
-            progress((ci + 1) / len(parts), f"{sl.stop:,}/{n:,} prompts")
+            progress((ci + 1) / len(parts) * (0.5 if blood_draws else 1.0), f"{sl.stop:,}/{n:,} prompts")
     short = np.flatnonzero(counts == 0)
     if short.size:
         raise InputError(f"{short.size} prompt(s) have a single token, so no token is predicted and the mean "
@@ -165,5 +168,64 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
                          "Use prompts of at least one word.")
     W = ad.W_U.detach().float().cpu().numpy()
     b = None if ad.b_U is None else ad.b_U.detach().float().cpu().numpy()
+    blood = None
+    if blood_draws:
+        blood = blood_norms(lm, prompts, n_draws=blood_draws, batch_size=batch_size, padding_side=padding_side,
+                            progress=None if progress is None else (lambda f, m: progress(0.5 + 0.5 * f, f"BLOOD {m}")))
     return OODFeatures(prompts, layers, last, mean, head_in, lens_top, lens_lse, final_top, final_lse,
-                       loglik, counts, vim_origin(W, b).astype(np.float32), int(ad.vocab_size))
+                       loglik, counts, vim_origin(W, b).astype(np.float32), int(ad.vocab_size), blood)
+
+
+def blood_norms(lm: LoadedModel, prompts: Sequence[str], *, n_draws: int = 50, batch_size: int = 8, seed: int = 0,
+                exact: bool = False, padding_side: str = "right", progress: ProgressFn | None = None) -> np.ndarray:
+    """BLOOD's per-block ||J_l||_F^2 [N, n_layers], J_l = d h_{l+1}[last] / d h_l[last] (same token, others fixed).
+
+    Every block input is replaced by a detached leaf, so one backward pass of sum_l v_l . h_{l+1}[last] gives
+    J_l^T v_l for all blocks at once; E ||J^T v||^2 = ||J||_F^2 for v ~ N(0, I) (n_draws draws, seeded), or
+    exactly with v running over the d basis vectors when ``exact``.
+    """
+    ad = lm.adapter
+    L, d, n = ad.n_layers, ad.d_model, len(prompts)
+    if n_draws < 1 and not exact:
+        raise InputError(f"BLOOD needs at least one random draw, got {n_draws}.")
+    gen = torch.Generator().manual_seed(seed)
+    out = np.zeros((n, L), np.float64)
+    parts = chunks(n, batch_size)
+    for ci, sl in enumerate(parts):
+        batch = encode(lm.tokenizer, prompts[sl], padding_side=padding_side, max_length=lm.context_length)
+        last_idx = batch.last_index().to(lm.device)
+        rows = torch.arange(last_idx.shape[0], device=lm.device)
+        leaves: dict[int, torch.Tensor] = {}
+        outs: dict[int, torch.Tensor] = {}
+
+        def hook(l: int) -> Callable[[torch.Tensor], torch.Tensor]:
+            def fn(h: torch.Tensor) -> torch.Tensor | None:
+                if l >= 1:
+                    outs[l] = h[rows, last_idx].float()
+                if l == L:
+                    return None
+                leaf = h.detach().requires_grad_(True)
+                leaves[l] = leaf
+                return leaf
+            return fn
+
+        run(lm, batch, [residual_hook(ad, l, hook(l)) for l in range(L + 1)], grad=True)
+        draws = d if exact else n_draws
+        acc = torch.zeros(len(rows), L, device=lm.device, dtype=torch.float64)
+        for k in range(draws):
+            vs = []
+            for l in range(L):
+                if exact:
+                    v = torch.zeros(len(rows), d)
+                    v[:, k] = 1.0
+                else:
+                    v = torch.randn(len(rows), d, generator=gen)
+                vs.append(v.to(lm.device))
+            total = sum((outs[l + 1] * vs[l]).sum() for l in range(L))
+            grads = torch.autograd.grad(total, [leaves[l] for l in range(L)], retain_graph=k < draws - 1)
+            for l, g in enumerate(grads):
+                acc[:, l] += g[rows, last_idx].double().pow(2).sum(dim=-1)
+        out[sl] = (acc / (1 if exact else draws)).cpu().numpy()
+        if progress is not None:
+            progress((ci + 1) / len(parts), f"{sl.stop:,}/{n:,} prompts")
+    return out

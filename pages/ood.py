@@ -30,7 +30,8 @@ def _feature_store() -> tuple[OrderedDict, threading.Lock]:
     return OrderedDict(), threading.Lock()
 
 
-def cached_features(spec: ModelSpec, prompts: tuple[str, ...], batch_size: int, _progress=None) -> OODFeatures:
+def cached_features(spec: ModelSpec, prompts: tuple[str, ...], batch_size: int, blood_draws: int = 0,
+                    _progress=None) -> OODFeatures:
     """extract_features for a model spec (re-fetched from the model cache), memoised on (spec, prompts, batch size).
 
     Not st.cache_data: it is called once with a progress bar and again (a hit) inside the cached study and
@@ -38,12 +39,13 @@ def cached_features(spec: ModelSpec, prompts: tuple[str, ...], batch_size: int, 
     there (CacheReplayClosureError). A bounded LRU (24 feature sets, all sessions) instead.
     """
     store, lock = _feature_store()
-    key = (spec, prompts, batch_size)
+    key = (spec, prompts, batch_size, blood_draws)
     with lock:
         if key in store:
             store.move_to_end(key)
             return store[key]
-    feats = extract_features(load_cached(spec)[0], list(prompts), batch_size=batch_size, progress=_progress)
+    feats = extract_features(load_cached(spec)[0], list(prompts), batch_size=batch_size, blood_draws=blood_draws,
+                             progress=_progress)
     with lock:
         store[key] = feats
         while len(store) > FEATURE_CACHE_ENTRIES:
@@ -53,20 +55,20 @@ def cached_features(spec: ModelSpec, prompts: tuple[str, ...], batch_size: int, 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def cached_study(spec: ModelSpec, id_name: str, id_prompts: tuple[str, ...], ood: tuple[tuple[str, tuple[str, ...]], ...],
-                 settings: O.OODSettings, batch_size: int) -> O.OODStudy:
+                 settings: O.OODSettings, batch_size: int, blood_draws: int) -> O.OODStudy:
     """The study on the cached features of every set (call cached_features first: it reports progress)."""
-    id_f = cached_features(spec, id_prompts, batch_size)
-    ood_f = {n: cached_features(spec, p, batch_size) for n, p in ood}
+    id_f = cached_features(spec, id_prompts, batch_size, blood_draws)
+    ood_f = {n: cached_features(spec, p, batch_size, blood_draws) for n, p in ood}
     return O.study_from_features(id_f, ood_f, settings, id_name=id_name)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_projection(spec: ModelSpec, id_name: str, id_prompts: tuple[str, ...], ood: tuple[tuple[str, tuple[str, ...]], ...],
-                      batch_size: int, layer: int, pooling: str, method: str, fit_on: str, random_state: int
+                      batch_size: int, blood_draws: int, layer: int, pooling: str, method: str, fit_on: str, random_state: int
                       ) -> O.Projection2D:
     """2-D map of one layer (features from the cache), cached on every setting."""
-    id_f = cached_features(spec, id_prompts, batch_size)
-    ood_f = {n: cached_features(spec, p, batch_size) for n, p in ood}
+    id_f = cached_features(spec, id_prompts, batch_size, blood_draws)
+    ood_f = {n: cached_features(spec, p, batch_size, blood_draws) for n, p in ood}
     return O.project_2d(id_f, ood_f, layer, pooling=pooling, method=method, fit_on=fit_on,
                         random_state=random_state, id_name=id_name)
 
@@ -146,6 +148,10 @@ with right:
         poolings = tuple(st.multiselect("Pooling for Mahalanobis and KNN", ["last", "mean"], default=["last", "mean"],
                                         key=f"{KEY}_pool", help="'mean' averages the prompt's real tokens, BOS left out.")
                          or ["last"])
+        use_blood = st.checkbox("BLOOD (needs gradients: one backward pass per draw and batch; slower)",
+                                key=f"{KEY}_blood")
+        blood_draws = int(st.number_input("BLOOD random draws", min_value=1, max_value=500, value=20,
+                                          key=f"{KEY}_blood_draws", disabled=not use_blood)) if use_blood else 0
     run_clicked = st.button("Run", type="primary", key=f"{KEY}_run", use_container_width=True)
 
 if id_set is None:
@@ -167,7 +173,8 @@ settings = O.OODSettings(seed=seed, fit_fraction=fit_fraction, poolings=poolings
 id_name = id_set.name
 ood_key = tuple((n, tuple(ps.prompts)) for n, ps in ood_sets.items())
 specs = {which: lm.spec for which, lm, _card in pair.items()}
-params = (tuple(specs.items()), id_set.sha256, tuple((n, ps.sha256) for n, ps in ood_sets.items()), settings, batch_size)
+params = (tuple(specs.items()), id_set.sha256, tuple((n, ps.sha256) for n, ps in ood_sets.items()), settings, batch_size,
+          blood_draws)
 if run_clicked:
     st.session_state[f"{KEY}_ran"] = params
 if st.session_state.get(f"{KEY}_ran") != params:
@@ -186,11 +193,11 @@ with user_errors():
             for name, ps in all_sets:
                 def step(f: float, m: str, d: int = done, n: int = len(ps), tag: str = f"{which}, {name}") -> None:
                     report((d + f * n) / total, f"{tag}: {m}")
-                cached_features(lm.spec, ps, batch_size, _progress=step)
+                cached_features(lm.spec, ps, batch_size, blood_draws, _progress=step)
                 done += len(ps)
             report(done / total, f"{which}: fitting and scoring")
             studies[f"{which}: {card.name}"] = cached_study(lm.spec, id_name, tuple(id_set.prompts), ood_key, settings,
-                                                            batch_size)
+                                                            batch_size, blood_draws)
 
 first = next(iter(studies.values()))
 st.subheader("View", anchor=False)
@@ -261,7 +268,7 @@ for label, lm, card, col in compare_columns(pair):
                                                                                                else study.layers[-1])
         with user_errors():
             with st.spinner("Projecting…"):
-                proj = cached_projection(lm.spec, id_name, tuple(id_set.prompts), ood_key, batch_size, map_layer,
+                proj = cached_projection(lm.spec, id_name, tuple(id_set.prompts), ood_key, batch_size, blood_draws, map_layer,
                                          map_pool, method, fit_on, rstate)
         fig = charts.projection_map(proj)
         st.plotly_chart(fig, key=f"{KEY}_map_{which}")
@@ -283,7 +290,7 @@ if pair.compare and len(studies) == 2:
 
 meta_settings = {**first.settings, "id_set": id_name, "id_group": id_group,
                  "ood_sets": {n: {"sha256": ps.sha256, "n_prompts": len(ps)} for n, ps in ood_sets.items()},
-                 "batch_size": batch_size, "view_ood_set": ood_view, "metric": metric, "score": score,
+                 "batch_size": batch_size, "blood_draws": blood_draws, "view_ood_set": ood_view, "metric": metric, "score": score,
                  "layer": layer_opt, "projection": {"method": method, "fit_on": fit_on, "pooling": map_pool,
                                                     "random_state": rstate},
                  "aupr_estimator": "sklearn average_precision_score",

@@ -307,3 +307,49 @@ def test_zoo_scrambled_and_random_chars_separate_from_held_out_facts(name):
     score, col = best_from_table(auroc_table(study))
     assert (score, col) == (study.best_score,
                             "final logits" if study.best_layer is None else f"layer {study.best_layer}")
+
+
+# ----------------------------------------------------------------------------------------- BLOOD (optional)
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_blood_exact_norm_equals_the_autograd_jacobian_and_the_estimate_is_close(model_type):
+    from analysis.forward import run
+    from analysis.hooks import residual_hook
+    from analysis.batching import encode
+    from analysis.ood_features import blood_norms
+    lm = tiny_model(model_type)
+    prompts = ["5 17 3 8", "9 9 4"]
+    exact = blood_norms(lm, prompts, exact=True, batch_size=2)
+    est = blood_norms(lm, prompts, n_draws=200, batch_size=2, seed=1)
+    assert exact.shape == (2, lm.adapter.n_layers) and np.all(exact > 0)
+    np.testing.assert_allclose(est, exact, rtol=0.25)
+    batch = encode(lm.tokenizer, prompts[:1])
+    T = batch.input_ids.shape[1]
+    for l in range(lm.adapter.n_layers):
+        base: dict = {}
+
+        def keep(h, store=base, key="h"):
+            store[key] = h
+            return None
+        run(lm, batch, [residual_hook(lm.adapter, l, keep)])
+
+        def f(x, l=l):
+            got: dict = {}
+
+            def put(h):
+                h2 = h.clone()
+                h2[0, T - 1] = x
+                return h2
+            run(lm, batch, [residual_hook(lm.adapter, l, put),
+                            residual_hook(lm.adapter, l + 1, lambda h: keep(h[0, T - 1], got, "y"))],
+                grad=True)
+            return got["y"]
+        J = torch.autograd.functional.jacobian(f, base["h"][0, T - 1].clone())
+        assert exact[0, l] == pytest.approx(float((J ** 2).sum()), rel=1e-4), (model_type, l)
+
+
+def test_blood_joins_the_study_as_a_global_score(tiny_study):
+    lm = tiny_study[0]
+    idp = [f"{i} {i + 3} {i + 5}" for i in range(10)]
+    study = run_study(lm, idp, {"o": ["70 71 72 73", "80 81", "90 91 92"]}, blood_draws=3)
+    assert "BLOOD" in study.logit_scores and "BLOOD" in set(metrics_frame(study).score)
+    assert np.all(study.scores["BLOOD"][ID_KEY] <= 0)

@@ -81,3 +81,16 @@ def test_group_column_split_and_compare_mode():
     heads = [h.value for h in at.subheader]
     assert "A vs B" in heads and any(h.startswith("A: ") for h in heads) and any(h.startswith("B: ") for h in heads)
     assert at.selectbox(key="ood_view_set").options == ["all OOD", "father", "mother"]
+
+
+def test_blood_option_adds_the_score():
+    at = _page()
+    _typed_id(at, "\n".join(f"{n} works as a" for n in ["Braba Kadro", "Fate Trukeir", "Tueml Bulrrbo", "Sirba Impai",
+                                                        "Mustre Fianfa", "Kado Lin"]))
+    at.multiselect(key="ood_ood_builtin").set_value([]).run()
+    at.text_area(key="ood_ood_typed").set_value("zq xv kk\n12 + 4 = 16\n%%% ###").run()
+    at.checkbox(key="ood_blood").check().run()
+    at.number_input(key="ood_blood_draws").set_value(2).run()
+    at.button(key="ood_run").click().run()
+    assert not _errors(at)
+    assert "BLOOD" in at.selectbox(key="ood_score").options
