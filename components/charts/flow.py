@@ -155,7 +155,7 @@ def flow_sankey(tokens: Sequence[str], sources: np.ndarray, target: str, *, thre
     fig.update_layout(title=safe_text(title or "Flow into the final position through the strongest heads"),
                       height=max(320, 26 * max(len(src_pos), len(head_keys)) + 120), margin=dict(l=20, r=20, t=60, b=40))
     fig.add_annotation(text=f"blue = pushes toward the target, red = against; width = |{units}|; "
-                            f"{len(edges)} strongest head x source edges with |value| ≥ {threshold:g}",
+                            f"{len(edges)} strongest head x source edges with |value| ≥ {threshold:.3g}",
                        showarrow=False, x=0, y=-0.06, xref="paper", yref="paper", xanchor="left",
                        font=dict(size=11, color="#555"))
     return fig
