@@ -29,7 +29,7 @@ from analysis.errors import InputError
 from analysis.loading import LoadedModel
 from analysis.ood_features import OODFeatures, extract_features
 from analysis.ood_metrics import HIGHER_IS_BETTER, all_metrics, roc_points
-from analysis.ood_scores import (GEN, KNN, MSP, NECO, Energy, LogitGap, LogitStats, Mahalanobis, MaxLogit,
+from analysis.ood_scores import (GEN, KNN, MSP, NECO, Energy, LogitGap, Mahalanobis, MaxLogit,
                                  MeanLogLikelihood, ViM, default_vim_dim)
 
 ProgressFn = Callable[[float, str], None]
