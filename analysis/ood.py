@@ -8,7 +8,9 @@ logit-lens logits of the same layer, which at the last layer are the model's log
 layer; logit scores (MSP, MaxLogit, Energy, GEN, LogitGap, mean log-likelihood) once, on the final
 logits; BLOOD, when the features carry it (optional: it needs gradients), is global too: minus the mean
 over blocks of ||d h_{l+1} / d h_l||_F^2 at the last token. Metrics (analysis.ood_metrics) per OOD set and for all OOD sets pooled ("all OOD"); the best
-pick is the highest AUROC on "all OOD" (ties: the earlier score in the table, then the lower layer).
+pick is the highest AUROC on "all OOD" (one OOD set: that set); ties - common when several scores separate
+perfectly - go to the lower FPR@95 (ID+), then the lower AUTC (the wider margin), then the earlier score
+in the table and the lower layer.
 
 Small sets: an OOD set needs at least 2 prompts and the ID set at least 4 distinct prompts (2 to fit,
 2 held out), otherwise InputError. KNN's k, ViM's dim and NECO's k are lowered to what the fit size
@@ -262,15 +264,10 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
                 rows.append(MetricRow(name, "logit" if is_logit else "feature", None if is_logit else id_feats.layers[li],
                                       o, **m.as_dict()))
     target = ALL_OOD if len(ood_names) > 1 else ood_names[0]
-    best_by_score: dict[str, int] = {}
-    best = (None, None, -1.0)
-    for r in rows:
-        if r.ood_set != target:
-            continue
-        if r.kind == "feature" and (r.score not in best_by_score or r.auroc > _auroc_of(rows, r.score, best_by_score[r.score], target)):
-            best_by_score[r.score] = r.layer
-        if r.auroc > best[2]:
-            best = (r.score, r.layer, r.auroc)
+    target_rows = [r for r in rows if r.ood_set == target]
+    best_row = min(target_rows, key=_rank)
+    best = (best_row.score, best_row.layer, best_row.auroc)
+    best_by_score = {name: min((r for r in target_rows if r.score == name), key=_rank).layer for name in feature_names}
     settings_d = settings.as_dict()
     settings_d.update(effective_knn_k=knn_k, effective_vim_dim=vim_dim, effective_neco_k=neco_k,
                       n_fit=int(n_fit), n_heldout=int(held.size))
@@ -279,11 +276,9 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
                     best[0], best[1], float(best[2]), best_by_score, settings_d, tuple(notes))
 
 
-def _auroc_of(rows: Sequence[MetricRow], score: str, layer: int | None, ood_set: str) -> float:
-    for r in rows:
-        if r.score == score and r.layer == layer and r.ood_set == ood_set:
-            return r.auroc
-    return -1.0
+def _rank(r: MetricRow) -> tuple[float, float, float]:
+    """Sort key of the best pick: highest AUROC, then lowest FPR@95 (ID+), then lowest AUTC (larger margin)."""
+    return (-round(r.auroc, 12), round(r.fpr95_id, 12), round(r.autc, 12))
 
 
 def run_study(lm: LoadedModel, id_prompts: Sequence[str], ood_prompts: Mapping[str, Sequence[str]],

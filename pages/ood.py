@@ -230,7 +230,8 @@ for label, lm, card, col in compare_columns(pair):
         where = "final logits" if study.best_layer is None else f"layer {study.best_layer}"
         st.metric("Best separation (AUROC, held-out ID vs "
                   + (O.ALL_OOD if len(study.ood_names) > 1 else study.ood_names[0]) + ")",
-                  f"{study.best_auroc:.3f}", help="Highest AUROC in the metrics table.")
+                  f"{study.best_auroc:.3f}", help="Highest AUROC in the metrics table (outlined); ties go to the lower FPR@95 (ID+), "
+                       "then the lower AUTC.")
         st.caption(f"Best: {study.best_score} at {where}. Fitted on {study.settings['n_fit']} ID prompts, "
                    f"evaluated on {study.settings['n_heldout']} held-out.")
         with user_errors():

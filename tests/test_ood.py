@@ -267,9 +267,10 @@ def test_study_reports_progress_and_best_layer_pick_agrees_with_the_table(tiny_s
     assert score == study.best_score
     assert col == ("final logits" if study.best_layer is None else f"layer {study.best_layer}")
     assert table.loc[score, col] == pytest.approx(study.best_auroc)
-    for name, layer in study.best_layer_by_score.items():
-        assert table.loc[name].idxmax() == f"layer {layer}"
     df = metrics_frame(study)
+    for name, layer in study.best_layer_by_score.items():
+        assert table.loc[name, f"layer {layer}"] == pytest.approx(table.loc[name].max())
+    _check_tie_break(study, df)
     assert set(df.ood_set) == {"a", "b", ALL_OOD}
     assert len(study.scores["KNN·last"][ID_KEY][0]) == len(study.heldout_index)
 
@@ -304,9 +305,22 @@ def test_zoo_scrambled_and_random_chars_separate_from_held_out_facts(name):
     for k in ood:
         best = df[df.ood_set == k].auroc.max()
         assert best >= 0.9, (name, k, best)
-    score, col = best_from_table(auroc_table(study))
-    assert (score, col) == (study.best_score,
-                            "final logits" if study.best_layer is None else f"layer {study.best_layer}")
+    table = auroc_table(study)
+    col = "final logits" if study.best_layer is None else f"layer {study.best_layer}"
+    assert table.loc[study.best_score, col] == pytest.approx(table.max().max()) == pytest.approx(study.best_auroc)
+    _check_tie_break(study, df)
+    print(name, study.best_score, col, table.round(3).to_string())
+
+
+def _check_tie_break(study, df):
+    """Among the cells with the table's best AUROC, the pick has the lowest (FPR@95 ID+, AUTC)."""
+    target = ALL_OOD if len(study.ood_names) > 1 else study.ood_names[0]
+    top = df[(df.ood_set == target) & np.isclose(df.auroc, df[df.ood_set == target].auroc.max(), atol=1e-12)]
+    pick = top[(top.score == study.best_score)
+               & ((top.layer.isna()) if study.best_layer is None else (top.layer == study.best_layer))]
+    assert len(pick) == 1
+    key = (float(pick.fpr95_id.iloc[0]), float(pick.autc.iloc[0]))
+    assert all(key <= (f, a) for f, a in zip(top.fpr95_id, top.autc))
 
 
 # ----------------------------------------------------------------------------------------- BLOOD (optional)

@@ -16,6 +16,11 @@ def _feats(prompts, X, rng, V=40):
                        st.lse, rng.normal(size=len(prompts)), np.full(len(prompts), 2), np.zeros(X.shape[1]), V)
 
 
+def best_from_table_value(study):
+    table = auroc_table(study)
+    return table.loc[best_from_table(table)]
+
+
 def _study():
     rng = np.random.default_rng(0)
     id_f = _feats([f"id {i}" for i in range(30)], rng.normal(size=(30, 12)), rng)
@@ -27,7 +32,8 @@ def _study():
 def test_every_figure_builds_and_the_best_cell_is_outlined():
     id_f, ood, study = _study()
     fig = C.metrics_heatmap(study)
-    score, col = best_from_table(auroc_table(study))
+    score, col = study.best_score, ("final logits" if study.best_layer is None else f"layer {study.best_layer}")
+    assert auroc_table(study).loc[score, col] == best_from_table_value(study)
     rect = fig.layout.shapes[0]
     assert list(fig.data[0].y)[round(rect.y0 + 0.5)] == score
     assert list(fig.data[0].x)[round(rect.x0 + 0.5)] == col
@@ -36,6 +42,10 @@ def test_every_figure_builds_and_the_best_cell_is_outlined():
             C.projection_map(project_2d(id_f, ood, 1, id_name="ids"))]
     for f in figs:
         assert f.layout.title.text and f.layout.height
+    fig = C.metrics_heatmap(study, "fpr95_ood", "far")
+    score, col = best_from_table(auroc_table(study, "far", "fpr95_ood"), "fpr95_ood")
+    rect = fig.layout.shapes[0]
+    assert list(fig.data[0].y)[round(rect.y0 + 0.5)] == score and list(fig.data[0].x)[round(rect.x0 + 0.5)] == col
     assert len(figs[1].data) == len(study.feature_scores) + len(study.logit_scores)
     assert len(figs[3].data) == len(study.ood_names) + 1
 

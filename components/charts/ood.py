@@ -35,7 +35,11 @@ def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None 
         z=z, x=x, y=y, text=text, texttemplate="%{text}", zmin=0, zmax=1,
         colorscale="Viridis" if higher else "Viridis_r", colorbar=dict(title=metric.upper()),
         hovertemplate="score %{y}<br>%{x}<br>" + metric + " %{z:.3f}<extra></extra>"))
-    best_score, best_col = best_from_table(table, metric)
+    if metric == "auroc" and ood_set == _default_set(study, None):  # the study's pick, with its tie-break
+        best_score = study.best_score
+        best_col = "final logits" if study.best_layer is None else f"layer {study.best_layer}"
+    else:
+        best_score, best_col = best_from_table(table, metric)
     i, j = list(table.index).index(best_score), list(table.columns).index(best_col)
     fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="red", width=3))
     fig.update_layout(
