@@ -8,12 +8,14 @@ Memory: the residual stream of one prompt batch is captured once (hooks, forward
 final norm, so the model's own [B, T, V] logits are never built), then reduced chunk of positions
 by chunk, layer by layer: readout -> softmax / top-k -> per-position statistics -> drop. At no
 point does a [L+1, B, T, V] tensor exist; the largest vocabulary-sized tensors are two
-[rows, V] blocks (the current layer's and the last layer's), rows = ``chunk_rows``.
+[rows, V] blocks (the current layer's logits and the last layer's probabilities), rows =
+``chunk_rows`` (default: about 96 MB of fp32 logits, so the unembedding is one efficient matmul).
 
 Speed: per layer and position one softmax, one top-k on the logits, two dot products
 (p_l . z_l for the entropy, p_L . z_l for KL) and one comparison pass for the target rank;
 log-probabilities are never materialised (lse = z_top1 - log p_top1, H = lse - p.z,
-KL(p_L || p_l) = lse_l - p_L . z_l - H_L). Position chunks are sized to stay in cache.
+KL(p_L || p_l) = lse_l - p_L . z_l - H_L). The statistics run on blocks of a chunk's rows sized
+to stay in cache (about 12 MB), so their several passes over the vocabulary do not go to memory.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ TARGET_MODES = (TARGET_NONE, TARGET_TEXT, TARGET_FINAL_TOP1, TARGET_NEXT)
 
 Progress = Callable[[float, str], None] | None
 _CACHE_BYTES = 12 << 20  # one [rows, V] fp32 block of about this size stays in a CPU's last-level cache
+_GEMM_BYTES = 96 << 20  # logits of one unembedding matmul: enough rows for an efficient matrix product
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -235,7 +238,12 @@ def capture_residuals(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: 
 
 
 def default_chunk_rows(vocab_size: int) -> int:
-    """Positions per reduction chunk: one [rows, V] fp32 block of about 12 MB (cache-sized), 16..4096."""
+    """Positions per unembedding matmul: one [rows, V] fp32 block of about 96 MB (an efficient GEMM), 16..4096."""
+    return int(min(4096, max(16, _GEMM_BYTES // (4 * max(vocab_size, 1)))))
+
+
+def default_block_rows(vocab_size: int) -> int:
+    """Positions per statistics block: one [rows, V] fp32 block of about 12 MB (stays in cache), 16..4096."""
     return int(min(4096, max(16, _CACHE_BYTES // (4 * max(vocab_size, 1)))))
 
 
@@ -276,7 +284,7 @@ def _decision_depth(top1: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- lens
 def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_mode: str = TARGET_NONE,
                targets: str | int | Sequence[str | int | None] | None = None, batch_size: int = 16,
-               chunk_rows: int | None = None, padding_side: str = "right",
+               chunk_rows: int | None = None, block_rows: int | None = None, padding_side: str = "right",
                token_ids: Sequence[Sequence[int]] | None = None, progress: Progress = None) -> LensTrace:
     """Logit lens of every layer 0..L at every position of ``prompts`` (see LensTrace for what is kept)."""
     ad = lm.adapter
@@ -298,6 +306,7 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
     text_targets, notes = _target_rows(lm, rows, target_mode, targets)
     N, T = len(rows), max(len(r) for r in rows)
     rows_per_chunk = int(chunk_rows) if chunk_rows else default_chunk_rows(V)
+    block_rows = min(rows_per_chunk, int(block_rows) if block_rows else default_block_rows(V))
     log_v = math.log(V)
 
     input_ids = np.full((N, T), -1, dtype=np.int64)
@@ -344,23 +353,36 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
         tgt_all = torch.as_tensor(target_ids[n_idx, t_idx], device=dev)
         nxt_all = torch.as_tensor(next_ids[n_idx, t_idx], device=dev)
         with torch.inference_mode():
-            for c in chunks(len(real), rows_per_chunk):
+            for c in chunks(len(real), rows_per_chunk):  # one unembedding matmul per layer over these positions
                 idx = real_dev[c]
                 nn, tt = n_idx[c], t_idx[c]
-                nxt = nxt_all[c]
-                tgt = tgt_all[c] if target_mode in (TARGET_TEXT, TARGET_NEXT) else None
-                st = _layer_stats(readout(ad, flat[L][idx]), k, None, None, tgt, nxt)
-                p_last, h_last = st.pop("p"), st["entropy"]
-                if target_mode == TARGET_FINAL_TOP1:  # at layer L the target is the top-1 itself
-                    tgt = st["top_i"][:, 0]
-                    target_ids[nn, tt] = tgt.cpu().numpy()
-                    st["t_prob"] = st["top_p"][:, 0]
-                    st["t_rank"] = torch.ones_like(tgt, dtype=torch.int32)
-                _store_layer(st, L, nn, tt, log_v, top_ids, top_probs, entropy, kl, target_prob, target_rank, xent)
+                blocks = chunks(len(nn), block_rows)  # statistics on cache-sized blocks of those rows
+                nxt_c = nxt_all[c]
+                tgt_c = tgt_all[c] if target_mode in (TARGET_TEXT, TARGET_NEXT) else None
+                p_last, h_last, tgt_b = [], [], []
+                z = readout(ad, flat[L][idx])
+                for b in blocks:
+                    tgt = tgt_c[b] if tgt_c is not None else None
+                    st = _layer_stats(z[b], k, None, None, tgt, nxt_c[b])
+                    p_last.append(st.pop("p"))
+                    h_last.append(st["entropy"])
+                    if target_mode == TARGET_FINAL_TOP1:  # at layer L the target is the top-1 itself
+                        tgt = st["top_i"][:, 0]
+                        target_ids[nn[b], tt[b]] = tgt.cpu().numpy()
+                        st["t_prob"] = st["top_p"][:, 0]
+                        st["t_rank"] = torch.ones_like(tgt, dtype=torch.int32)
+                    tgt_b.append(tgt)
+                    _store_layer(st, L, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
+                                 target_rank, xent)
+                del z
                 for l in range(L):
-                    sl = _layer_stats(readout(ad, flat[l][idx]), k, p_last, h_last, tgt, nxt)
-                    del sl["p"]
-                    _store_layer(sl, l, nn, tt, log_v, top_ids, top_probs, entropy, kl, target_prob, target_rank, xent)
+                    z = readout(ad, flat[l][idx])
+                    for j, b in enumerate(blocks):
+                        sl = _layer_stats(z[b], k, p_last[j], h_last[j], tgt_b[j], nxt_c[b])
+                        del sl["p"]
+                        _store_layer(sl, l, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
+                                     target_rank, xent)
+                    del z
                 del p_last
                 done += len(nn) * (L + 1)
                 if progress:

@@ -119,7 +119,7 @@ def test_ranks_and_entropy_lie_in_their_ranges(lm, trace):
 def test_padding_and_batch_size_do_not_change_results(lm, trace, side):
     one = [lens_trace(lm, [p], k=5, target_mode=TARGET_TEXT, targets=[t]) for p, t in zip(PROMPTS, TARGETS)]
     padded = lens_trace(lm, PROMPTS, k=5, target_mode=TARGET_TEXT, targets=TARGETS, batch_size=3,
-                        padding_side=side, chunk_rows=4)
+                        padding_side=side, chunk_rows=5, block_rows=2)
     for n, single in enumerate(one):
         T = int(single.lengths[0])
         for name in ("top_probs", "entropy", "kl", "target_prob", "xent"):
@@ -160,7 +160,7 @@ def test_the_trace_never_holds_all_layers_of_logits(lm, monkeypatch):
 
 
 def test_final_top1_mode_has_rank_one_at_last_layer(lm):
-    tr = lens_trace(lm, PROMPTS[:2], k=3, target_mode=TARGET_FINAL_TOP1)
+    tr = lens_trace(lm, PROMPTS[:2], k=3, target_mode=TARGET_FINAL_TOP1, chunk_rows=4, block_rows=2)
     m = tr.mask
     assert np.all(tr.target_rank[:, -1][m] == 1)
     np.testing.assert_array_equal(tr.target_ids[m], tr.top_ids[:, -1, :, 0][m])
