@@ -333,9 +333,9 @@ def test_blood_exact_norm_equals_the_autograd_jacobian_and_the_estimate_is_close
     lm = tiny_model(model_type)
     prompts = ["5 17 3 8", "9 9 4"]
     exact = blood_norms(lm, prompts, exact=True, batch_size=2)
-    est = blood_norms(lm, prompts, n_draws=200, batch_size=2, seed=1)
+    est = blood_norms(lm, prompts, n_draws=100, batch_size=2, seed=1)
     assert exact.shape == (2, lm.adapter.n_layers) and np.all(exact > 0)
-    np.testing.assert_allclose(est, exact, rtol=0.25)
+    np.testing.assert_allclose(est, exact, rtol=0.35)  # 100 draws: relative sd <= sqrt(2/100)
     batch = encode(lm.tokenizer, prompts[:1])
     T = batch.input_ids.shape[1]
     for l in range(lm.adapter.n_layers):
