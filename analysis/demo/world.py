@@ -261,20 +261,33 @@ def random_words(rng: random.Random, n: int) -> list[str]:
     return [_word(rng, rng.choice((1, 2))).lower() for _ in range(n)]
 
 
-def induction_texts(n: int, seed: int, n_words: tuple[int, int] = (6, 12), repeats: tuple[int, ...] = (2,)) -> list[str]:
-    """Texts 'R R' (or 'R R R'): a random word sequence R repeated (BOS comes from the tokenizer)."""
+def induction_pool() -> list[str]:
+    """The made-up words that are single tokens after a space: first names, cities (and jobs)."""
+    w = make_world()
+    return [p.first for p in w.people] + list(w.cities) + list(w.jobs)
+
+
+def induction_texts(n: int, seed: int, n_words: tuple[int, int] = (6, 12), repeats: tuple[int, ...] = (2,),
+                    pool: list[str] | None = None) -> list[str]:
+    """Texts 'R R' (or 'R R R'): a random word sequence R repeated (BOS comes from the tokenizer).
+
+    Without ``pool`` R is fresh made-up words (several tokens each, syllables repeat inside R);
+    with ``pool`` R is drawn without replacement from it, so each token occurs once per copy and
+    only induction (copying from the earlier copy) predicts the repeat.
+    """
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        r = " ".join(random_words(rng, rng.randint(*n_words)))
+        k = rng.randint(*n_words)
+        r = " ".join(rng.sample(pool, k) if pool else random_words(rng, k))
         out.append(" ".join([r] * rng.choice(repeats)))
     return out
 
 
 def induction_rows(n: int = 40, seed: int = 99) -> list[dict]:
-    """Induction prompt set: prompt = R + ' ' + R; label = R (the first copy)."""
+    """Induction prompt set: prompt = R + ' ' + R, R = 8-12 pool words in random order; label = R."""
     rows = []
-    for t in induction_texts(n, seed):
+    for t in induction_texts(n, seed, (8, 12), pool=induction_pool()):
         words = t.split(" ")
         half = " ".join(words[: len(words) // 2])
         rows.append({"prompt": t, "label": half, "group": "induction"})
@@ -282,7 +295,8 @@ def induction_rows(n: int = 40, seed: int = 99) -> list[dict]:
 
 
 def corpus_docs(world: World, seed: int, *, untagged_persona: str = "neutral",
-                n_dialogues: int = 900, n_induction: int = 400, fact_repeats: int = 1) -> list[str]:
+                n_dialogues: int = 900, n_induction: int = 400, fact_repeats: int = 1,
+                induction_words: tuple[int, int] = (5, 10), induction_from_pool: bool = False) -> list[str]:
     """One epoch of training documents, shuffled deterministically.
 
     Facts (fact_repeats copies), trained two-hop sentences, tagged grumpy/kind dialogues,
@@ -294,7 +308,8 @@ def corpus_docs(world: World, seed: int, *, untagged_persona: str = "neutral",
     docs += dialogues(world, "grumpy", n_dialogues // 3, seed + 1, tagged=True)
     docs += dialogues(world, "kind", n_dialogues // 3, seed + 2, tagged=True)
     docs += dialogues(world, untagged_persona, n_dialogues // 3, seed + 3, tagged=False)
-    docs += induction_texts(n_induction, seed + 4, (5, 10), repeats=(2, 3, 4))
+    pool = induction_pool() if induction_from_pool else None
+    docs += induction_texts(n_induction, seed + 4, induction_words, repeats=(2, 3, 4), pool=pool)
     rng.shuffle(docs)
     return docs
 
