@@ -247,20 +247,25 @@ def default_block_rows(vocab_size: int) -> int:
     return int(min(4096, max(16, _CACHE_BYTES // (4 * max(vocab_size, 1)))))
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product [r, V] x [r, V] -> [r] as a batched matrix product (no [r, V] temporary)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
 def _layer_stats(z: torch.Tensor, k: int, p_last: torch.Tensor | None, h_last: torch.Tensor | None,
                  target: torch.Tensor | None, nxt: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Statistics of one layer's lens logits z [r, V] (fp32); see the module docstring for the algebra."""
     p = torch.softmax(z, dim=-1)
     top_v, top_i = torch.topk(z, k, dim=-1)
     lse = top_v[:, 0] - torch.log(p.gather(1, top_i[:, :1]).squeeze(1))
-    dot = torch.linalg.vecdot(p, z)
+    dot = _rowdot(p, z)
     ent = lse - dot
     out = {"top_i": top_i, "top_p": torch.exp(top_v - lse[:, None]), "entropy": ent, "p": p, "lse": lse}
     if p_last is None:  # this is layer L itself
         p_last, h_last = p, ent
         out["kl"] = (lse - dot) - ent  # exactly 0
     else:
-        out["kl"] = (lse - torch.linalg.vecdot(p_last, z)) - h_last
+        out["kl"] = (lse - _rowdot(p_last, z)) - h_last
     if target is not None:
         valid = target >= 0
         t = target.clamp(min=0)[:, None]
