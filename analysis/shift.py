@@ -5,7 +5,7 @@ The same text runs through A and B, teacher-forced on a reference continuation (
 (step 0 is predicted from the last prompt token). Per step the shift is
 S_t = log_softmax(z_B) - log_softmax(z_A) over B's vocabulary (the reference model's). Only reduced
 views are kept: per step the top-N tokens by B's probability with their shifts, KL(B||A), and over
-the set the tokens shifted most up and down (counted over each step's top-N of A and of B).
+the set the tokens that gained and lost the most probability (over each step's top-N of A and of B).
 
 Different tokenizers: A reads the same text with its own tokenizer; a step counts when A has a token
 starting at the same character of the continuation; A's log-probs are read through the PM-MinED map
@@ -59,29 +59,32 @@ class PromptShift:
 
 @dataclass(frozen=True)
 class TokenTotals:
-    """Per-token shift over a set: ids [K] (B's vocabulary), tokens [K], count [K] (steps where the token was
-    in A's or B's top-N), total [K] (sum of its shift over those steps), mean [K] = total / count; sorted by total
-    descending (most promoted first, most suppressed last)."""
+    """Per-token shift over a set, over the steps where the token is in A's or B's top-N: ids [K] (B's
+    vocabulary), tokens [K], count [K] (such steps), total [K] (sum of its shift S, nats), mean [K] = total / count,
+    mass [K] (sum of p_B - p_A: probability moved onto the token). Sorted by mass, descending: the most promoted
+    first, the most suppressed last. (Ranking by mass, not by log-ratio, keeps tail tokens whose tiny
+    probabilities change by large factors from crowding out what B actually says more or less often.)"""
 
     ids: np.ndarray
     tokens: tuple[str, ...]
     count: np.ndarray
     total: np.ndarray
     mean: np.ndarray
+    mass: np.ndarray
 
     def promoted(self, k: int = 20) -> "TokenTotals":
-        """The k tokens with the largest positive total shift."""
-        keep = np.flatnonzero(self.total > 0)[:k]
+        """The k tokens that gained the most probability (mass > 0), most promoted first."""
+        keep = np.flatnonzero(self.mass > 0)[:k]
         return self._take(keep)
 
     def suppressed(self, k: int = 20) -> "TokenTotals":
-        """The k tokens with the most negative total shift (most suppressed first)."""
-        keep = np.flatnonzero(self.total < 0)[::-1][:k]
+        """The k tokens that lost the most probability (mass < 0), most suppressed first."""
+        keep = np.flatnonzero(self.mass < 0)[::-1][:k]
         return self._take(keep)
 
     def _take(self, idx: np.ndarray) -> "TokenTotals":
         return TokenTotals(self.ids[idx], tuple(self.tokens[i] for i in idx), self.count[idx], self.total[idx],
-                           self.mean[idx])
+                           self.mean[idx], self.mass[idx])
 
 
 @dataclass(frozen=True)
@@ -347,6 +350,7 @@ class _Accumulator:
         self.prompts: list[PromptShift] = []
         self.count: dict[int, int] = defaultdict(int)
         self.total: dict[int, float] = defaultdict(float)
+        self.mass: dict[int, float] = defaultdict(float)
 
     def add(self, prompt: str, cont_ids: list[int], lp_b: torch.Tensor, side: _Side, text: str,
             offsets: np.ndarray) -> PromptShift:
@@ -366,9 +370,11 @@ class _Accumulator:
                 continue
             cols = torch.unique(torch.cat([top_b[t], top_a[t]]))
             vals = S[t, cols]
-            for c, v in zip(cols.tolist(), vals.tolist()):
+            dp = lp_b[t, cols].exp() - side.logp[t, cols].exp()
+            for c, v, m in zip(cols.tolist(), vals.tolist(), dp.tolist()):
                 self.count[c] += 1
                 self.total[c] += v
+                self.mass[c] += m
         ids_t = torch.as_tensor(cont_ids, dtype=torch.long)
         mapped = None if self.pair.same else (self.pair.map_ba >= 0)
         ps = PromptShift(
@@ -386,11 +392,11 @@ class _Accumulator:
         return ps
 
     def result(self, reference: str) -> ShiftResult:
-        ids = np.asarray(sorted(self.total, key=lambda c: (-self.total[c], c)), dtype=np.int64)
+        ids = np.asarray(sorted(self.total, key=lambda c: (-self.mass[c], c)), dtype=np.int64)
         count = np.asarray([self.count[int(c)] for c in ids], dtype=np.int64)
         total = np.asarray([self.total[int(c)] for c in ids], dtype=np.float64)
-        totals = TokenTotals(ids, self.pair.vocab_b.texts(ids), count, total,
-                             total / np.maximum(count, 1))
+        mass = np.asarray([self.mass[int(c)] for c in ids], dtype=np.float64)
+        totals = TokenTotals(ids, self.pair.vocab_b.texts(ids), count, total, total / np.maximum(count, 1), mass)
         return ShiftResult(self.pair.a.name, self.pair.b.name, reference, self.top_n, tuple(self.prompts), totals,
                            self.pair.same, self.pair.mapped_share)
 

@@ -142,7 +142,8 @@ def totals_frame(res: ShiftResult) -> pd.DataFrame:
     """Per-token totals over the set, most promoted first."""
     t = res.totals
     return pd.DataFrame({"token": list(t.tokens), "token_id": t.ids, "steps_in_top_n": t.count,
-                         "total_shift_nats": t.total, "mean_shift_nats": t.mean})
+                         "probability_moved": t.mass, "total_shift_nats": t.total,
+                         "mean_shift_nats": t.mean})
 
 
 def kl_frame(res: ShiftResult) -> pd.DataFrame:

@@ -68,20 +68,22 @@ def shift_heatmap(ps: PromptShift, *, n_cols: int = 30, second: np.ndarray | Non
 
 
 def token_bars(totals: TokenTotals, *, k: int = 15, title: str = "") -> go.Figure:
-    """Most promoted (right) and suppressed (left) tokens over the set: total shift (nats), count and mean in hover."""
+    """Most promoted (right) and suppressed (left) tokens over the set: probability moved (sum of p_B − p_A), with
+    the steps counted and the total and mean shift (nats) in the hover."""
     up, down = totals.promoted(k), totals.suppressed(k)
     toks = list(up.tokens) + list(down.tokens)[::-1]
-    total = np.concatenate([up.total, down.total[::-1]])
+    mass = np.concatenate([up.mass, down.mass[::-1]])
     count = np.concatenate([up.count, down.count[::-1]])
+    total = np.concatenate([up.total, down.total[::-1]])
     mean = np.concatenate([up.mean, down.mean[::-1]])
     labels = [f"{token_label(t)} #{i + 1}" for i, t in enumerate(toks)]  # unique even if a text repeats
     fig = go.Figure(go.Bar(
-        x=total, y=labels, orientation="h", marker_color=np.where(total > 0, "#2166ac", "#b2182b"),
-        customdata=np.stack([count, mean], axis=1) if len(toks) else None,
-        hovertemplate="%{y}<br>total shift %{x:.2f} nats<br>in top-N at %{customdata[0]} steps"
-                      "<br>mean shift %{customdata[1]:.3f} nats<extra></extra>"))
+        x=mass, y=labels, orientation="h", marker_color=np.where(mass > 0, "#2166ac", "#b2182b"),
+        customdata=np.stack([count, total, mean], axis=1) if len(toks) else None,
+        hovertemplate="%{y}<br>probability moved %{x:.3f} (sum of p_B − p_A)<br>in top-N at %{customdata[0]} steps"
+                      "<br>total shift %{customdata[1]:.2f} nats, mean %{customdata[2]:.3f} nats<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title_text="token (#rank)")
-    fig.update_xaxes(title_text="total shift over the set (nats; sum over steps where the token is in A's or B's top-N)")
+    fig.update_xaxes(title_text="probability moved onto the token over the set (sum over steps of p_B − p_A)")
     fig.update_layout(title=safe_text(title or "Most promoted and suppressed tokens (B vs A)", max_len=120),
                       height=max(300, 60 + 20 * len(toks)), margin=dict(l=10, r=10, t=60, b=50))
     return fig
