@@ -46,3 +46,30 @@ def seeded() -> int:
     if torch is not None:
         torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _apptest_keeps_st_navigation():
+    """Make AppTest rerun app.py like the real server does.
+
+    app.py uses st.navigation, which switches Streamlit out of the old pages/-directory mode for
+    good in a real server. AppTest resets that flag before every run and, because our layout has a
+    pages/ folder, its reruns would execute the page file alone (no app.py, no sidebar). Keep the
+    flag off after each PagesManager is built, as st.navigation leaves it in a real server.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+    try:
+        yield
+    finally:
+        PagesManager.__init__ = original
