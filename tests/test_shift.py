@@ -239,10 +239,10 @@ def test_zoo_tuned_promotes_the_new_answers_of_changed_facts(zoo, family):
 
 
 def test_zoo_family_shifts_correlate_on_mapped_tokens(zoo):
-    rows = _rows("persona_eval")[:10] + _rows("changed_facts")
+    rows = _rows("persona_eval")[:6] + _rows("changed_facts")
     s = shift_similarity((zoo["gpt2-world-base"], zoo["gpt2-world-tuned"]),
                          (zoo["llama-world-base"], zoo["llama-world-tuned"]),
-                         [x["prompt"] for x in rows], reference="greedy", n_tokens=6, top_n=50, n_shuffles=20)
+                         [x["prompt"] for x in rows], reference="greedy", n_tokens=4, top_n=50, n_shuffles=10)
     assert 0.5 < s.mapped_share <= 1.0
     assert s.pearson > 0.1 and s.pearson > s.control_pearson + 0.1, (s.pearson, s.control_pearson)
     assert s.cosine > s.control_cosine + 0.1, (s.cosine, s.control_cosine)
