@@ -24,6 +24,9 @@ from components.export_ui import export_bundle, export_figure
 from components.model_state import KEY_SPECS, KEY_USE_B, load_cached, require_models
 from components.page_kit import page_metadata, progress_bar, user_errors
 from components.prompt_input import prompt_set_input
+from components.shell import ensure_app_shell
+
+ensure_app_shell()
 
 PAGE = "checkpoint_shift"
 OTHER = "Other: hub id or local folder…"

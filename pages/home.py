@@ -5,6 +5,9 @@ import streamlit as st
 
 from analysis.model_card import ModelCard
 from components.model_state import require_models
+from components.shell import ensure_app_shell
+
+ensure_app_shell()
 
 st.title("Logitscope")
 st.caption("See inside a causal language model: how the next-token prediction forms layer by layer, which "

@@ -14,6 +14,9 @@ from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
 from components.page_kit import compare_columns, page_metadata, progress_bar, user_errors
 from components.prompt_input import prompt_set_input
+from components.shell import ensure_app_shell
+
+ensure_app_shell()
 
 KEY = "lens"
 TARGET_LABELS = {
