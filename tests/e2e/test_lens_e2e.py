@@ -60,6 +60,7 @@ def test_lens_page_runs_and_exports_png_svg_and_bundle(lens_server, page, goto_a
     assert alerts.count() == 0, alerts.all_inner_texts()
     page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(timeout=60_000)
     assert page.locator(".js-plotly-plot").count() >= 4  # heatmap, target lines, mean KL, decision depth
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
     save_screenshot(page, "logit-lens")
 
     page.get_by_role("button", name="Export").first.click()
