@@ -23,7 +23,7 @@ COLOR_METRICS = {
     "kl": "KL(p_L || p_l) (nats)",
     "log_rank": "log10 rank of the target",
 }
-_LAYER_AXIS = "Layer (0 = embeddings, L = last block, before final norm)"
+_LAYER_AXIS = "Layer (0 = embeddings, L = last block)"
 
 
 def _positions(trace_len: int, max_positions: int | None) -> np.ndarray:
