@@ -1,7 +1,6 @@
 """Small helpers every analysis page shares: progress bridging, error display, compare columns, metadata."""
 from __future__ import annotations
 
-import datetime as _dt
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -9,6 +8,7 @@ import streamlit as st
 
 from analysis.errors import LogitscopeError
 from components.model_state import ModelPair
+from components.reports import report_metadata
 
 ProgressFn = Callable[[float, str], None]
 
@@ -47,14 +47,5 @@ def compare_columns(pair: ModelPair) -> list[tuple[str, Any, Any, Any]]:
 
 
 def page_metadata(page: str, pair: ModelPair, settings: dict, prompt_set: Any = None) -> dict:
-    """Export metadata: the page, both models' cards, the settings and the prompt set's hash."""
-    meta: dict[str, Any] = {
-        "page": page,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "models": {which: card.as_dict() for which, _, card in pair.items()},
-        "settings": settings,
-    }
-    if prompt_set is not None:
-        meta["prompt_set"] = {"name": getattr(prompt_set, "name", None), "sha256": getattr(prompt_set, "sha256", None),
-                              "n_prompts": len(prompt_set)}
-    return meta
+    """Export metadata: the page, both models' cards, the settings and the prompt set's hash (see report_metadata)."""
+    return report_metadata(page, {which: card for which, _, card in pair.items()}, settings, prompt_set)

@@ -6,14 +6,15 @@ import contextvars
 import streamlit as st
 
 from analysis import lens as L
-from analysis.errors import InputError, LogitscopeError
+from analysis.errors import LogitscopeError
 from analysis.loading import ModelSpec
-from analysis.prompts import PromptSet, load_builtin
+from analysis.prompts import load_builtin
 from components.charts import lens as charts
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
 from components.page_kit import compare_columns, page_metadata, progress_bar, user_errors
 from components.prompt_input import prompt_set_input
+from components.reports.lens import BUNDLE, PAGE, lens_report, lens_settings, resolve_targets
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -56,24 +57,6 @@ def _uncached(report):
     """Progress updates run outside st.cache_data's element recording (a cache hit must not replay them)."""
     ctx = contextvars.copy_context()  # taken before the cached function starts
     return lambda fraction, message="": ctx.run(report, fraction, message)
-
-
-def parse_target(text: str) -> str | int:
-    """The typed target: '#123' is a token id, anything else is text (leading spaces kept)."""
-    stripped = text.strip()
-    if stripped.startswith("#") and stripped[1:].isdigit():
-        return int(stripped[1:])
-    return text
-
-
-def resolve_targets(prompt_set: PromptSet, typed: str) -> tuple:
-    """Per prompt target: the set's own, else the typed one; InputError when nothing usable is given."""
-    typed_target = parse_target(typed) if typed != "" else None
-    per = tuple(r.target if r.target else typed_target for r in prompt_set.rows)
-    if all(t is None for t in per):
-        raise InputError("The target is empty. Type the target token's text (e.g. ' Paris', with its leading space; "
-                         "or #id for a token id), or choose another target mode.")
-    return per
 
 
 st.title("Logit lens")
@@ -157,66 +140,42 @@ if length > 1:
     t_sel = st.select_slider("Position for the top-k table", options=list(range(length)), value=length - 1,
                              key=f"{KEY}_position_{n}", format_func=lambda t: f"{t}: {first.tokens(n)[t]!r}")
 
-figures, tables = {}, {}
+with user_errors():
+    rep = lens_report(traces, comparison, target_mode=target_mode, metric=metric, max_pos=max_pos, positions=positions,
+                      n=n, t_sel=t_sel)
+figures, tables = rep.figures, rep.tables
+
+
+def _show(name: str, file_name: str, key: str) -> None:
+    """Draw one report figure with its export popover (and its table, if the report has one)."""
+    st.plotly_chart(figures[name], key=f"{KEY}_{key}")
+    export_figure(figures[name], file_name, key=f"{KEY}_x_{key}", data=tables.get(name))
+
+
 for label, lm, card, col in compare_columns(pair):
-    tr = traces[label]
     which = label.split(":")[0]
     with col:
         st.subheader(label, anchor=False)
-        with user_errors():
-            fig = charts.lens_heatmap(tr, n, metric, max_pos)
-        st.plotly_chart(fig, key=f"{KEY}_heat_{which}")
-        data = charts.heatmap_frame(tr, n, max_pos)
-        export_figure(fig, f"logit_lens_heatmap_{which}", key=f"{KEY}_x_heat_{which}", data=data)
-        figures[f"heatmap_{which}"], tables[f"heatmap_{which}"] = fig, data
-
-        chosen, at_pos = ([n] if len(prompts) == 1 else list(range(len(prompts)))), None
-        if target_mode == L.TARGET_NEXT:  # the next token exists up to the second-to-last position
-            chosen, at_pos = [n], min(t_sel, int(tr.lengths[n]) - 2)
-        if target_mode != L.TARGET_NONE and (at_pos is None or at_pos >= 0):
-            with user_errors():
-                fig = charts.target_lines(tr, chosen, at_pos)
-            st.plotly_chart(fig, key=f"{KEY}_target_{which}")
-            data = charts.target_frame(tr, chosen, at_pos)
-            export_figure(fig, f"logit_lens_target_{which}", key=f"{KEY}_x_target_{which}", data=data)
-            figures[f"target_{which}"], tables[f"target_{which}"] = fig, data
-
-        st.caption(f"Top-{tr.k} per layer at position {t_sel} of prompt {n + 1}")
-        table = charts.position_table(tr, n, min(t_sel, int(tr.lengths[n]) - 1))
-        st.dataframe(table, hide_index=True, key=f"{KEY}_table_{which}")
-        tables[f"position_{which}"] = table
+        _show(f"heatmap_{which}", f"logit_lens_heatmap_{which}", f"heat_{which}")
+        if f"target_{which}" in figures:
+            _show(f"target_{which}", f"logit_lens_target_{which}", f"target_{which}")
+        st.caption(f"Top-{traces[label].k} per layer at position {t_sel} of prompt {n + 1}")
+        st.dataframe(tables[f"position_{which}"], hide_index=True, key=f"{KEY}_table_{which}")
 
 st.subheader("Over the set", anchor=False)
 c1, c2 = st.columns(2)
 with c1:
-    fig = charts.mean_kl_figure(traces, positions)
-    st.plotly_chart(fig, key=f"{KEY}_meankl")
-    data = charts.mean_kl_frame(traces, positions)
-    export_figure(fig, "logit_lens_mean_kl", key=f"{KEY}_x_meankl", data=data)
-    figures["mean_kl"], tables["mean_kl"] = fig, data
+    _show("mean_kl", "logit_lens_mean_kl", "meankl")
 with c2:
-    fig = charts.decision_depth_histogram(traces, positions)
-    st.plotly_chart(fig, key=f"{KEY}_depth")
-    data = charts.decision_depth_frame(traces, positions)
-    export_figure(fig, "logit_lens_decision_depth", key=f"{KEY}_x_depth", data=data)
-    figures["decision_depth"], tables["decision_depth"] = fig, data
+    _show("decision_depth", "logit_lens_decision_depth", "depth")
 
 if comparison is not None:
     st.subheader("A vs B on identical tokens", anchor=False)
     c1, c2 = st.columns(2)
     with c1:
-        fig = charts.compare_heatmap(comparison, n, max_pos)
-        st.plotly_chart(fig, key=f"{KEY}_cmp_heat")
-        export_figure(fig, "logit_lens_kl_a_b_heatmap", key=f"{KEY}_x_cmp_heat")
-        figures["kl_a_b_heatmap"] = fig
+        _show("kl_a_b_heatmap", "logit_lens_kl_a_b_heatmap", "cmp_heat")
     with c2:
-        fig = charts.compare_mean_figure(comparison)
-        st.plotly_chart(fig, key=f"{KEY}_cmp_mean")
-        data = charts.compare_frame(comparison)
-        export_figure(fig, "logit_lens_kl_a_b_mean", key=f"{KEY}_x_cmp_mean", data=data)
-        figures["kl_a_b_mean"], tables["kl_a_b_mean"] = fig, data
+        _show("kl_a_b_mean", "logit_lens_kl_a_b_mean", "cmp_mean")
 
-settings = {"top_k": k, "target_mode": target_mode, "target_text": target_text if target_mode == L.TARGET_TEXT else None,
-            "colour": metric, "positions_shown": max_pos, "aggregate_positions": positions, "prompt_shown": n + 1,
-            "position_table": t_sel, "layer_convention": "0 = embeddings, L = last block output before final norm"}
-export_bundle(figures, tables, page_metadata("Logit lens", pair, settings, prompt_set), "logit_lens", key=f"{KEY}_bundle")
+settings = lens_settings(k, target_mode, target_text, metric, max_pos, positions, n, t_sel)
+export_bundle(figures, tables, page_metadata(PAGE, pair, settings, prompt_set), BUNDLE, key=f"{KEY}_bundle")

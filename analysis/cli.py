@@ -1,0 +1,335 @@
+"""Command line: `python -m analysis <lens|flow|steer|neurons|shift|ood> --model ... --prompts ... --out DIR`.
+
+Each command computes its analysis with the same engine calls and default settings as its page, turns the results
+into figures and tables with the page's report function (components.reports) and writes DIR/ exactly like the page's
+bundle zip (figures/<name>.<fmt>, data/<name>.csv|.json, metadata.json), by building that zip and extracting it.
+Project errors print their message to stderr and exit with status 2. Never imports streamlit.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import zipfile
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from analysis.errors import InputError, LogitscopeError, PromptSetError
+
+ProgressFn = Callable[[float, str], None]
+OWNED = ("figures", "data", "metadata.json")  # what a run writes into --out (and may replace with --force)
+
+
+# ------------------------------------------------------------------------------------------ shared plumbing
+@dataclass
+class Models:
+    """The loaded checkpoints: A and optional B, each with its card (the same objects a page's ModelPair holds)."""
+
+    a: Any
+    card_a: Any
+    b: Any = None
+    card_b: Any = None
+
+    @property
+    def compare(self) -> bool:
+        """True when checkpoint B is loaded."""
+        return self.b is not None
+
+    def items(self) -> list[tuple[str, Any, Any]]:
+        """[("A", lm, card), ("B", lm, card)] as ModelPair.items()."""
+        return [("A", self.a, self.card_a)] + ([("B", self.b, self.card_b)] if self.b is not None else [])
+
+    def cards(self) -> dict[str, Any]:
+        """{"A": card, "B": card} for report_metadata."""
+        return {which: card for which, _, card in self.items()}
+
+
+class Progress:
+    """A stderr progress bar (tqdm) driven by engine progress callbacks; stage() maps a part of the run onto it."""
+
+    def __init__(self, label: str, quiet: bool = False) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, desc=label, file=sys.stderr, disable=quiet, leave=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+
+    def stage(self, lo: float, hi: float, label: str = "") -> ProgressFn:
+        """A progress callback whose fractions 0..1 fill the bar from lo to hi."""
+        def report(fraction: float, message: str = "") -> None:
+            f = lo + (hi - lo) * min(max(float(fraction), 0.0), 1.0)
+            self.bar.n = max(self.bar.n, int(round(f * 1000)))
+            text = f"{label}: {message}" if label and message else (label or message)
+            self.bar.set_postfix_str(text[:60], refresh=False)
+            self.bar.refresh()
+        return report
+
+    def close(self) -> None:
+        """Fill and close the bar."""
+        self.bar.n = 1000
+        self.bar.refresh()
+        self.bar.close()
+
+
+@contextmanager
+def progress(label: str, quiet: bool) -> Iterator[Progress]:
+    """A Progress bar closed at the end of the block."""
+    bar = Progress(label, quiet)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def load_prompts(text: str) -> Any:
+    """A built-in set by name, else a .txt/.csv/.jsonl file path; PromptSetError if it is neither."""
+    from analysis.prompts import builtin_sets, load_builtin, parse_prompt_file
+
+    if text in builtin_sets():
+        return load_builtin(text)
+    path = Path(text)
+    if path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise PromptSetError(f"The prompt file '{text}' could not be read ({err.strerror}).") from None
+        return parse_prompt_file(path.name, data)
+    raise PromptSetError(f"'{text}' is neither a built-in prompt set ({', '.join(builtin_sets()) or 'none'}) "
+                         "nor a prompt file (.txt, .csv, .jsonl).")
+
+
+def first_n(ps: Any, n: int | None) -> Any:
+    """The first n rows of a prompt set as a set of its own (all of them when n is None)."""
+    from analysis.prompts import PromptSet
+
+    if n is None or len(ps) <= n:
+        return ps
+    if n < 1:
+        raise InputError(f"The number of prompts must be at least 1 (got {n}).")
+    return PromptSet.from_rows(f"{ps.name} (first {n})", ps.rows[:n])
+
+
+def _spec(args: argparse.Namespace, source: str) -> Any:
+    from analysis.loading import ModelSpec
+
+    return ModelSpec(source=source, revision=None, dtype=args.dtype, device=args.device,
+                     allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+
+
+def load_models(args: argparse.Namespace, need_b: bool = False) -> Models:
+    """Load --model (and --model-b) with their cards, as the sidebar picker does."""
+    from analysis.loading import load_model
+    from analysis.model_card import model_card
+
+    if args.allow_pickle:
+        print("warning: pickle weights allowed: loading them can execute code.", file=sys.stderr)
+    if args.trust_remote_code:
+        print("warning: remote code trusted: the checkpoint's Python code will run.", file=sys.stderr)
+    if need_b and not args.model_b:
+        raise InputError(f"'{args.command}' compares two checkpoints: give the second one with --model-b "
+                         "(e.g. --model gpt2-world-base --model-b gpt2-world-tuned).")
+    lm_a = load_model(_spec(args, args.model))
+    models = Models(lm_a, model_card(lm_a))
+    if args.model_b:
+        lm_b = load_model(_spec(args, args.model_b))
+        models.b, models.card_b = lm_b, model_card(lm_b)
+    return models
+
+
+def prepare_out(out: str, force: bool) -> Path:
+    """The output folder, created; refuses to mix with an earlier run's files unless force (then replaces them)."""
+    import shutil
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder.")
+    if path.is_dir():
+        present = [name for name in OWNED if (path / name).exists()]
+        if present and not force:
+            raise InputError(f"--out {out} already holds {', '.join(present)} from an earlier run; "
+                             "pass --force to replace them, or choose another folder.")
+        for name in present:
+            target = path / name
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_bundle(out: Path, figures: dict, tables: dict, metadata: dict, formats: Sequence[str]) -> list[str]:
+    """Build the page's bundle zip (components.exporting.build_bundle) and extract it into out; returns its files."""
+    from components.exporting import build_bundle
+
+    data = build_bundle(figures, tables, metadata, formats)
+    root = out.resolve()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        for name in names:
+            dest = (root / name).resolve()
+            if root not in dest.parents:  # bundle names are safe_filename'd; belt and braces
+                raise InputError(f"Refusing to write {name!r} outside {out}.")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(zf.read(name))
+    return names
+
+
+def finish(args: argparse.Namespace, report: Any, page: str, models: Models, settings: dict, prompt_set: Any) -> int:
+    """Write report + metadata (same keys as the page's) into --out and say where."""
+    from components.reports import report_metadata
+
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    meta = report_metadata(page, models.cards(), settings, prompt_set)
+    out = prepare_out(args.out, args.force)
+    names = write_bundle(out, report.figures, report.tables, meta, args.formats)
+    if not args.quiet:
+        print(f"wrote {len(names)} files ({len(report.figures)} figures, {len(report.tables)} tables) to {out}",
+              file=sys.stderr)
+    print(out)
+    return 0
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    from components.exporting import FIGURE_FORMATS
+
+    fmts = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()))
+    bad = [f for f in fmts if f not in FIGURE_FORMATS]
+    if bad or not fmts:
+        raise argparse.ArgumentTypeError(f"choose figure formats from {', '.join(FIGURE_FORMATS)} "
+                                         f"(comma separated), got {text!r}")
+    return fmts
+
+
+def _common(p: argparse.ArgumentParser, default_prompts: str, b_required: bool = False) -> None:
+    from analysis.loading import DEFAULT_MODEL
+
+    g = p.add_argument_group("models and data")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint A: zoo name, local folder or hub id "
+                   f"(default {DEFAULT_MODEL})")
+    g.add_argument("--model-b", default=None, help="checkpoint B, compared with A" +
+                   (" (required)" if b_required else " (optional)"))
+    g.add_argument("--prompts", default=default_prompts, help=f"built-in prompt set name or a .txt/.csv/.jsonl file "
+                   f"(default {default_prompts})")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="default auto")
+    g.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights: they can run code")
+    g.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with the checkpoint")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, help="folder for figures/, data/ and metadata.json (the bundle's layout)")
+    o.add_argument("--formats", type=_formats, default=("png", "svg", "html"),
+                   help="figure formats, comma separated, from png,svg,pdf,html (default png,svg,html as the "
+                        "page's bundle; png/svg/pdf need Chromium, else HTML is written and metadata says why)")
+    o.add_argument("--force", action="store_true", help="replace figures/, data/ and metadata.json already in --out")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# ------------------------------------------------------------------------------------------ lens
+def run_lens(args: argparse.Namespace) -> int:
+    """Logit lens of A (and B, and KL(A||B) on identical tokens) as the Logit lens page computes it."""
+    from analysis import lens as L
+    from components.reports import lens as R
+
+    ps = first_n(load_prompts(args.prompts), args.max_prompts)
+    with progress("lens", args.quiet) as bar:
+        models = load_models(args)
+        bar.stage(0, 0.05)(1.0, "models loaded")
+        prompts = list(ps.prompts)
+        targets = R.resolve_targets(ps, args.target_text) if args.target == L.TARGET_TEXT else None
+        token_ids, compare_error = None, None
+        if models.compare:
+            try:
+                L.check_compatible(models.a, models.b)
+                token_ids = L.encode_prompts(models.a, prompts)
+            except LogitscopeError as err:
+                compare_error = str(err)
+        parts = len(models.items()) + (1 if models.compare and not compare_error else 0)
+        traces = {}
+        for i, (which, lm, card) in enumerate(models.items()):
+            traces[f"{which}: {card.name}"] = L.lens_trace(
+                lm, prompts, k=args.top_k, target_mode=args.target, targets=list(targets) if targets else None,
+                token_ids=token_ids if which == "B" else None,
+                progress=bar.stage(0.05 + 0.95 * i / parts, 0.05 + 0.95 * (i + 1) / parts, which))
+        comparison = None
+        if models.compare and not compare_error:
+            comparison = L.lens_compare(models.a, models.b, prompts, progress=bar.stage(0.05 + 0.95 * (parts - 1) / parts,
+                                                                                        1.0, "A vs B"))
+    n = _index(args.show_prompt, len(prompts), "--show-prompt")
+    report = R.lens_report(traces, comparison, target_mode=args.target, metric=args.colour, max_pos=args.positions_shown,
+                           positions=args.aggregate, n=n, t_sel=args.position)
+    if compare_error:
+        report.notes.append(f"KL(A‖B) is not computed: {compare_error}")
+    t_sel = args.position if args.position is not None else R.default_position(traces, n)
+    settings = R.lens_settings(args.top_k, args.target, args.target_text, args.colour, args.positions_shown,
+                               args.aggregate, n, t_sel)
+    return finish(args, report, R.PAGE, models, settings, ps)
+
+
+def _index(one_based: int, count: int, flag: str) -> int:
+    if not 1 <= one_based <= count:
+        raise InputError(f"{flag} {one_based} is out of range: the set has {count} prompt(s) (1..{count}).")
+    return one_based - 1
+
+
+def _default_target_text() -> str:
+    from analysis.prompts import load_builtin
+
+    try:
+        return load_builtin("facts").rows[0].target or ""
+    except LogitscopeError:
+        return " Paris"
+
+
+def _add_lens(sub: Any) -> None:
+    from analysis import lens as L
+    from components.charts.lens import COLOR_METRICS
+    from components.reports import lens as R
+
+    p = sub.add_parser("lens", help="logit lens: what each layer would predict",
+                       description="Logit lens on A (and B side by side, with KL(A‖B) on identical tokens); writes "
+                                   "the Logit lens page's bundle.")
+    _common(p, "facts")
+    s = p.add_argument_group("settings (the page's defaults)")
+    s.add_argument("--max-prompts", type=int, default=None, help="use only the first N prompts of the set")
+    s.add_argument("--top-k", type=int, default=R.DEFAULTS["k"], help="top-k tokens kept per layer (default 10)")
+    s.add_argument("--target", default=R.DEFAULTS["target_mode"], choices=list(L.TARGET_MODES),
+                   help="target mode (default text: the set's targets, else --target-text)")
+    s.add_argument("--target-text", default=_default_target_text(),
+                   help="target for prompts without their own ('#123' = token id; default the first fact's target)")
+    s.add_argument("--colour", default=R.DEFAULTS["metric"], choices=list(COLOR_METRICS), help="heatmap colour")
+    s.add_argument("--positions-shown", type=int, default=R.DEFAULTS["max_pos"], help="heatmap: last n positions")
+    s.add_argument("--aggregate", default=R.DEFAULTS["positions"], choices=["last", "all"],
+                   help="set aggregates over each prompt's last position or all positions")
+    s.add_argument("--show-prompt", type=int, default=1, help="prompt shown in the per-prompt views (1-based)")
+    s.add_argument("--position", type=int, default=None, help="position of the top-k table (default: the last)")
+    p.set_defaults(func=run_lens)
+
+
+# ------------------------------------------------------------------------------------------ entry point
+COMMANDS: dict[str, Callable[[Any], None]] = {"lens": _add_lens}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subcommand per analysis page."""
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Logitscope headless runs: each command writes the same figures, data and metadata.json as "
+                    "its page's bundle into --out.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for add in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; project errors print their message to stderr and return 2 (no traceback)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LogitscopeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

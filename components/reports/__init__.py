@@ -1,0 +1,51 @@
+"""Reports: an analysis result -> the figures and tables a page exports, in one pure place (no streamlit).
+
+Each page builds its export bundle from its report function, and `python -m analysis <command>` calls the same
+function on results computed with the same engine calls, so the bundle and the command line write the same files.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+
+@dataclass
+class Report:
+    """What a page exports: {name: figure}, {name: table} (bundle names) and notes the page may show."""
+
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, name: str, fig: go.Figure | None = None, table: pd.DataFrame | None = None) -> None:
+        """Record a figure and/or a table under name."""
+        if fig is not None:
+            self.figures[name] = fig
+        if table is not None:
+            self.tables[name] = table
+
+    def merge(self, other: "Report") -> "Report":
+        """Add other's figures, tables and notes (later names win); returns self."""
+        self.figures.update(other.figures)
+        self.tables.update(other.tables)
+        self.notes.extend(other.notes)
+        return self
+
+
+def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, Any], prompt_set: Any = None) -> dict:
+    """Export metadata: the page, each checkpoint's card ({"A": card, "B": card}), the settings and the prompt set's hash."""
+    meta: dict[str, Any] = {
+        "page": page,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "models": {which: (card.as_dict() if hasattr(card, "as_dict") else dict(card)) for which, card in cards.items()},
+        "settings": dict(settings),
+    }
+    if prompt_set is not None:
+        meta["prompt_set"] = {"name": getattr(prompt_set, "name", None), "sha256": getattr(prompt_set, "sha256", None),
+                              "n_prompts": len(prompt_set)}
+    return meta
