@@ -361,8 +361,145 @@ def _add_flow(sub: Any) -> None:
     p.set_defaults(func=run_flow)
 
 
+# ------------------------------------------------------------------------------------------ steer
+STEER_PARTS = ("monitor", "flag", "generate", "sweep", "drift")
+
+
+def _numbers(text: str, what: str, kind: type = float) -> tuple:
+    import re
+
+    items = [t for t in re.split(r"[,\s;]+", text.strip()) if t]
+    if not items:
+        raise InputError(f"Give at least one {what}, separated by commas (e.g. 2, 4).")
+    try:
+        return tuple(kind(t) for t in items)
+    except ValueError:
+        raise InputError(f"'{text}' is not a list of {what}s; write them separated by commas (e.g. 2, 4).") from None
+
+
+def run_steer(args: argparse.Namespace) -> int:
+    """Steering vectors built on A, then the page's Monitor, Flag, Steer (generations, sweep) and Drift parts."""
+    from analysis.persona_drift import flag_data, persona_drift
+    from analysis.steering import Steer, compare_generations, steering_sweep
+    from analysis.steering_vectors import extract_vectors, monitor
+    from components.reports import steering as R
+
+    parts = set(args.parts)
+    ps = load_prompts(args.prompts)
+    groups = ps.groups()
+    positive = args.positive or (groups[0] if groups else None)
+    negative = args.negative or next((g for g in groups if g != positive), None)
+    rule = args.rule or "last"
+    used = [ps]
+    with progress("steer", args.quiet) as bar:
+        models = load_models(args)
+        lm = models.a
+        n_layers = lm.adapter.n_layers
+        sv = extract_vectors(lm, ps, positive=positive, negative=negative, method=args.method, position_rule=rule,
+                             seed=args.seed, progress=bar.stage(0.05, 0.3, "build"))
+        settings: dict = {"model_a": lm.name, **R.vector_settings(sv)}
+        hist_layer = sv.best_layer() if args.hist_layer is None else args.hist_layer
+        monitoring, flagged, generations, sweep, drift = {}, None, None, None, None
+        if "monitor" in parts:
+            mps = load_prompts(args.monitor_prompts)
+            used.append(mps)
+            for which, lm_x, _card in models.items():
+                monitoring[which] = monitor(lm_x, mps, sv, progress=bar.stage(0.3, 0.4, f"monitor {which}"))
+        if "flag" in parts:
+            fps = first_n(load_prompts(args.flag_prompts), args.flag_rows)
+            layer = sv.best_layer() if args.flag_layer is None else args.flag_layer
+            lm.check_layer(layer)
+            flagged = flag_data(lm, fps, sv, layer, max_new_tokens=args.flag_tokens, progress=bar.stage(0.4, 0.55, "flag"))
+        s_layer = R.default_steer_layer(sv) if args.layer is None else args.layer
+        settings.update(steer_layer=int(s_layer), alpha=float(args.alpha), positions=args.positions,
+                        preserve_norm=args.preserve_norm)
+        if "generate" in parts:
+            lm.check_layer(s_layer)
+            steer = Steer(s_layer, sv.vector(s_layer), float(args.alpha), args.positions, args.preserve_norm)
+            generations = compare_generations(lm, args.gen_prompt, steer, max_new_tokens=args.new_tokens,
+                                              temperature=args.temperature, seed=args.gen_seed)
+            bar.stage(0.55, 0.6)(1.0, "generated")
+        if "sweep" in parts:
+            tps, cps = load_prompts(args.targets), load_prompts(args.controls)
+            used.extend([tps, cps])
+            layers = (_numbers(args.sweep_layers, "layer", int) if args.sweep_layers
+                      else R.default_sweep_layers(sv, n_layers))
+            alphas = _numbers(args.sweep_alphas, "alpha") if args.sweep_alphas else R.DEFAULTS["alphas"]
+            for layer in layers:
+                lm.check_layer(layer)
+            sweep = steering_sweep(lm, {layer: sv.vector(layer) for layer in layers}, alphas,
+                                   tuple(tps.prompts[: args.sweep_prompts]), tuple(cps.prompts[: args.sweep_prompts]),
+                                   args.token_a, args.token_b, rule=args.positions, preserve_norm=args.preserve_norm,
+                                   progress=bar.stage(0.6, 0.85, "sweep"))
+            settings.update(sweep_layers=list(layers), sweep_alphas=list(alphas), token_a=args.token_a,
+                            token_b=args.token_b)
+        if "drift" in parts and models.compare:
+            dps = load_prompts(args.drift_prompts)
+            used.append(dps)
+            drift = persona_drift(lm, models.b, dps, sv, seed=args.drift_seed, progress=bar.stage(0.85, 1.0, "drift"))
+    report = R.steering_report(sv, hist_layer=hist_layer, monitoring=monitoring, flagged=flagged,
+                               generations=generations, sweep=sweep, drift=drift)
+    if "drift" in parts and not models.compare:
+        report.notes.append("Drift skipped: it compares two checkpoints; give --model-b.")
+    settings["prompt_sets"] = R.prompt_sets_setting(used)
+    return finish(args, report, R.PAGE, models, settings, used[0])
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in STEER_PARTS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"choose parts from {', '.join(STEER_PARTS)}, got {', '.join(bad)}")
+    return parts
+
+
+def _add_steer(sub: Any) -> None:
+    from analysis.steering import POSITION_RULES as STEER_RULES
+    from analysis.steering_vectors import METHODS, POSITION_RULES
+    from components.reports import steering as R
+
+    d = R.DEFAULTS
+    p = sub.add_parser("steer", help="steering vectors: build, monitor, flag data, steer, sweep, drift",
+                       description="Build a steering vector per layer on A from a contrastive set (--prompts), then "
+                                   "the Steering page's other parts (--parts); writes the Steering page's bundle.")
+    _common(p, "persona_pairs")
+    s = p.add_argument_group("build (the page's defaults)")
+    s.add_argument("--positive", default=None, help="positive group (default: the set's first group)")
+    s.add_argument("--negative", default=None, help="negative group (default: the next group)")
+    s.add_argument("--method", default=METHODS[0], choices=list(METHODS))
+    s.add_argument("--rule", default=None, choices=list(POSITION_RULES), help="read position (default last)")
+    s.add_argument("--seed", type=int, default=d["seed"], help="held-out split seed")
+    s.add_argument("--hist-layer", type=int, default=None, help="layer of the projection histogram (default best)")
+    s = p.add_argument_group("parts and their settings")
+    s.add_argument("--parts", type=_parts, default=STEER_PARTS,
+                   help=f"comma separated, from {','.join(STEER_PARTS)} (default all; drift needs --model-b)")
+    s.add_argument("--monitor-prompts", default="persona_eval", help="prompts projected on the vector")
+    s.add_argument("--flag-prompts", default="persona_pairs", help="rows with responses to flag")
+    s.add_argument("--flag-rows", type=int, default=d["flag_rows"], help="flag the first n rows")
+    s.add_argument("--flag-layer", type=int, default=None, help="layer for flagging (default best)")
+    s.add_argument("--flag-tokens", type=int, default=d["flag_tokens"], help="own response length in tokens")
+    s.add_argument("--layer", type=int, default=None, help="steering layer (default max(1, best))")
+    s.add_argument("--alpha", type=float, default=d["alpha"], help="steering coefficient (default 4)")
+    s.add_argument("--positions", default=STEER_RULES[0], choices=list(STEER_RULES), help="positions steered")
+    s.add_argument("--preserve-norm", action="store_true", help="rescale each steered h to its original norm")
+    s.add_argument("--gen-prompt", default=d["gen_prompt"], help="prompt for the generations")
+    s.add_argument("--new-tokens", type=int, default=d["new_tokens"])
+    s.add_argument("--temperature", type=float, default=d["temperature"], help="0 = greedy")
+    s.add_argument("--gen-seed", type=int, default=d["gen_seed"])
+    s.add_argument("--sweep-layers", default=None, help="comma separated (default: middle, best and last layer)")
+    s.add_argument("--sweep-alphas", default=None, help="comma separated (default -4,-2,0,2,4,8)")
+    s.add_argument("--token-a", default=d["token_a"], help="trait token")
+    s.add_argument("--token-b", default=d["token_b"])
+    s.add_argument("--targets", default="persona_eval", help="target prompts of the sweep")
+    s.add_argument("--controls", default="facts", help="control prompts of the sweep")
+    s.add_argument("--sweep-prompts", type=int, default=d["sweep_prompts"], help="first n prompts of each set")
+    s.add_argument("--drift-prompts", default="persona_eval")
+    s.add_argument("--drift-seed", type=int, default=d["drift_seed"], help="random baseline seed")
+    p.set_defaults(func=run_steer)
+
+
 # ------------------------------------------------------------------------------------------ entry point
-COMMANDS: dict[str, Callable[[Any], None]] = {"lens": _add_lens, "flow": _add_flow}
+COMMANDS: dict[str, Callable[[Any], None]] = {"lens": _add_lens, "flow": _add_flow, "steer": _add_steer}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,19 +14,20 @@ from analysis.steering import (POSITION_RULES as STEER_RULES, RULE_LABELS as STE
 from analysis.steering_vectors import (METHOD_LABELS, METHODS, POSITION_RULES, RULE_LABELS, Monitoring,
                                        SteeringVectors, check_compatible, extract_vectors, load_vectors, monitor,
                                        save_vectors)
-from components.charts import steering as charts
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
 from components.page_kit import compare_columns, page_metadata, user_errors
 from components.prompt_input import prompt_set_input
+from components.reports import Report
+from components.reports import steering as R
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
 
-PAGE = "steering"
+PAGE = R.PAGE
 KEY_SV = "steer_vectors"
-figures: dict = {}
-tables: dict = {}
+bundle = Report()
+figures, tables = bundle.figures, bundle.tables
 
 
 # ------------------------------------------------------------------------------------------ cached engine calls
@@ -103,13 +104,12 @@ def first_n(ps: PromptSet, n: int) -> PromptSet:
     return PromptSet.from_rows(f"{ps.name} (first {n})", ps.rows[:n])
 
 
-def show(fig, name: str, key: str, data=None) -> None:
-    """Draw a figure with its export popover and remember it for the bundle."""
-    st.plotly_chart(fig, width="stretch", key=f"chart-{key}")
-    export_figure(fig, name, key=f"exp-{key}", data=data)
-    figures[name] = fig
-    if data is not None:
-        tables[name] = data
+def show(part: Report, keys: dict[str, str]) -> None:
+    """Add a report part to the bundle and draw its figures ({name: widget key}) with their export popovers."""
+    bundle.merge(part)
+    for name, key in keys.items():
+        st.plotly_chart(part.figures[name], width="stretch", key=f"chart-{key}")
+        export_figure(part.figures[name], name, key=f"exp-{key}", data=part.tables.get(name))
 
 
 def current_vectors(lm) -> SteeringVectors | None:
@@ -169,8 +169,7 @@ with tab_build:
     sv = st.session_state.get(KEY_SV)
     if sv is not None:
         used_sets.append(ps) if ps is not None else None
-        settings.update(vector_method=sv.method, vector_rule=sv.position_rule, vector_set=sv.prompt_set_name,
-                        vector_set_sha256=sv.prompt_set_sha256, positive=sv.positive, negative=sv.negative)
+        settings.update(R.vector_settings(sv))
         best = sv.best_layer()
         st.success(f"Vectors for layers {sv.layers[0]}..{sv.layers[-1]} from '{sv.prompt_set_name}' "
                    f"({METHOD_LABELS.get(sv.method, sv.method)}, {RULE_LABELS.get(sv.position_rule, sv.position_rule)}"
@@ -178,14 +177,15 @@ with tab_build:
         st.download_button("Save vectors (.safetensors)", data=save_vectors(sv),
                            file_name=f"steering_{re.sub(r'[^A-Za-z0-9_-]+', '_', sv.model_name)}_{sv.method}.safetensors",
                            mime="application/octet-stream", key="steer_save", on_click="ignore")
-        if sv.n_test:
-            show(charts.separability_figure(sv), "separability", "sep", charts.separability_table(sv))
-        else:
+        if not sv.n_test:
             st.caption("No held-out AUROC for these vectors (loaded from a file, or a group with fewer than 2 rows).")
+        pl = None
         if sv.projections.size:
             pl = st.select_slider("Layer for the projection histogram", options=list(sv.layers), value=best,
                                   key="steer_hist_layer")
-            show(charts.build_projection_figure(sv, pl), "contrast_projection", "buildhist")
+        part = R.build_report(sv, pl)
+        show(part, {name: key for name, key in (("separability", "sep"), ("contrast_projection", "buildhist"))
+                    if name in part.figures})
 
 # ---------------------------------------------------------------- Monitor
 with tab_monitor:
@@ -206,8 +206,7 @@ with tab_monitor:
                     with user_errors(), st.spinner("Projecting…"):
                         mon = cached_monitor(lm_x.spec, mps.sha256, sv.fingerprint, mps, sv)
                     tag = label.split(":")[0]
-                    show(charts.monitoring_figure(mon, ml), f"monitoring_{tag}", f"mon{tag}",
-                         charts.monitoring_table(mon))
+                    show(R.monitoring_report(mon, ml, tag), {f"monitoring_{tag}": f"mon{tag}"})
     st.divider()
     st.subheader("Flag data", anchor=False)
     st.caption("Rows with responses ranked by (mean response activation under the dataset's response − under the "
@@ -226,7 +225,7 @@ with tab_monitor:
             with user_errors(), st.spinner("Generating own responses…"):
                 lm.check_layer(int(fl))
                 flagged = cached_flag(lm.spec, sub.sha256, sv.fingerprint, int(fl), int(fmax), sub, sv)
-            show(charts.flagged_figure(flagged), "data_flagging", "flag", charts.flagged_table(flagged))
+            show(R.flag_report(flagged), {"data_flagging": "flag"})
 
 # ---------------------------------------------------------------- Steer
 with tab_steer:
@@ -236,15 +235,15 @@ with tab_steer:
     else:
         st.caption(f"Steering runs on checkpoint A ({lm.name}): a hook on block l−1 adds alpha·v_l to h_l.")
         c = st.columns(4)
-        s_layer = c[0].number_input("Layer", min_value=0, value=int(max(1, sv.best_layer())), step=1, key="steer_layer",
+        s_layer = c[0].number_input("Layer", min_value=0, value=R.default_steer_layer(sv), step=1, key="steer_layer",
                                     help=f"0..{L}")
-        s_alpha = c[1].number_input("alpha", value=4.0, step=0.5, format="%g", key="steer_alpha")
+        s_alpha = c[1].number_input("alpha", value=R.DEFAULTS["alpha"], step=0.5, format="%g", key="steer_alpha")
         s_rule = c[2].selectbox("Positions", STEER_RULES, format_func=STEER_RULE_LABELS.get, key="steer_positions")
         s_keep = c[3].checkbox("Preserve norm", value=False, key="steer_preserve",
                                help="Rescale each steered h to its original norm.")
         settings.update(steer_layer=int(s_layer), alpha=float(s_alpha), positions=s_rule, preserve_norm=s_keep)
         st.subheader("Generations", anchor=False)
-        g_prompt = st.text_area("Prompt", value="User: Where does Braba Kadro live?\nAssistant:", key="steer_prompt",
+        g_prompt = st.text_area("Prompt", value=R.DEFAULTS["gen_prompt"], key="steer_prompt",
                                 height=80)
         c = st.columns(3)
         g_max = c[0].number_input("New tokens", min_value=1, max_value=256, value=20, step=1, key="steer_max_new")
@@ -262,13 +261,13 @@ with tab_steer:
             cols[0].text(cmp.unsteered.text)
             cols[1].markdown(f"**Steered** (layer {cmp.layer}, alpha {cmp.alpha:g})")
             cols[1].text(cmp.steered.text)
-            show(charts.generations_figure(cmp), "generations", "gen", charts.generations_table(cmp))
+            show(R.generations_report(cmp), {"generations": "gen"})
         st.subheader("Sweep and global logit shift", anchor=False)
         st.caption("For each layer and alpha: the logit difference z(a) − z(b) at the last prompt token and "
                    "KL(clean ‖ steered) on target prompts, and the same shift on control prompts (a shift that is as "
                    "big on controls is global, not about the trait).")
         c = st.columns(4)
-        w_layers = c[0].text_input("Layers", value=", ".join(str(x) for x in sorted({max(1, L // 2), max(1, sv.best_layer()), L})),
+        w_layers = c[0].text_input("Layers", value=", ".join(str(x) for x in R.default_sweep_layers(sv, L)),
                                    key="steer_sweep_layers")
         w_alphas = c[1].text_input("Alphas", value="-4, -2, 0, 2, 4, 8", key="steer_sweep_alphas")
         tok_a = c[2].text_input("Token a (trait)", value=" Ugh", key="steer_tok_a")
@@ -290,8 +289,7 @@ with tab_steer:
                 sw = cached_sweep(lm.spec, sv.fingerprint, layers, alphas, tuple(tps.prompts[: int(n_max)]),
                                   tuple(cps.prompts[: int(n_max)]), tok_a, tok_b, s_rule, bool(s_keep), sv)
             settings.update(sweep_layers=list(layers), sweep_alphas=list(alphas), token_a=tok_a, token_b=tok_b)
-            show(charts.sweep_figure(sw), "steering_sweep", "sweep", charts.sweep_table(sw))
-            show(charts.targets_vs_controls_figure(sw), "targets_vs_controls", "tvc")
+            show(R.sweep_report(sw), {"steering_sweep": "sweep", "targets_vs_controls": "tvc"})
 
 # ---------------------------------------------------------------- Drift
 with tab_drift:
@@ -312,12 +310,12 @@ with tab_drift:
             used_sets.append(dps)
             with user_errors(), st.spinner("Reading both checkpoints…"):
                 drift = cached_drift(lm.spec, pair.b.spec, dps.sha256, sv.fingerprint, int(d_seed), dps, sv)
-            show(charts.drift_figure(drift), "persona_drift", "drift", charts.drift_table(drift))
+            show(R.drift_report(drift), {"persona_drift": "drift"})
 
 st.divider()
 if figures:
-    settings["prompt_sets"] = [{"name": p.name, "sha256": p.sha256, "n": len(p)} for p in used_sets if p is not None]
+    settings["prompt_sets"] = R.prompt_sets_setting(used_sets)
     export_bundle(figures, tables, page_metadata(PAGE, pair, settings, used_sets[0] if used_sets else None),
-                  "steering", key="steer-bundle")
+                  R.BUNDLE, key="steer-bundle")
 else:
     st.caption("Build a vector to get figures to export.")
