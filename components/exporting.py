@@ -394,8 +394,9 @@ def safe_filename(text: str, ext: str = "") -> str:
     clean_ext = re.sub(r"[^A-Za-z0-9]+", "", str(ext)).lower()[:10]
     room = MAX_FILENAME_LEN - (len(clean_ext) + 1 if clean_ext else 0)
     stem = stem[:room].rstrip("._-") or "export"
-    if stem.split(".")[0].lower() in _RESERVED:
-        stem = stem + "_"
+    head, dot, rest = stem.partition(".")
+    if head.lower() in _RESERVED:  # Windows: "NUL.txt" is the device NUL too, so mark the part before the dot
+        stem = head + "_" + dot + rest
     return f"{stem}.{clean_ext}" if clean_ext else stem
 
 

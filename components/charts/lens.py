@@ -83,7 +83,7 @@ def lens_heatmap(trace: LensTrace, n: int = 0, metric: str = "probability", max_
     ))
     shown = "" if len(pos) == length else f" (last {len(pos)} of {length} positions)"
     fig.update_layout(
-        title=title or f"Logit lens: top-1 token per layer and position{shown}",
+        title=safe_text(title) if title else f"Logit lens: top-1 token per layer and position{shown}",
         xaxis={"title": "Input position: token", "tickangle": -45, "type": "category"},
         yaxis={"title": _LAYER_AXIS, "dtick": 1 if trace.n_layers <= 24 else None},
         height=max(360, 28 * (trace.n_layers + 1) + 200), margin={"l": 60, "r": 20, "t": 60, "b": 110},

@@ -101,7 +101,7 @@ def kl_along_text(ps: PromptShift, *, title: str = "") -> go.Figure:
     fig.update_xaxes(tickmode="array", tickvals=x, ticktext=ticks, tickangle=-45,
                      title_text="continuation token predicted at the step")
     fig.update_yaxes(title_text="KL(B‖A) (nats)", rangemode="tozero")
-    fig.update_layout(title=title or f"Per-position KL(B‖A) along the text: {safe_text(ps.prompt, max_len=60)}",
+    fig.update_layout(title=safe_text(title) if title else f"Per-position KL(B‖A) along the text: {safe_text(ps.prompt, max_len=60)}",
                       height=380, margin=dict(l=10, r=10, t=60, b=90))
     return fig
 
@@ -115,7 +115,7 @@ def layer_kl_line(results: Sequence[tuple[str, LayerKL]], *, title: str = "") ->
                                  hovertemplate="layer %{x}<br>KL %{y:.4f} nats<extra></extra>"))
     fig.update_xaxes(title_text="layer (0 = embedding output, L = last block output before the final norm)", dtick=1)
     fig.update_yaxes(title_text="mean lens KL(A_l ‖ B_l) (nats)", rangemode="tozero")
-    fig.update_layout(title=title or "Where in depth did tuning act: per-layer lens KL", height=380,
+    fig.update_layout(title=safe_text(title or "Where in depth did tuning act: per-layer lens KL"), height=380,
                       margin=dict(l=10, r=10, t=60, b=50))
     return fig
 
