@@ -20,6 +20,8 @@ from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
 from components.page_kit import compare_columns, page_metadata, progress_bar, user_errors
 from components.prompt_input import prompt_set_input
+from components.reports import Report
+from components.reports import neurons as R
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -118,7 +120,9 @@ def render_ablation(ids_text: str, mode: str, prompts: tuple[str, ...], n_random
         res = results[which]
         with col:
             st.subheader(label, anchor=False)
-            summ = charts.ablation_summary_frame(res)
+            part = R.ablation_report({which: res}, scans)
+            bundle.merge(part)
+            summ = part.tables[f"ablation_summary_{which}"]
             named = summ[summ["kind"] != "random"]
             rnd = summ[summ["kind"] == "random"]
             lines = [f"{r.unit}: mean|ΔL| TE {r.mean_abs_dloss_te:.4f}, DE {r.mean_abs_dloss_de:.4f}, M = {r.M:.2f}"
@@ -127,18 +131,9 @@ def render_ablation(ids_text: str, mode: str, prompts: tuple[str, ...], n_random
                 lines.append(f"random neurons (n = {len(rnd)}): mean|ΔL| TE {rnd.mean_abs_dloss_te.mean():.4f}, "
                              f"DE {rnd.mean_abs_dloss_de.mean():.4f}")
             st.info("  \n".join(lines) + f"  \n{res.dloss_te.shape[1]} tokens; KL is {res.kl_direction}.")
-            fig = charts.ablation_boxes(res)
-            st.plotly_chart(fig, key=f"{KEY}_boxes_{which}")
-            export_figure(fig, f"neurons_te_de_{which}", key=f"{KEY}_x_boxes_{which}", data=summ)
-            figures[f"te_de_boxes_{which}"], tables[f"ablation_summary_{which}"] = fig, summ
-            sc = scans.get(which)
-            rho = {lab: float(sc.rho[i]) for i, lab in enumerate(sc.labels())} if sc is not None else None
-            fig = charts.mediation_scatter(res, rho)
-            st.plotly_chart(fig, key=f"{KEY}_med_{which}")
-            export_figure(fig, f"neurons_mediation_{which}", key=f"{KEY}_x_med_{which}", data=summ)
-            figures[f"mediation_{which}"] = fig
+            show(part.figures[f"te_de_boxes_{which}"], f"neurons_te_de_{which}", f"boxes_{which}", f"x_boxes_{which}", summ)
+            show(part.figures[f"mediation_{which}"], f"neurons_mediation_{which}", f"med_{which}", f"x_med_{which}", summ)
             st.dataframe(summ, hide_index=True, key=f"{KEY}_summ_{which}")
-            tables[f"ablation_tokens_{which}"] = charts.ablation_token_frame(res)
             summaries.append(summ.assign(checkpoint=which))
     if len(summaries) > 1:
         st.subheader("A vs B", anchor=False)
@@ -166,14 +161,11 @@ def render_induction(source: str, ind_set, ind_ids: str, n_seq: int, length: int
         with col:
             st.subheader(label, anchor=False)
             st.info(res.message)
-            fig = charts.induction_figure(res)
-            st.plotly_chart(fig, key=f"{KEY}_ind_fig_{which}")
-            data = charts.induction_frame(res)
-            export_figure(fig, f"neurons_induction_{which}", key=f"{KEY}_x_ind_{which}", data=data)
-            figures[f"induction_{which}"], tables[f"induction_{which}"] = fig, data
-            summary = pd.DataFrame([res.summary])
-            st.dataframe(summary, hide_index=True, key=f"{KEY}_ind_summ_{which}")
-            tables[f"induction_summary_{which}"] = summary
+            part = R.induction_report({which: res})
+            bundle.merge(part)
+            show(part.figures[f"induction_{which}"], f"neurons_induction_{which}", f"ind_fig_{which}", f"x_ind_{which}",
+                 part.tables[f"induction_{which}"])
+            st.dataframe(part.tables[f"induction_summary_{which}"], hide_index=True, key=f"{KEY}_ind_summ_{which}")
 
 
 
@@ -184,9 +176,15 @@ st.caption("Entropy neurons write into the unembedding's near-null space and cha
            "block+1; layer 0 = embeddings, L = last block's output).")
 
 pair = require_models()
-figures: dict = {}
-tables: dict = {}
+bundle = Report()
+figures, tables = bundle.figures, bundle.tables
 settings: dict = {}
+
+
+def show(fig, file_name: str, key: str, export_key: str, data=None) -> None:
+    """Draw a figure with its export popover (file_name, with data as its table)."""
+    st.plotly_chart(fig, key=f"{KEY}_{key}")
+    export_figure(fig, file_name, key=f"{KEY}_{export_key}", data=data)
 
 with st.expander("Reference set (token frequencies and mean activations)", expanded=False):
     ref_set = prompt_set_input(f"{KEY}_ref", default_builtin=DEFAULT_REFERENCE,
@@ -220,37 +218,35 @@ with tab_scan:
                 scan = cached_scan(lm.spec, processing, k, ())
             scans[which] = scan
             (st.success if len(scan.candidates) else st.info)(scan.message)
-            for y in ("rho", "logit_var"):
-                fig = charts.scan_scatter(scan, y)
-                st.plotly_chart(fig, key=f"{KEY}_scatter_{y}_{which}")
-                data = charts.scan_frame(scan)
-                export_figure(fig, f"neurons_norm_vs_{y}_{which}", key=f"{KEY}_x_{y}_{which}", data=data)
-                figures[f"norm_vs_{y}_{which}"], tables[f"scan_{which}"] = fig, data
+            scatter_slot = st.container()
             pick = st.selectbox("Neuron for the spectrum", [int(i) for i in scan.top], key=f"{KEY}_spec_{which}",
                                 format_func=lambda i, s=scan: f"{ns.neuron_label(s.block, i)} (ρ {s.rho[i]:.3f})")
-            fig = charts.spectrum_figure(scan, pick)
-            st.plotly_chart(fig, key=f"{KEY}_spectrum_{which}")
-            export_figure(fig, f"neurons_spectrum_{which}", key=f"{KEY}_x_spec_{which}",
-                          data=charts.spectrum_frame(scan, pick))
-            figures[f"spectrum_{which}"] = fig
+            spectrum_slot = st.container()
+            fs = None
             if reference:
                 with soft_errors():
                     fs = cached_frequency(lm.spec, processing, reference)
                     (st.success if fs.candidates else st.info)(fs.message)
-                    fig = charts.frequency_figure(fs)
-                    st.plotly_chart(fig, key=f"{KEY}_freq_{which}")
-                    data = charts.frequency_frame(fs)
-                    export_figure(fig, f"neurons_frequency_{which}", key=f"{KEY}_x_freq_{which}", data=data)
-                    figures[f"frequency_{which}"], tables[f"frequency_{which}"] = fig, data
+            part = R.scan_report({which: scan}, {which: fs} if fs is not None else None, {which: pick})
+            bundle.merge(part)
+            with scatter_slot:
+                for y in ("rho", "logit_var"):
+                    show(part.figures[f"norm_vs_{y}_{which}"], f"neurons_norm_vs_{y}_{which}", f"scatter_{y}_{which}",
+                         f"x_{y}_{which}", part.tables[f"scan_{which}"])
+            with spectrum_slot:
+                show(part.figures[f"spectrum_{which}"], f"neurons_spectrum_{which}", f"spectrum_{which}",
+                     f"x_spec_{which}", charts.spectrum_frame(scan, pick))
+            if f"frequency_{which}" in part.figures:
+                show(part.figures[f"frequency_{which}"], f"neurons_frequency_{which}", f"freq_{which}",
+                     f"x_freq_{which}", part.tables[f"frequency_{which}"])
     if pair.compare and len(scans) == 2:
         st.subheader("A vs B", anchor=False)
-        fig, msg = charts.compare_scans(scans["A"], scans["B"], pair.card_a.name, pair.card_b.name)
-        st.info(msg)
-        if fig is not None:
-            st.plotly_chart(fig, key=f"{KEY}_compare")
-            data = charts.compare_frame(scans["A"], scans["B"])
-            export_figure(fig, "neurons_rho_A_vs_B", key=f"{KEY}_x_compare", data=data)
-            figures["rho_A_vs_B"], tables["rho_A_vs_B"] = fig, data
+        part = R.compare_report(scans["A"], scans["B"], pair.card_a.name, pair.card_b.name)
+        bundle.merge(part)
+        for msg in part.notes:
+            st.info(msg)
+        if "rho_A_vs_B" in part.figures:
+            show(part.figures["rho_A_vs_B"], "neurons_rho_A_vs_B", "compare", "x_compare", part.tables["rho_A_vs_B"])
 
 # ------------------------------------------------------------------------------------------ Ablate
 with tab_abl:
@@ -319,7 +315,7 @@ with tab_ind:
 
 st.divider()
 try:
-    export_bundle(figures, tables, page_metadata("confidence_neurons", pair, settings, ref_set), "confidence_neurons",
+    export_bundle(figures, tables, page_metadata(R.PAGE, pair, settings, ref_set), R.BUNDLE,
                   key=f"{KEY}_bundle")
 except LogitscopeError as err:
     st.error(str(err))
