@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-import numpy as np
-import pandas as pd
 import streamlit as st
 
 from analysis.loading import ModelSpec, zoo_models
@@ -19,16 +17,17 @@ from analysis.shift import (
     layer_kl,
     shift_similarity,
 )
-from components.charts.shift import kl_along_text, layer_kl_line, shift_heatmap, similarity_summary, token_bars
 from components.export_ui import export_bundle, export_figure
 from components.model_state import KEY_SPECS, KEY_USE_B, load_cached, require_models
 from components.page_kit import page_metadata, progress_bar, user_errors
 from components.prompt_input import prompt_set_input
+from components.reports import Report
+from components.reports import shift as R
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
 
-PAGE = "checkpoint_shift"
+PAGE = R.PAGE
 OTHER = "Other: hub id or local folder…"
 REF_LABELS = {"response": "The prompt set's response", "greedy": "B's greedy output"}
 
@@ -124,41 +123,6 @@ def _similarity(specs1: tuple, specs2: tuple, prompts: tuple, responses: tuple, 
     return _cached(("similarity", specs1, specs2, prompts, responses, reference, n_tokens, top_n, columns), compute)
 
 
-# ---------------------------------------------------------------------------------------------- tables
-def heatmap_frame(res: ShiftResult, second: tuple | None = None) -> pd.DataFrame:
-    """Long table of every prompt's per-step top-N shifts (and the second pair's mapped shift)."""
-    rows = []
-    for i, p in enumerate(res.prompts):
-        for t in range(len(p.tokens)):
-            for r in range(p.top_ids.shape[1]):
-                row = {"prompt": i, "step": t, "step_token": p.tokens[t], "rank": r + 1,
-                       "token": p.top_tokens[t][r], "token_id": int(p.top_ids[t, r]),
-                       "shift_nats": float(p.top_shift[t, r]), "p_a": float(np.exp(p.top_logp_a[t, r])),
-                       "p_b": float(np.exp(p.top_logp_b[t, r]))}
-                if second is not None:
-                    row["second_pair_shift_nats"] = float(second[i][t, r])
-                rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def totals_frame(res: ShiftResult) -> pd.DataFrame:
-    """Per-token totals over the set, most promoted first."""
-    t = res.totals
-    return pd.DataFrame({"token": list(t.tokens), "token_id": t.ids, "steps_in_top_n": t.count,
-                         "probability_moved": t.mass, "total_shift_nats": t.total,
-                         "mean_shift_nats": t.mean})
-
-
-def kl_frame(res: ShiftResult) -> pd.DataFrame:
-    """Per-step KL(B||A) and the reference token's probabilities, every prompt."""
-    rows = []
-    for i, p in enumerate(res.prompts):
-        for t, tok in enumerate(p.tokens):
-            rows.append({"prompt": i, "prompt_text": p.prompt, "step": t, "token": tok, "kl_b_a_nats": float(p.kl[t]),
-                         "logp_a": float(p.logp_a[t]), "logp_b": float(p.logp_b[t])})
-    return pd.DataFrame(rows)
-
-
 # ---------------------------------------------------------------------------------------------- settings
 ps = prompt_set_input("shift", default_builtin="persona_eval")
 if ps is None:
@@ -166,14 +130,14 @@ if ps is None:
 has_resp = all(r.response for r in ps.rows)
 c = st.columns(5)
 reference = c[0].radio("Reference continuation", list(REF_LABELS), format_func=REF_LABELS.get,
-                       index=0 if has_resp else 1, key="shift_reference",
+                       index=list(REF_LABELS).index(R.default_reference(has_resp)), key="shift_reference",
                        help="Both checkpoints are teacher-forced on this text.")
-n_tokens = c[1].number_input("Greedy tokens (N)", 1, 128, 12, key="shift_n_tokens",
+n_tokens = c[1].number_input("Greedy tokens (N)", 1, 128, R.DEFAULTS["n_tokens"], key="shift_n_tokens",
                              disabled=reference != "greedy")
-top_n = c[2].number_input("Top-N tokens per step", 5, 500, 100, key="shift_top_n",
+top_n = c[2].number_input("Top-N tokens per step", 5, 500, R.DEFAULTS["top_n"], key="shift_top_n",
                           help="Columns kept per step: B's (the reference model's) most likely tokens.")
-max_prompts = c[3].number_input("Max prompts", 1, len(ps), min(len(ps), 20), key="shift_max_prompts")
-n_cols = c[4].number_input("Heatmap columns", 5, 200, 30, key="shift_n_cols")
+max_prompts = c[3].number_input("Max prompts", 1, len(ps), min(len(ps), R.DEFAULTS["max_prompts"]), key="shift_max_prompts")
+n_cols = c[4].number_input("Heatmap columns", 5, 200, R.DEFAULTS["n_cols"], key="shift_n_cols")
 if reference == "response" and not has_resp:
     st.error("Some prompts in this set have no response: choose B's greedy output as the reference, or upload a set "
              "with a 'response' column.")
@@ -181,8 +145,7 @@ if reference == "response" and not has_resp:
 rows = ps.rows[: int(max_prompts)]
 prompts = tuple(r.prompt for r in rows)
 responses = tuple(r.response for r in rows) if reference == "response" else tuple(None for _ in rows)
-settings = {"reference": reference, "n_tokens": int(n_tokens), "top_n": int(top_n), "max_prompts": int(max_prompts),
-            "heatmap_columns": int(n_cols)}
+settings = R.shift_settings(reference, int(n_tokens), int(top_n), int(max_prompts), int(n_cols))
 run_key = (a.spec, b.spec, ps.sha256, tuple(sorted(settings.items())))
 if st.button("Run", type="primary", key="shift_run"):
     st.session_state["shift_ran"] = run_key
@@ -197,45 +160,39 @@ if comp.lens_kl:
     with user_errors(), progress_bar("Per-layer lens KL…") as report:
         lk = _layer_kl(a.spec, b.spec, prompts, responses, reference, int(n_tokens), _progress=report)
 
-figures: dict = {}
-tables: dict = {}
 m = st.columns(3)
 m[0].metric("Mean KL(B‖A) per step", f"{res.mean_kl:.4f} nats")
 m[1].metric("Prompts × steps", f"{len(res.prompts)} × {sum(len(p.tokens) for p in res.prompts)}")
 m[2].metric("B tokens mapped to A" + (" (same tokenizer)" if res.same_tokenizer else " (PM-MinED)"),
             f"{res.mapped_share:.1%}")
 
-st.subheader("Most promoted and suppressed tokens", anchor=False)
-fig = token_bars(res.totals, k=15, title=f"Most promoted and suppressed tokens: {a.name} → {b.name}")
-st.plotly_chart(fig, key="shift_bars")
-figures["token_bars"], tables["token_totals"] = fig, totals_frame(res)
-export_figure(fig, "shift_token_bars", "shift_exp_bars", data=tables["token_totals"])
 
+def show(part: Report, name: str, table: str | None, key: str, export_key: str) -> None:
+    """Draw a report figure with its export popover (its table named table)."""
+    st.plotly_chart(part.figures[name], key=key)
+    export_figure(part.figures[name], name if name.startswith("shift_") else f"shift_{name}", export_key, data=part.tables.get(table) if table else None)
+
+
+st.subheader("Most promoted and suppressed tokens", anchor=False)
+bars_slot = st.container()
 st.subheader("Shift per step", anchor=False)
 labels = [f"{i + 1}. {p.prompt[:70]}" for i, p in enumerate(res.prompts)]
 pick = st.selectbox("Prompt", range(len(labels)), format_func=lambda i: labels[i], key="shift_pick")
 sel = res.prompts[pick]
 st.text(f"Prompt: {sel.prompt}\nContinuation: {sel.continuation}")
-fig = shift_heatmap(sel, n_cols=int(n_cols), label_1=f"{a.name} → {b.name}",
-                    title=f"Logit shift per step (log p_B − log p_A, nats), prompt {pick + 1}")
-st.plotly_chart(fig, key="shift_heatmap")
-figures["shift_heatmap"], tables["shift_top_n"] = fig, heatmap_frame(res)
-export_figure(fig, "shift_heatmap", "shift_exp_heatmap", data=tables["shift_top_n"])
-
-fig = kl_along_text(sel)
-st.plotly_chart(fig, key="shift_kl_text")
-figures["kl_along_text"], tables["kl_per_step"] = fig, kl_frame(res)
-export_figure(fig, "shift_kl_along_text", "shift_exp_kl", data=tables["kl_per_step"])
+with user_errors():
+    bundle = R.shift_report(res, lk, name_a=a.name, name_b=b.name, pick=pick, n_cols=int(n_cols))
+figures, tables = bundle.figures, bundle.tables
+with bars_slot:
+    show(bundle, "token_bars", "token_totals", "shift_bars", "shift_exp_bars")
+show(bundle, "shift_heatmap", "shift_top_n", "shift_heatmap", "shift_exp_heatmap")
+show(bundle, "kl_along_text", "kl_per_step", "shift_kl_text", "shift_exp_kl")
 
 st.subheader("Where in depth did tuning act", anchor=False)
 if lk is None:
     st.info("The per-layer lens KL needs A and B to share a tokenizer and a depth. " + comp.message)
 else:
-    fig = layer_kl_line([(f"{a.name} vs {b.name}", lk)])
-    st.plotly_chart(fig, key="shift_layer_kl")
-    figures["layer_kl"] = fig
-    tables["layer_kl"] = pd.DataFrame({"layer": np.arange(len(lk.mean)), "mean_lens_kl_a_b_nats": lk.mean})
-    export_figure(fig, "shift_layer_kl", "shift_exp_layer_kl", data=tables["layer_kl"])
+    show(bundle, "layer_kl", "layer_kl", "shift_layer_kl", "shift_exp_layer_kl")
 
 # ---------------------------------------------------------------------------------------------- second pair
 st.subheader("Do two model pairs shift alike?", anchor=False)
@@ -280,22 +237,13 @@ if sim is not None:
     mc[1].metric("Cosine", f"{sim.cosine:.3f}", f"{sim.cosine - sim.control_cosine:+.3f} vs shuffled")
     mc[2].metric("Aligned steps", f"{sim.n_steps}")
     mc[3].metric("Pair-1 tokens mapped", f"{sim.mapped_share:.1%}")
-    fig = similarity_summary(sim, title=f"Shift similarity: {a.name}→{b.name} vs {spec_a2.label}→{spec_b2.label}")
-    st.plotly_chart(fig, key="shift_sim_summary")
-    figures["similarity"] = fig
-    tables["similarity_per_prompt"] = pd.DataFrame({
-        "prompt": list(prompts), "pearson": sim.pearson_by_prompt, "cosine": sim.cosine_by_prompt,
-        "control_pearson": sim.control_pearson_by_prompt, "control_cosine": sim.control_cosine_by_prompt})
-    export_figure(fig, "shift_similarity", "shift_exp_sim", data=tables["similarity_per_prompt"])
-    p1 = sim.pair1.prompts[pick]
-    fig = shift_heatmap(p1, n_cols=int(n_cols), second=sim.second_on_first[pick], label_1=f"{a.name} → {b.name}",
-                        label_2=f"{spec_a2.label} → {spec_b2.label} (same tokens, mapped)",
-                        title=f"Both pairs' shifts on pair 1's columns, prompt {pick + 1} (nats)")
-    st.plotly_chart(fig, key="shift_heatmap_pairs")
-    figures["shift_heatmap_pairs"] = fig
-    tables["shift_top_n_pairs"] = heatmap_frame(sim.pair1, sim.second_on_first)
-    export_figure(fig, "shift_heatmap_pairs", "shift_exp_heatmap_pairs", data=tables["shift_top_n_pairs"])
+    with user_errors():
+        part = R.similarity_report(sim, prompts, name_a=a.name, name_b=b.name, label_a2=spec_a2.label,
+                                   label_b2=spec_b2.label, pick=pick, n_cols=int(n_cols))
+    bundle.merge(part)
+    show(part, "similarity", "similarity_per_prompt", "shift_sim_summary", "shift_exp_sim")
+    show(part, "shift_heatmap_pairs", "shift_top_n_pairs", "shift_heatmap_pairs", "shift_exp_heatmap_pairs")
     settings = dict(settings, second_pair=[spec_a2.label, spec_b2.label], similarity_columns=columns)
 
 st.divider()
-export_bundle(figures, tables, page_metadata(PAGE, pair, settings, ps), "checkpoint_shift", key="shift_bundle")
+export_bundle(figures, tables, page_metadata(PAGE, pair, settings, ps), R.BUNDLE, key="shift_bundle")
