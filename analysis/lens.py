@@ -30,7 +30,7 @@ from analysis.batching import batch_from_ids, chunks, pad_token_id
 from analysis.errors import IncompatibleModelsError, InputError
 from analysis.hooks import HookSpec, attached, residual_capture_hooks
 from analysis.loading import LoadedModel
-from analysis.readout import readout
+from analysis.readout import final_norm, readout, unembed
 
 TARGET_NONE = "none"  # no target token
 TARGET_TEXT = "text"  # per prompt a text (its first token) or a token id; the same token at every position
@@ -253,19 +253,23 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _layer_stats(z: torch.Tensor, k: int, p_last: torch.Tensor | None, h_last: torch.Tensor | None,
-                 target: torch.Tensor | None, nxt: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Statistics of one layer's lens logits z [r, V] (fp32); see the module docstring for the algebra."""
+                 target: torch.Tensor | None, nxt: torch.Tensor | None,
+                 pz_last: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Statistics of one layer's lens logits z [r, V] (fp32); see the module docstring for the algebra.
+
+    KL(p_L || p_l) needs p_L . z_l [r]: pass it precomputed as ``pz_last`` (see ``_kl_projector``), or pass
+    p_L itself as ``p_last`` [r, V]. At layer L pass neither (and no ``h_last``).
+    """
     p = torch.softmax(z, dim=-1)
     top_v, top_i = torch.topk(z, k, dim=-1)
     lse = top_v[:, 0] - torch.log(p.gather(1, top_i[:, :1]).squeeze(1))
     dot = _rowdot(p, z)
     ent = lse - dot
     out = {"top_i": top_i, "top_p": torch.exp(top_v - lse[:, None]), "entropy": ent, "p": p, "lse": lse}
-    if p_last is None:  # this is layer L itself
-        p_last, h_last = p, ent
+    if h_last is None:  # this is layer L itself
         out["kl"] = (lse - dot) - ent  # exactly 0
     else:
-        out["kl"] = (lse - _rowdot(p_last, z)) - h_last
+        out["kl"] = (lse - (pz_last if pz_last is not None else _rowdot(p_last, z))) - h_last
     if target is not None:
         valid = target >= 0
         t = target.clamp(min=0)[:, None]
@@ -276,6 +280,26 @@ def _layer_stats(z: torch.Tensor, k: int, p_last: torch.Tensor | None, h_last: t
         valid = nxt >= 0
         out["xent"] = torch.where(valid, lse - z.gather(1, nxt.clamp(min=0)[:, None]).squeeze(1), torch.nan)
     return out
+
+
+def _readout(ad, h: torch.Tensor, linear: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Lens logits of residual rows h [r, d] -> (z [r, V] fp32, the normed rows [r, d] when ``linear``)."""
+    if not linear:
+        return readout(ad, h), None
+    normed = final_norm(ad.final_norm, h)
+    return unembed(ad, normed), normed
+
+
+def _kl_projector(ad, p_last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """(W_U^T p_L [r, d], p_L . b_U [r] or 0): with them p_L . z_l = N(h_l) . q + p_L . b_U for every layer l.
+
+    Exact when the readout is linear after the norm (no soft-cap); it replaces holding p_L [r, V] across
+    layers by an [r, d] matrix, and a pass over the vocabulary per layer by a dot product over d.
+    """
+    W = ad.W_U
+    q = (p_last.to(W.dtype) @ W).float()
+    pb = (p_last @ ad.b_U.float()) if ad.b_U is not None else 0.0
+    return q, pb
 
 
 def _decision_depth(top1: np.ndarray) -> np.ndarray:
@@ -313,6 +337,7 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
     rows_per_chunk = int(chunk_rows) if chunk_rows else default_chunk_rows(V)
     block_rows = min(rows_per_chunk, int(block_rows) if block_rows else default_block_rows(V))
     log_v = math.log(V)
+    linear_kl = not ad.softcap  # soft-capped logits are not linear in the normed residual
 
     input_ids = np.full((N, T), -1, dtype=np.int64)
     mask = np.zeros((N, T), dtype=bool)
@@ -365,11 +390,13 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
                 nxt_c = nxt_all[c]
                 tgt_c = tgt_all[c] if target_mode in (TARGET_TEXT, TARGET_NEXT) else None
                 p_last, h_last, tgt_b = [], [], []
-                z = readout(ad, flat[L][idx])
+                z, _ = _readout(ad, flat[L][idx], linear_kl)
                 for b in blocks:
                     tgt = tgt_c[b] if tgt_c is not None else None
                     st = _layer_stats(z[b], k, None, None, tgt, nxt_c[b])
-                    p_last.append(st.pop("p"))
+                    p_b = st.pop("p")
+                    # keep W_U^T p_L [r, d] instead of p_L [r, V] where the readout is linear after the norm
+                    p_last.append(p_b if linear_kl is False else _kl_projector(ad, p_b))
                     h_last.append(st["entropy"])
                     if target_mode == TARGET_FINAL_TOP1:  # at layer L the target is the top-1 itself
                         tgt = st["top_i"][:, 0]
@@ -381,9 +408,14 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
                                  target_rank, xent)
                 del z
                 for l in range(L):
-                    z = readout(ad, flat[l][idx])
+                    z, normed = _readout(ad, flat[l][idx], linear_kl)
                     for j, b in enumerate(blocks):
-                        sl = _layer_stats(z[b], k, p_last[j], h_last[j], tgt_b[j], nxt_c[b])
+                        if linear_kl:
+                            q, pb = p_last[j]
+                            pz = (normed[b] * q).sum(-1) + pb
+                            sl = _layer_stats(z[b], k, None, h_last[j], tgt_b[j], nxt_c[b], pz_last=pz)
+                        else:
+                            sl = _layer_stats(z[b], k, p_last[j], h_last[j], tgt_b[j], nxt_c[b])
                         del sl["p"]
                         _store_layer(sl, l, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
                                      target_rank, xent)

@@ -143,14 +143,14 @@ def test_decision_depth_matches_brute_force(lm, trace):
 
 
 def test_the_trace_never_holds_all_layers_of_logits(lm, monkeypatch):
-    """readout is called once per layer per position chunk with [rows <= chunk, d]: never [L+1, B, T, ...]."""
+    """The lens readout is called once per layer per position chunk with [rows <= chunk, d]: never [L+1, B, T, ...]."""
     calls: list[tuple[int, ...]] = []
-    real = lens_mod.readout
+    real = lens_mod._readout
 
-    def spy(adapter, h):
+    def spy(adapter, h, linear):
         calls.append(tuple(h.shape))
-        return real(adapter, h)
-    monkeypatch.setattr(lens_mod, "readout", spy)
+        return real(adapter, h, linear)
+    monkeypatch.setattr(lens_mod, "_readout", spy)
     chunk = 4
     tr = lens_trace(lm, PROMPTS, k=3, batch_size=2, chunk_rows=chunk)
     d, L = lm.adapter.d_model, lm.adapter.n_layers
@@ -250,3 +250,24 @@ def test_zoo_facts_answer_forms_through_depth(zoo_facts_trace):
     assert top1_share >= 0.95
     assert p0 < 0.3
     assert pL >= 0.8
+
+
+def test_kl_with_an_unembedding_bias_matches_brute_force():
+    """The KL shortcut (p_L . z_l via W_U^T p_L and p_L . b_U) holds when the unembedding has a bias."""
+    from analysis.loading import model_from_pretrained_object
+    base = tiny_model("llama")
+    model = base.model
+    head = torch.nn.Linear(lm_d := base.adapter.d_model, base.adapter.vocab_size, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.copy_(torch.randn(base.adapter.vocab_size) * 2.0)
+    model.lm_head = head
+    lm = model_from_pretrained_object(model, base.tokenizer, name="tiny-llama-biased-head")
+    assert lm.adapter.b_U is not None and lm.adapter.d_model == lm_d
+    tr = lens_trace(lm, PROMPTS, k=5, chunk_rows=4, block_rows=2)
+    for n, p in enumerate(PROMPTS):
+        lp = brute_force_lens(lm, p)
+        T = lp.shape[1]
+        kl = (lp[-1:].exp() * (lp[-1:] - lp)).sum(-1)
+        np.testing.assert_allclose(tr.kl[n, :, :T], kl.numpy(), atol=1e-4)
+        assert np.abs(tr.kl[n, :-1, :T]).max() > 1e-3  # the check is not vacuous
