@@ -4,7 +4,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-import pandas as pd
 import streamlit as st
 
 from analysis import ood as O
@@ -13,18 +12,18 @@ from analysis.loading import ModelSpec
 from analysis.ood_features import OODFeatures, extract_features
 from analysis.ood_metrics import METRIC_LABELS
 from analysis.prompts import PromptSet, builtin_sets, check_context, load_builtin, parse_prompt_file, prompt_set_from_text
-from components.charts import ood as charts
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
 from components.page_kit import compare_columns, page_metadata, progress_bar, user_errors
 from components.prompt_input import prompt_set_input
+from components.reports import ood as R
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
 
 KEY = "ood"
 FEATURE_CACHE_ENTRIES = 24
-DEFAULT_OOD = ("ood_scrambled", "ood_random_chars", "ood_arithmetic")
+DEFAULT_OOD = R.DEFAULT_OOD
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
@@ -79,21 +78,6 @@ def cached_projection(spec: ModelSpec, id_name: str, id_prompts: tuple[str, ...]
 @st.cache_data(max_entries=16, show_spinner=False)
 def _parse_upload(filename: str, data: bytes) -> PromptSet:
     return parse_prompt_file(filename, data)
-
-
-def scores_frame(study: O.OODStudy) -> pd.DataFrame:
-    """Every score of every scored prompt (long format: set, prompt, score, layer, value)."""
-    rows = []
-    for score, per_set in study.scores.items():
-        is_logit = score in study.logit_scores
-        for s, arr in per_set.items():
-            for li in range(arr.shape[0]):
-                layer = None if is_logit else study.layers[li]
-                rows.append(pd.DataFrame({"set": s, "prompt": study.prompts[s], "score": score, "layer": layer,
-                                          "value": arr[li]}))
-    df = pd.concat(rows, ignore_index=True)
-    df["layer"] = df["layer"].astype("Int64")
-    return df
 
 
 st.title("OOD separability")
@@ -205,11 +189,10 @@ with user_errors():
 first = next(iter(studies.values()))
 st.subheader("View", anchor=False)
 c = st.columns(4)
-sets_for_metrics = ([O.ALL_OOD] if len(first.ood_names) > 1 else []) + list(first.ood_names)
+sets_for_metrics = R.metric_sets(first)
 ood_view = c[0].selectbox("OOD set for the metrics", sets_for_metrics, key=f"{KEY}_view_set")
 metric = c[1].selectbox("Metric", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key=f"{KEY}_metric")
-score = c[2].selectbox("Score for histograms and ROC", list(first.feature_scores + first.logit_scores),
-                       index=list(first.feature_scores + first.logit_scores).index(first.best_score),
+score = c[2].selectbox("Score for histograms and ROC", R.scores(first), index=R.scores(first).index(first.best_score),
                        key=f"{KEY}_score")
 max_layer = max(s.layers[-1] for s in studies.values())
 layer_opt = c[3].selectbox("Layer (histograms, ROC, map)", ["best"] + list(range(max_layer + 1)), key=f"{KEY}_layer",
@@ -222,7 +205,24 @@ fit_on = c[1].radio("Projection fitted on", ["id", "all"], horizontal=True, key=
 map_pool = c[2].radio("Map pooling", ["last", "mean"], horizontal=True, key=f"{KEY}_map_pool")
 rstate = int(c[3].number_input("random_state", min_value=0, max_value=10_000, value=0, key=f"{KEY}_rs"))
 
-figures, tables = {}, {}
+projections: dict[str, O.Projection2D] = {}
+with user_errors(), st.spinner("Projecting…"):
+    for which, lm, card in pair.items():
+        label = f"{which}: {card.name}"
+        projections[label] = cached_projection(lm.spec, id_name, tuple(id_set.prompts), ood_key, batch_size, blood_draws,
+                                               R.map_layer(studies[label], score, layer_opt), map_pool, method, fit_on,
+                                               rstate)
+with user_errors():
+    rep = R.ood_report(studies, projections, ood_view=ood_view, metric=metric, score=score, layer_opt=layer_opt)
+figures, tables = rep.figures, rep.tables
+
+
+def show(name: str, key: str, data=None, file_name: str | None = None) -> None:
+    """Draw a report figure with its export popover (file ood_<name> unless given, with data as its table)."""
+    st.plotly_chart(figures[name], key=f"{KEY}_{key}")
+    export_figure(figures[name], file_name or f"ood_{name}", key=f"{KEY}_x_{key}", data=data)
+
+
 for label, lm, card, col in compare_columns(pair):
     study = studies[label]
     which = label.split(":")[0]
@@ -237,67 +237,23 @@ for label, lm, card, col in compare_columns(pair):
                        "then the lower AUTC.")
         st.caption(f"Best: {study.best_score} at {where}. Fitted on {study.settings['n_fit']} ID prompts, "
                    f"evaluated on {study.settings['n_heldout']} held-out.")
-        with user_errors():
-            fig = charts.metrics_heatmap(study, metric, ood_view if ood_view in (O.ALL_OOD, *study.ood_names) else None)
-        st.plotly_chart(fig, key=f"{KEY}_heat_{which}")
-        data = O.auroc_table(study, ood_view if ood_view in (O.ALL_OOD, *study.ood_names) else None, metric).reset_index()
-        export_figure(fig, f"ood_metrics_{which}", key=f"{KEY}_x_heat_{which}", data=data)
-        figures[f"metrics_{which}"], tables[f"metrics_{which}"] = fig, data
-        full = O.metrics_frame(study)
-        tables[f"metrics_all_{which}"] = full
+        data = tables[f"metrics_{which}"]
+        show(f"metrics_{which}", f"heat_{which}", data)
         with st.expander("All metrics (every score, layer and OOD set)"):
-            st.dataframe(full, hide_index=True, key=f"{KEY}_full_{which}")
+            st.dataframe(tables[f"metrics_all_{which}"], hide_index=True, key=f"{KEY}_full_{which}")
+        show(f"by_layer_{which}", f"lines_{which}", data)
+        layer = R.score_layer(study, score, layer_opt)
+        sdata = tables[f"scores_{which}"]
+        sel = sdata[(sdata.score == score) & ((sdata.layer.isna()) if layer is None else (sdata.layer == layer))]
+        show(f"histograms_{which}", f"hist_{which}", sel.reset_index(drop=True), f"ood_hist_{which}")
+        show(f"roc_{which}", f"roc_{which}")
+        show(f"map_{which}", f"map_{which}", tables[f"map_{which}"])
 
-        fig = charts.auroc_by_layer(study, ood_view if ood_view in (O.ALL_OOD, *study.ood_names) else None, metric)
-        st.plotly_chart(fig, key=f"{KEY}_lines_{which}")
-        export_figure(fig, f"ood_by_layer_{which}", key=f"{KEY}_x_lines_{which}", data=data)
-        figures[f"by_layer_{which}"] = fig
-
-        is_logit = score in study.logit_scores
-        layer = None if is_logit else (study.best_layer_by_score.get(score, study.layers[-1]) if layer_opt == "best"
-                                       else min(int(layer_opt), study.layers[-1]))
-        fig = charts.score_histograms(study, score, layer)
-        st.plotly_chart(fig, key=f"{KEY}_hist_{which}")
-        sdata = scores_frame(study)
-        sel = sdata[(sdata.score == score) & ((sdata.layer.isna()) if is_logit else (sdata.layer == layer))]
-        export_figure(fig, f"ood_hist_{which}", key=f"{KEY}_x_hist_{which}", data=sel.reset_index(drop=True))
-        figures[f"histograms_{which}"], tables[f"scores_{which}"] = fig, sdata
-
-        fig = charts.roc_curves(study, score, layer)
-        st.plotly_chart(fig, key=f"{KEY}_roc_{which}")
-        export_figure(fig, f"ood_roc_{which}", key=f"{KEY}_x_roc_{which}")
-        figures[f"roc_{which}"] = fig
-
-        map_layer = study.best_layer if (layer is None and study.best_layer is not None) else (layer if layer is not None
-                                                                                               else study.layers[-1])
-        with user_errors():
-            with st.spinner("Projecting…"):
-                proj = cached_projection(lm.spec, id_name, tuple(id_set.prompts), ood_key, batch_size, blood_draws, map_layer,
-                                         map_pool, method, fit_on, rstate)
-        fig = charts.projection_map(proj)
-        st.plotly_chart(fig, key=f"{KEY}_map_{which}")
-        pdata = pd.DataFrame({"set": proj.set_names, "prompt": proj.prompts, "x": proj.coords[:, 0],
-                              "y": proj.coords[:, 1]})
-        export_figure(fig, f"ood_map_{which}", key=f"{KEY}_x_map_{which}", data=pdata)
-        figures[f"map_{which}"], tables[f"map_{which}"] = fig, pdata
-
-if pair.compare and len(studies) == 2:
+if "a_vs_b" in figures:
     st.subheader("A vs B", anchor=False)
-    (la, sa), (lb, sb) = studies.items()
-    fig = charts.compare_auroc_by_layer(sa, sb, la, lb, ood_view, metric)
-    st.plotly_chart(fig, key=f"{KEY}_cmp")
-    ta = O.auroc_table(sa, ood_view, metric).reset_index().assign(checkpoint="A")
-    tb = O.auroc_table(sb, ood_view if ood_view in (O.ALL_OOD, *sb.ood_names) else None, metric).reset_index()
-    cdata = pd.concat([ta, tb.assign(checkpoint="B")], ignore_index=True)
-    export_figure(fig, "ood_a_vs_b", key=f"{KEY}_x_cmp", data=cdata)
-    figures["a_vs_b"], tables["a_vs_b"] = fig, cdata
+    show("a_vs_b", "cmp", tables["a_vs_b"])
 
-meta_settings = {**first.settings, "id_set": id_name, "id_group": id_group,
-                 "ood_sets": {n: {"sha256": ps.sha256, "n_prompts": len(ps)} for n, ps in ood_sets.items()},
-                 "batch_size": batch_size, "blood_draws": blood_draws, "view_ood_set": ood_view, "metric": metric, "score": score,
-                 "layer": layer_opt, "projection": {"method": method, "fit_on": fit_on, "pooling": map_pool,
-                                                    "random_state": rstate},
-                 "aupr_estimator": "sklearn average_precision_score",
-                 "layer_convention": "0 = embeddings, L = last block output before final norm"}
-export_bundle(figures, tables, page_metadata("OOD separability", pair, meta_settings, id_set), "ood_separability",
-              key=f"{KEY}_bundle")
+meta_settings = R.ood_settings(first, id_name=id_name, id_group=id_group, ood_sets=ood_sets, batch_size=batch_size,
+                               blood_draws=blood_draws, ood_view=ood_view, metric=metric, score=score,
+                               layer_opt=layer_opt, method=method, fit_on=fit_on, map_pool=map_pool, random_state=rstate)
+export_bundle(figures, tables, page_metadata(R.PAGE, pair, meta_settings, id_set), R.BUNDLE, key=f"{KEY}_bundle")
