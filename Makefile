@@ -13,7 +13,7 @@ VENV := $(LOGITSCOPE_VENV)
 VPY := $(VENV)/bin/python
 # Written only after a complete install: an interrupted one is redone on the next `make setup`.
 STAMP := $(VENV)/.logitscope-installed-$(REQ_HASH)
-APT_PACKAGES := chromium fonts-liberation fonts-dejavu-core
+APT_PACKAGES := chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emoji
 CHROMIUM_BIN ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 

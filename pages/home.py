@@ -14,21 +14,18 @@ st.caption("See inside a causal language model: how the next-token prediction fo
            "components push it, which directions carry a trait, and what changed between two checkpoints.")
 
 
-def render_card(which: str, card: ModelCard) -> None:
-    """One model card: identity, shape, placement and the self-check verdict."""
+def render_card(which: str, card: ModelCard, per_row: int = 4) -> None:
+    """One model card: identity, shape, placement and the self-check verdict (``per_row`` metrics a row)."""
     st.subheader(f"Checkpoint {which}: {card.name}", anchor=False)
     st.caption(f"{card.architecture} · `{card.model_type}`" + (f" · revision {card.revision}" if card.revision else "")
                + (f" · LoRA {card.adapter}" if card.adapter else ""))
-    c = st.columns(4)
-    c[0].metric("Layers", card.n_layers)
-    c[1].metric("Width (d_model)", card.d_model)
-    c[2].metric("Heads", card.n_heads)
-    c[3].metric("Vocabulary", f"{card.vocab_size:,}")
-    c = st.columns(4)
-    c[0].metric("Parameters", f"{card.n_params / 1e6:.2f} M")
-    c[1].metric("Final norm", card.norm_kind)
-    c[2].metric("Device · dtype", f"{card.device} · {card.dtype}")
-    c[3].metric("Weights in memory", f"{card.memory_mb:.1f} MB")
+    metrics = [("Layers", card.n_layers), ("Width (d_model)", card.d_model), ("Heads", card.n_heads),
+               ("Vocabulary", f"{card.vocab_size:,}"), ("Parameters", f"{card.n_params / 1e6:.2f} M"),
+               ("Final norm", card.norm_kind), ("Device · dtype", f"{card.device} · {card.dtype}"),
+               ("Weights in memory", f"{card.memory_mb:.1f} MB")]
+    for start in range(0, len(metrics), per_row):
+        for col, (label, value) in zip(st.columns(per_row), metrics[start:start + per_row]):
+            col.metric(label, value)
     st.caption(f"Context {card.context_length} tokens"
                + (" · parallel residual" if card.parallel_residual else "")
                + (f" · logit soft-cap {card.softcap:g}" if card.softcap else ""))
@@ -42,7 +39,7 @@ pair = require_models()
 cols = st.columns(2) if pair.compare else [st.container()]
 for (which, _lm, card), col in zip(pair.items(), cols):
     with col, st.container(border=True):
-        render_card(which, card)
+        render_card(which, card, per_row=2 if pair.compare else 4)
 
 st.markdown("**Pages**: use the navigation on the left. Layer 0 is the embedding output; layer L is the last "
             "block's output before the final norm. Every figure can be exported (PNG, SVG, PDF, HTML) with its data.")
