@@ -1,6 +1,7 @@
 """Small helpers every analysis page shares: progress bridging, error display, compare columns, metadata."""
 from __future__ import annotations
 
+import contextvars
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -15,11 +16,20 @@ ProgressFn = Callable[[float, str], None]
 
 @contextmanager
 def progress_bar(label: str) -> Iterator[ProgressFn]:
-    """A st.progress bar; yields ``report(fraction, message)`` for engine functions' ``progress=`` argument."""
+    """A st.progress bar; yields ``report(fraction, message)`` for engine functions' ``progress=`` argument.
+
+    ``report`` may be passed into an st.cache_data function (as an underscore argument): it updates the
+    bar in the context captured here, outside the cache's element recording, so a later cache hit does not
+    try to replay the bar (which raises CacheReplayClosureError).
+    """
     bar = st.progress(0.0, text=label)
+    ctx = contextvars.copy_context()
+
+    def update(fraction: float, message: str = "") -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label} {message}".strip())
 
     def report(fraction: float, message: str = "") -> None:
-        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label} {message}".strip())
+        ctx.run(update, fraction, message)
     try:
         yield report
     finally:

@@ -2,7 +2,6 @@
 and watch them in the induction case study; on A (and B side by side)."""
 from __future__ import annotations
 
-import contextvars
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -15,6 +14,7 @@ from analysis import neuron_scan as ns
 from analysis.errors import InputError, LogitscopeError
 from analysis.loading import ModelSpec
 from analysis.unigram import DEFAULT_REFERENCE, Unigram, unigram_distribution
+from components.charts.text import md_literal
 from components.charts import neurons as charts
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
@@ -40,12 +40,6 @@ def soft_errors() -> Iterator[None]:
         st.error(str(err))
     except Exception as err:  # noqa: BLE001 - the page must keep working
         st.error(f"Something went wrong: {type(err).__name__}: {err}")
-
-
-def _uncached(report):
-    """Progress updates run outside st.cache_data's element recording (a cache hit must not replay them)."""
-    ctx = contextvars.copy_context()
-    return lambda fraction, message="": ctx.run(report, fraction, message)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -107,8 +101,7 @@ def render_ablation(ids_text: str, mode: str, prompts: tuple[str, ...], n_random
                          "(open 'Reference set' above).")
     ids = {w: ns.parse_neuron_ids(ids_text, lm.adapter) for w, lm, _ in pair.items()}
     results: dict[str, abl.AblationResult] = {}
-    with progress_bar("Ablating…") as bar:
-        report = _uncached(bar)
+    with progress_bar("Ablating…") as report:
         items = pair.items()
         for i, (which, lm, _card) in enumerate(items):
             step = (lambda f, m, i=i, w=which: report((i + f) / len(items), f"{w}: {m}"))
@@ -148,8 +141,7 @@ def render_induction(source: str, ind_set, ind_ids: str, n_seq: int, length: int
     prompts = tuple(ind_set.prompts) if ind_set is not None else ()
     labels = tuple(ind_set.labels) if ind_set is not None else ()
     results: dict[str, ind.InductionResult] = {}
-    with progress_bar("Running the induction study…") as bar:
-        report = _uncached(bar)
+    with progress_bar("Running the induction study…") as report:
         items = pair.items()
         for i, (which, lm, _card) in enumerate(items):
             step = (lambda f, m, i=i, w=which: report((i + f) / len(items), f"{w}: {m}"))
@@ -244,7 +236,7 @@ with tab_scan:
         part = R.compare_report(scans["A"], scans["B"], pair.card_a.name, pair.card_b.name)
         bundle.merge(part)
         for msg in part.notes:
-            st.info(msg)
+            st.info(md_literal(msg))
         if "rho_A_vs_B" in part.figures:
             show(part.figures["rho_A_vs_B"], "neurons_rho_A_vs_B", "compare", "x_compare", part.tables["rho_A_vs_B"])
 

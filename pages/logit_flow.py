@@ -1,7 +1,6 @@
 """Logit flow page: which layers, heads and source positions build the prediction at the last position."""
 from __future__ import annotations
 
-import contextvars
 
 import streamlit as st
 
@@ -40,12 +39,6 @@ DEFINITIONS = """
 def _compute(spec, prompts: tuple, targets: tuple, competitors: tuple, _progress=None) -> FlowSetResult:
     lm = load_cached(spec)[0]
     return logit_flow_set(lm, list(prompts), list(targets), list(competitors), progress=_progress)
-
-
-def _uncached(report):
-    """Run progress updates outside st.cache_data's element recording (a cache hit must not replay them)."""
-    ctx = contextvars.copy_context()  # taken before the cached function starts: not "in a cached function"
-    return lambda fraction, message="": ctx.run(report, fraction, message)
 
 
 def _messages(r: FlowResult, tol: float) -> None:
@@ -115,7 +108,7 @@ def main() -> None:
     results: dict[str, FlowSetResult] = {}
     for which, lm, card in pair.items():
         with user_errors(), progress_bar(f"Computing logit flow for {card.name}…") as report:
-            results[which] = _compute(lm.spec, prompts, targets, competitors, _progress=_uncached(report))
+            results[which] = _compute(lm.spec, prompts, targets, competitors, _progress=report)
 
     v1, v2, v3 = st.columns([2, 1, 1])
     offered = R.views(results)

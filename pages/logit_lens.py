@@ -1,7 +1,6 @@
 """Logit lens page: what each layer would predict, for a typed prompt or a prompt set, on A (and B side by side)."""
 from __future__ import annotations
 
-import contextvars
 
 import streamlit as st
 
@@ -9,6 +8,7 @@ from analysis import lens as L
 from analysis.errors import LogitscopeError
 from analysis.loading import ModelSpec
 from analysis.prompts import load_builtin
+from components.charts.text import md_literal
 from components.charts import lens as charts
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
@@ -51,12 +51,6 @@ def cached_trace(spec: ModelSpec, prompts: tuple[str, ...], k: int, target_mode:
 def cached_compare(spec_a: ModelSpec, spec_b: ModelSpec, prompts: tuple[str, ...], _progress=None) -> L.LensComparison:
     """lens_compare of two specs, cached on the inputs."""
     return L.lens_compare(load_cached(spec_a)[0], load_cached(spec_b)[0], list(prompts), progress=_progress)
-
-
-def _uncached(report):
-    """Progress updates run outside st.cache_data's element recording (a cache hit must not replay them)."""
-    ctx = contextvars.copy_context()  # taken before the cached function starts
-    return lambda fraction, message="": ctx.run(report, fraction, message)
 
 
 st.title("Logit lens")
@@ -113,8 +107,7 @@ with user_errors():
         except LogitscopeError as err:
             compare_error = str(err)
     parts = len(specs) + (1 if pair.compare and not compare_error else 0)
-    with progress_bar("Computing the lens…") as bar_report:
-        report = _uncached(bar_report)
+    with progress_bar("Computing the lens…") as report:
         for i, (which, lm, card) in enumerate(pair.items()):
             def step(f: float, m: str, i: int = i, which: str = which) -> None:
                 report((i + f) / parts, f"{which}: {m}")
@@ -126,7 +119,7 @@ with user_errors():
 
 first = next(iter(traces.values()))
 for note in first.notes:
-    st.warning(note)
+    st.warning(md_literal(note))
 if compare_error:
     st.warning(f"KL(A‖B) is not shown: {compare_error} Each model below reads its own tokenization.")
 
