@@ -9,6 +9,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from components.charts.text import md_literal
+
 from analysis.errors import LogitscopeError
 from analysis.prompts import (
     OPTIONAL_FIELDS,
@@ -123,7 +125,7 @@ def _describe(prompt_set: PromptSet) -> None:
         summary += ", with targets"
     st.caption(summary)
     for note in prompt_set.notes:
-        st.caption(note)
+        st.caption(md_literal(note))
     with st.expander("Preview", expanded=False):
         st.dataframe(_preview_frame(prompt_set), hide_index=True)
         if n > _PREVIEW_ROWS:

@@ -12,6 +12,7 @@ from analysis.loading import ModelSpec
 from analysis.ood_features import OODFeatures, extract_features
 from analysis.ood_metrics import METRIC_LABELS
 from analysis.prompts import PromptSet, builtin_sets, check_context, load_builtin, parse_prompt_file, prompt_set_from_text
+from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
 from components.page_kit import compare_columns, page_metadata, progress_bar, user_errors
@@ -229,7 +230,7 @@ for label, lm, card, col in compare_columns(pair):
     with col:
         st.subheader(label, anchor=False)
         for note in study.notes:
-            st.caption(f"Note: {note}")
+            st.caption("Note: " + md_literal(note))
         where = "final logits" if study.best_layer is None else f"layer {study.best_layer}"
         st.metric("Best separation (AUROC, held-out ID vs "
                   + (O.ALL_OOD if len(study.ood_names) > 1 else study.ood_names[0]) + ")",

@@ -120,3 +120,23 @@ def test_a_bad_target_shows_a_clear_error(at, bad, message):
     run_lens(at)
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert not charts(at)
+
+
+def test_a_note_quoting_the_target_shows_it_literally_not_as_markdown(at):
+    """The multi-token-target note quotes user text: links, images and emphasis must stay literal."""
+    hostile = " **bold** [link](http://example.invalid) ![img](http://example.invalid/x.png)"
+    at.selectbox(key="lens_target_mode").set_value("text")
+    at.text_input(key="lens_target_text").set_value(hostile)
+    run_lens(at)
+    notes = [w.value for w in at.warning if "token" in w.value]
+    assert notes, [w.value for w in at.warning]
+    assert all("\\*\\*bold\\*\\*" in n and "\\[link\\]\\(" in n and "\\!\\[img\\]" in n for n in notes), notes
+
+
+def test_md_literal_escapes_every_markdown_special_and_keeps_the_text():
+    from components.charts.text import md_literal
+    text = "a*b_c`d[e](f)!g#h<i>j|k~l$m:n\\o+p-q.r{s}"
+    out = md_literal(text)
+    assert out.replace("\\", "") == text.replace("\\", "")
+    for ch in "*_`[]()!#<>|~$:{}+-.":
+        assert f"\\{ch}" in out and all(out[i - 1] == "\\" for i, c in enumerate(out) if c == ch)

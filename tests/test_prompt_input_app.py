@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from analysis.errors import PromptSetError
+from components.charts.text import md_literal
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -56,7 +57,7 @@ def test_typed_input(prompts_dir):
     run(at)
     assert texts(at)[0] == "first: 2"
     assert "2 prompts" in captions(at)
-    assert "Ignored 1 empty line (line 2)." in captions(at)
+    assert md_literal("Ignored 1 empty line (line 2).") in captions(at)  # notes are shown literally
     assert not at.error
     # The preview table holds the text as data (leading/trailing text unchanged).
     frame = at.dataframe[0].value
@@ -103,7 +104,7 @@ def test_builtin_selection_and_two_instances_are_independent(prompts_dir):
     run(at)
     assert texts(at)[:2] == ["first: 3", "second: 2"]
     assert not at.error
-    assert "Ignored 1 empty line (line 2)." in captions(at)
+    assert md_literal("Ignored 1 empty line (line 2).") in captions(at)  # notes are shown literally
 
 
 def test_default_builtin_preselects(prompts_dir, monkeypatch):

@@ -37,3 +37,15 @@ def decode_token(tokenizer, token_id: int) -> str:
     except Exception:  # noqa: BLE001 - a tokenizer without decode still gets a label
         tok = tokenizer.convert_ids_to_tokens(int(token_id))
         return "".join(_BYTE_LEVEL.get(ch, ch) for ch in str(tok))
+
+
+_MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:")
+
+
+def md_literal(text: str) -> str:
+    """``text`` with every markdown-special character backslash-escaped, for st.caption/st.info/st.warning.
+
+    Those render markdown: a note that quotes user text (a column name, a target) must show literally,
+    never as a link, an image or formatting.
+    """
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text)).replace("\n", "  \n")
