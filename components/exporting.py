@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import datetime as _dt
+import functools
 import io
 import json
 import math
@@ -427,6 +428,22 @@ def _unique(name: str, used: set[str]) -> str:
         i += 1
 
 
+BUNDLE_PLOTLYJS = "plotly.min.js"
+
+
+@functools.lru_cache(maxsize=1)
+def _plotlyjs() -> bytes:
+    """plotly.js as shipped with the installed plotly (offline, about 4.8 MB)."""
+    from plotly.offline import get_plotlyjs
+    return get_plotlyjs().encode("utf-8")
+
+
+def _bundle_html(fig: go.Figure | Mapping[str, Any]) -> bytes:
+    """A figure's HTML for a bundle: loads the bundle's one shared ../plotly.min.js (works offline, unzipped)."""
+    figure = fig if isinstance(fig, go.Figure) else go.Figure(_figure_dict(fig))
+    return figure.to_html(include_plotlyjs=f"../{BUNDLE_PLOTLYJS}", full_html=True).encode("utf-8")
+
+
 def build_bundle(
     figures: Mapping[str, go.Figure],
     tables: Mapping[str, pd.DataFrame],
@@ -444,7 +461,7 @@ def build_bundle(
         raise ExportError(f"Unknown figure format(s) {unknown}; choose from {', '.join(FIGURE_FORMATS)}.")
     static_error: str | None = None
     files: list[str] = []
-    used: set[str] = set()
+    used: set[str] = {BUNDLE_PLOTLYJS}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, fig in figures.items():
@@ -454,7 +471,7 @@ def build_bundle(
                 if fmt in STATIC_FORMATS and static_error is not None:
                     continue
                 try:
-                    data = figure_bytes(fig, fmt)
+                    data = _bundle_html(fig) if fmt == "html" else figure_bytes(fig, fmt)
                 except ExportError as err:
                     if fmt not in STATIC_FORMATS:
                         raise
@@ -465,8 +482,11 @@ def build_bundle(
                 files.append(path)
             if static_error is not None and "html" not in wanted:
                 path = _unique(f"figures/{stem}.html", used)
-                zf.writestr(path, figure_bytes(fig, "html"))
+                zf.writestr(path, _bundle_html(fig))
                 files.append(path)
+        if any(f.endswith(".html") for f in files):  # one plotly.js for all figures, beside figures/
+            zf.writestr(BUNDLE_PLOTLYJS, _plotlyjs())
+            files.append(BUNDLE_PLOTLYJS)
         for name, df in tables.items():
             stem = safe_filename(name)
             for fmt, encode in (("csv", table_csv), ("json", table_json)):

@@ -92,7 +92,7 @@ def assert_same_bundle(out: Path, got: dict, formats=("html",)) -> None:
     files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     want = ({f"figures/{exporting.safe_filename(n)}.{fmt}" for n in figures for fmt in formats}
             | {f"data/{exporting.safe_filename(n)}.{ext}" for n in tables for ext in ("csv", "json")}
-            | {"metadata.json"})
+            | {"metadata.json"} | ({exporting.BUNDLE_PLOTLYJS} if figures and "html" in formats else set()))
     assert files == want, (f"only the command line wrote {sorted(files - want)}; "
                            f"only the page's bundle has {sorted(want - files)}")
     for name, df in tables.items():

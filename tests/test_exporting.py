@@ -6,6 +6,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -318,3 +319,20 @@ def test_export_ui_renders_buttons_without_error():
 
     at = AppTest.from_function(script, default_timeout=60).run()
     assert not at.exception
+
+
+def test_bundle_html_figures_share_one_offline_plotlyjs(fig, no_browser):
+    """Each figure's HTML loads ../plotly.min.js, stored once: the zip stays small however many figures."""
+    single = exporting.figure_bytes(fig, "html")
+    data = exporting.build_bundle({f"f{i}": fig for i in range(6)}, {}, {}, ("html",))
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        assert names.count(exporting.BUNDLE_PLOTLYJS) == 1
+        js = zf.read(exporting.BUNDLE_PLOTLYJS)
+        assert len(js) > 1_000_000 and b"plotly" in js[:5000].lower()
+        for n in names:
+            if n.endswith(".html"):
+                page = zf.read(n).decode()
+                assert f'src="../{exporting.BUNDLE_PLOTLYJS}"' in page and len(page) < len(single) / 10
+    one_compressed = len(zlib.compress(single))
+    assert len(data) < 2 * one_compressed, (len(data), one_compressed)  # six figures cost about one plotly.js
