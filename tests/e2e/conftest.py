@@ -59,22 +59,49 @@ def _save_screenshot(page, name: str, *, full_page: bool = True) -> Path:
     return path
 
 
+SETTLE_MS = 750
+
+
 def _wait_for_app_idle(page, timeout_ms: float = 60_000) -> None:
-    """Block until Streamlit is connected and has finished running the script (no "Running...")."""
+    """Block until Streamlit is connected and has finished running the script (no "Running...").
+
+    Idle must hold for SETTLE_MS: a run can be followed at once by another one (a widget whose
+    options changed sends its new value back), and a click in the gap between the two can carry
+    a deferred download id that the second run has already replaced.
+    """
     from playwright.sync_api import expect
 
     app = page.locator("[data-testid='stApp']")
-    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED", timeout=timeout_ms)
-    # The script state goes initial -> running -> notRunning; reruns go back through running.
-    expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=timeout_ms)
-    expect(page.locator("[data-testid='stStatusWidget']")).to_have_count(0, timeout=timeout_ms)
-    expect(page.locator("[data-testid='stSkeleton']")).to_have_count(0, timeout=timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        left = max(1_000.0, (deadline - time.monotonic()) * 1000)
+        expect(app).to_have_attribute("data-test-connection-state", "CONNECTED", timeout=left)
+        # The script state goes initial -> running -> notRunning; reruns go back through running.
+        expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=left)
+        expect(page.locator("[data-testid='stStatusWidget']")).to_have_count(0, timeout=left)
+        expect(page.locator("[data-testid='stSkeleton']")).to_have_count(0, timeout=left)
+        page.wait_for_timeout(SETTLE_MS)
+        if app.get_attribute("data-test-script-state") == "notRunning" or time.monotonic() > deadline:
+            return
 
 
 def _goto_app(page, url: str, timeout_ms: float = 90_000) -> None:
     """Open url and wait until the app's script has run to the end."""
     page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
     _wait_for_app_idle(page, timeout_ms)
+
+
+def download(page, button, timeout_ms: float = 300_000) -> tuple[str, bytes]:
+    """Click ``button`` (a locator) and return (suggested file name, bytes) of the download it starts.
+
+    Bundles render every figure (kaleido) before the download starts: on a loaded 2-core machine that
+    takes minutes, hence the generous default.
+    """
+    with page.expect_download(timeout=timeout_ms) as info:
+        button.click()
+    d = info.value
+    with open(d.path(), "rb") as fh:
+        return d.suggested_filename, fh.read()
 
 
 def chromium_path() -> str | None:

@@ -12,6 +12,8 @@ import pytest
 
 from analysis.loading import zoo_models
 
+from tests.e2e.conftest import download as _download
+
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 REAL_ZOO = "gpt2-world-base" in zoo_models()
@@ -37,14 +39,6 @@ def lens_server(tmp_path_factory, serve_script):
             os.environ.pop("LOGITSCOPE_ZOO", None)
         else:
             os.environ["LOGITSCOPE_ZOO"] = old
-
-
-def _download(page, button, timeout_ms: float = 180_000) -> tuple[str, bytes]:
-    with page.expect_download(timeout=timeout_ms) as info:
-        button.click()
-    d = info.value
-    with open(d.path(), "rb") as fh:
-        return d.suggested_filename, fh.read()
 
 
 def test_lens_page_runs_and_exports_png_svg_and_bundle(lens_server, page, goto_app, wait_for_app_idle,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import download
+
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,11 +36,7 @@ def _zoo_env(tmp_path: Path):
 
 
 def _download(page, name: str) -> tuple[str, bytes]:
-    with page.expect_download(timeout=90_000) as info:
-        page.get_by_role("button", name=name, exact=True).click()
-    d = info.value
-    with open(d.path(), "rb") as fh:
-        return d.suggested_filename, fh.read()
+    return download(page, page.get_by_role("button", name=name, exact=True))
 
 
 def test_build_steer_and_export(tmp_path, serve_script, page, goto_app, wait_for_app_idle, save_screenshot):
