@@ -3,59 +3,25 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
-from pathlib import Path
 
 import pytest
-
-from analysis.loading import zoo_models
 
 from tests.e2e.conftest import download as _download
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-REAL_ZOO = "gpt2-world-base" in zoo_models()
 
 
-@pytest.fixture
-def flow_server(tmp_path_factory, serve_script):
-    """The real app; served on a temporary zoo of tiny models only until the demo zoo exists."""
-    if REAL_ZOO:
-        with serve_script(REPO / "app.py", "flow-e2e-server") as url:
-            yield url
-        return
-    from tests.model_folders import write_model_folder
-    root = tmp_path_factory.mktemp("zoo")
-    write_model_folder(root / "tiny-gpt2", "gpt2")
-    old = os.environ.get("LOGITSCOPE_ZOO")
-    os.environ["LOGITSCOPE_ZOO"] = str(root)
-    try:
-        with serve_script(REPO / "app.py", "flow-e2e-server") as url:
-            yield url
-    finally:
-        if old is None:
-            os.environ.pop("LOGITSCOPE_ZOO", None)
-        else:
-            os.environ["LOGITSCOPE_ZOO"] = old
-
-
-def test_flow_page_renders_the_sankey_and_exports_it(flow_server, page, goto_app, wait_for_app_idle,
+def test_flow_page_renders_the_sankey_and_exports_it(streamlit_server, page, goto_app, wait_for_app_idle,
                                                      save_screenshot):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    goto_app(page, f"{flow_server}/logit_flow", timeout_ms=180_000)
+    goto_app(page, f"{streamlit_server}/logit_flow", timeout_ms=180_000)
     page.get_by_text("Press Run to compute the logit flow.").wait_for()
     n = page.get_by_label("Prompts to analyse", exact=True).and_(page.locator("input"))
     n.fill("2")
     n.press("Enter")
     wait_for_app_idle(page)
-    if not REAL_ZOO:  # the tiny word-level tokenizer maps the two_hop answers to <unk>: use real tokens
-        for label, word in (("Target token", "w9"), ("Competing token", "w10")):
-            box = page.get_by_label(label, exact=True).and_(page.locator("input"))
-            box.fill(word)
-            box.press("Enter")
-            wait_for_app_idle(page)
     page.get_by_role("button", name="Run").click()
     wait_for_app_idle(page, 180_000)
     assert page.locator("[data-testid='stException']").count() == 0

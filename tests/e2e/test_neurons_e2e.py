@@ -3,47 +3,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
-from pathlib import Path
 
 import pytest
-
-from analysis.loading import zoo_models
 
 from tests.e2e.conftest import download as _download
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-REAL_ZOO = "gpt2-world-base" in zoo_models()
 
 
-@pytest.fixture
-def neurons_server(tmp_path_factory, serve_script):
-    """The real app on the demo zoo; on a temporary zoo of tiny models only until the demo zoo exists."""
-    if REAL_ZOO:
-        with serve_script(REPO / "app.py", "neurons-e2e-server") as url:
-            yield url
-        return
-    from tests.model_folders import write_model_folder
-    root = tmp_path_factory.mktemp("zoo")
-    write_model_folder(root / "gpt2-world-base", "gpt2")
-    old = os.environ.get("LOGITSCOPE_ZOO")
-    os.environ["LOGITSCOPE_ZOO"] = str(root)
-    try:
-        with serve_script(REPO / "app.py", "neurons-e2e-server") as url:
-            yield url
-    finally:
-        if old is None:
-            os.environ.pop("LOGITSCOPE_ZOO", None)
-        else:
-            os.environ["LOGITSCOPE_ZOO"] = old
-
-
-def test_scan_runs_states_its_verdict_and_exports(neurons_server, page, goto_app, wait_for_app_idle, save_screenshot):
+def test_scan_runs_states_its_verdict_and_exports(streamlit_server, page, goto_app, wait_for_app_idle, save_screenshot):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    goto_app(page, f"{neurons_server}/confidence_neurons", timeout_ms=180_000)
+    goto_app(page, f"{streamlit_server}/confidence_neurons", timeout_ms=180_000)
     wait_for_app_idle(page, 180_000)
     assert page.locator("[data-testid='stException']").count() == 0
     alerts = page.locator("[data-testid='stAlertContentError']")
