@@ -445,12 +445,18 @@ def run_steer(args: argparse.Namespace) -> int:
     return finish(args, report, R.PAGE, models, settings, used[0])
 
 
-def _parts(text: str) -> tuple[str, ...]:
-    parts = tuple(p.strip() for p in text.split(",") if p.strip())
-    bad = [p for p in parts if p not in STEER_PARTS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"choose parts from {', '.join(STEER_PARTS)}, got {', '.join(bad)}")
-    return parts
+def _parts_of(allowed: tuple[str, ...], *, none: bool = False) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma list of names from ``allowed`` (and 'none' for no part, if ``none``)."""
+    def parse(text: str) -> tuple[str, ...]:
+        if none and text.strip() == "none":
+            return ()
+        parts = tuple(p.strip() for p in text.split(",") if p.strip())
+        bad = [p for p in parts if p not in allowed]
+        if bad:
+            extra = " (or 'none')" if none else ""
+            raise argparse.ArgumentTypeError(f"choose parts from {', '.join(allowed)}{extra}, got {', '.join(bad)}")
+        return parts
+    return parse
 
 
 def _add_steer(sub: Any) -> None:
@@ -471,7 +477,7 @@ def _add_steer(sub: Any) -> None:
     s.add_argument("--seed", type=int, default=d["seed"], help="held-out split seed")
     s.add_argument("--hist-layer", type=int, default=None, help="layer of the projection histogram (default best)")
     s = p.add_argument_group("parts and their settings")
-    s.add_argument("--parts", type=_parts, default=STEER_PARTS,
+    s.add_argument("--parts", type=_parts_of(STEER_PARTS), default=STEER_PARTS,
                    help=f"comma separated, from {','.join(STEER_PARTS)} (default all; drift needs --model-b)")
     s.add_argument("--monitor-prompts", default="persona_eval", help="prompts projected on the vector")
     s.add_argument("--flag-prompts", default="persona_pairs", help="rows with responses to flag")
@@ -567,14 +573,6 @@ def run_neurons(args: argparse.Namespace) -> int:
     return finish(args, report, R.PAGE, models, settings, ref_set)
 
 
-def _neuron_parts(text: str) -> tuple[str, ...]:
-    parts = tuple(p.strip() for p in text.split(",") if p.strip())
-    bad = [p for p in parts if p not in NEURON_PARTS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"choose parts from {', '.join(NEURON_PARTS)} (or 'none'), got {', '.join(bad)}")
-    return parts
-
-
 def _add_neurons(sub: Any) -> None:
     from analysis.unigram import DEFAULT_REFERENCE
     from components.reports import neurons as R
@@ -590,7 +588,7 @@ def _add_neurons(sub: Any) -> None:
     s.add_argument("--max-reference", type=int, default=d["max_ref"], help="use at most this many reference prompts")
     s.add_argument("--no-processing", action="store_true", help="no paper processing (fold/centre W_U and w_out)")
     s.add_argument("--k", type=int, default=None, help="null-space size (default 1%% of d_model)")
-    s.add_argument("--parts", type=lambda t: () if t.strip() == "none" else _neuron_parts(t), default=NEURON_PARTS,
+    s.add_argument("--parts", type=_parts_of(NEURON_PARTS, none=True), default=NEURON_PARTS,
                    help="comma separated from ablate,induction, or none (default both)")
     s = p.add_argument_group("ablate")
     s.add_argument("--neurons", default=None, help="block.index, comma separated (default: top 3 of A's scan by rho)")
