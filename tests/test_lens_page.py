@@ -1,8 +1,5 @@
-"""The logit lens page through Streamlit's AppTest: typed prompt, built-in set, parsed upload, compare mode, bad targets.
-
-Uses the committed demo zoo; if it is not there (a fresh checkout before training), a temporary zoo
-of tiny GPT-2 folders under the same names via LOGITSCOPE_ZOO.
-"""
+"""The logit lens page through Streamlit's AppTest on the demo zoo: typed prompt, built-in set, parsed upload,
+compare mode, bad targets."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,30 +7,14 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.loading import REPO_ROOT
 from analysis.prompts import load_builtin, parse_prompt_file
-from tests.model_folders import write_model_folder
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/logit_lens.py"
-REAL_ZOO = REPO_ROOT / "zoo" / "gpt2-world-base" / "config.json"
-
-
-@pytest.fixture(scope="module")
-def zoo_env(tmp_path_factory):
-    """LOGITSCOPE_ZOO for the module: unset with the real zoo, a tiny stand-in zoo otherwise."""
-    mp = pytest.MonkeyPatch()
-    if not REAL_ZOO.is_file():
-        root = tmp_path_factory.mktemp("zoo")
-        for name in ("gpt2-world-base", "gpt2-world-tuned"):
-            write_model_folder(root / name, "gpt2")
-        mp.setenv("LOGITSCOPE_ZOO", str(root))
-    yield
-    mp.undo()
 
 
 @pytest.fixture
-def at(zoo_env) -> AppTest:
+def at() -> AppTest:
     app = AppTest.from_file(APP, default_timeout=180)
     app.run()
     app.switch_page(PAGE)

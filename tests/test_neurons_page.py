@@ -1,8 +1,5 @@
-"""The confidence-neurons page through Streamlit's AppTest: scan verdict, ablation, induction, compare, bad inputs.
-
-Uses the committed demo zoo; without it (a checkout before training) a temporary zoo of tiny GPT-2
-folders under the same names via LOGITSCOPE_ZOO.
-"""
+"""The confidence-neurons page through Streamlit's AppTest on the demo zoo: scan verdict, ablation, induction,
+compare, bad inputs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,29 +7,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.loading import REPO_ROOT
-from tests.model_folders import write_model_folder
-
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/confidence_neurons.py"
-REAL_ZOO = REPO_ROOT / "zoo" / "gpt2-world-base" / "config.json"
-
-
-@pytest.fixture(scope="module")
-def zoo_env(tmp_path_factory):
-    """LOGITSCOPE_ZOO for the module: unset with the real zoo, a tiny stand-in zoo otherwise."""
-    mp = pytest.MonkeyPatch()
-    if not REAL_ZOO.is_file():
-        root = tmp_path_factory.mktemp("zoo")
-        for name in ("gpt2-world-base", "gpt2-world-tuned"):
-            write_model_folder(root / name, "gpt2")
-        mp.setenv("LOGITSCOPE_ZOO", str(root))
-    yield
-    mp.undo()
 
 
 @pytest.fixture
-def at(zoo_env) -> AppTest:
+def at() -> AppTest:
     app = AppTest.from_file(APP, default_timeout=240)
     app.run()
     app.switch_page(PAGE)
