@@ -49,6 +49,19 @@ def user_errors() -> Iterator[None]:
         st.stop()
 
 
+def require_run(key: str, params: Any, clicked: bool, what: str, *, changed: str = "settings") -> None:
+    """Stop the page until Run was pressed for exactly these ``params`` (hashable settings of the analysis).
+
+    Shows "Press Run to compute {what}." - or that the {changed} changed since the last run - and st.stop()s.
+    """
+    if clicked:
+        st.session_state[key] = params
+    last = st.session_state.get(key)
+    if last != params:
+        st.info(f"Press Run to compute {what}" + (f" (the {changed} changed since the last run)." if last else "."))
+        st.stop()
+
+
 def compare_columns(pair: ModelPair) -> list[tuple[str, Any, Any, Any]]:
     """[(label, lm, card, column)] - one column per loaded checkpoint, side by side when B is loaded."""
     items = pair.items()

@@ -7,7 +7,7 @@ import streamlit as st
 from analysis.flow import CHECK_NAMES, FlowResult, FlowSetResult, failed_checks, logit_flow_set, tolerance
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
-from components.page_kit import compare_columns, page_metadata, progress_bar, user_errors
+from components.page_kit import compare_columns, page_metadata, progress_bar, require_run, user_errors
 from components.prompt_input import prompt_set_input
 from components.reports import flow as R
 from components.shell import ensure_app_shell
@@ -98,12 +98,7 @@ def main() -> None:
     targets = tuple(target_text if target_text else r.target for r in rows)
     competitors = tuple(comp_text if comp_text else r.competitor for r in rows)
     settings_key = (tuple(lm.spec for _, lm, _ in pair.items()), prompts, targets, competitors)
-    if run_clicked:
-        st.session_state["flow_last_run"] = settings_key
-    if st.session_state.get("flow_last_run") != settings_key:
-        st.info("Press Run to compute the logit flow" + (" (the settings changed since the last run)." if
-                                                         st.session_state.get("flow_last_run") else "."))
-        st.stop()
+    require_run("flow_last_run", settings_key, run_clicked, "the logit flow")
 
     results: dict[str, FlowSetResult] = {}
     for which, lm, card in pair.items():

@@ -12,7 +12,7 @@ from components.charts.text import md_literal
 from components.charts import lens as charts
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
-from components.page_kit import compare_columns, page_metadata, progress_bar, user_errors
+from components.page_kit import compare_columns, page_metadata, progress_bar, require_run, user_errors
 from components.prompt_input import prompt_set_input
 from components.reports.lens import BUNDLE, PAGE, lens_report, lens_settings, resolve_targets
 from components.shell import ensure_app_shell
@@ -87,12 +87,7 @@ if prompt_set is None:
 prompts = tuple(prompt_set.prompts)
 specs = {which: lm.spec for which, lm, _card in pair.items()}
 params = (tuple(specs.items()), prompt_set.sha256, k, target_mode, target_text if target_mode == L.TARGET_TEXT else None)
-if run_clicked:
-    st.session_state[f"{KEY}_ran"] = params
-if st.session_state.get(f"{KEY}_ran") != params:
-    st.info("Press Run to compute the lens" + (" (the settings changed since the last run)." if
-                                                st.session_state.get(f"{KEY}_ran") else "."))
-    st.stop()
+require_run(f"{KEY}_ran", params, run_clicked, "the lens")
 
 traces: dict[str, L.LensTrace] = {}
 comparison: L.LensComparison | None = None

@@ -15,7 +15,7 @@ from analysis.prompts import PromptSet, builtin_sets, check_context, load_builti
 from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
-from components.page_kit import compare_columns, page_metadata, progress_bar, user_errors
+from components.page_kit import compare_columns, page_metadata, progress_bar, require_run, user_errors
 from components.prompt_input import prompt_set_input
 from components.reports import ood as R
 from components.shell import ensure_app_shell
@@ -163,12 +163,7 @@ ood_key = tuple((n, tuple(ps.prompts)) for n, ps in ood_sets.items())
 specs = {which: lm.spec for which, lm, _card in pair.items()}
 params = (tuple(specs.items()), id_set.sha256, tuple((n, ps.sha256) for n, ps in ood_sets.items()), settings, batch_size,
           blood_draws)
-if run_clicked:
-    st.session_state[f"{KEY}_ran"] = params
-if st.session_state.get(f"{KEY}_ran") != params:
-    st.info("Press Run to compute the study" + (" (the inputs changed since the last run)." if
-                                                 st.session_state.get(f"{KEY}_ran") else "."))
-    st.stop()
+require_run(f"{KEY}_ran", params, run_clicked, "the study", changed="inputs")
 
 studies: dict[str, O.OODStudy] = {}
 with user_errors():
