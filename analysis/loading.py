@@ -56,6 +56,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     lock: threading.RLock = field(default_factory=threading.RLock)
+    gguf: Any = None  # analysis.real_models.GGUFSource when the weights were dequantised from a GGUF file
 
     @property
     def name(self) -> str:
@@ -94,6 +95,31 @@ def zoo_models() -> list[str]:
     return sorted(p.name for p in zd.iterdir() if (p / "config.json").is_file())
 
 
+def builtin_models() -> dict[str, ModelSpec]:
+    """What the sidebar lists, display label -> spec: the demo checkpoints, then the real model converted by
+    `make setup` and its grumpy LoRA fine-tune (zoo/smollm2-grumpy-lora) when they are there."""
+    from analysis.real_models import REAL_LORA, REAL_LORA_LABEL, REAL_MODEL, REAL_MODEL_LABEL, real_models
+
+    out = {name: ModelSpec(name) for name in zoo_models()}
+    if REAL_MODEL in real_models():
+        out[REAL_MODEL_LABEL] = ModelSpec(REAL_MODEL)
+        lora = zoo_dir() / REAL_LORA
+        if (lora / "adapter_config.json").is_file():
+            out[REAL_LORA_LABEL] = ModelSpec(REAL_MODEL, adapter=str(lora))
+    return out
+
+
+def named_spec(name: str, **options: Any) -> ModelSpec:
+    """A spec for a name typed on the command line: 'smollm2-grumpy-lora' (or a sidebar label) gives its base
+    model and adapter; anything else is a zoo name, real model, folder, .gguf file or hub id as given."""
+    from analysis.real_models import REAL_LORA, REAL_LORA_LABEL
+
+    base = builtin_models().get(REAL_LORA_LABEL if name == REAL_LORA else name)
+    if base is None:
+        return ModelSpec(source=name, **options)
+    return ModelSpec(source=base.source, adapter=base.adapter, **options)
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda, then mps, then cpu; otherwise the named device (validated)."""
     if device == "auto":
@@ -121,7 +147,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def resolve_source(source: str) -> tuple[str, bool]:
-    """(path or hub id, is_local). Zoo names resolve to zoo/<name>; a missing path is a clear error."""
+    """(path or hub id, is_local). Zoo names resolve to zoo/<name>, converted real models (analysis.real_models)
+    to their cache folder, a .gguf file to itself; a missing path is a clear error."""
+    from analysis.real_models import models_dir, real_models
+
     src = (source or "").strip()
     if not src:
         raise ModelLoadError("No model given. Pick a demo model or enter a Hugging Face id or a local folder.")
@@ -132,9 +161,16 @@ def resolve_source(source: str) -> tuple[str, bool]:
         return str(expanded.resolve()), True
     if (zoo_dir() / src).is_dir():
         return str((zoo_dir() / src).resolve()), True
+    if src in real_models():
+        return str((models_dir() / src).resolve()), True
+    if src.lower().endswith(".gguf"):
+        if expanded.is_file():
+            return str(expanded.resolve()), True
+        raise ModelLoadError(f"No such GGUF file: '{src}'.")
     looks_like_path = src.startswith(("/", ".", "~")) or os.sep + os.sep in src or src.count("/") > 1
     if expanded.exists() and not expanded.is_dir():
-        raise ModelLoadError(f"'{src}' is a file; pass the folder that holds config.json and the weights.")
+        raise ModelLoadError(f"'{src}' is a file; pass the folder that holds config.json and the weights "
+                             "(or a .gguf file).")
     if looks_like_path or not HUB_ID.match(src):
         raise ModelLoadError(f"No such folder: '{src}'. Pass a local model folder, a demo model name "
                              f"({', '.join(zoo_models()) or 'none found'}) or a Hugging Face hub id like 'gpt2'.")
@@ -168,6 +204,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     path, local = resolve_source(spec.source)
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
+    if local and path.lower().endswith(".gguf"):
+        return _load_gguf_file(spec, Path(path), device, dtype)
     if local:
         _check_local_weights(path, spec.allow_pickle)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
@@ -211,12 +249,40 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         model = _apply_lora(model, spec.adapter)
     if "device_map" not in kwargs:
         model = model.to(device)
+    from analysis.real_models import read_source
+    return _finish(spec, model, tokenizer, device, dtype, gguf=read_source(path) if local else None)
+
+
+def _finish(spec: ModelSpec, model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype,
+            gguf: Any = None) -> LoadedModel:
+    """Eval mode, no gradients, a pad token, the adapter resolved: the LoadedModel."""
     model.eval()
     model.requires_grad_(False)
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     adapter = resolve_adapter(model)
-    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, adapter=adapter, device=device, dtype=dtype)
+    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, adapter=adapter, device=device, dtype=dtype,
+                       gguf=gguf)
+
+
+def _load_gguf_file(spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """A local .gguf file, dequantised in memory by transformers (its architecture checked first)."""
+    from analysis.architectures import ARCH_TABLE, SUPPORTED
+    from analysis.real_models import GGUFSource, gguf_quantisation, load_gguf, sha256_file
+
+    if spec.revision:
+        raise InputError("A .gguf file has no revisions; leave the revision empty.")
+    quant = gguf_quantisation(path)
+    model, tokenizer = load_gguf(path, dtype)
+    if getattr(model.config, "model_type", None) not in ARCH_TABLE:
+        raise UnsupportedArchitectureError(
+            f"Architecture '{getattr(model.config, 'model_type', '?')}' of '{path.name}' is not supported. "
+            f"Supported: {', '.join(SUPPORTED)}.")
+    if spec.adapter:
+        model = _apply_lora(model, spec.adapter)
+    model = model.to(device)
+    return _finish(spec, model, tokenizer, device, dtype,
+                   gguf=GGUFSource(file=path.name, sha256=sha256_file(path), quantisation=quant))
 
 
 def _apply_lora(model: Any, adapter_dir: str) -> Any:
@@ -233,11 +299,10 @@ def _apply_lora(model: Any, adapter_dir: str) -> Any:
 
 def model_from_pretrained_object(model: Any, tokenizer: Any, name: str = "in-memory") -> LoadedModel:
     """Wrap an already-built model and tokenizer (tests, notebooks) as a LoadedModel."""
-    model.eval()
-    model.requires_grad_(False)
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    if tokenizer is not None and tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(spec=ModelSpec(source=name), model=model, tokenizer=tokenizer,
-                       adapter=resolve_adapter(model), device=device, dtype=dtype)
+    param = next(model.parameters())
+    if tokenizer is None:
+        model.eval()
+        model.requires_grad_(False)
+        return LoadedModel(spec=ModelSpec(source=name), model=model, tokenizer=tokenizer,
+                           adapter=resolve_adapter(model), device=param.device, dtype=param.dtype)
+    return _finish(ModelSpec(source=name), model, tokenizer, param.device, param.dtype)

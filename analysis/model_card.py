@@ -30,6 +30,10 @@ class ModelCard:
     dtype: str
     memory_mb: float
     check: SelfCheck
+    adds_bos: bool = False
+    chat_template: bool = False
+    source_note: str | None = None
+    source_sha256: str | None = None
 
     def as_dict(self) -> dict:
         """JSON-ready dict (for export metadata)."""
@@ -38,6 +42,8 @@ class ModelCard:
 
 def model_card(lm: LoadedModel, check: SelfCheck | None = None) -> ModelCard:
     """Build the card, running the self-check unless one is given."""
+    from analysis.model_defaults import adds_bos, has_chat_template
+
     ad = lm.adapter
     params = list(lm.model.parameters())
     n_params = sum(p.numel() for p in params)
@@ -49,4 +55,7 @@ def model_card(lm: LoadedModel, check: SelfCheck | None = None) -> ModelCard:
         norm_kind=ad.final_norm.kind, parallel_residual=ad.parallel_residual, softcap=ad.softcap,
         device=str(lm.device), dtype=str(lm.dtype).replace("torch.", ""), memory_mb=round(mem, 2),
         check=check if check is not None else self_check(lm),
+        adds_bos=adds_bos(lm.tokenizer), chat_template=has_chat_template(lm.tokenizer),
+        source_note=lm.gguf.note() if lm.gguf is not None else None,
+        source_sha256=lm.gguf.sha256 if lm.gguf is not None else None,
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from analysis.errors import LogitscopeError
-from analysis.loading import DEFAULT_MODEL, LoadedModel, ModelSpec, load_model, zoo_models
+from analysis.loading import DEFAULT_MODEL, LoadedModel, ModelSpec, builtin_models, load_model, zoo_models
 from analysis.model_card import ModelCard, model_card
 
 OTHER = "Other: hub id or local folder…"
@@ -65,18 +65,22 @@ def current_spec(which: str) -> ModelSpec | None:
 def _spec_form(which: str) -> None:
     """The sidebar form for one checkpoint; a submitted form replaces the spec in session state."""
     cur = current_spec(which) or default_spec(which)
-    zoo = zoo_models()
-    options = zoo + [OTHER]
-    is_zoo = cur is not None and cur.source in zoo and not cur.adapter
+    builtin = builtin_models()
+    options = list(builtin) + [OTHER]
+    listed = next((label for label, sp in builtin.items()
+                   if cur is not None and (sp.source, sp.adapter) == (cur.source, cur.adapter)), None)
     with st.form(f"model_form_{which}", border=False):
-        choice = st.selectbox(f"Checkpoint {which}", options, index=options.index(cur.source) if is_zoo else len(zoo),
-                              key=f"model_choice_{which}", help="A demo model trained by Logitscope, or any causal LM.")
-        other = st.text_input("Hub id or local folder", value="" if is_zoo else (cur.source if cur else ""),
-                              key=f"model_other_{which}", placeholder="e.g. gpt2 or /models/llama-3-8b",
-                              help="Used when 'Other' is selected. Offline, pass a local folder.")
+        choice = st.selectbox(f"Checkpoint {which}", options,
+                              index=options.index(listed) if listed else len(builtin), key=f"model_choice_{which}",
+                              help="A demo model trained by Logitscope, the real SmolLM2-135M-Instruct (and its "
+                                   "grumpy LoRA) installed by make setup, or any causal LM.")
+        other = st.text_input("Hub id, local folder or .gguf file", value="" if listed else (cur.source if cur else ""),
+                              key=f"model_other_{which}", placeholder="e.g. gpt2, /models/llama-3-8b or model.gguf",
+                              help="Used when 'Other' is selected. Offline, pass a local folder or a .gguf file.")
         with st.expander("Options", expanded=False):
             revision = st.text_input("Revision", value=(cur.revision or "") if cur else "", key=f"model_rev_{which}")
-            lora = st.text_input("LoRA adapter folder (optional)", value=(cur.adapter or "") if cur else "",
+            lora = st.text_input("LoRA adapter folder (optional)",
+                                 value=(cur.adapter or "") if cur and not listed else "",
                                  key=f"model_lora_{which}")
             c1, c2 = st.columns(2)
             device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=f"model_device_{which}")
@@ -86,10 +90,12 @@ def _spec_form(which: str) -> None:
             remote = st.checkbox("Trust remote code", key=f"model_remote_{which}",
                                  help="Runs Python code shipped with the checkpoint. Only for trusted checkpoints.")
         if st.form_submit_button(f"Load {which}", use_container_width=True):
-            source = other.strip() if choice == OTHER else choice
+            picked = builtin.get(choice) if choice != OTHER else None
+            source = other.strip() if picked is None else picked.source
             st.session_state[KEY_SPECS[which]] = ModelSpec(
                 source=source, revision=revision.strip() or None, dtype=dtype, device=device,
-                adapter=lora.strip() or None, allow_pickle=allow_pickle, trust_remote_code=remote)
+                adapter=lora.strip() or (picked.adapter if picked else None), allow_pickle=allow_pickle,
+                trust_remote_code=remote)
     if st.session_state.get(f"model_pickle_{which}"):
         st.warning("Pickle weights allowed: loading them can execute code.", icon="⚠️")
     if st.session_state.get(f"model_remote_{which}"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.model_card import ModelCard
+from components.charts.text import md_literal
 from components.model_state import require_models
 from components.shell import ensure_app_shell
 
@@ -28,7 +29,11 @@ def render_card(which: str, card: ModelCard, per_row: int = 4) -> None:
             col.metric(label, value)
     st.caption(f"Context {card.context_length} tokens"
                + (" · parallel residual" if card.parallel_residual else "")
-               + (f" · logit soft-cap {card.softcap:g}" if card.softcap else ""))
+               + (f" · logit soft-cap {card.softcap:g}" if card.softcap else "")
+               + f" · tokenizer adds BOS: {'yes' if card.adds_bos else 'no'}"
+               + f" · chat template: {'yes' if card.chat_template else 'no'}")
+    if card.source_note:
+        st.info(md_literal(card.source_note), icon="ℹ️")
     if card.check.passed:
         st.success(card.check.message, icon="✅")
     else:
