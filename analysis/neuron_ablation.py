@@ -5,8 +5,9 @@ reference set); "clipped" (clipped mean: a <- min(a, mean) for a neuron whose si
 activations above the mean are pulled down; a <- max(a, mean) for sign -1).
 
 TE: the model is rerun with the activation replaced (an input hook on the down-projection, every
-position). DE: the final norm's scale frozen at the clean value sigma_clean per position, and only the
-direct path through the unembedding acting:
+position; position_effects(keep_first=k) leaves positions t < k clean, as the induction study does for the
+attention-sink position). DE: the final norm's scale frozen at the clean value sigma_clean per position, and
+only the direct path through the unembedding acting:
     z_DE = softcap(W_U frozen_norm(h_L + sum_b delta_b, sigma_clean) + b_U),
 where delta_b is the change of block b's MLP write caused by the new activations with block b's
 inputs held clean: (a' - a) w_out (Gemma-2: the change after its post-feed-forward norm). For a
@@ -105,8 +106,8 @@ def _valid_positions(batch: Batch) -> torch.Tensor:
 
 
 def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode: str,
-                     log_pf: torch.Tensor | None = None, progress: Progress = None) -> dict:
-    """Clean, TE and DE per-position metrics of each unit on one batch.
+                     log_pf: torch.Tensor | None = None, progress: Progress = None, *, keep_first: int = 0) -> dict:
+    """Clean, TE and DE per-position metrics of each unit on one batch (positions t < keep_first not ablated).
 
     Returns {"valid": [B,T] bool, "clean": {metric: [B,T]}, "clean_de": {...}, "acts": {(b, i): [B,T]},
     "te": [{metric: [B,T]} per unit], "de": [...]} as cpu tensors; NaN where no next token.
@@ -159,13 +160,14 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
             def fn(x: torch.Tensor, idx=idx, vals=vals, sgn=sgn) -> torch.Tensor:
                 x = x.clone()
                 i = idx.to(x.device)
-                x[..., i] = _replace(x[..., i], mode, vals, sgn).to(x.dtype)
+                x[:, keep_first:, i] = _replace(x[:, keep_first:, i], mode, vals, sgn).to(x.dtype)
                 return x
             te_hooks.append(input_hook(ad.down_proj(b), fn, bt=(B, T)))
             # direct path: the change of block b's write with its inputs clean
             col = [needed[b].index(int(i)) for i in idx.tolist()]
             a = store[("act", b)][..., col]
             a_new = _replace(a, mode, vals, sgn)
+            a_new[:, :keep_first] = a[:, :keep_first]
             w = ad.neuron_out_weights(b).detach()[idx.to(ad.W_U.device)].float().to(hL.device)
             dw = (a_new - a) @ w
             if post:

@@ -1,7 +1,9 @@
 """Weight-based scans for confidence-regulation neurons (Stolfo et al. 2024): entropy and token-frequency neurons.
 
-A neuron ``b.n`` is hidden unit n of block b's MLP (0-based block, as in the paper's "11.584" for GPT-2
-small); its write lands in residual layer b+1 (layer convention: 0 = embeddings, L = last block output).
+A neuron ``L<b>.N<n>`` (e.g. ``L11.N584``, the paper's "11.584" for GPT-2 small) is hidden unit n of block b's
+MLP with a 0-based block b; its write lands in residual layer b+1 (layer convention: 0 = embeddings, L = last
+block output). Ids are always written in that form, never as "b.n": a spreadsheet or pandas reads "29.10" back
+as the float 29.1, which is another neuron. The old "b.n" form is still accepted as input.
 w_out = row n of the down-projection (``adapter.neuron_out_weights(b)``), activation = the input of the
 down-projection (for gated MLPs act(gate) * up).
 
@@ -34,8 +36,33 @@ NeuronId = tuple[int, int]  # (block, index)
 
 # ------------------------------------------------------------------------------------------ neuron ids
 def neuron_label(block: int, index: int) -> str:
-    """'b.n' - the neuron id used everywhere (0-based block)."""
-    return f"{int(block)}.{int(index)}"
+    """'L{block}.N{index}' (e.g. 'L29.N10') - the neuron id written everywhere (0-based block)."""
+    return f"L{int(block)}.N{int(index)}"
+
+
+NEURON_ID_RE = re.compile(r"[Ll](-?\d+)\.?[Nn](-?\d+)|(-?\d+)\.(-?\d+)")
+
+
+def parse_neuron_label(text: str) -> NeuronId:
+    """(block, index) of one id 'L3.N130' (also 'L3N130', any case) or the old form '3.130'; no range check."""
+    m = NEURON_ID_RE.fullmatch(str(text).strip())
+    if not m:
+        raise InputError(f"'{text}' is not a neuron id; write L{{block}}.N{{index}} with a 0-based block, e.g. L3.N130.")
+    g = m.groups()
+    return (int(g[0]), int(g[1])) if g[0] is not None else (int(g[2]), int(g[3]))
+
+
+def split_neuron_text(text: str) -> list[str]:
+    """The ids in a list typed by a user (separated by commas, semicolons or spaces)."""
+    return [p for p in re.split(r"[\s,;]+", text or "") if p]
+
+
+def canonical_neuron_text(text: str) -> str:
+    """A typed list of ids rewritten as 'L<b>.N<n>, ...' (for settings and metadata); unparsable text unchanged."""
+    try:
+        return ", ".join(neuron_label(*parse_neuron_label(p)) for p in split_neuron_text(text))
+    except InputError:
+        return text
 
 
 def n_neurons(adapter: Adapter, block: int) -> int:
@@ -47,7 +74,7 @@ def check_neuron(adapter: Adapter, block: int, index: int) -> NeuronId:
     """Validate a neuron id; raise InputError naming the valid range."""
     if not 0 <= block < adapter.n_layers:
         raise InputError(f"Neuron {neuron_label(block, index)}: block {block} is out of range; this model has "
-                         f"blocks 0..{adapter.n_layers - 1} (neuron ids are block.index, 0-based).")
+                         f"blocks 0..{adapter.n_layers - 1} (neuron ids are L{{block}}.N{{index}}, 0-based block).")
     n = n_neurons(adapter, block)
     if not 0 <= index < n:
         raise InputError(f"Neuron {neuron_label(block, index)} is out of range: block {block} has neurons 0..{n - 1}.")
@@ -55,17 +82,20 @@ def check_neuron(adapter: Adapter, block: int, index: int) -> NeuronId:
 
 
 def parse_neuron_ids(text: str, adapter: Adapter) -> tuple[NeuronId, ...]:
-    """Parse 'b.n, b.n ...' (commas or spaces) into validated (block, index) pairs, duplicates dropped."""
-    parts = [p for p in re.split(r"[\s,;]+", text or "") if p]
+    """Parse 'L3.N130, L3.N7 ...' (commas or spaces; the old '3.130' form too) into validated (block, index)
+    pairs, duplicates dropped."""
+    parts = split_neuron_text(text)
     if not parts:
-        raise InputError("Give at least one neuron as block.index, e.g. "
-                         f"{adapter.n_layers - 1}.0 (0-based block).")
+        raise InputError("Give at least one neuron as L{block}.N{index}, e.g. "
+                         f"{neuron_label(adapter.n_layers - 1, 0)} (0-based block).")
     out: list[NeuronId] = []
     for p in parts:
-        m = re.fullmatch(r"(-?\d+)\.(-?\d+)", p)
-        if not m:
-            raise InputError(f"'{p}' is not a neuron id; write block.index, e.g. {adapter.n_layers - 1}.17.")
-        nid = check_neuron(adapter, int(m.group(1)), int(m.group(2)))
+        try:
+            block, index = parse_neuron_label(p)
+        except InputError:
+            raise InputError(f"'{p}' is not a neuron id; write L{{block}}.N{{index}} with a 0-based block, e.g. "
+                             f"{neuron_label(adapter.n_layers - 1, 17)}.") from None
+        nid = check_neuron(adapter, block, index)
         if nid not in out:
             out.append(nid)
     return tuple(out)
@@ -173,7 +203,7 @@ class EntropyScan:
         return float(np.sqrt(self.k / self.d_model))
 
     def labels(self, idx: Sequence[int] | None = None) -> list[str]:
-        """'b.n' labels of ``idx`` (all neurons by default)."""
+        """'L<b>.N<n>' labels of ``idx`` (all neurons by default)."""
         idx = range(len(self.rho)) if idx is None else idx
         return [neuron_label(self.block, int(i)) for i in idx]
 

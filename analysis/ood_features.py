@@ -1,11 +1,13 @@
 """Per-prompt inputs of the OOD scores, from one batched, chunked forward pass per prompt set.
 
 For every prompt and every requested layer (0 = embeddings .. L = last block's output before the final
-norm) this keeps the last-token residual, the mask-aware mean over the prompt's real tokens (BOS left out
-of the mean), the head input at the last token (the final norm applied to that residual) and a summary of
-the logit-lens logits there (top-K + logsumexp); for the model's own final logits the same summary; and
-the per-sample mean token log-likelihood with padding masked. Nothing of size [layers x batch x positions
-x vocab] is ever held: each chunk reduces per layer to these numbers and is dropped.
+norm) this keeps the last-token residual, the mask-aware mean over the prompt's real tokens (the BOS left out
+of the mean when the tokenizer itself added it; a bos_token the tokenizer never adds, such as SmolLM2's
+<|im_start|>, is a real token of the prompt when the prompt spells it out, and stays in), the head input at
+the last token (the final norm applied to that residual) and a summary of the logit-lens logits there
+(top-K + logsumexp); for the model's own final logits the same summary; and the per-sample mean token
+log-likelihood with padding masked. Nothing of size [layers x batch x positions x vocab] is ever held: each
+chunk reduces per layer to these numbers and is dropped.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from analysis.errors import InputError
 from analysis.forward import run
 from analysis.hooks import residual_hook
 from analysis.loading import LoadedModel
+from analysis.model_defaults import adds_bos
 from analysis.ood_scores import DEFAULT_TOP_K, LogitStats, vim_origin
 from analysis.readout import final_norm, readout
 
@@ -74,7 +77,8 @@ class OODFeatures:
 
 
 def pooling_weights(batch: Batch, bos_id: int | None) -> torch.Tensor:
-    """Mean-pooling weights [B, T]: the attention mask with each row's first real token removed if it is BOS.
+    """Mean-pooling weights [B, T]: the attention mask with each row's first real token removed if it is
+    ``bos_id`` (pass None when the tokenizer adds no BOS of its own).
 
     A row whose only real token is BOS keeps it (so every row has a non-empty mean).
     """
@@ -119,7 +123,7 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
     layers = tuple(range(ad.n_layers + 1)) if layers is None else tuple(lm.check_layer(int(l)) for l in layers)
     if not layers:
         raise InputError("Choose at least one layer.")
-    bos_id = getattr(lm.tokenizer, "bos_token_id", None)
+    bos_id = lm.tokenizer.bos_token_id if adds_bos(lm.tokenizer) else None  # only a BOS the tokenizer added
     n, d, nl = len(prompts), ad.d_model, len(layers)
     k = min(int(top_k), ad.vocab_size)
     last = np.zeros((nl, n, d), np.float32)

@@ -40,10 +40,14 @@ def tiny_config(model_type: str, *, vocab: int = TINY_VOCAB, d: int = 32, layers
 
 
 class ToyTokenizer:
-    """A minimal tokenizer over integers-as-words (``"5 17 3"`` -> BOS + [5, 17, 3]) for tiny random models."""
+    """A minimal tokenizer over integers-as-words (``"5 17 3"`` -> BOS + [5, 17, 3]) for tiny random models.
 
-    def __init__(self, vocab: int = TINY_VOCAB):
+    ``add_bos=False`` makes one that has a bos_token_id but never adds it (like SmolLM2's tokenizer).
+    """
+
+    def __init__(self, vocab: int = TINY_VOCAB, add_bos: bool = True):
         self.vocab_size = vocab
+        self.add_bos = add_bos
         self.bos_token_id, self.eos_token_id, self.pad_token_id = 1, 2, 0
         self.pad_token = "<pad>"
         self.eos_token = "<eos>"
@@ -53,7 +57,7 @@ class ToyTokenizer:
         ids = []
         for w in text.split():
             ids.append(int(w) % self.vocab_size if w.isdigit() else 3 + (sum(map(ord, w)) % (self.vocab_size - 3)))
-        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
+        return {"input_ids": ([self.bos_token_id] if add_special_tokens and self.add_bos else []) + ids}
 
     def convert_ids_to_tokens(self, ids):
         return [f"t{int(i)}" for i in ids] if isinstance(ids, (list, tuple)) else f"t{int(ids)}"

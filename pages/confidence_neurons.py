@@ -80,7 +80,8 @@ def cached_ablation(spec: ModelSpec, neurons: tuple[tuple[int, int], ...], mode:
 def cached_induction(spec: ModelSpec, source: str, prompts: tuple[str, ...], labels: tuple, n_seq: int, length: int,
                      neurons: tuple[tuple[int, int], ...], n_auto: int, n_random_sets: int, seed: int,
                      _progress=None) -> ind.InductionResult:
-    """The induction study on built-in/uploaded "R R" prompts or random BOS + R + R tokens, cached."""
+    """The induction study on built-in/uploaded "R R" prompts or random R + R tokens (BOS first when the tokenizer
+    adds one), cached."""
     from analysis.prompts import PromptRow, PromptSet
     lm = load_cached(spec)[0]
     if source == "random":
@@ -164,8 +165,8 @@ def render_induction(source: str, ind_set, ind_ids: str, n_seq: int, length: int
 st.title("Confidence neurons")
 st.caption("Entropy neurons write into the unembedding's near-null space and change confidence through the final "
            "norm's scale; token-frequency neurons push the prediction toward or away from the unigram distribution "
-           "(Stolfo et al. 2024). Neuron ids are block.index with a 0-based block (its MLP writes to residual layer "
-           "block+1; layer 0 = embeddings, L = last block's output).")
+           "(Stolfo et al. 2024). Neuron ids are L{block}.N{index} with a 0-based block, e.g. L3.N130 (its MLP writes "
+           "to residual layer block+1; layer 0 = embeddings, L = last block's output).")
 
 pair = require_models()
 bundle = Report()
@@ -247,7 +248,7 @@ with tab_abl:
     st.session_state.setdefault(f"{KEY}_ids", default_ids)
     left, right = st.columns([3, 2])
     with left:
-        ids_text = st.text_input("Neurons to ablate (block.index, comma separated)", key=f"{KEY}_ids",
+        ids_text = st.text_input("Neurons to ablate (L{block}.N{index}, comma separated)", key=f"{KEY}_ids",
                                  help="Default: the top 3 of checkpoint A's scan by ρ. Any block works; for earlier "
                                       "blocks the direct effect is the direct path only.")
         eval_set = prompt_set_input(f"{KEY}_eval", default_builtin=DEFAULT_REFERENCE,
@@ -263,8 +264,8 @@ with tab_abl:
                                       help="The paper drops positions < 3."))
         as_set = st.checkbox("Also ablate them together", value=True, key=f"{KEY}_as_set")
         run_abl = st.button("Run ablation", type="primary", key=f"{KEY}_run_abl", use_container_width=True)
-    settings["ablate"] = {"neurons": ids_text, "mode": mode, "max_prompts": max_eval, "n_random": n_random,
-                          "seed": seed, "skip_first": min_pos, "as_set": as_set,
+    settings["ablate"] = {"neurons": ns.canonical_neuron_text(ids_text), "mode": mode, "max_prompts": max_eval,
+                          "n_random": n_random, "seed": seed, "skip_first": min_pos, "as_set": as_set,
                           "eval_set": getattr(eval_set, "name", None)}
     params = (tuple((w, lm.spec) for w, lm, _ in pair.items()), ids_text, mode, getattr(eval_set, "sha256", None),
               max_eval, n_random, seed, min_pos, as_set, reference)
@@ -278,13 +279,19 @@ with tab_abl:
 
 # ------------------------------------------------------------------------------------------ Induction
 with tab_ind:
+    st.caption("Per position of repeated sequences R + R: entropy, loss and the activations of the selected neurons, "
+               "clean and with a clipped-mean ablation. The first position is left out of the selection and the "
+               "activation scale: on real models it is an attention sink with activations 100x larger (it also keeps "
+               "its clean activation in the ablation; entropy and loss keep it).")
     left, right = st.columns([3, 2])
     with left:
         source = st.radio("Sequences", ["prompts", "random"], horizontal=True, key=f"{KEY}_ind_src",
-                          format_func={"prompts": "Prompt set of 'R R' texts", "random": "Random tokens BOS + R + R"}.get)
+                          format_func={"prompts": "Prompt set of 'R R' texts",
+                                       "random": "Random tokens R + R (BOS first if the tokenizer adds one)"}.get)
         ind_set = prompt_set_input(f"{KEY}_ind", default_builtin="induction", allow_typed=False) \
             if source == "prompts" else None
-        ind_ids = st.text_input("Neurons (block.index; empty = the 3 last-block neurons that change most on the repeat)",
+        ind_ids = st.text_input("Neurons (L{block}.N{index}; empty = the 3 last-block neurons that change most on "
+                                "the repeat)",
                                 key=f"{KEY}_ind_ids")
     with right:
         c1, c2 = st.columns(2)
@@ -293,8 +300,8 @@ with tab_ind:
         n_sets = int(c1.number_input("Random neuron sets", 0, 20, 3, key=f"{KEY}_ind_sets"))
         ind_seed = int(c2.number_input("Seed", 0, 10_000, 0, key=f"{KEY}_ind_seed"))
         run_ind = st.button("Run induction study", type="primary", key=f"{KEY}_run_ind", use_container_width=True)
-    settings["induction"] = {"source": source, "neurons": ind_ids or "auto (3)", "sequences": n_seq, "length": length,
-                             "random_sets": n_sets, "seed": ind_seed}
+    settings["induction"] = {"source": source, "neurons": ns.canonical_neuron_text(ind_ids) or "auto (3)",
+                             "sequences": n_seq, "length": length, "random_sets": n_sets, "seed": ind_seed}
     iparams = (tuple((w, lm.spec) for w, lm, _ in pair.items()), source, getattr(ind_set, "sha256", None), ind_ids,
                n_seq, length, n_sets, ind_seed)
     if run_ind:
@@ -307,7 +314,7 @@ with tab_ind:
 
 st.divider()
 try:
-    export_bundle(figures, tables, page_metadata(R.PAGE, pair, settings, ref_set), R.BUNDLE,
+    export_bundle(figures, tables, page_metadata(R.PAGE, pair, settings, ref_set, bundle.notes), R.BUNDLE,
                   key=f"{KEY}_bundle")
 except LogitscopeError as err:
     st.error(str(err))

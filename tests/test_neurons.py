@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -11,14 +12,15 @@ from analysis.errors import InputError, PromptSetError
 from analysis.induction import induction_study, prompt_sequences, random_sequences, select_neurons
 from analysis.loading import ModelSpec, load_model, zoo_models
 from analysis.neuron_ablation import ablate, build_units, mean_activations
-from analysis.neuron_scan import (logit_var, null_fraction, out_weights, parse_neuron_ids, scan_entropy,
-                                  scan_frequency, unembed_matrix, unembed_svd)
+from analysis.neuron_scan import (canonical_neuron_text, logit_var, neuron_label, null_fraction, out_weights,
+                                  parse_neuron_ids, parse_neuron_label, scan_entropy, scan_frequency, unembed_matrix,
+                                  unembed_svd)
 from analysis.prompts import load_builtin, prompt_set_from_text
 from analysis.batching import encode
 from analysis.forward import run
 from analysis.hooks import capture, input_hook, residual_hook
 from analysis.readout import frozen_norm
-from analysis.tiny import ALL_TYPES, tiny_model
+from analysis.tiny import ALL_TYPES, ToyTokenizer, tiny_model
 from analysis.unigram import kl_to_unigram, unigram_distribution
 
 PROMPTS = ["5 17 3 9 22 40 11 8", "8 8 1 3 90 4", "33 2 7 7 19"]
@@ -195,6 +197,7 @@ def test_bad_inputs_give_clear_messages():
     with pytest.raises(InputError, match="not a neuron id"):
         parse_neuron_ids("1-2", lm.adapter)
     assert parse_neuron_ids("1.2, 1.2 0.3", lm.adapter) == ((1, 2), (0, 3))
+    assert parse_neuron_ids("L1.N2, 1.2 L0.N3", lm.adapter) == ((1, 2), (0, 3))
     with pytest.raises(InputError, match="empty"):
         mean_activations(lm, [], [(1, 2)])
     with pytest.raises(InputError, match="empty"):
@@ -203,6 +206,74 @@ def test_bad_inputs_give_clear_messages():
         ablate(lm, [], build_units(lm, [(1, 2)], mode="zero", reference=None), mode="zero")
     with pytest.raises(InputError, match="k must be"):
         scan_entropy(lm.adapter, k=0)
+
+
+def test_neuron_ids_are_written_as_L_N_and_parsed_in_both_forms():
+    lm = tiny_model("gpt2")
+    assert neuron_label(29, 10) == "L29.N10" and neuron_label(29, 1) == "L29.N1"
+    assert parse_neuron_label("L29.N10") == (29, 10) != parse_neuron_label("L29.N1") == (29, 1)
+    assert parse_neuron_label("l3n130") == parse_neuron_label("3.130") == parse_neuron_label(" L3.N130 ") == (3, 130)
+    assert parse_neuron_ids("L1.N10 L1.N1, 1.10", lm.adapter) == ((1, 10), (1, 1))  # old form: same neuron
+    assert canonical_neuron_text("3.130, L3.N1;l0n7") == "L3.N130, L3.N1, L0.N7"
+    assert canonical_neuron_text("nonsense") == "nonsense"
+    for bad in ("L1.N", "N1.L2", "1-2", "1.2.3", "L1.Nx", "abc", "1,2x"):
+        with pytest.raises(InputError) as err:
+            parse_neuron_ids(bad, lm.adapter)
+        assert "not a neuron id" in str(err.value)
+        assert any(f"'{p}'" in str(err.value) for p in bad.replace(",", " ").split()), str(err.value)
+    with pytest.raises(InputError, match="'L1.Nx' is not a neuron id"):
+        parse_neuron_label("L1.Nx")
+
+
+def test_report_tables_keep_neuron_ids_as_strings(tmp_path):
+    """CSV exports read back by pandas: ids stay 'L<b>.N<n>' strings, so L1.N10 and L1.N1 stay two neurons."""
+    from components import exporting
+    from components.reports import neurons as R
+
+    lm = tiny_model("gpt2")
+    last = _last(lm)
+    scan = scan_entropy(lm.adapter)
+    fs = scan_frequency(lm.adapter, unigram_distribution(lm.tokenizer, PROMPTS, lm.adapter.vocab_size))
+    units = build_units(lm, [(last, 10), (last, 1)], mode="zero", reference=None, n_random=2, seed=0, as_set=True)
+    res = ablate(lm, PROMPTS[:2], units, mode="zero")
+    seq = random_sequences(lm.tokenizer, lm.adapter.vocab_size, n=2, length=5)
+    ind = induction_study(lm, seq, [(last, 10), (last, 1)], n_random_sets=1)
+    rep = R.neurons_report({"A": scan}, {"A": fs}, ablations={"A": res}, inductions={"A": ind})
+    read = {}
+    for name, df in rep.tables.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_bytes(exporting.table_csv(df))
+        read[name] = pd.read_csv(path)
+    want = f"L{last}.N10", f"L{last}.N1"
+    for name in ("scan_A", "frequency_A"):
+        col = read[name]["neuron"]
+        assert all(isinstance(x, str) for x in col) and col.str.fullmatch(r"L\d+\.N\d+").all(), name
+        assert set(want) <= set(col) and col.is_unique, name
+        assert (col == [neuron_label(b, i) for b, i in zip(read[name]["block"], read[name]["index"])]).all()
+    units_col = read["ablation_summary_A"]["unit"]
+    assert all(isinstance(x, str) for x in units_col) and set(want) <= set(units_col)
+    assert f"set: {want[0]}+{want[1]}" in set(units_col)
+    assert set(want) <= set(read["ablation_tokens_A"]["unit"])
+    assert {f"act_{w}" for w in want} <= set(read["induction_A"].columns)
+    box = rep.figures["te_de_boxes_A"]
+    assert box.layout.xaxis.type == "category"
+    assert set(want) <= set(box.layout.xaxis.categoryarray)
+
+
+def test_random_induction_sequences_have_bos_only_when_the_tokenizer_adds_it():
+    lm = tiny_model("llama")
+    vocab = lm.adapter.vocab_size
+    with_bos = random_sequences(ToyTokenizer(vocab), vocab, n=3, length=6, seed=1)
+    lm.tokenizer = ToyTokenizer(vocab, add_bos=False)  # has a bos_token_id but never adds it (as SmolLM2's)
+    without = random_sequences(lm.tokenizer, vocab, n=3, length=6, seed=1)
+    assert "BOS + R + R" in with_bos.source and "BOS" not in without.source and "R + R" in without.source
+    for r, s in zip(with_bos.ids, with_bos.starts):
+        assert len(r) == 13 and s == 7 and r[0] == 1 and 1 not in r[1:] and r[1:7] == r[7:]
+    for r, s in zip(without.ids, without.starts):
+        assert len(r) == 12 and s == 6 and 1 not in r and r[:6] == r[6:]
+    assert [r[1:] for r in with_bos.ids] == list(without.ids)  # same random tokens, only the head differs
+    res = induction_study(lm, without, select_neurons(lm, without, n=1), n_random_sets=0)
+    assert res.rel_position[0] == -6 and res.count[0] == 3
 
 
 def test_random_baseline_is_seeded_and_from_the_same_block():
@@ -225,6 +296,51 @@ def test_induction_study_runs_on_tiny_models():
     assert np.isfinite(res.summary["loss_first"]) and np.isfinite(res.summary["loss_repeat"])
     with pytest.raises(PromptSetError, match="not a repeated sequence"):
         prompt_sequences(lm.tokenizer, prompt_set_from_text("1 2 3"))
+
+
+@pytest.mark.parametrize("model_type", ["llama", "opt"])
+def test_first_position_sink_is_left_out_of_selection_panel_and_ablation(model_type):
+    """A planted attention-sink neuron (1000 at t = 0, 0 elsewhere) is not selected, its spike neither sets a_bar
+    nor the activation panel, and position 0 is not ablated; a planted neuron rising on the repeat is selected."""
+    from components.charts.neurons import induction_figure, induction_frame
+
+    lm = tiny_model(model_type)
+    last = _last(lm)
+    seq = random_sequences(lm.tokenizer, lm.adapter.vocab_size, n=3, length=8)
+    B, T, start = len(seq.ids), len(seq.ids[0]), seq.starts[0]
+    sink, riser = 5, 7
+
+    def plant(_mod, args):
+        x = args[0].clone()
+        v = x.view(B, T, -1)  # OPT's MLP sees [B*T, n]
+        v[:, :, sink] = 0.0
+        v[:, 0, sink] = 1000.0
+        v[:, start:, riser] += 5.0
+        return (x,) + tuple(args[1:])
+
+    handle = lm.adapter.down_proj(last).register_forward_pre_hook(plant)
+    try:
+        assert select_neurons(lm, seq, n=1) == ((last, riser),)
+        assert (last, sink) not in select_neurons(lm, seq, n=3)
+        res = induction_study(lm, seq, [(last, sink), (last, riser)], n_random_sets=0)
+    finally:
+        handle.remove()
+    assert res.rel_position[0] == -start and res.count[0] == B  # column 0 is position 0 of every sequence
+    assert res.acts_first[0] == pytest.approx(1000.0) and res.means[0] == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(res.acts[0, 0]) and np.nanmax(np.abs(res.acts[0])) < 1e-6  # the spike stays out of the panel
+    assert np.nanmean(res.acts[1, start:]) - np.nanmean(res.acts[1, :start]) == pytest.approx(5.0, abs=0.5)
+    assert res.signs.tolist() == [1, 1] and res.summary[f"act_first_position_L{last}.N{sink}"] == pytest.approx(1000)
+    # position 0 keeps its clean activation (last block: its loss is untouched); the riser is clipped on the repeat
+    for clean, te, de in ((res.loss, res.loss_te, res.loss_de), (res.entropy, res.entropy_te, res.entropy_de)):
+        assert te[0] == pytest.approx(clean[0], rel=1e-4, abs=1e-4) and de[0] == pytest.approx(clean[0], abs=1e-4)
+        assert np.nanmax(np.abs(te[start:] - clean[start:])) > 1e-3
+    assert "first position is left out" in res.message
+    fig = induction_figure(res)
+    panel = [t for t in fig.data if t.name and t.name.startswith("neuron ")]
+    assert len(panel) == 2 and max(np.nanmax(np.abs(np.asarray(t.y, dtype=float))) for t in panel) < 10
+    assert "t ≥ 1" in fig.layout.yaxis3.title.text
+    assert any("first position left out" in a.text for a in fig.layout.annotations)
+    assert np.isnan(induction_frame(res)[f"act_L{last}.N{sink}"].iloc[0])
 
 
 # ------------------------------------------------------------------------------------------ zoo demo

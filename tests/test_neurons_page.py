@@ -2,6 +2,7 @@
 compare, bad inputs."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ def test_scan_states_what_it_found_and_offers_exports(at):
 
 
 def test_ablation_runs_with_default_candidates(at):
+    assert re.fullmatch(r"L\d+\.N\d+(, L\d+\.N\d+)*", at.text_input(key="neurons_ids").value)
     at.number_input(key="neurons_max_eval").set_value(4)
     at.number_input(key="neurons_n_random").set_value(3)
     at.button(key="neurons_run_abl").click().run()
@@ -48,7 +50,7 @@ def test_neuron_out_of_range_gives_a_clear_message(at):
     at.text_input(key="neurons_ids").set_value("0.99999")
     at.button(key="neurons_run_abl").click().run()
     assert not at.exception, at.exception
-    assert any("out of range" in e for e in _errors(at)), _errors(at)
+    assert any("out of range" in e and "L0.N99999" in e for e in _errors(at)), _errors(at)  # old input form
     at.text_input(key="neurons_ids").set_value("banana")
     at.button(key="neurons_run_abl").click().run()
     assert any("not a neuron id" in e for e in _errors(at)), _errors(at)
@@ -78,3 +80,5 @@ def test_induction_random_tokens_and_compare_mode(at):
     assert not at.exception, at.exception
     assert not _errors(at), _errors(at)
     assert sum("Mean loss" in i.value for i in at.info) == 2, [i.value for i in at.info] + [s.value for s in at.subheader]
+    assert any("first position is left out of the selection and the activation scale" in c.value for c in at.caption)
+    assert all("first position is left out" in i.value for i in at.info if "Mean loss" in i.value)

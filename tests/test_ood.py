@@ -14,7 +14,7 @@ from analysis.ood_features import OODFeatures, extract_features
 from analysis.ood_metrics import all_metrics, aupr_in, aupr_out, auroc, autc, fpr95_id, fpr95_ood
 from analysis.ood_scores import (GEN, KNN, MSP, NECO, Energy, LogitGap, Mahalanobis, MaxLogit, ViM, logit_stats,
                                  vim_origin)
-from analysis.tiny import ALL_TYPES, tiny_model
+from analysis.tiny import ALL_TYPES, ToyTokenizer, tiny_model
 
 
 # ----------------------------------------------------------------------------------------- metrics
@@ -202,6 +202,17 @@ def test_mean_pooling_leaves_bos_out():
         emb = lm.model.get_input_embeddings()(torch.tensor([[1, 5, 6, 7]]))[0]
     np.testing.assert_allclose(f.mean[0, 0], emb[1:].mean(0).numpy(), atol=1e-5)
     np.testing.assert_allclose(f.last[0, 0], emb[-1].numpy(), atol=1e-5)
+
+
+def test_mean_pooling_keeps_a_bos_token_the_tokenizer_did_not_add():
+    # SmolLM2's tokenizer never adds its bos_token <|im_start|>; a prompt that spells it out keeps it in the mean
+    lm = tiny_model("llama")
+    lm.tokenizer = ToyTokenizer(lm.adapter.vocab_size, add_bos=False)
+    f = extract_features(lm, ["1 5 6 7", "5 6 7"], layers=[0])  # "1" is the bos_token_id, typed as text
+    with lm.lock, torch.inference_mode():
+        emb = lm.model.get_input_embeddings()(torch.tensor([[1, 5, 6, 7]]))[0]
+    np.testing.assert_allclose(f.mean[0, 0], emb.mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(f.mean[0, 1], emb[1:].mean(0).numpy(), atol=1e-5)  # nothing dropped from "5 6 7"
 
 
 # ----------------------------------------------------------------------------------------- study

@@ -1,7 +1,9 @@
 """Figures for the confidence-neurons page: scans (norm vs rho / LogitVar, W_U spectrum), TE vs DE boxes,
 the induction case study and the A vs B scan comparison. Pure functions: result in, go.Figure out.
 
-Neuron ids are block.index with a 0-based block (its write lands in residual layer block + 1).
+Neuron ids are 'L{block}.N{index}' strings with a 0-based block (its write lands in residual layer block + 1);
+an axis that shows ids is always categorical, and tables carry the id as that string (plus integer block and
+index columns), never as a float-like "block.index".
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def scan_frame(scan: EntropyScan) -> pd.DataFrame:
 
 
 def scan_scatter(scan: EntropyScan, y: str = "rho", title: str = "") -> go.Figure:
-    """||w_out|| vs rho (threshold line) or vs LogitVar (log axis); candidates in red; hover names block.index."""
+    """||w_out|| vs rho (threshold line) or vs LogitVar (log axis); candidates in red; hover names the neuron id."""
     if y not in ("rho", "logit_var"):
         raise ValueError(y)
     vals = scan.rho if y == "rho" else scan.logit_var
@@ -102,7 +104,7 @@ def frequency_frame(fs: FrequencyScan) -> pd.DataFrame:
 
 
 def frequency_figure(fs: FrequencyScan, max_points: int = 20000) -> go.Figure:
-    """cos(W_U w_out, f) per block (strip), hover names block.index; the top neurons labelled."""
+    """cos(W_U w_out, f) per block (strip), hover names the neuron id; the top neurons labelled."""
     B, n = fs.score.shape
     fig = go.Figure()
     rng = np.random.default_rng(0)
@@ -157,8 +159,10 @@ def ablation_boxes(res: AblationResult, title: str = "") -> go.Figure:
         fig.add_trace(go.Box(x=xs, y=ys, name="total effect (TE)" if eff == "TE" else "direct effect (DE, frozen scale)",
                              marker_color=COLORS[eff], boxpoints=False))
     fig.update_layout(boxmode="group", height=420, title=safe_text(title or f"|ΔLoss| per token, {res.mode} ablation"),
-                      xaxis_title="ablated neuron (block.index)", yaxis_title="|Δ next-token loss| (nats)",
-                      legend=dict(orientation="h", y=-0.25))
+                      xaxis_title="ablated neuron (L{block}.N{index}, 0-based block)",
+                      yaxis_title="|Δ next-token loss| (nats)", legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(type="category", categoryorder="array",
+                     categoryarray=[safe_text(g, max_len=40) for g, _ in groups])
     return fig
 
 
@@ -197,11 +201,17 @@ def mediation_scatter(res: AblationResult, rho: dict[str, float] | None = None) 
 
 
 def induction_figure(res: InductionResult, title: str = "") -> go.Figure:
-    """Per position (relative to the repeat): entropy, loss (clean, TE, DE, random TE) and neuron activations."""
+    """Per position (relative to the repeat): entropy, loss (clean, TE, DE, random TE) and neuron activations.
+
+    The activation panel leaves out the first position of each sequence (an attention sink on real models, about
+    100x larger; see analysis.induction): its values are only named in the panel's title and in the hover.
+    """
     x = res.rel_position
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+    first = ", ".join(f"{safe_text(lab)} {v:.3g}" for lab, v in zip(res.neurons, res.acts_first) if np.isfinite(v))
+    act_title = "activation of the selected neurons (clean), first position left out (attention sink)"
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.09,
                         subplot_titles=("entropy of the next-token prediction (nats)", "next-token loss (nats)",
-                                        "activation of the selected neurons (clean)"))
+                                        act_title + (f"<br>at the first position: {first}" if first else "")))
     for row, (clean, te, de, rnd) in enumerate(((res.entropy, res.entropy_te, res.entropy_de, res.random_entropy_te),
                                                 (res.loss, res.loss_te, res.loss_de, res.random_loss_te)), start=1):
         fig.add_trace(go.Scatter(x=x, y=clean, name="clean", line=dict(color=COLORS["clean"]), legendgroup="clean",
@@ -215,12 +225,17 @@ def induction_figure(res: InductionResult, title: str = "") -> go.Figure:
                                      line=dict(color=COLORS["random"], dash="dot"), legendgroup="rnd",
                                      showlegend=row == 1), row=row, col=1)
     for j, label in enumerate(res.neurons):
-        fig.add_trace(go.Scatter(x=x, y=res.acts[j], name=f"neuron {label}", mode="lines"), row=3, col=1)
+        fig.add_trace(go.Scatter(x=x, y=res.acts[j], name=f"neuron {safe_text(label)}", mode="lines",
+                                 hovertemplate="t − start %{x}<br>activation %{y:.4g} "
+                                               "(mean over sequences, t = 0 left out)"
+                                               f"<br>first position (left out): {res.acts_first[j]:.4g}"
+                                               "<extra>%{fullData.name}</extra>"), row=3, col=1)
     for row in (1, 2, 3):
         fig.add_vline(x=-0.5, line_dash="dash", line_color="#444", row=row, col=1)
     fig.add_annotation(x=-0.5, y=1.0, xref="x", yref="paper", text="repeat starts", showarrow=False, xanchor="left",
                        yanchor="bottom")
     fig.update_xaxes(title_text="position relative to the start of the repeat (t − start)", row=3, col=1)
+    fig.update_yaxes(title_text="activation (t ≥ 1)", row=3, col=1)
     fig.update_layout(height=720, title=safe_text(title or f"Induction: {res.source} ({res.n_sequences} sequences), "
                                                             f"clipped-mean ablation of {', '.join(res.neurons)}"),
                       legend=dict(orientation="h", y=-0.12))
@@ -228,7 +243,8 @@ def induction_figure(res: InductionResult, title: str = "") -> go.Figure:
 
 
 def induction_frame(res: InductionResult) -> pd.DataFrame:
-    """Per relative position: count and clean/TE/DE entropy and loss, random TE loss, activations."""
+    """Per relative position: count and clean/TE/DE entropy and loss, random TE loss, activations (act_*: the
+    first position of each sequence left out; its values are in the summary as act_first_position_*)."""
     d = {"position_from_repeat": res.rel_position, "n_sequences": res.count, "entropy": res.entropy,
          "entropy_te": res.entropy_te, "entropy_de": res.entropy_de, "loss": res.loss, "loss_te": res.loss_te,
          "loss_de": res.loss_de}

@@ -5,6 +5,7 @@ import io
 import json
 import zipfile
 
+import pandas as pd
 import pytest
 
 from tests.e2e.conftest import download as _download
@@ -30,6 +31,8 @@ def test_scan_runs_states_its_verdict_and_exports(streamlit_server, page, goto_a
     assert name == "neurons_norm_vs_rho_A.csv"
     header = data.decode("utf-8").splitlines()[0]
     assert "rho" in header and "norm" in header and "neuron" in header
+    ids = pd.read_csv(io.BytesIO(data))["neuron"]  # read back as strings 'L<block>.N<index>', never as floats
+    assert ids.map(lambda x: isinstance(x, str)).all() and ids.str.fullmatch(r"L\d+\.N\d+").all(), ids.head()
     page.keyboard.press("Escape")
 
     name, data = _download(page, page.get_by_role("button", name="Download bundle (zip)"), timeout_ms=300_000)
