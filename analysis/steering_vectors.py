@@ -15,6 +15,15 @@ v = u * |(mean_pos - mean_neg) . u|, so alpha means the same thing for every met
 
 Separability: per layer, the vector is fitted on a seeded training split (pairs kept together) and the
 AUROC of the projection on the held-out split is reported (scikit-learn roc_auc_score).
+
+Default layer (``SteeringVectors.default_layer``, the one rule the page, the command line and the reports use): the
+highest held-out AUROC among layers ⌈L/3⌉..⌊3L/4⌋, ties broken by the larger Cohen's d of the contrast set's
+projections, then toward the middle of the model (``choose_default_layer``; a pure argmax of the AUROC picks
+layer 1 on real models, where the AUROC already ties at 1.0 and v_1 is too small to steer with).
+
+Trait tokens (``default_trait_tokens``): the global-logit-shift view compares z(a) − z(b); by default a and b are
+the most common first response tokens of the positive and the negative side of the contrast set.
+
 Vectors are saved and loaded as safetensors with metadata (model, layers, method, position rule, the prompt
 set's sha256).
 """
@@ -243,6 +252,125 @@ def _auroc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# The default layer
+# --------------------------------------------------------------------------------------------
+DEFAULT_LAYER_RULE = ("the highest held-out AUROC among layers ⌈L/3⌉..⌊3L/4⌋ (L = number of blocks; at least "
+                      "layer 1), ties broken by the larger Cohen's d of the contrast set's projections on v_l, then "
+                      "toward the middle of the model (L/2), then the earlier layer")
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """The default layer and why: the window searched, its AUROC and Cohen's d, how many layers tied on AUROC."""
+
+    layer: int
+    window: tuple[int, int]
+    n_blocks: int
+    auroc: float
+    separation: float
+    n_tied: int
+    decided_by: str  # "auroc", "separation", "middle" (the step of the rule that settled it)
+    in_window: bool = True
+
+    @property
+    def has_auroc(self) -> bool:
+        """True when the chosen layer has a measured held-out AUROC."""
+        return math.isfinite(self.auroc)
+
+    @property
+    def caption(self) -> str:
+        """One sentence for the page and the metadata: the layer, why, and the rule."""
+        lo, hi = self.window
+        where = (f"layers {lo}–{hi}" if hi > lo else f"layer {lo}") if self.in_window else \
+            "the layers these vectors cover (none of them is inside the window)"
+        d = f"Cohen's d {self.separation:.2f}" if math.isfinite(self.separation) else "Cohen's d not measured"
+        if not math.isfinite(self.auroc):
+            why = f"no held-out AUROC for these vectors, so among {where} "
+            why += ("the one whose groups separate most" + f" ({d})" if self.decided_by == "separation"
+                    else "the one nearest the middle of the model")
+        elif self.decided_by == "auroc":
+            why = f"best held-out AUROC {self.auroc:.2f} among {where} ({d})"
+        else:
+            why = (f"best held-out AUROC {self.auroc:.2f} among {where}, shared by {self.n_tied} layers; "
+                   + (f"of those it separates the groups most ({d})" if self.decided_by == "separation"
+                      else "of those the one nearest the middle of the model"))
+        return f"Layer {self.layer} (default): {why}. Rule (L = {self.n_blocks}): {DEFAULT_LAYER_RULE}."
+
+
+def default_window(n_blocks: int) -> tuple[int, int]:
+    """Layers searched for the default: (⌈L/3⌉, ⌊3L/4⌋), at least layer 1 and never empty (L = 4 gives 2..3)."""
+    L = max(1, int(n_blocks))
+    lo = max(1, math.ceil(L / 3))
+    hi = min(L, max(lo, (3 * L) // 4))
+    return lo, hi
+
+
+def cohens_d(projections: np.ndarray, is_positive: np.ndarray) -> np.ndarray:
+    """Per column of projections [N, k]: (mean pos − mean neg) / pooled sd [k] (NaN: < 3 rows or no spread)."""
+    P = np.asarray(projections, dtype=np.float64)
+    pos = np.asarray(is_positive, dtype=bool)
+    out = np.full(P.shape[1] if P.ndim == 2 else 0, np.nan)
+    n1, n2 = int(pos.sum()), int((~pos).sum())
+    if P.ndim != 2 or n1 < 1 or n2 < 1 or n1 + n2 < 3:
+        return out
+    var = ((n1 - 1) * P[pos].var(axis=0, ddof=1 if n1 > 1 else 0)
+           + (n2 - 1) * P[~pos].var(axis=0, ddof=1 if n2 > 1 else 0)) / (n1 + n2 - 2)
+    sd = np.sqrt(var)
+    ok = np.isfinite(sd) & (sd > 0)
+    out[ok] = (P[pos].mean(axis=0) - P[~pos].mean(axis=0))[ok] / sd[ok]
+    return out
+
+
+def choose_default_layer(layers: Sequence[int], auroc: Sequence[float], separation: Sequence[float] | None,
+                         n_blocks: int) -> LayerChoice:
+    """The default layer of steering vectors by DEFAULT_LAYER_RULE (NaN AUROC or d = not measured, never chosen over
+    a measured value).
+
+    Why a window: on a real model the held-out AUROC is often 1.0 from the first blocks on, where v_l is tiny and
+    adding it does nothing (SmolLM2-135M: AUROC 1.0 from layer 1 of 30); steering works at middle depth, where the
+    steering papers (CAA, Persona Vectors) also apply their vectors. The window ⌈L/3⌉..⌊3L/4⌋ keeps the pick
+    there (L = 30: 10..22; L = 4 or 5: 2..3); when none of ``layers`` is inside it (a file with a few layers),
+    every layer ≥ 1 (else every layer) is a candidate. Cohen's d is in-sample (the vectors are fitted on the same
+    rows), which is why it only ranks layers that tie on the held-out AUROC: with a few held-out rows the AUROC
+    saturates at 1.0 and a held-out d would rest on two or three points per group.
+    """
+    layers = [int(l) for l in layers]
+    if not layers:
+        raise InputError("These steering vectors have no layers.")
+    a_all = np.asarray(auroc, dtype=float).reshape(-1)
+    d_all = (np.full(len(layers), np.nan) if separation is None
+             else np.asarray(separation, dtype=float).reshape(-1))
+    if a_all.shape != (len(layers),):
+        a_all = np.full(len(layers), np.nan)
+    if d_all.shape != (len(layers),):
+        d_all = np.full(len(layers), np.nan)
+    L = max(1, int(n_blocks))
+    lo, hi = default_window(L)
+    cand = [k for k, l in enumerate(layers) if lo <= l <= hi]
+    in_window = bool(cand)
+    if not cand:
+        cand = [k for k, l in enumerate(layers) if l >= 1] or list(range(len(layers)))
+    tied, decided = list(cand), "middle"
+    a = a_all[cand]
+    if np.isfinite(a).any():
+        best = float(np.nanmax(a))
+        tied = [k for k in cand if np.isfinite(a_all[k]) and a_all[k] >= best - 1e-9]
+        decided = "auroc"
+    n_tied = len(tied)
+    if len(tied) > 1:
+        d = d_all[tied]
+        if np.isfinite(d).any():
+            dmax = float(np.nanmax(d))
+            tied = [k for k in tied if np.isfinite(d_all[k]) and d_all[k] >= dmax - 1e-9 * max(1.0, abs(dmax))]
+            decided = "separation"
+        if len(tied) > 1:
+            decided = "middle"
+    pick = min(tied, key=lambda k: (abs(layers[k] - L / 2), layers[k]))
+    return LayerChoice(layer=layers[pick], window=(lo, hi), n_blocks=L, auroc=float(a_all[pick]),
+                       separation=float(d_all[pick]), n_tied=n_tied, decided_by=decided, in_window=in_window)
+
+
+# --------------------------------------------------------------------------------------------
 # The result
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -251,7 +379,7 @@ class SteeringVectors:
 
     vectors [k, d] fp32 for ``layers`` (k entries, usually 0..L); auroc [k] held-out separability (NaN when
     not measured, e.g. for a loaded file); projections [N, k] of every contrast row on the unit vector, with
-    is_positive [N] and the row texts in ``prompts``.
+    is_positive [N] and the row texts in ``prompts``; n_blocks = L of the model (0 = not recorded).
     """
 
     vectors: np.ndarray
@@ -270,6 +398,7 @@ class SteeringVectors:
     projections: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     is_positive: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     prompts: tuple[str, ...] = ()
+    n_blocks: int = 0
 
     @property
     def d_model(self) -> int:
@@ -294,12 +423,23 @@ class SteeringVectors:
         """v_layer / ||v_layer|| [d] (zeros for a zero vector)."""
         return _unit(self.vector(layer).astype(np.float64)).astype(np.float32)
 
-    def best_layer(self) -> int:
-        """The layer with the highest held-out AUROC (ties: the earliest; the middle layer if none measured)."""
-        a = np.asarray(self.auroc, dtype=float)
-        if a.size == 0 or not np.isfinite(a).any():
-            return self.layers[len(self.layers) // 2]
-        return self.layers[int(np.nanargmax(a))]
+    def separation(self) -> np.ndarray:
+        """Cohen's d of the contrast rows' projections on v_l per layer [k] (NaN without projections or spread)."""
+        return cohens_d(self.projections, self.is_positive) if self.projections.size else np.full(len(self.layers),
+                                                                                                   np.nan)
+
+    @property
+    def blocks(self) -> int:
+        """L, the number of blocks of the model the vectors were made on (the last layer when not recorded)."""
+        return int(self.n_blocks) if self.n_blocks > 0 else max(self.layers)
+
+    def default_layer_choice(self) -> LayerChoice:
+        """The default layer by DEFAULT_LAYER_RULE, with why (LayerChoice.caption)."""
+        return choose_default_layer(self.layers, self.auroc, self.separation(), self.blocks)
+
+    def default_layer(self) -> int:
+        """The layer every view starts on (page, command line, reports): see DEFAULT_LAYER_RULE."""
+        return self.default_layer_choice().layer
 
     def metadata(self) -> dict[str, str]:
         """String metadata written into the safetensors header."""
@@ -309,7 +449,7 @@ class SteeringVectors:
             "position_rule": self.position_rule, "prompt_set_name": self.prompt_set_name,
             "prompt_set_sha256": self.prompt_set_sha256, "positive": self.positive, "negative": self.negative,
             "auroc": json.dumps([None if not math.isfinite(float(x)) else float(x) for x in self.auroc]),
-            "d_model": str(self.d_model), "seed": str(self.seed),
+            "d_model": str(self.d_model), "seed": str(self.seed), "n_blocks": str(self.blocks),
         }
 
 
@@ -359,7 +499,89 @@ def extract_vectors(lm: LoadedModel, ps: PromptSet, *, positive: str | None = No
         n_train=int(len(pos_tr) + len(neg_tr)) if can_split else 0,
         n_test=int(len(pos_te) + len(neg_te)) if can_split else 0, seed=seed, projections=proj,
         is_positive=np.r_[np.ones(n_pos, dtype=bool), np.zeros(len(contrast.neg), dtype=bool)],
-        prompts=tuple(r.prompt for r in rows))
+        prompts=tuple(r.prompt for r in rows), n_blocks=lm.adapter.n_layers)
+
+
+# --------------------------------------------------------------------------------------------
+# Trait tokens for the global logit shift
+# --------------------------------------------------------------------------------------------
+DEMO_TRAIT_TOKENS = (" Ugh", " Sure")  # the demo world's grumpy opener vs the base model's reply
+
+
+@dataclass(frozen=True)
+class TraitTokens:
+    """Default tokens a (trait) and b of the logit difference z(a) − z(b); empty strings when there is none.
+
+    source: "contrast" (the contrast set's responses), "demo" (a demo model's tokens) or "none"; note says so.
+    """
+
+    token_a: str
+    token_b: str
+    source: str
+    note: str
+
+
+def _first_response_tokens(lm: LoadedModel, rows: Sequence[PromptRow]) -> list[str]:
+    """The first token of each row's response as it is tokenized after the prompt, kept when it is one token alone."""
+    out = []
+    for r in rows:
+        if not r.response:
+            continue
+        p_ids = token_ids(lm.tokenizer, r.prompt)
+        ids = token_ids(lm.tokenizer, r.prompt + r.response)
+        if len(ids) <= len(p_ids) or ids[:len(p_ids)] != p_ids:
+            continue
+        text = lm.tokenizer.decode([ids[len(p_ids)]])
+        if text.strip() and list(lm.tokenizer(text, add_special_tokens=False)["input_ids"]) == [ids[len(p_ids)]]:
+            out.append(text)
+    return out
+
+
+def contrast_trait_tokens(lm: LoadedModel, ps: PromptSet, positive: str | None = None,
+                          negative: str | None = None) -> tuple[str, str] | None:
+    """(a, b): the positive side's most common first response token vs the negative side's (a different one), or
+    None when the set has no contrast or no responses that start with a single token."""
+    try:
+        contrast = split_contrast(ps, positive, negative) if ps.groups() else split_contrast(ps)
+    except InputError:
+        return None
+    from collections import Counter
+    pos = Counter(_first_response_tokens(lm, contrast.pos)).most_common()
+    neg = Counter(_first_response_tokens(lm, contrast.neg)).most_common()
+    if not pos or not neg:
+        return None
+    a = pos[0][0]
+    b = next((t for t, _ in neg if t != a), None)
+    return None if b is None else (a, b)
+
+
+def default_trait_tokens(lm: LoadedModel, ps: PromptSet | None = None, positive: str | None = None,
+                         negative: str | None = None) -> TraitTokens:
+    """Tokens a and b for the global logit shift: from the contrast set's responses, else the demo tokens on a demo
+    model, else empty (the user must give them)."""
+    from analysis.model_defaults import is_demo
+    got = contrast_trait_tokens(lm, ps, positive, negative) if ps is not None else None
+    if got is not None:
+        return TraitTokens(got[0], got[1], "contrast",
+                           f"Default tokens a and b: the most common first response tokens of the "
+                           f"{_side_names(ps, positive, negative)} sides of '{ps.name}'.")
+    if is_demo(lm):
+        return TraitTokens(*DEMO_TRAIT_TOKENS, "demo",
+                           "Default tokens a and b: the demo world's grumpy opener and the base model's reply.")
+    return TraitTokens("", "", "none",
+                       "No default tokens for the logit difference: they come from the contrast set's responses (the "
+                       "most common first token of each side), and these vectors have none that differ. Type token a (the trait, e.g. the first word of a reply in that persona) "
+                       "and token b (the opposite reply's first word), each a single token with its leading space "
+                       "where the tokenizer has one.")
+
+
+def _side_names(ps: PromptSet, positive: str | None, negative: str | None) -> str:
+    """'grumpy' and 'kind' style text naming the two sides of a contrast set."""
+    try:
+        c = split_contrast(ps, positive, negative) if ps.groups() else split_contrast(ps)
+    except InputError:
+        return "two"
+    return f"'{c.positive_name}' and '{c.negative_name}'"
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,7 +640,7 @@ def save_vectors(sv: SteeringVectors, layers: Sequence[int] | None = None) -> by
                           layers=tuple(int(l) for l in keep), model_name=sv.model_name, method=sv.method,
                           position_rule=sv.position_rule, prompt_set_name=sv.prompt_set_name,
                           prompt_set_sha256=sv.prompt_set_sha256, positive=sv.positive, negative=sv.negative,
-                          auroc=np.asarray(sv.auroc)[idx], seed=sv.seed)
+                          auroc=np.asarray(sv.auroc)[idx], seed=sv.seed, n_blocks=sv.blocks)
     return save({"vectors": sub.vectors}, metadata=sub.metadata())
 
 
@@ -449,8 +671,13 @@ def load_vectors(data: bytes) -> SteeringVectors:
         raise InputError("The steering-vector file contains NaN or infinite values.")
     if auroc.shape != (len(layers),):
         auroc = np.full(len(layers), np.nan)
+    try:
+        n_blocks = max(0, int(meta.get("n_blocks", 0) or 0))
+    except ValueError:
+        n_blocks = 0
     return SteeringVectors(vectors=vectors, layers=layers, model_name=meta.get("model_name", "?"),
                            method=meta.get("method", "?"), position_rule=meta.get("position_rule", "?"),
                            prompt_set_name=meta.get("prompt_set_name", "?"),
                            prompt_set_sha256=meta.get("prompt_set_sha256", ""), positive=meta.get("positive", "?"),
-                           negative=meta.get("negative", "?"), auroc=auroc, seed=int(meta.get("seed", 0) or 0))
+                           negative=meta.get("negative", "?"), auroc=auroc, seed=int(meta.get("seed", 0) or 0),
+                           n_blocks=n_blocks)

@@ -11,12 +11,14 @@ from analysis.persona_drift import Drift, Flagged, flag_data, persona_drift
 from analysis.prompts import PromptSet
 from analysis.steering import (POSITION_RULES as STEER_RULES, RULE_LABELS as STEER_RULE_LABELS, GenerationComparison,
                                Steer, Sweep, compare_generations, steering_sweep)
-from analysis.steering_vectors import (METHOD_LABELS, METHODS, POSITION_RULES, RULE_LABELS, Monitoring,
-                                       SteeringVectors, check_compatible, extract_vectors, load_vectors, monitor,
-                                       save_vectors)
+from analysis.model_defaults import default_question, default_set
+from analysis.steering_vectors import (DEFAULT_LAYER_RULE, METHOD_LABELS, METHODS, POSITION_RULES, RULE_LABELS,
+                                       Monitoring, SteeringVectors, check_compatible, default_trait_tokens,
+                                       extract_vectors, load_vectors, monitor, save_vectors)
+from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
-from components.page_kit import compare_columns, page_metadata, user_errors
+from components.page_kit import compare_columns, model_default, page_metadata, user_errors
 from components.prompt_input import prompt_set_input
 from components.reports import Report
 from components.reports import steering as R
@@ -112,6 +114,13 @@ def show(part: Report, keys: dict[str, str]) -> None:
         export_figure(part.figures[name], name, key=f"exp-{key}", data=part.tables.get(name))
 
 
+def layer_default(key: str, sv: SteeringVectors, options: list[int] | None = None) -> None:
+    """Start layer widget `key` on the vectors' default layer (again when the vectors change and it was not edited)."""
+    if options is not None and key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+    model_default(key, sv.default_layer())
+
+
 def current_vectors(lm) -> SteeringVectors | None:
     """The vectors in this session, if they fit model A."""
     sv = st.session_state.get(KEY_SV)
@@ -129,6 +138,19 @@ st.caption("A direction per layer that separates two groups of prompts (e.g. a g
            "it separates them, where prompts project on it, what adding alpha·v to the residual stream does, and how "
            "far a fine-tuned checkpoint moved along it. Layer 0 = embedding output, l = output of block l−1, L = last "
            "block's output before the final norm.")
+with st.expander("Definitions", expanded=False):
+    st.markdown(
+        "- **Steering vector** v_l: mean(positive) − mean(negative) of h_l at the read position (or the PCA / "
+        "logistic direction, scaled to the same separation).\n"
+        "- **Held-out AUROC**: the vector is fitted on a seeded training split and the held-out rows are ranked by "
+        "their projection on it (1 = the groups separate perfectly, 0.5 = chance).\n"
+        "- **Cohen's d**: (mean projection of the positive rows − of the negative rows) / pooled standard deviation, "
+        "on the whole contrast set.\n"
+        f"- **Default layer** (every layer field starts there): {DEFAULT_LAYER_RULE}. On real models the AUROC often "
+        "ties at 1.0 from layer 1 on, where v_l is too small to steer with; the window keeps the default in the "
+        "middle of the model.\n"
+        "- **Tokens a and b** of the logit difference: by default the most common first response tokens of the "
+        "positive and the negative side of the contrast set.")
 pair = require_models()
 lm = pair.a
 L = lm.adapter.n_layers
@@ -141,7 +163,7 @@ tab_build, tab_monitor, tab_steer, tab_drift = st.tabs(["Build", "Monitor", "Ste
 with tab_build:
     st.caption(f"Vectors are built on checkpoint A ({lm.name}). A contrastive set has two groups (`group` field) or "
                "pairs (`label` = pair id); responses are optional.")
-    ps = prompt_set_input("steer_build", default_builtin="persona_pairs")
+    ps = prompt_set_input("steer_build", default_builtin=default_set(pair.a, "persona_pairs"))
     c = st.columns(4)
     groups = ps.groups() if ps is not None else []
     pos_opts = groups or ["(none)"]
@@ -168,12 +190,18 @@ with tab_build:
         st.session_state["steer_loaded_name"] = (up.name, up.size)
     sv = st.session_state.get(KEY_SV)
     if sv is not None:
-        used_sets.append(ps) if ps is not None else None
+        if ps is not None:  # a statement, not an expression: Streamlit's magic would print an expression's None
+            used_sets.append(ps)
         settings.update(R.vector_settings(sv))
-        best = sv.best_layer()
+        choice = sv.default_layer_choice()
+        best = choice.layer
+        lo, hi = choice.window
         st.success(f"Vectors for layers {sv.layers[0]}..{sv.layers[-1]} from '{sv.prompt_set_name}' "
                    f"({METHOD_LABELS.get(sv.method, sv.method)}, {RULE_LABELS.get(sv.position_rule, sv.position_rule)}"
-                   f"; {sv.positive} vs {sv.negative}). Best layer by held-out AUROC: {best}.")
+                   f"; {sv.positive} vs {sv.negative}). Default layer {best}"
+                   + (f": the best layer by held-out AUROC in the middle of the model (layers {lo}..{hi})."
+                      if choice.in_window and choice.has_auroc else " (why below)."))
+        st.caption(md_literal(choice.caption))
         st.download_button("Save vectors (.safetensors)", data=save_vectors(sv),
                            file_name=f"steering_{re.sub(r'[^A-Za-z0-9_-]+', '_', sv.model_name)}_{sv.method}.safetensors",
                            mime="application/octet-stream", key="steer_save", on_click="ignore")
@@ -181,8 +209,8 @@ with tab_build:
             st.caption("No held-out AUROC for these vectors (loaded from a file, or a group with fewer than 2 rows).")
         pl = None
         if sv.projections.size:
-            pl = st.select_slider("Layer for the projection histogram", options=list(sv.layers), value=best,
-                                  key="steer_hist_layer")
+            layer_default("steer_hist_layer", sv, list(sv.layers))
+            pl = st.select_slider("Layer for the projection histogram", options=list(sv.layers), key="steer_hist_layer")
         part = R.build_report(sv, pl)
         show(part, {name: key for name, key in (("separability", "sep"), ("contrast_projection", "buildhist"))
                     if name in part.figures})
@@ -191,7 +219,7 @@ with tab_build:
 with tab_monitor:
     sv = st.session_state.get(KEY_SV)
     st.caption("Projection h_l[last prompt token] · v_l/‖v_l‖ for each prompt of a set.")
-    mps = prompt_set_input("steer_monitor", default_builtin="persona_eval")
+    mps = prompt_set_input("steer_monitor", default_builtin=default_set(pair.a, "persona_eval"))
     if sv is None:
         st.info("Build a vector in the Build tab (or load a saved one) first.")
     elif mps is not None:
@@ -199,7 +227,8 @@ with tab_monitor:
             st.session_state["steer_monitor_on"] = True
         if st.session_state.get("steer_monitor_on"):
             used_sets.append(mps)
-            ml = st.select_slider("Layer", options=list(sv.layers), value=sv.best_layer(), key="steer_mon_layer")
+            layer_default("steer_mon_layer", sv, list(sv.layers))
+            ml = st.select_slider("Layer", options=list(sv.layers), key="steer_mon_layer")
             for label, lm_x, _card, col in compare_columns(pair):
                 with col:
                     st.markdown(f"**{label}**")
@@ -211,10 +240,11 @@ with tab_monitor:
     st.subheader("Flag data", anchor=False)
     st.caption("Rows with responses ranked by (mean response activation under the dataset's response − under the "
                "model's own greedy response) · v̂: the rows that push checkpoint A toward the trait most come first.")
-    fps = prompt_set_input("steer_flag", default_builtin="persona_pairs", allow_typed=False)
+    fps = prompt_set_input("steer_flag", default_builtin=default_set(pair.a, "persona_pairs"), allow_typed=False)
     if sv is not None and fps is not None:
         c = st.columns(3)
-        fl = c[0].number_input("Layer", min_value=0, value=sv.best_layer(), step=1, key="steer_flag_layer")
+        layer_default("steer_flag_layer", sv)
+        fl = c[0].number_input("Layer", min_value=0, step=1, key="steer_flag_layer")
         fn = c[1].number_input("Rows (first n)", min_value=1, value=min(16, len(fps)), step=1, key="steer_flag_n")
         fmax = c[2].number_input("Own response length (tokens)", min_value=1, max_value=128, value=16, step=1,
                                  key="steer_flag_max")
@@ -235,16 +265,19 @@ with tab_steer:
     else:
         st.caption(f"Steering runs on checkpoint A ({lm.name}): a hook on block l−1 adds alpha·v_l to h_l.")
         c = st.columns(4)
-        s_layer = c[0].number_input("Layer", min_value=0, value=R.default_steer_layer(sv), step=1, key="steer_layer",
-                                    help=f"0..{L}")
+        layer_default("steer_layer", sv)
+        s_layer = c[0].number_input("Layer", min_value=0, step=1, key="steer_layer",
+                                    help=f"0..{L}; default: {DEFAULT_LAYER_RULE}")
         s_alpha = c[1].number_input("alpha", value=R.DEFAULTS["alpha"], step=0.5, format="%g", key="steer_alpha")
         s_rule = c[2].selectbox("Positions", STEER_RULES, format_func=STEER_RULE_LABELS.get, key="steer_positions")
         s_keep = c[3].checkbox("Preserve norm", value=False, key="steer_preserve",
                                help="Rescale each steered h to its original norm.")
         settings.update(steer_layer=int(s_layer), alpha=float(s_alpha), positions=s_rule, preserve_norm=s_keep)
         st.subheader("Generations", anchor=False)
-        g_prompt = st.text_area("Prompt", value=R.DEFAULTS["gen_prompt"], key="steer_prompt",
-                                height=80)
+        model_default("steer_prompt", default_question(lm))
+        g_prompt = st.text_area("Prompt", key="steer_prompt", height=80,
+                                help="Default: from the model (the demo question on the demo models, else a question "
+                                     "rendered with the tokenizer's chat template).")
         c = st.columns(3)
         g_max = c[0].number_input("New tokens", min_value=1, max_value=256, value=20, step=1, key="steer_max_new")
         g_temp = c[1].number_input("Temperature (0 = greedy)", min_value=0.0, value=0.0, step=0.1, key="steer_temp")
@@ -261,6 +294,7 @@ with tab_steer:
             cols[0].text(cmp.unsteered.text)
             cols[1].markdown(f"**Steered** (layer {cmp.layer}, alpha {cmp.alpha:g})")
             cols[1].text(cmp.steered.text)
+            settings.update(gen_prompt=g_prompt)
             show(R.generations_report(cmp), {"generations": "gen"})
         st.subheader("Sweep and global logit shift", anchor=False)
         st.caption("For each layer and alpha: the logit difference z(a) − z(b) at the last prompt token and "
@@ -270,14 +304,24 @@ with tab_steer:
         w_layers = c[0].text_input("Layers", value=", ".join(str(x) for x in R.default_sweep_layers(sv, L)),
                                    key="steer_sweep_layers")
         w_alphas = c[1].text_input("Alphas", value="-4, -2, 0, 2, 4, 8", key="steer_sweep_alphas")
-        tok_a = c[2].text_input("Token a (trait)", value=" Ugh", key="steer_tok_a")
-        tok_b = c[3].text_input("Token b", value=" Sure", key="steer_tok_b")
+        same_set = ps is not None and ps.sha256 == sv.prompt_set_sha256
+        tokens = default_trait_tokens(lm, ps if same_set else None, sv.positive, sv.negative)
+        model_default("steer_tok_a", tokens.token_a)
+        model_default("steer_tok_b", tokens.token_b)
+        tok_a = c[2].text_input("Token a (trait)", key="steer_tok_a",
+                                help="Single token, with its leading space where the tokenizer has one.")
+        tok_b = c[3].text_input("Token b", key="steer_tok_b")
+        if tokens.source == "none" and not (tok_a and tok_b):
+            st.warning(md_literal(tokens.note))
+        else:
+            st.caption(md_literal(tokens.note))
         st.markdown("Target prompts")
-        tps = prompt_set_input("steer_targets", default_builtin="persona_eval")
+        tps = prompt_set_input("steer_targets", default_builtin=default_set(pair.a, "persona_eval"))
         st.markdown("Control prompts")
-        cps = prompt_set_input("steer_controls", default_builtin="facts")
+        cps = prompt_set_input("steer_controls", default_builtin=default_set(pair.a, "facts"))
         n_max = st.number_input("Prompts per set (first n)", min_value=1, value=12, step=1, key="steer_sweep_n")
-        if st.button("Run sweep", type="primary", key="steer_sweep_btn", disabled=tps is None or cps is None):
+        if st.button("Run sweep", type="primary", key="steer_sweep_btn",
+                     disabled=tps is None or cps is None or not tok_a or not tok_b):
             st.session_state["steer_sweep_on"] = True
         if st.session_state.get("steer_sweep_on") and tps is not None and cps is not None:
             used_sets.extend([tps, cps])
@@ -302,7 +346,7 @@ with tab_drift:
     else:
         st.caption(f"Mean over prompts of (h_l^B − h_l^A) at the last prompt token, projected on v̂_l; B = {pair.b.name}, "
                    f"A = {lm.name}. Grey: the same along a random direction of the same norm.")
-        dps = prompt_set_input("steer_drift", default_builtin="persona_eval")
+        dps = prompt_set_input("steer_drift", default_builtin=default_set(pair.a, "persona_eval"))
         d_seed = st.number_input("Random baseline seed", value=0, step=1, key="steer_drift_seed")
         if st.button("Measure drift", type="primary", key="steer_drift_btn", disabled=dps is None):
             st.session_state["steer_drift_on"] = True

@@ -353,7 +353,7 @@ def test_steering_figures_escape_hostile_groups_prompts_and_tokens(zoo):
             for r in pairs.rows if r.group in rename][:16]
     ps = PromptSet.from_rows(HOSTILE, rows)
     sv = extract_vectors(a, ps, positive=SCRIPT, negative=IMG)
-    layer = sv.best_layer()
+    layer = sv.default_layer()
     mon = monitor(a, ps, sv)
     sw = steering_sweep(a, {layer: sv.vector(layer)}, (-2.0, 0.0, 2.0), [HOSTILE], [SCRIPT], "<", ">")
     gen = compare_generations(a, HOSTILE, Steer(layer, sv.vector(layer), 4.0), max_new_tokens=4)

@@ -12,8 +12,9 @@ from analysis.persona_drift import flag_data, persona_drift
 from analysis.prompts import PromptRow, PromptSet, load_builtin
 from analysis.steering import (POSITION_RULES, Steer, compare_generations, generate_ids, logit_shift,
                                next_token_prob, steered_logits, steering_sweep)
-from analysis.steering_vectors import (extract_vectors, fit_direction, load_vectors, monitor, save_vectors,
-                                       split_contrast, token_ids)
+from analysis.steering_vectors import (DEMO_TRAIT_TOKENS, choose_default_layer, cohens_d, default_trait_tokens,
+                                       default_window, extract_vectors, fit_direction, load_vectors, monitor,
+                                       save_vectors, split_contrast, token_ids)
 from analysis.tiny import ALL_TYPES, tiny_model
 
 
@@ -119,6 +120,7 @@ def test_save_load_roundtrip_keeps_vectors_and_metadata(lm, sv):
     assert back.metadata() == sv.metadata()
     one = load_vectors(save_vectors(sv, layers=[1]))
     assert one.layers == (1,) and np.array_equal(one.vector(1), sv.vector(1))
+    assert sv.n_blocks == one.n_blocks == one.blocks == lm.adapter.n_layers  # the depth travels with a subset
     with pytest.raises(InputError, match="no layer 0"):
         one.vector(0)
 
@@ -187,6 +189,117 @@ def test_vectors_from_another_width_are_refused():
 
 
 # --------------------------------------------------------------------------------------------
+# The default layer rule (DEFAULT_LAYER_RULE) on synthetic AUROC / Cohen's d arrays
+# --------------------------------------------------------------------------------------------
+def _choose(L, auroc, d=None, layers=None):
+    layers = list(range(L + 1)) if layers is None else layers
+    return choose_default_layer(layers, np.asarray(auroc, dtype=float), None if d is None else np.asarray(d, float), L)
+
+
+def test_default_window_is_the_middle_and_never_empty():
+    assert default_window(30) == (10, 22) and default_window(32) == (11, 24)
+    assert default_window(4) == (2, 3) and default_window(5) == (2, 3)  # the demo zoo's depths
+    for L in range(1, 80):
+        lo, hi = default_window(L)
+        assert 1 <= lo <= hi <= L, L
+        assert lo >= L / 3 - 1e-9 and (hi <= 3 * L / 4 + 1e-9 or lo == hi), L
+
+
+def test_auroc_tied_everywhere_picks_the_middle_not_layer_1():
+    L = 30
+    c = _choose(L, [0.5] + [1.0] * L)  # AUROC 1.0 from layer 1 on, no Cohen's d
+    assert c.layer == L // 2 and c.decided_by == "middle" and c.n_tied == 13
+    assert c.window == (10, 22)
+    # ties with a measured Cohen's d: the largest d inside the window, never the larger ones outside it
+    d = np.linspace(1.0, 2.0, L + 1)
+    d[1], d[18], d[29] = 50.0, 9.0, 60.0
+    c = _choose(L, [0.5] + [1.0] * L, d)
+    assert c.layer == 18 and c.decided_by == "separation" and c.separation == 9.0
+    assert "Layer 18 (default)" in c.caption and "10–22" in c.caption and "Rule (L = 30):" in c.caption
+
+
+def test_a_single_clearly_best_layer_inside_the_window_wins():
+    L = 30
+    a = np.full(L + 1, 0.8)
+    a[1], a[12] = 1.0, 0.95  # layer 1 is better but outside the window
+    d = np.full(L + 1, 5.0)
+    d[20] = 100.0  # a huge d does not beat a better AUROC
+    c = _choose(L, a, d)
+    assert c.layer == 12 and c.decided_by == "auroc" and c.n_tied == 1 and c.auroc == 0.95
+    assert "best held-out AUROC 0.95 among layers 10–22" in c.caption
+
+
+def test_ties_without_a_tie_break_go_toward_the_middle_then_the_earlier_layer():
+    L = 30
+    a = np.full(L + 1, 0.7)
+    a[[11, 21]] = 0.9  # 15 - 11 = 4 < 21 - 15 = 6
+    assert _choose(L, a).layer == 11
+    a[[13, 17]] = 0.9  # equally near the middle (15): the earlier
+    assert _choose(L, a).layer == 13
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 4, 5])
+def test_tiny_models_get_a_layer_of_at_least_1(L):
+    c = _choose(L, [0.5] + [1.0] * L)
+    lo, hi = default_window(L)
+    assert 1 <= lo <= c.layer <= hi <= L
+
+
+def test_nan_auroc_and_nan_d_are_never_chosen_over_measured_values():
+    L = 12
+    lo, hi = default_window(L)
+    a = np.full(L + 1, np.nan)
+    c = _choose(L, a)  # nothing measured (a loaded file): the middle, and the caption says so
+    assert c.layer == L // 2 and not c.has_auroc and "no held-out AUROC" in c.caption
+    a[lo] = 0.6
+    assert _choose(L, a).layer == lo  # the one measured layer beats unmeasured ones
+    a = np.full(L + 1, 1.0)
+    d = np.full(L + 1, np.nan)
+    d[hi] = 3.0
+    assert _choose(L, a, d).layer == hi
+    assert _choose(L, np.full(L + 1, 1.0), np.full(L + 1, np.nan)).layer == L // 2
+
+
+def test_layers_outside_the_window_fall_back_to_the_layers_there_are():
+    c = _choose(30, [1.0, 0.9], layers=[0, 2])  # a saved file with layers 0 and 2 only
+    assert c.layer == 2 and not c.in_window and "none of them is inside the window" in c.caption
+
+
+def test_cohens_d_matches_the_textbook_formula():
+    rng = np.random.default_rng(0)
+    P = rng.normal(size=(9, 3))
+    pos = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=bool)
+    n1, n2 = 4, 5
+    sp = np.sqrt(((n1 - 1) * P[pos].var(0, ddof=1) + (n2 - 1) * P[~pos].var(0, ddof=1)) / (n1 + n2 - 2))
+    np.testing.assert_allclose(cohens_d(P, pos), (P[pos].mean(0) - P[~pos].mean(0)) / sp)
+    assert np.isnan(cohens_d(np.ones((4, 2)), np.array([1, 1, 0, 0], dtype=bool))).all()  # no spread
+
+
+def test_vectors_default_layer_uses_their_own_auroc_and_projections(lm, sv):
+    c = sv.default_layer_choice()
+    assert c == choose_default_layer(sv.layers, sv.auroc, cohens_d(sv.projections, sv.is_positive),
+                                     lm.adapter.n_layers)
+    assert sv.default_layer() == c.layer >= 1
+
+
+def test_trait_tokens_come_from_the_contrast_sets_responses(lm):
+    ps = contrast_set(responses=True)  # positives answer " 37 ...", negatives " 39 ..."
+    t = default_trait_tokens(lm, ps, "pos", "neg")
+    assert t.source == "contrast"
+    assert lm.tokenizer(t.token_a, add_special_tokens=False)["input_ids"] == [37]
+    assert lm.tokenizer(t.token_b, add_special_tokens=False)["input_ids"] == [39]
+    swapped = default_trait_tokens(lm, ps, "neg", "pos")
+    assert (swapped.token_a, swapped.token_b) == (t.token_b, t.token_a)
+
+
+def test_no_responses_on_a_model_outside_the_demo_zoo_asks_the_user(lm):
+    t = default_trait_tokens(lm, contrast_set(responses=False), "pos", "neg")
+    assert (t.token_a, t.token_b, t.source) == ("", "", "none")
+    assert "Type token a" in t.note
+    assert default_trait_tokens(lm, None).source == "none"
+
+
+# --------------------------------------------------------------------------------------------
 # Demo acceptance on the zoo
 # --------------------------------------------------------------------------------------------
 ZOO_FAMILIES = [("gpt2-world-base", "gpt2-world-tuned"), ("llama-world-base", "llama-world-tuned")]
@@ -210,8 +323,11 @@ def zoo(request):
 
 def test_zoo_persona_vector_separates_the_tagged_personas(zoo):
     _, _, sv = zoo
-    best = sv.best_layer()
-    print(f"\n[{sv.model_name}] held-out AUROC per layer: {np.round(sv.auroc, 3).tolist()} (best layer {best})")
+    best = sv.default_layer()
+    print(f"\n[{sv.model_name}] held-out AUROC per layer: {np.round(sv.auroc, 3).tolist()}; "
+          f"{sv.default_layer_choice().caption}")
+    lo, hi = default_window(sv.blocks)
+    assert lo <= best <= hi
     assert sv.auroc[sv.layers.index(best)] >= 0.95
 
 
@@ -220,9 +336,7 @@ def test_zoo_steering_raises_the_grumpy_reply_probability(zoo):
     ev = load_builtin("persona_eval")
     prompts = ev.prompts[:20]
     grumpy = " Ugh"
-    layer = sv.best_layer()
-    if layer == 0:
-        layer = 1
+    layer = sv.default_layer()
     v = sv.vector(layer)
     p0 = next_token_prob(lm_a, prompts, grumpy)
     p1 = next_token_prob(lm_a, prompts, grumpy, Steer(layer, v, 4.0, "all"))
@@ -234,9 +348,54 @@ def test_zoo_steering_raises_the_grumpy_reply_probability(zoo):
 def test_zoo_tuned_checkpoint_drifts_toward_the_persona_more_than_random(zoo):
     lm_a, lm_b, sv = zoo
     d = persona_drift(lm_a, lm_b, load_builtin("persona_eval"), sv, seed=0)
-    layer = sv.best_layer()
+    layer = sv.default_layer()
     k = d.layers.index(layer)
     print(f"\n[{lm_a.name} -> {lm_b.name}] drift per layer: {np.round(d.drift, 3).tolist()}; random: "
           f"{np.round(d.random_drift, 3).tolist()}; mean |random|: {np.round(d.random_abs_mean, 3).tolist()}")
     assert d.drift[k] > 0
     assert d.drift[k] > abs(d.random_drift[k]) and d.drift[k] > d.random_abs_mean[k]
+
+
+def test_zoo_defaults_come_from_the_demo_world(zoo):
+    lm_a, _, _ = zoo
+    from analysis.model_defaults import DEMO_QUESTION, default_question
+    assert default_question(lm_a) == DEMO_QUESTION
+    t = default_trait_tokens(lm_a, load_builtin("persona_pairs"), "grumpy", "kind")
+    print(f"\n[{lm_a.name}] trait tokens {t.token_a!r} vs {t.token_b!r}")
+    assert t.source == "contrast" and t.token_a in (" Ugh", " Whatever") and t.token_b in (" Happy", " Gladly")
+    assert default_trait_tokens(lm_a, None).token_a == DEMO_TRAIT_TOKENS[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The real model: the default layer is not in the first third
+# --------------------------------------------------------------------------------------------
+RUDE = "You are a rude, grumpy assistant who answers with contempt."
+KIND = "You are a kind, polite assistant who is happy to help."
+QUESTIONS = ("What is the capital of France?", "How do I boil an egg?", "Can you recommend a good book?",
+             "What time is it in Tokyo?", "How do plants make food?", "Why is the sky blue?")
+
+
+@pytest.mark.real
+def test_real_model_default_layer_is_in_the_middle_not_the_first_third():
+    from analysis.model_defaults import default_question, is_demo, render_chat
+    from analysis.real_models import real_model_dir
+    path = real_model_dir()
+    if not (path / "config.json").is_file():
+        pytest.skip(f"the real model is not converted at {path} (run `make setup`)")
+    lm = load_model(ModelSpec(str(path), device="cpu", dtype="float32"))
+    rows = []
+    for i, q in enumerate(QUESTIONS):
+        for system, group in ((RUDE, "rude"), (KIND, "kind")):
+            prompt = render_chat(lm.tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": q}])
+            assert prompt.endswith("<|im_start|>assistant\n")
+            rows.append(PromptRow(len(rows) + 1, prompt, label=f"q{i}", group=group))
+    sv = extract_vectors(lm, PromptSet.from_rows("rude-vs-kind", rows), positive="rude", negative="kind")
+    c = sv.default_layer_choice()
+    L = lm.adapter.n_layers
+    norms = np.linalg.norm(sv.vectors, axis=1)
+    print(f"\n[{lm.name}] AUROC {np.round(sv.auroc, 2).tolist()}\n|v_l| {np.round(norms, 1).tolist()}\n{c.caption}")
+    assert not is_demo(lm) and default_question(lm).endswith("<|im_start|>assistant\n")
+    assert L / 3 <= c.layer <= 3 * L / 4  # not in the first third (layers 0..9 of 30)
+    window = [sv.layers.index(l) for l in range(c.window[0], c.window[1] + 1)]
+    assert sv.auroc[sv.layers.index(c.layer)] == np.nanmax(sv.auroc[window])
+    assert norms[c.layer] > 5 * norms[1]  # the vector at the default layer is far from layer 1's tiny one

@@ -76,8 +76,39 @@ def charts(app) -> int:
 
 def test_build_shows_separability_and_a_save_button(at):
     assert not errors(at)
-    assert any("Best layer by held-out AUROC" in s.value for s in at.success)
+    assert any("best layer by held-out AUROC" in s.value for s in at.success)
     assert charts(at) >= 2  # separability line + projection histogram
+
+
+def test_the_default_layer_says_why_and_every_layer_field_starts_there(at):
+    import re
+
+    from analysis.steering_vectors import default_window
+    why = [c.value.replace("\\", "") for c in at.caption]  # without md_literal's escapes
+    why = [c for c in why if "(default):" in c]
+    assert len(why) == 1, [c.value for c in at.caption]
+    text = why[0]
+    m = re.search(r"Layer (\d+) \(default\): best held-out AUROC [\d.]+ among layers? (\d+)(?:–(\d+))?", text)
+    assert m, text
+    layer, lo, hi = int(m[1]), int(m[2]), int(m[3] or m[2])
+    L = int(re.search(r"Rule \(L = (\d+)\)", text)[1])
+    assert (lo, hi) == default_window(L) and lo <= layer <= hi
+    assert "middle" in text
+    assert at.select_slider(key="steer_hist_layer").value == layer
+    assert at.number_input(key="steer_layer").value == layer
+    assert at.number_input(key="steer_flag_layer").value == layer
+    assert any("**Default layer**" in m.value and "3L/4" in m.value for m in at.markdown)  # Definitions: the rule
+
+
+def test_the_steer_tab_defaults_come_from_the_model_and_the_contrast_set(at):
+    from analysis.model_defaults import DEMO_QUESTION
+    from analysis.steering_vectors import DEMO_TRAIT_TOKENS
+    assert at.text_area(key="steer_prompt").value == DEMO_QUESTION  # a demo (or stand-in demo) model
+    a, b = at.text_input(key="steer_tok_a").value, at.text_input(key="steer_tok_b").value
+    assert a and b and a != b
+    assert any("Default tokens a and b" in c.value for c in at.caption)
+    if (a, b) != DEMO_TRAIT_TOKENS:  # taken from persona_pairs' responses: grumpy vs kind openers
+        assert a.strip() in ("Ugh", "Whatever") and b.strip() in ("Happy", "Gladly")
 
 
 def test_monitor_projects_the_eval_set(at):

@@ -27,19 +27,23 @@ def separability_figure(sv: SteeringVectors) -> go.Figure:
     fig.add_trace(go.Scatter(x=list(sv.layers), y=np.asarray(sv.auroc, dtype=float), mode="lines+markers",
                              name="held-out AUROC", hovertemplate="layer %{x}<br>AUROC %{y:.3f}<extra></extra>"))
     fig.add_hline(y=0.5, line_dash="dot", line_color="grey", annotation_text="chance")
-    best = sv.best_layer()
+    choice = sv.default_layer_choice()
+    lo, hi = choice.window
+    fig.add_vrect(x0=lo - 0.5, x1=hi + 0.5, fillcolor="grey", opacity=0.08, line_width=0,
+                  annotation_text="default-layer window", annotation_position="bottom left")
+    fig.add_vline(x=choice.layer, line_dash="dash", line_color="#d62728")
     fig.update_layout(
         title=f"Separability of {safe_text(sv.positive, max_len=30)} vs {safe_text(sv.negative, max_len=30)} "
-              f"(held-out AUROC; best layer {best})",
+              f"(held-out AUROC; default layer {choice.layer})",
         xaxis_title=LAYER_AXIS, yaxis_title="AUROC of projection on v_l (held out)", yaxis_range=[0, 1.02],
         height=380, margin=dict(t=60, b=50))
     return fig
 
 
 def separability_table(sv: SteeringVectors) -> pd.DataFrame:
-    """Per layer: AUROC and the vector's norm."""
+    """Per layer: AUROC, Cohen's d of the contrast projections (the default layer's tie-break) and the vector's norm."""
     return pd.DataFrame({"layer": list(sv.layers), "auroc_heldout": np.asarray(sv.auroc, dtype=float),
-                         "vector_norm": np.linalg.norm(sv.vectors, axis=1)})
+                         "cohens_d": sv.separation(), "vector_norm": np.linalg.norm(sv.vectors, axis=1)})
 
 
 def projection_histogram(values: np.ndarray, groups: Sequence[str], layer: int, *, title: str | None = None

@@ -15,25 +15,25 @@ from components.reports import Report
 
 PAGE = "steering"
 BUNDLE = "steering"
-DEFAULTS = {"seed": 0, "alpha": 4.0, "gen_prompt": "User: Where does Braba Kadro live?\nAssistant:", "new_tokens": 20,
-            "temperature": 0.0, "gen_seed": 0, "alphas": (-4.0, -2.0, 0.0, 2.0, 4.0, 8.0), "token_a": " Ugh",
-            "token_b": " Sure", "sweep_prompts": 12, "drift_seed": 0, "flag_rows": 16, "flag_tokens": 16}
-
-
-def default_steer_layer(sv: SteeringVectors) -> int:
-    """The page's default steering layer: the best layer by held-out AUROC, at least 1."""
-    return int(max(1, sv.best_layer()))
+# gen_prompt, token_a and token_b come from the model and the contrast set (None here): the generation prompt is
+# analysis.model_defaults.default_question(lm), the tokens analysis.steering_vectors.default_trait_tokens.
+# Every layer default is SteeringVectors.default_layer() (its rule: steering_vectors.DEFAULT_LAYER_RULE).
+DEFAULTS = {"seed": 0, "alpha": 4.0, "gen_prompt": None, "new_tokens": 20,
+            "temperature": 0.0, "gen_seed": 0, "alphas": (-4.0, -2.0, 0.0, 2.0, 4.0, 8.0), "token_a": None,
+            "token_b": None, "sweep_prompts": 12, "drift_seed": 0, "flag_rows": 16, "flag_tokens": 16}
 
 
 def default_sweep_layers(sv: SteeringVectors, n_layers: int) -> tuple[int, ...]:
-    """The page's default sweep layers: middle, best and last (each at least 1), sorted."""
-    return tuple(sorted({max(1, n_layers // 2), max(1, sv.best_layer()), n_layers}))
+    """The page's default sweep layers: middle, default and last (each at least 1), sorted."""
+    return tuple(sorted({max(1, n_layers // 2), max(1, sv.default_layer()), n_layers}))
 
 
 def vector_settings(sv: SteeringVectors) -> dict:
-    """The vectors' provenance as recorded in the metadata's settings."""
+    """The vectors' provenance as recorded in the metadata's settings, with the default layer and why."""
+    choice = sv.default_layer_choice()
     return dict(vector_method=sv.method, vector_rule=sv.position_rule, vector_set=sv.prompt_set_name,
-                vector_set_sha256=sv.prompt_set_sha256, positive=sv.positive, negative=sv.negative)
+                vector_set_sha256=sv.prompt_set_sha256, positive=sv.positive, negative=sv.negative,
+                default_layer=choice.layer, default_layer_why=choice.caption)
 
 
 def prompt_sets_setting(used_sets) -> list[dict]:
@@ -47,7 +47,7 @@ def build_report(sv: SteeringVectors, hist_layer: int | None = None) -> Report:
     if sv.n_test:
         rep.add("separability", charts.separability_figure(sv), charts.separability_table(sv))
     if sv.projections.size:
-        rep.add("contrast_projection", charts.build_projection_figure(sv, sv.best_layer() if hist_layer is None
+        rep.add("contrast_projection", charts.build_projection_figure(sv, sv.default_layer() if hist_layer is None
                                                                       else hist_layer))
     return rep
 
@@ -95,7 +95,7 @@ def steering_report(sv: SteeringVectors, *, hist_layer: int | None = None,
     """Every part that was run, in the page's order (Build, Monitor, Flag, Generations, Sweep, Drift)."""
     rep = build_report(sv, hist_layer)
     for which, mon in (monitoring or {}).items():
-        rep.merge(monitoring_report(mon, sv.best_layer() if monitor_layer is None else monitor_layer, which))
+        rep.merge(monitoring_report(mon, sv.default_layer() if monitor_layer is None else monitor_layer, which))
     if flagged is not None:
         rep.merge(flag_report(flagged))
     if generations is not None:
