@@ -1,16 +1,27 @@
-"""Prompt sets: parse, validate and describe the prompts every page runs on.
+r"""Prompt sets: parse, validate and describe the prompts every page runs on.
 
 Accepted sources: typed text (one prompt per line), .txt (one prompt per line), .csv (a header
-row with a `prompt` column) and .jsonl (one JSON object per line with a "prompt" field). Optional
-columns/fields: target, competitor, label, group, response.
+row with a `prompt` column) and .jsonl (one JSON object per line with a "prompt" field, or a
+"messages" field: a list of {"role": ..., "content": ...} turns). Optional columns/fields: target,
+competitor, label, group, response.
+
+Typed text and .txt files are one prompt per line, so such a prompt can never hold a line break
+(a trailing newline after a chat template's assistant header included): give prompts with
+newlines in .jsonl ("\n" inside the string) or as quoted .csv fields, which keep every character.
 
 Every problem raises PromptSetError with a sentence that names the file, the line and the
 problem; anything skipped or ignored is reported in PromptSet.notes, never dropped silently.
 Row numbers are the 1-based line of the source file where the row starts (so in a CSV the
 header is line 1, matching a spreadsheet's row numbers).
 
-Prompt text is data: it is never interpreted (no HTML, no escapes); leading and trailing spaces
-are kept exactly, only the line break that ends a line is removed.
+Prompt text is data: it is never interpreted (no HTML, no escapes). Prompts, targets and responses
+are kept character for character (leading/trailing spaces, "\r" and "\n" inside a CSV quoted
+field or a JSON string); only the line break that ends a line of the file format itself goes.
+
+Rows given as chat messages have no text until a tokenizer's chat template renders them:
+apply_chat_template(prompt_set, tokenizer, wrap_plain=...) returns the set with every prompt the
+exact rendered text (and, with wrap_plain, plain prompts wrapped as one user turn). Until then
+PromptSet.prompts raises PromptSetError, so an unrendered set can never run by accident.
 
 This module is engine code: no streamlit import.
 """
@@ -35,12 +46,14 @@ __all__ = [
     "OPTIONAL_FIELDS",
     "PromptRow",
     "PromptSet",
+    "apply_chat_template",
     "builtin_sets",
     "check_context",
     "load_builtin",
     "parse_prompt_file",
     "prompt_set_from_text",
     "token_lengths",
+    "tokenizer_name",
 ]
 
 ACCEPTED_SUFFIXES = (".jsonl", ".csv", ".txt")
@@ -48,7 +61,7 @@ OPTIONAL_FIELDS = ("target", "competitor", "label", "group", "response")
 _FIELDS = ("prompt",) + OPTIONAL_FIELDS
 _FORMATS_SENTENCE = (
     "accepted formats are .txt (one prompt per line), .csv (a header row with a 'prompt' column) "
-    'and .jsonl (one JSON object per line with a "prompt" field)'
+    'and .jsonl (one JSON object per line with a "prompt" or "messages" field)'
 )
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 PROMPTS_DIR_ENV = "LOGITSCOPE_PROMPTS_DIR"
@@ -60,7 +73,11 @@ _DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "data" / "prompt
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PromptRow:
-    """One prompt. `row` is the 1-based source line where it starts (used in messages only)."""
+    """One prompt. `row` is the 1-based source line where it starts (used in messages only).
+
+    `messages` holds the (role, content) turns of a row given as chat messages; its `prompt` is ""
+    until apply_chat_template renders the turns into the exact text (and clears `messages`).
+    """
 
     row: int
     prompt: str
@@ -69,6 +86,7 @@ class PromptRow:
     label: str | None = None
     group: str | None = None
     response: str | None = None
+    messages: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +115,13 @@ class PromptSet:
         return iter(self.rows)
 
     @property
+    def needs_template(self) -> bool:
+        """True while some rows are chat messages not yet rendered by apply_chat_template."""
+        return any(r.messages is not None for r in self.rows)
+
+    @property
     def prompts(self) -> list[str]:
+        _require_rendered(self)
         return [r.prompt for r in self.rows]
 
     @property
@@ -131,7 +155,9 @@ class PromptSet:
 
 
 def _content_sha256(rows: Sequence[PromptRow]) -> str:
-    canonical = [[getattr(r, f) for f in _FIELDS] for r in rows]
+    # Messages are appended only to rows that have them, so plain sets keep the hash they always had.
+    canonical = [[getattr(r, f) for f in _FIELDS] + ([[list(m) for m in r.messages]] if r.messages is not None else [])
+                 for r in rows]
     blob = json.dumps(canonical, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
 
@@ -222,7 +248,6 @@ class _Limits:
         prompt = values.get("prompt")
         if prompt is None or not prompt.strip():
             raise PromptSetError(f"{self.label}, line {line:,}: the prompt is empty.")
-        prompt = prompt.rstrip("\r\n")
         for field in _FIELDS:
             value = prompt if field == "prompt" else values.get(field)
             if value is not None and len(value) > self.max_chars:
@@ -233,6 +258,56 @@ class _Limits:
         return PromptRow(
             row=line,
             prompt=prompt,
+            **{f: (values.get(f) or None) for f in OPTIONAL_FIELDS},
+        )
+
+    def make_chat_row(self, line: int, messages: Any, values: dict[str, str | None]) -> PromptRow:
+        """A row given as chat messages: a non-empty list of {"role": str, "content": str} objects."""
+        where = f"{self.label}, line {line:,}"
+        if not isinstance(messages, list) or not messages:
+            got = "an empty list" if messages == [] else _type_name(messages)
+            raise PromptSetError(
+                f'{where}: "messages" must be a non-empty list of {{"role": ..., "content": ...}} objects, got {got}.'
+            )
+        turns: list[tuple[str, str]] = []
+        for j, msg in enumerate(messages, start=1):
+            if not isinstance(msg, dict):
+                raise PromptSetError(
+                    f'{where}: message {j} must be an object like {{"role": "user", "content": "..."}}, '
+                    f"got {_type_name(msg)}."
+                )
+            extra = [k for k in msg if k not in ("role", "content")]
+            if extra:
+                raise PromptSetError(
+                    f"{where}: message {j} has the field {extra[0]!r}; only 'role' and 'content' are supported."
+                )
+            for field in ("role", "content"):
+                if field not in msg:
+                    raise PromptSetError(f"{where}: message {j} has no '{field}' field.")
+                if not isinstance(msg[field], str):
+                    raise PromptSetError(
+                        f"{where}: the {field} of message {j} must be a string, got {_type_name(msg[field])}."
+                    )
+            if not msg["role"].strip():
+                raise PromptSetError(f"{where}: the role of message {j} is empty.")
+            turns.append((msg["role"], msg["content"]))
+        if all(not content.strip() for _, content in turns):
+            raise PromptSetError(f"{where}: every message is empty.")
+        total = sum(len(content) for _, content in turns)
+        if total > self.max_chars:
+            raise PromptSetError(
+                f"{where}: the messages are {total:,} characters long; the limit is {self.max_chars:,}."
+            )
+        for field in OPTIONAL_FIELDS:
+            value = values.get(field)
+            if value is not None and len(value) > self.max_chars:
+                raise PromptSetError(
+                    f"{where}: the {field} is {len(value):,} characters long; the limit is {self.max_chars:,}."
+                )
+        return PromptRow(
+            row=line,
+            prompt="",
+            messages=tuple(turns),
             **{f: (values.get(f) or None) for f in OPTIONAL_FIELDS},
         )
 
@@ -355,8 +430,14 @@ def _parse_jsonl(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
                 f'{lim.label}, line {i:,}: expected a JSON object like {{"prompt": "..."}}, got {_type_name(obj)}.'
             )
         values: dict[str, str | None] = {}
+        messages: Any = None
         for key, value in obj.items():
             nm = _normalise_name(key)
+            if nm == "messages":
+                if messages is not None:
+                    raise PromptSetError(f"{lim.label}, line {i:,}: the field 'messages' appears twice.")
+                messages = value
+                continue
             if nm not in _FIELDS:
                 unknown.setdefault(key)
                 continue
@@ -371,9 +452,19 @@ def _parse_jsonl(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
                     f"({json.dumps(value)[:40]}). Put it in quotes."
                 )
             values[nm] = value
+        if messages is not None:
+            if "prompt" in values:
+                raise PromptSetError(
+                    f'{lim.label}, line {i:,}: give either a "prompt" or "messages", not both.'
+                )
+            rows.append(lim.make_chat_row(i, messages, values))
+            continue
         if "prompt" not in values:
             fields = ", ".join(repr(k) for k in obj) or "none"
-            raise PromptSetError(f'{lim.label}, line {i:,}: no "prompt" field (fields found: {fields}).')
+            raise PromptSetError(
+                f'{lim.label}, line {i:,}: no "prompt" field (fields found: {fields}); '
+                'give the text as "prompt" or chat turns as "messages".'
+            )
         rows.append(lim.make_row(i, values))
     notes: list[str] = []
     if unknown:
@@ -427,7 +518,7 @@ def prompt_set_from_text(
     max_rows: int = 10_000,
     max_prompt_chars: int = 20_000,
 ) -> PromptSet:
-    """Typed prompts: one prompt per non-empty line (a single line gives one prompt)."""
+    """Typed prompts: one prompt per non-empty line, so no prompt can hold a line break (use .jsonl for that)."""
     lim = _Limits("Typed prompts" if name == "typed" else name, max_rows, max_prompt_chars)
     rows, notes = _parse_lines_as_prompts(text or "", lim)
     if not rows:
@@ -482,6 +573,90 @@ def load_builtin(name: str) -> PromptSet:
 
 
 # --------------------------------------------------------------------------------------------
+# Chat templates
+# --------------------------------------------------------------------------------------------
+def _require_rendered(prompt_set: PromptSet) -> None:
+    first = next((r for r in prompt_set.rows if r.messages is not None), None)
+    if first is not None:
+        raise PromptSetError(
+            f"{prompt_set.name}, line {first.row:,}: this row is given as chat messages, which need a tokenizer's "
+            "chat template to become text; apply the template (apply_chat_template) before running the prompts."
+        )
+
+
+def tokenizer_name(tokenizer) -> str:
+    """A short name for a tokenizer in notes: its hub id, or the folder name of a local one."""
+    name = str(getattr(tokenizer, "name_or_path", "") or "")
+    if name and (name.startswith(("/", "~", ".")) or os.path.isdir(name)):
+        name = Path(name).name
+    return name or type(tokenizer).__name__
+
+
+def apply_chat_template(prompt_set: PromptSet, tokenizer, *, wrap_plain: bool) -> PromptSet:
+    """The set with each row's prompt the exact text of the tokenizer's chat template, ready for the assistant.
+
+    Rows given as messages are always rendered; with wrap_plain, plain prompts are rendered as one user
+    turn. Without either, the set comes back unchanged. A leading BOS that the template writes is dropped
+    from the text when the tokenizer adds its BOS itself, so tokenizing the text (add_special_tokens=True,
+    as every analysis does) gives the ids of apply_chat_template(tokenize=True) with one BOS, never two.
+    Raises PromptSetError (naming the line) when the tokenizer has no chat template or the template
+    refuses a row.
+    """
+    from analysis.model_defaults import adds_bos, has_chat_template, render_chat
+
+    n_messages = sum(1 for r in prompt_set.rows if r.messages is not None)
+    n_plain = len(prompt_set.rows) - n_messages if wrap_plain else 0
+    if not n_messages and not n_plain:
+        return prompt_set
+    tok_name = tokenizer_name(tokenizer)
+    if not has_chat_template(tokenizer):
+        if n_messages:
+            first = next(r.row for r in prompt_set.rows if r.messages is not None)
+            raise PromptSetError(
+                f"{prompt_set.name}, line {first:,}: this row is given as chat messages, but the tokenizer "
+                f"'{tok_name}' has no chat template to render them. Use a chat model, or give the exact text as "
+                '"prompt" instead.'
+            )
+        raise PromptSetError(
+            f"The tokenizer '{tok_name}' has no chat template, so the prompts of {prompt_set.name} cannot be "
+            "wrapped as user turns; run them as given."
+        )
+    bos = getattr(tokenizer, "bos_token", None) if adds_bos(tokenizer) else None
+    rows: list[PromptRow] = []
+    dropped_bos = 0
+    for row in prompt_set.rows:
+        if row.messages is None and not wrap_plain:
+            rows.append(row)
+            continue
+        turns = row.messages if row.messages is not None else (("user", row.prompt),)
+        try:
+            text = render_chat(tokenizer, [{"role": role, "content": content} for role, content in turns])
+        except Exception as err:  # a Jinja template raising (e.g. roles that must alternate) or a bad template
+            raise PromptSetError(
+                f"{prompt_set.name}, line {row.row:,}: the chat template of '{tok_name}' refused this row "
+                f"({type(err).__name__}: {err})."
+            ) from None
+        if not isinstance(text, str) or not text:
+            raise PromptSetError(
+                f"{prompt_set.name}, line {row.row:,}: the chat template of '{tok_name}' gave no text for this row."
+            )
+        if bos and text.startswith(bos):
+            text = text[len(bos):]
+            dropped_bos += 1
+        rows.append(dataclasses.replace(row, prompt=text, messages=None))
+    parts = []
+    if n_messages:
+        parts.append(f"{_n(n_messages, 'row')} given as messages")
+    if n_plain:
+        parts.append(f"{_n(n_plain, 'plain prompt')} wrapped as one user turn")
+    note = f"Applied the chat template of '{tok_name}' ({' and '.join(parts)}); the prompts are its exact text."
+    if dropped_bos:
+        note += (f" The template's leading {bos} was left out of the text because the tokenizer adds it "
+                 "when it tokenizes (so it appears once).")
+    return PromptSet.from_rows(prompt_set.name, rows, (*prompt_set.notes, note))
+
+
+# --------------------------------------------------------------------------------------------
 # Context length
 # --------------------------------------------------------------------------------------------
 def _full_text(row: PromptRow) -> str:
@@ -490,6 +665,7 @@ def _full_text(row: PromptRow) -> str:
 
 def token_lengths(prompt_set: PromptSet, tokenizer, *, batch_size: int = 256) -> list[int]:
     """Token count of each row's prompt + response (response appended as is), special tokens included."""
+    _require_rendered(prompt_set)
     texts = [_full_text(r) for r in prompt_set.rows]
     lengths: list[int] = []
     for start in range(0, len(texts), batch_size):

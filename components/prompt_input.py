@@ -3,18 +3,27 @@
 All parsing and validation lives in analysis.prompts; this module only draws widgets and shows
 the engine's messages. Prompt text is shown as data (st.dataframe, st.caption of counts), never
 as HTML or markdown.
+
+Prompts run exactly as given. Typed text and .txt files are one prompt per line (a prompt there
+cannot hold a line break); .csv quoted fields and .jsonl strings keep every character. Rows given
+as chat messages (.jsonl "messages") are rendered with checkpoint A's chat template, and the
+"Apply the chat template" checkbox (shown when A's tokenizer has one) wraps plain prompts as one
+user turn. The preview shows the exact text (line breaks as ↵, ␍) and the tokens A runs.
 """
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from components.charts.text import md_literal
+from components.charts.text import decode_token, md_literal, visible
+from components.model_state import current_spec, load_cached
 
-from analysis.errors import LogitscopeError
+from analysis.errors import LogitscopeError, PromptSetError
+from analysis.model_defaults import has_chat_template
 from analysis.prompts import (
     OPTIONAL_FIELDS,
     PromptSet,
+    apply_chat_template,
     builtin_sets,
     load_builtin,
     parse_prompt_file,
@@ -23,12 +32,26 @@ from analysis.prompts import (
 
 TYPED, BUILTIN, UPLOAD = "Typed", "Built-in", "Upload"
 _PREVIEW_ROWS = 200
+_PREVIEW_TOKENS = 300  # tokens listed per row in the preview (the count column always has them all)
 _UPLOAD_HELP = (
-    "A .txt file with one prompt per line, a .csv file with a header row and a 'prompt' column, or a "
-    '.jsonl file with one JSON object per line and a "prompt" field. Optional columns/fields: '
+    "A .txt file with one prompt per line (a prompt there cannot contain a line break), a .csv file with "
+    "a header row and a 'prompt' column (quoted fields keep their line breaks), or a .jsonl file with one "
+    'JSON object per line and a "prompt" field, or a "messages" list of {"role": ..., "content": ...} '
+    "turns rendered with checkpoint A's chat template. Prompts run exactly as given (spaces and "
+    '"\\n" kept): use .jsonl for prompts with newlines. Optional columns/fields: '
     + ", ".join(OPTIONAL_FIELDS)
     + "."
 )
+_TYPED_HELP = (
+    "One prompt per line, run exactly as typed: a prompt here cannot contain a line break. For prompts "
+    "with newlines (such as a chat template's text) upload a .jsonl file."
+)
+_CHAT_HELP = (
+    "Wrap each plain prompt as one user turn with checkpoint A's chat template, ready for the "
+    "assistant's answer. Rows given as messages (.jsonl) always use the template. Off: plain prompts "
+    "run exactly as given."
+)
+_BREAKS = str.maketrans({"\n": "↵", "\r": "␍", "\t": "⇥"})
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -37,8 +60,46 @@ def _parse_upload(filename: str, data: bytes) -> PromptSet:
     return parse_prompt_file(filename, data)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _render_cached(_prompt_set: PromptSet, sha256: str, name: str, notes: tuple, spec, wrap_plain: bool) -> PromptSet:
+    # Keyed on the set's content, name and notes and on A's spec; the tokenizer is re-fetched from the model cache.
+    return apply_chat_template(_prompt_set, load_cached(spec)[0].tokenizer, wrap_plain=wrap_plain)
+
+
 def _k(key: str, part: str) -> str:
     return f"{key}__prompts_{part}"
+
+
+def _checkpoint_a():
+    """Checkpoint A (a LoadedModel) from the model cache, or None; a page has loaded it already and shows its errors."""
+    try:
+        spec = current_spec("A")
+        return load_cached(spec)[0] if spec is not None else None
+    except Exception:  # noqa: BLE001 - require_models() on the page reports a model that does not load
+        return None
+
+
+def chat_template_on(key: str) -> bool:
+    """Whether the "Apply the chat template" box of the prompt input `key` is ticked (False when it is not shown)."""
+    return bool(st.session_state.get(_k(key, "chat"), False))
+
+
+def render_like(key: str, prompt_set: PromptSet) -> PromptSet:
+    """Another set (e.g. OOD sets beside an ID input) rendered as the prompt input `key` renders its own:
+    messages always, plain prompts wrapped when its box is ticked. Raises PromptSetError as the input would."""
+    return _render(prompt_set, _checkpoint_a(), chat_template_on(key))
+
+
+def _render(prompt_set: PromptSet, lm, wrap_plain: bool) -> PromptSet:
+    """The set rendered with A's chat template where it has messages (or wrap_plain), else unchanged."""
+    if not prompt_set.needs_template and not wrap_plain:
+        return prompt_set
+    if lm is None:
+        raise PromptSetError(
+            f"{prompt_set.name} gives chat messages, which are rendered with checkpoint A's chat template: "
+            "load checkpoint A in the sidebar first."
+        )
+    return _render_cached(prompt_set, prompt_set.sha256, prompt_set.name, prompt_set.notes, lm.spec, wrap_plain)
 
 
 def prompt_set_input(
@@ -68,6 +129,12 @@ def prompt_set_input(
         help=help,
     )
 
+    lm_a = _checkpoint_a()
+    tokenizer = lm_a.tokenizer if lm_a is not None else None
+    wrap_plain = False
+    if tokenizer is not None and has_chat_template(tokenizer):
+        wrap_plain = st.checkbox("Apply the chat template", key=_k(key, "chat"), help=_CHAT_HELP)
+
     prompt_set: PromptSet | None = None
     try:
         if source == TYPED:
@@ -76,9 +143,10 @@ def prompt_set_input(
                 key=_k(key, "typed"),
                 placeholder="The capital of France is",
                 height=100,
+                help=_TYPED_HELP,
             )
             if not text or not text.strip():
-                st.caption("Type a prompt to start (one prompt per line).")
+                st.caption("Type a prompt to start (one prompt per line; a line break ends a prompt).")
                 return None
             prompt_set = prompt_set_from_text(text)
         elif source == BUILTIN:
@@ -106,15 +174,16 @@ def prompt_set_input(
                 st.caption("Upload a .txt, .csv or .jsonl file.")
                 return None
             prompt_set = _parse_upload(uploaded.name, uploaded.getvalue())
+        prompt_set = _render(prompt_set, lm_a, wrap_plain)
     except LogitscopeError as err:
         st.error(str(err))
         return None
 
-    _describe(prompt_set)
+    _describe(prompt_set, tokenizer)
     return prompt_set
 
 
-def _describe(prompt_set: PromptSet) -> None:
+def _describe(prompt_set: PromptSet, tokenizer=None) -> None:
     """Count, notes and a preview table (plain text cells)."""
     n = len(prompt_set)
     summary = f"{n:,} prompt{'s' if n != 1 else ''}"
@@ -127,16 +196,45 @@ def _describe(prompt_set: PromptSet) -> None:
     for note in prompt_set.notes:
         st.caption(md_literal(note))
     with st.expander("Preview", expanded=False):
-        st.dataframe(_preview_frame(prompt_set), hide_index=True)
+        lines = tuple(r.row for r in prompt_set.rows[:_PREVIEW_ROWS])
+        spec = _checkpoint_a().spec if tokenizer is not None else None
+        st.dataframe(_preview_cached(prompt_set, prompt_set.sha256, lines, spec), hide_index=True)
+        legend = "Exact text: ↵ newline, ␍ carriage return, ⇥ tab."
+        if tokenizer is not None:
+            legend += " tokens: what checkpoint A runs, special tokens included (␣ space), split by ' | '."
+        st.caption(legend)
         if n > _PREVIEW_ROWS:
             st.caption(f"Showing the first {_PREVIEW_ROWS:,} of {n:,} prompts.")
 
 
-def _preview_frame(prompt_set: PromptSet) -> pd.DataFrame:
-    rows = prompt_set.rows[:_PREVIEW_ROWS]
-    columns = {"line": [r.row for r in rows], "prompt": [r.prompt for r in rows]}
+@st.cache_data(max_entries=16, show_spinner=False)
+def _preview_cached(_prompt_set: PromptSet, sha256: str, lines: tuple, spec) -> pd.DataFrame:
+    # Keyed on the content, the line numbers (not in the hash) and A's spec (None: no tokenizer).
+    return preview_frame(_prompt_set, load_cached(spec)[0].tokenizer if spec is not None else None)
+
+
+def _shown(value: str | None) -> str | None:
+    """Text with its line breaks and tabs made visible (a table cell would hide them); spaces stay spaces."""
+    return None if value is None else value.translate(_BREAKS)
+
+
+def preview_frame(prompt_set: PromptSet, tokenizer=None, limit: int = _PREVIEW_ROWS,
+                  max_tokens: int = _PREVIEW_TOKENS) -> pd.DataFrame:
+    """The first `limit` rows as plain text cells: line, prompt (↵ ␍ ⇥ marked), the optional fields and, with a
+    tokenizer, the token count and the first `max_tokens` tokens of what runs (tokenized with special tokens, as
+    analyses encode), each token's text with ␣ ↵ ⇥ ␍ for whitespace, so the " | " between tokens is unambiguous."""
+    rows = prompt_set.rows[:limit]
+    columns: dict[str, list] = {
+        "line": [r.row for r in rows],
+        "prompt": [_shown(r.prompt) if r.messages is None else "(chat messages, not rendered)" for r in rows],
+    }
     for field in OPTIONAL_FIELDS:
         values = [getattr(r, field) for r in rows]
         if any(v is not None for v in values):
-            columns[field] = values
+            columns[field] = [_shown(v) for v in values]
+    if tokenizer is not None and all(r.messages is None for r in rows):
+        ids = [list(tokenizer(r.prompt, add_special_tokens=True)["input_ids"]) for r in rows]
+        columns["n_tokens"] = [len(x) for x in ids]
+        columns["tokens"] = [" | ".join(visible(decode_token(tokenizer, i), max_len=None) for i in x[:max_tokens])
+                             + (f" | … {len(x) - max_tokens:,} more" if len(x) > max_tokens else "") for x in ids]
     return pd.DataFrame(columns)

@@ -147,3 +147,81 @@ def test_upload_parse_path():
     assert ps.name == "mine.csv" and ps.targets == [" Paris"]
     with pytest.raises(PromptSetError, match="line 2"):
         _parse_upload("mine.jsonl", b'{"prompt": "a"}\n{bad json}\n')
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact text, the tokens that run, chat messages
+# ---------------------------------------------------------------------------------------------
+EXACT = "  lead\r\ninner\rx\n"
+
+
+def test_preview_frame_shows_line_breaks_and_keeps_spaces():
+    from analysis.prompts import parse_prompt_file
+    from components.prompt_input import preview_frame
+
+    ps = parse_prompt_file("a.jsonl", (
+        '{"prompt": "  lead\\r\\ninner\\rx\\n", "target": " Paris\\n"}\n{"prompt": "tab\\t there "}\n').encode())
+    assert ps.prompts[0] == EXACT
+    frame = preview_frame(ps)
+    assert list(frame["prompt"]) == ["  lead␍↵inner␍x↵", "tab⇥ there "]
+    assert frame["target"][0] == " Paris↵" and frame["target"].isna()[1]
+    assert "tokens" not in frame  # no tokenizer, no token columns
+
+
+def test_preview_frame_tokens_are_what_runs(prompts_dir):
+    from analysis.batching import encode
+    from analysis.loading import ModelSpec, load_model
+    from analysis.prompts import prompt_set_from_text
+    from components.prompt_input import preview_frame
+
+    tok = load_model(ModelSpec("gpt2-world-base")).tokenizer
+    ps = prompt_set_from_text(" Braba Kadro lives in\nx")
+    frame = preview_frame(ps, tok)
+    batch = encode(tok, ps.prompts)
+    assert list(frame["n_tokens"]) == [int(n) for n in batch.lengths]
+    first = frame["tokens"][0].split(" | ")
+    assert len(first) == frame["n_tokens"][0] and first[0] == tok.bos_token  # special tokens visible
+    assert "".join(first[1:]).replace("␣", " ") == " Braba Kadro lives in"
+    short = preview_frame(ps, tok, max_tokens=2)
+    assert short["tokens"][0] == " | ".join(first[:2]) + f" | … {len(first) - 2:,} more"
+    assert short["n_tokens"][0] == len(first)
+
+
+def test_typed_help_says_one_prompt_per_line(prompts_dir):
+    at = run(new_app())
+    help_text = at.text_area(key="first__prompts_typed").help
+    assert "cannot contain a line break" in help_text and ".jsonl" in help_text
+
+
+def test_demo_model_has_no_template_so_no_chat_checkbox(prompts_dir):
+    at = run(new_app())
+    assert not at.checkbox  # the demo tokenizers carry no chat template
+    assert "like first: ['Hi']" in texts(at)  # other sets rendered like this input stay as given
+    at.text_area(key="first__prompts_typed").set_value("Braba Kadro lives in")
+    run(at)
+    frame = at.dataframe[0].value
+    assert frame["tokens"][0].startswith("<|bos|> | ") and frame["n_tokens"][0] > 1
+
+
+def test_upload_messages_on_the_demo_model_is_a_clear_error(prompts_dir):
+    at = run(new_app())
+    at.radio(key="first__prompts_source").set_value("Upload")
+    run(at)
+    data = b'{"prompt": "ok"}\n{"messages": [{"role": "user", "content": "Where does Braba Kadro live?"}]}\n'
+    at.file_uploader(key="first__prompts_upload").set_value(("chat.jsonl", data, "application/json"))
+    run(at)
+    assert texts(at)[0] == "first: none"
+    assert len(at.error) == 1
+    msg = at.error[0].value
+    assert "chat.jsonl, line 2" in msg and "has no chat template" in msg and "gpt2-world-base" in msg
+
+
+def test_upload_plain_jsonl_keeps_exact_text(prompts_dir):
+    at = run(new_app())
+    at.radio(key="first__prompts_source").set_value("Upload")
+    run(at)
+    at.file_uploader(key="first__prompts_upload").set_value(
+        ("exact.jsonl", b'{"prompt": "  lead\\r\\ninner\\rx\\n"}\n', "application/json"))
+    run(at)
+    assert texts(at)[0] == "first: 1" and not at.error
+    assert at.dataframe[0].value["prompt"][0] == "  lead␍↵inner␍x↵"
