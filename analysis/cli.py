@@ -108,14 +108,44 @@ def first_n(ps: Any, n: int | None) -> Any:
         return ps
     if n < 1:
         raise InputError(f"The number of prompts must be at least 1 (got {n}).")
-    return PromptSet.from_rows(f"{ps.name} (first {n})", ps.rows[:n])
+    return PromptSet.from_rows(f"{ps.name} (first {n})", ps.rows[:n], ps.notes)
+
+
+def given_prompts(args: argparse.Namespace) -> Any:
+    """--prompts, read before the models load (a bad file fails fast); None when the default comes from model A."""
+    return load_prompts(args.prompts) if args.prompts else None
+
+
+def main_prompts(args: argparse.Namespace, models: Models, ps: Any) -> Any:
+    """The command's main prompt set, chat-rendered: --prompts, else model A's default (the demo set on demo models,
+    its real-model counterpart on any other: analysis.model_defaults.default_set)."""
+    if ps is None:
+        from analysis.model_defaults import default_set
+
+        ps = load_prompts(default_set(models.a, args.demo_prompts))
+    return chat(args, models, ps)
+
+
+def other_prompts(args: argparse.Namespace, models: Models, given: str | None, demo_name: str) -> Any:
+    """A command's further prompt set (--monitor-prompts, --controls, ...), chat-rendered: the given name or file,
+    else model A's default for the demo set `demo_name`."""
+    from analysis.model_defaults import default_set
+
+    return chat(args, models, load_prompts(given or default_set(models.a, demo_name)))
+
+
+def chat(args: argparse.Namespace, models: Models, ps: Any) -> Any:
+    """ps with A's chat template applied: to rows given as messages always, to plain prompts with --chat-template."""
+    from analysis.prompts import apply_chat_template
+
+    return apply_chat_template(ps, models.a.tokenizer, wrap_plain=args.chat_template)
 
 
 def _spec(args: argparse.Namespace, source: str) -> Any:
-    from analysis.loading import ModelSpec
+    from analysis.loading import named_spec
 
-    return ModelSpec(source=source, revision=None, dtype=args.dtype, device=args.device,
-                     allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+    return named_spec(source, revision=None, dtype=args.dtype, device=args.device,
+                      allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
 
 
 def load_models(args: argparse.Namespace, need_b: bool = False) -> Models:
@@ -184,7 +214,7 @@ def finish(args: argparse.Namespace, report: Any, page: str, models: Models, set
 
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    meta = report_metadata(page, models.cards(), settings, prompt_set)
+    meta = report_metadata(page, models.cards(), settings, prompt_set, report.notes)
     out = prepare_out(args.out, args.force)
     names = write_bundle(out, report.figures, report.tables, meta, args.formats)
     if not args.quiet:
@@ -209,12 +239,20 @@ def _common(p: argparse.ArgumentParser, default_prompts: str, b_required: bool =
     from analysis.loading import DEFAULT_MODEL
 
     g = p.add_argument_group("models and data")
-    g.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint A: zoo name, local folder or hub id "
-                   f"(default {DEFAULT_MODEL})")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint A: zoo name, real model name "
+                   f"(smollm2-135m-instruct, or smollm2-grumpy-lora for its LoRA fine-tune), local folder, .gguf "
+                   f"file or hub id (default {DEFAULT_MODEL})")
     g.add_argument("--model-b", default=None, help="checkpoint B, compared with A" +
                    (" (required)" if b_required else " (optional)"))
-    g.add_argument("--prompts", default=default_prompts, help=f"built-in prompt set name or a .txt/.csv/.jsonl file "
-                   f"(default {default_prompts})")
+    from analysis.model_defaults import REAL_EQUIVALENTS
+
+    real = REAL_EQUIVALENTS.get(default_prompts, default_prompts)
+    g.add_argument("--prompts", default=None, help=f"built-in prompt set name or a .txt/.csv/.jsonl file (default "
+                   f"from model A: {default_prompts} on the demo models" + (f", {real} on any other" if real !=
+                   default_prompts else "") + "); prompts run exactly as given (.txt: one per line, no line breaks)")
+    p.set_defaults(demo_prompts=default_prompts)
+    g.add_argument("--chat-template", action="store_true", help="wrap each plain prompt as one user turn with A's chat "
+                   "template (.jsonl rows given as \"messages\" always use it)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="default auto")
     g.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights: they can run code")
@@ -234,9 +272,10 @@ def run_lens(args: argparse.Namespace) -> int:
     from analysis import lens as L
     from components.reports import lens as R
 
-    ps = first_n(load_prompts(args.prompts), args.max_prompts)
+    ps = given_prompts(args)
     with progress("lens", args.quiet) as bar:
         models = load_models(args)
+        ps = first_n(main_prompts(args, models, ps), args.max_prompts)
         bar.stage(0, 0.05)(1.0, "models loaded")
         prompts = list(ps.prompts)
         targets = R.resolve_targets(ps, args.target_text) if args.target == L.TARGET_TEXT else None
@@ -265,7 +304,7 @@ def run_lens(args: argparse.Namespace) -> int:
         report.notes.append(f"KL(A‖B) is not computed: {compare_error}")
     t_sel = args.position if args.position is not None else R.default_position(traces, n)
     settings = R.lens_settings(args.top_k, args.target, args.target_text, args.colour, args.positions_shown,
-                               args.aggregate, n, t_sel)
+                               args.aggregate, n, t_sel, ps)
     return finish(args, report, R.PAGE, models, settings, ps)
 
 
@@ -273,15 +312,6 @@ def _index(one_based: int, count: int, flag: str) -> int:
     if not 1 <= one_based <= count:
         raise InputError(f"{flag} {one_based} is out of range: the set has {count} prompt(s) (1..{count}).")
     return one_based - 1
-
-
-def _default_target_text() -> str:
-    from analysis.prompts import load_builtin
-
-    try:
-        return load_builtin("facts").rows[0].target or ""
-    except LogitscopeError:
-        return " Paris"
 
 
 def _add_lens(sub: Any) -> None:
@@ -298,8 +328,9 @@ def _add_lens(sub: Any) -> None:
     s.add_argument("--top-k", type=int, default=R.DEFAULTS["k"], help="top-k tokens kept per layer (default 10)")
     s.add_argument("--target", default=R.DEFAULTS["target_mode"], choices=list(L.TARGET_MODES),
                    help="target mode (default text: the set's targets, else --target-text)")
-    s.add_argument("--target-text", default=_default_target_text(),
-                   help="target for prompts without their own ('#123' = token id; default the first fact's target)")
+    s.add_argument("--target-text", default="",
+                   help="target for prompts without their own ('#123' = token id). No default: the CLI never invents "
+                        "a target; with --target text every prompt needs its set's target or this one")
     s.add_argument("--colour", default=R.DEFAULTS["metric"], choices=list(COLOR_METRICS), help="heatmap colour")
     s.add_argument("--positions-shown", type=int, default=R.DEFAULTS["max_pos"], help="heatmap: last n positions")
     s.add_argument("--aggregate", default=R.DEFAULTS["positions"], choices=["last", "all"],
@@ -315,15 +346,16 @@ def run_flow(args: argparse.Namespace) -> int:
     from analysis.flow import logit_flow_set
     from components.reports import flow as R
 
-    ps = load_prompts(args.prompts)
+    ps = given_prompts(args)
     if not 1 <= args.max_prompts <= R.MAX_PROMPTS:
         raise InputError(f"--max-prompts must be between 1 and {R.MAX_PROMPTS} (got {args.max_prompts}).")
-    rows = ps.rows[: args.max_prompts]
-    prompts = [r.prompt for r in rows]
-    targets = [args.target if args.target else r.target for r in rows]
-    competitors = [args.competitor if args.competitor else r.competitor for r in rows]
     with progress("flow", args.quiet) as bar:
         models = load_models(args)
+        ps = main_prompts(args, models, ps)
+        rows = ps.rows[: args.max_prompts]
+        targets = [args.target if args.target else r.target for r in rows]
+        competitors = [args.competitor if args.competitor else r.competitor for r in rows]
+        prompts = [r.prompt for r in rows]
         items = models.items()
         results = {which: logit_flow_set(lm, prompts, targets, competitors,
                                          progress=bar.stage(i / len(items), (i + 1) / len(items), which))
@@ -381,60 +413,70 @@ def run_steer(args: argparse.Namespace) -> int:
     """Steering vectors built on A, then the page's Monitor, Flag, Steer (generations, sweep) and Drift parts."""
     from analysis.persona_drift import flag_data, persona_drift
     from analysis.steering import Steer, compare_generations, steering_sweep
-    from analysis.steering_vectors import extract_vectors, monitor
+    from analysis.model_defaults import default_question
+    from analysis.steering_vectors import default_trait_tokens, extract_vectors, monitor
     from components.reports import steering as R
 
     parts = set(args.parts)
-    ps = load_prompts(args.prompts)
-    groups = ps.groups()
-    positive = args.positive or (groups[0] if groups else None)
-    negative = args.negative or next((g for g in groups if g != positive), None)
+    ps = given_prompts(args)
     rule = args.rule or "last"
-    used = [ps]
     with progress("steer", args.quiet) as bar:
         models = load_models(args)
+        ps = main_prompts(args, models, ps)
+        used = [ps]
+        groups = ps.groups()
+        positive = args.positive or (groups[0] if groups else None)
+        negative = args.negative or next((g for g in groups if g != positive), None)
         lm = models.a
         n_layers = lm.adapter.n_layers
         sv = extract_vectors(lm, ps, positive=positive, negative=negative, method=args.method, position_rule=rule,
                              seed=args.seed, progress=bar.stage(0.05, 0.3, "build"))
         settings: dict = {"model_a": lm.name, **R.vector_settings(sv)}
-        hist_layer = sv.best_layer() if args.hist_layer is None else args.hist_layer
+        hist_layer = sv.default_layer() if args.hist_layer is None else args.hist_layer
         monitoring, flagged, generations, sweep, drift = {}, None, None, None, None
         if "monitor" in parts:
-            mps = load_prompts(args.monitor_prompts)
+            mps = other_prompts(args, models, args.monitor_prompts, "persona_eval")
             used.append(mps)
             for which, lm_x, _card in models.items():
                 monitoring[which] = monitor(lm_x, mps, sv, progress=bar.stage(0.3, 0.4, f"monitor {which}"))
         if "flag" in parts:
-            fps = first_n(load_prompts(args.flag_prompts), args.flag_rows)
-            layer = sv.best_layer() if args.flag_layer is None else args.flag_layer
+            fps = first_n(other_prompts(args, models, args.flag_prompts, "persona_pairs"), args.flag_rows)
+            layer = sv.default_layer() if args.flag_layer is None else args.flag_layer
             lm.check_layer(layer)
             flagged = flag_data(lm, fps, sv, layer, max_new_tokens=args.flag_tokens, progress=bar.stage(0.4, 0.55, "flag"))
-        s_layer = R.default_steer_layer(sv) if args.layer is None else args.layer
+        s_layer = sv.default_layer() if args.layer is None else args.layer
         settings.update(steer_layer=int(s_layer), alpha=float(args.alpha), positions=args.positions,
                         preserve_norm=args.preserve_norm)
         if "generate" in parts:
             lm.check_layer(s_layer)
             steer = Steer(s_layer, sv.vector(s_layer), float(args.alpha), args.positions, args.preserve_norm)
-            generations = compare_generations(lm, args.gen_prompt, steer, max_new_tokens=args.new_tokens,
+            gen_prompt = default_question(lm) if args.gen_prompt is None else args.gen_prompt
+            settings.update(gen_prompt=gen_prompt)
+            generations = compare_generations(lm, gen_prompt, steer, max_new_tokens=args.new_tokens,
                                               temperature=args.temperature, seed=args.gen_seed)
             bar.stage(0.55, 0.6)(1.0, "generated")
         if "sweep" in parts:
-            tps, cps = load_prompts(args.targets), load_prompts(args.controls)
+            tps = other_prompts(args, models, args.targets, "persona_eval")
+            cps = other_prompts(args, models, args.controls, "facts")
             used.extend([tps, cps])
             layers = (_numbers(args.sweep_layers, "layer", int) if args.sweep_layers
                       else R.default_sweep_layers(sv, n_layers))
             alphas = _numbers(args.sweep_alphas, "alpha") if args.sweep_alphas else R.DEFAULTS["alphas"]
             for layer in layers:
                 lm.check_layer(layer)
+            tokens = default_trait_tokens(lm, ps, positive, negative)
+            token_a = tokens.token_a if args.token_a is None else args.token_a
+            token_b = tokens.token_b if args.token_b is None else args.token_b
+            if not token_a or not token_b:
+                raise InputError(f"{tokens.note} Give them with --token-a and --token-b.")
             sweep = steering_sweep(lm, {layer: sv.vector(layer) for layer in layers}, alphas,
                                    tuple(tps.prompts[: args.sweep_prompts]), tuple(cps.prompts[: args.sweep_prompts]),
-                                   args.token_a, args.token_b, rule=args.positions, preserve_norm=args.preserve_norm,
+                                   token_a, token_b, rule=args.positions, preserve_norm=args.preserve_norm,
                                    progress=bar.stage(0.6, 0.85, "sweep"))
-            settings.update(sweep_layers=list(layers), sweep_alphas=list(alphas), token_a=args.token_a,
-                            token_b=args.token_b)
+            settings.update(sweep_layers=list(layers), sweep_alphas=list(alphas), token_a=token_a,
+                            token_b=token_b)
         if "drift" in parts and models.compare:
-            dps = load_prompts(args.drift_prompts)
+            dps = other_prompts(args, models, args.drift_prompts, "persona_eval")
             used.append(dps)
             drift = persona_drift(lm, models.b, dps, sv, seed=args.drift_seed, progress=bar.stage(0.85, 1.0, "drift"))
     report = R.steering_report(sv, hist_layer=hist_layer, monitoring=monitoring, flagged=flagged,
@@ -461,7 +503,7 @@ def _parts_of(allowed: tuple[str, ...], *, none: bool = False) -> Callable[[str]
 
 def _add_steer(sub: Any) -> None:
     from analysis.steering import POSITION_RULES as STEER_RULES
-    from analysis.steering_vectors import METHODS, POSITION_RULES
+    from analysis.steering_vectors import DEFAULT_LAYER_RULE, METHODS, POSITION_RULES
     from components.reports import steering as R
 
     d = R.DEFAULTS
@@ -475,31 +517,43 @@ def _add_steer(sub: Any) -> None:
     s.add_argument("--method", default=METHODS[0], choices=list(METHODS))
     s.add_argument("--rule", default=None, choices=list(POSITION_RULES), help="read position (default last)")
     s.add_argument("--seed", type=int, default=d["seed"], help="held-out split seed")
-    s.add_argument("--hist-layer", type=int, default=None, help="layer of the projection histogram (default best)")
+    s.add_argument("--hist-layer", type=int, default=None,
+                   help="layer of the projection histogram (default: the default layer, see --layer)")
     s = p.add_argument_group("parts and their settings")
     s.add_argument("--parts", type=_parts_of(STEER_PARTS), default=STEER_PARTS,
                    help=f"comma separated, from {','.join(STEER_PARTS)} (default all; drift needs --model-b)")
-    s.add_argument("--monitor-prompts", default="persona_eval", help="prompts projected on the vector")
-    s.add_argument("--flag-prompts", default="persona_pairs", help="rows with responses to flag")
+    s.add_argument("--monitor-prompts", default=None, help="prompts projected on the vector (default from model A: "
+                   "persona_eval on demo models, chat_persona_eval on chat models)")
+    s.add_argument("--flag-prompts", default=None, help="rows with responses to flag (default from model A: "
+                   "persona_pairs on demo models, chat_persona_pairs on chat models)")
     s.add_argument("--flag-rows", type=int, default=d["flag_rows"], help="flag the first n rows")
-    s.add_argument("--flag-layer", type=int, default=None, help="layer for flagging (default best)")
+    s.add_argument("--flag-layer", type=int, default=None, help="layer for flagging (default: the default layer)")
     s.add_argument("--flag-tokens", type=int, default=d["flag_tokens"], help="own response length in tokens")
-    s.add_argument("--layer", type=int, default=None, help="steering layer (default max(1, best))")
+    s.add_argument("--layer", type=int, default=None,
+                   help=f"steering layer; also the default of --hist-layer, --flag-layer and the monitor's layer "
+                        f"(default: {DEFAULT_LAYER_RULE})")
     s.add_argument("--alpha", type=float, default=d["alpha"], help="steering coefficient (default 4)")
     s.add_argument("--positions", default=STEER_RULES[0], choices=list(STEER_RULES), help="positions steered")
     s.add_argument("--preserve-norm", action="store_true", help="rescale each steered h to its original norm")
-    s.add_argument("--gen-prompt", default=d["gen_prompt"], help="prompt for the generations")
+    s.add_argument("--gen-prompt", default=d["gen_prompt"],
+                   help="prompt for the generations (default: from the model: the demo question on the demo models, "
+                        "else a question rendered with the tokenizer's chat template)")
     s.add_argument("--new-tokens", type=int, default=d["new_tokens"])
     s.add_argument("--temperature", type=float, default=d["temperature"], help="0 = greedy")
     s.add_argument("--gen-seed", type=int, default=d["gen_seed"])
-    s.add_argument("--sweep-layers", default=None, help="comma separated (default: middle, best and last layer)")
+    s.add_argument("--sweep-layers", default=None, help="comma separated (default: middle, default and last layer)")
     s.add_argument("--sweep-alphas", default=None, help="comma separated (default -4,-2,0,2,4,8)")
-    s.add_argument("--token-a", default=d["token_a"], help="trait token")
-    s.add_argument("--token-b", default=d["token_b"])
-    s.add_argument("--targets", default="persona_eval", help="target prompts of the sweep")
-    s.add_argument("--controls", default="facts", help="control prompts of the sweep")
+    s.add_argument("--token-a", default=d["token_a"],
+                   help="trait token of the sweep's logit difference (default: the most common first response token "
+                        "of the positive side of --prompts; ' Ugh' on demo models when the set has no responses)")
+    s.add_argument("--token-b", default=d["token_b"],
+                   help="the other token (default: the negative side's most common first response token; ' Sure' on "
+                        "demo models)")
+    s.add_argument("--targets", default=None, help="target prompts of the sweep (default as --monitor-prompts)")
+    s.add_argument("--controls", default=None, help="control prompts of the sweep (default from model A: facts on "
+                   "demo models, en_facts on others)")
     s.add_argument("--sweep-prompts", type=int, default=d["sweep_prompts"], help="first n prompts of each set")
-    s.add_argument("--drift-prompts", default="persona_eval")
+    s.add_argument("--drift-prompts", default=None, help="prompts of the drift (default as --monitor-prompts)")
     s.add_argument("--drift-seed", type=int, default=d["drift_seed"], help="random baseline seed")
     p.set_defaults(func=run_steer)
 
@@ -517,13 +571,15 @@ def run_neurons(args: argparse.Namespace) -> int:
     from components.reports import neurons as R
 
     parts = set(args.parts)
-    ref_set = load_prompts(args.prompts)
-    reference = tuple(p for p in ref_set.prompts if p.strip())[: args.max_reference]
-    settings: dict = {"reference": {"name": ref_set.name, "sha256": ref_set.sha256, "n_used": len(reference)}}
+    ref_set = given_prompts(args)
+    settings: dict = {"reference": {}}
     k = args.k
     settings["scan"] = {"processing": not args.no_processing, "k": k or "1% of d_model"}
     with progress("neurons", args.quiet) as bar:
         models = load_models(args)
+        ref_set = main_prompts(args, models, ref_set)
+        reference = tuple(p for p in ref_set.prompts if p.strip())[: args.max_reference]
+        settings["reference"] = {"name": ref_set.name, "sha256": ref_set.sha256, "n_used": len(reference)}
         items = models.items()
         scans, freqs, unigrams = {}, {}, {}
         for which, lm, _card in items:
@@ -535,9 +591,10 @@ def run_neurons(args: argparse.Namespace) -> int:
         ablations, inductions = {}, {}
         if "ablate" in parts:
             ids_text = args.neurons if args.neurons is not None else R.default_neurons(scans["A"])
-            eval_set = load_prompts(args.eval_prompts)
-            settings["ablate"] = {"neurons": ids_text, "mode": args.mode, "max_prompts": args.max_prompts,
-                                  "n_random": args.n_random, "seed": args.seed, "skip_first": args.skip_first,
+            eval_set = chat(args, models, load_prompts(args.eval_prompts))
+            settings["ablate"] = {"neurons": ns.canonical_neuron_text(ids_text), "mode": args.mode,
+                                  "max_prompts": args.max_prompts, "n_random": args.n_random, "seed": args.seed,
+                                  "skip_first": args.skip_first,
                                   "as_set": not args.no_set, "eval_set": eval_set.name}
             if args.mode != "zero" and not reference:
                 raise InputError("The reference set is empty: mean and clipped-mean ablation need reference prompts "
@@ -553,8 +610,10 @@ def run_neurons(args: argparse.Namespace) -> int:
                                               min_position=args.skip_first,
                                               progress=bar.stage(lo + 0.2 * (hi - lo), hi, f"{which} ablate"))
         if "induction" in parts:
-            ind_set = load_prompts(args.induction_prompts) if args.induction_source == "prompts" else None
-            settings["induction"] = {"source": args.induction_source, "neurons": args.induction_neurons or "auto (3)",
+            ind_set = chat(args, models, load_prompts(args.induction_prompts)) \
+                if args.induction_source == "prompts" else None
+            settings["induction"] = {"source": args.induction_source,
+                                     "neurons": ns.canonical_neuron_text(args.induction_neurons) or "auto (3)",
                                      "sequences": args.sequences, "length": args.length,
                                      "random_sets": args.random_sets, "seed": args.induction_seed}
             for i, (which, lm, _card) in enumerate(items):
@@ -591,7 +650,8 @@ def _add_neurons(sub: Any) -> None:
     s.add_argument("--parts", type=_parts_of(NEURON_PARTS, none=True), default=NEURON_PARTS,
                    help="comma separated from ablate,induction, or none (default both)")
     s = p.add_argument_group("ablate")
-    s.add_argument("--neurons", default=None, help="block.index, comma separated (default: top 3 of A's scan by rho)")
+    s.add_argument("--neurons", default=None, help="L{block}.N{index}, comma separated (0-based block, e.g. L3.N130; "
+                   "the old 3.130 form works too; default: top 3 of A's scan by rho)")
     s.add_argument("--eval-prompts", default=DEFAULT_REFERENCE, help="prompts the ablation is evaluated on")
     s.add_argument("--mode", default=d["mode"], choices=["mean", "zero", "clipped"])
     s.add_argument("--max-prompts", type=int, default=d["max_eval"])
@@ -602,7 +662,7 @@ def _add_neurons(sub: Any) -> None:
     s = p.add_argument_group("induction")
     s.add_argument("--induction-source", default=d["ind_source"], choices=["prompts", "random"])
     s.add_argument("--induction-prompts", default="induction", help="set of 'R R' texts")
-    s.add_argument("--induction-neurons", default="", help="block.index list (default: auto, 3)")
+    s.add_argument("--induction-neurons", default="", help="L{block}.N{index} list (default: auto, 3)")
     s.add_argument("--sequences", type=int, default=d["ind_n"])
     s.add_argument("--length", type=int, default=d["ind_len"], help="random R length")
     s.add_argument("--random-sets", type=int, default=d["ind_sets"])
@@ -617,24 +677,25 @@ def run_shift(args: argparse.Namespace) -> int:
     from analysis.shift import compatibility, compute_shift, layer_kl, shift_similarity
     from components.reports import shift as R
 
-    ps = load_prompts(args.prompts)
-    has_resp = all(r.response for r in ps.rows)
-    reference = args.reference or R.default_reference(has_resp)
-    if reference == "response" and not has_resp:
-        raise InputError("Some prompts in this set have no response: use --reference greedy (B's greedy output), or "
-                         "a set with a 'response' column.")
-    max_prompts = args.max_prompts if args.max_prompts is not None else min(len(ps), R.DEFAULTS["max_prompts"])
-    if not 1 <= max_prompts <= len(ps):
-        raise InputError(f"--max-prompts must be between 1 and {len(ps)} (the set's size), got {max_prompts}.")
-    rows = ps.rows[:max_prompts]
-    prompts = [r.prompt for r in rows]
-    responses = [r.response for r in rows] if reference == "response" else [None for _ in rows]
-    settings = R.shift_settings(reference, args.n_tokens, args.top_n, max_prompts, args.columns_shown)
+    ps = given_prompts(args)
     pair2 = bool(args.pair2_base or args.pair2_tuned)
     if pair2 and not (args.pair2_base and args.pair2_tuned):
         raise InputError("The second pair needs both --pair2-base and --pair2-tuned.")
     with progress("shift", args.quiet) as bar:
         models = load_models(args, need_b=True)
+        ps = main_prompts(args, models, ps)
+        has_resp = all(r.response for r in ps.rows)
+        reference = args.reference or R.default_reference(has_resp)
+        if reference == "response" and not has_resp:
+            raise InputError("Some prompts in this set have no response: use --reference greedy (B's greedy output), "
+                             "or a set with a 'response' column.")
+        max_prompts = args.max_prompts if args.max_prompts is not None else min(len(ps), R.DEFAULTS["max_prompts"])
+        if not 1 <= max_prompts <= len(ps):
+            raise InputError(f"--max-prompts must be between 1 and {len(ps)} (the set's size), got {max_prompts}.")
+        rows = ps.rows[:max_prompts]
+        responses = [r.response for r in rows] if reference == "response" else [None for _ in rows]
+        settings = R.shift_settings(reference, args.n_tokens, args.top_n, max_prompts, args.columns_shown)
+        prompts = [r.prompt for r in rows]
         a, b = models.a, models.b
         comp = compatibility(a, b)
         if comp.message:
@@ -693,27 +754,26 @@ def run_ood(args: argparse.Namespace) -> int:
     from analysis.prompts import check_context
     from components.reports import ood as R
 
-    id_set = load_prompts(args.prompts)
-    if args.id_group is not None:
-        groups = id_set.groups()
-        if args.id_group not in groups:
-            raise InputError(f"--id-group '{args.id_group}' is not a group of {id_set.name} "
-                             f"(groups: {', '.join(groups) or 'none'}).")
-        ood_sets = {g: id_set.by_group(g) for g in groups if g != args.id_group}
-        id_set = id_set.by_group(args.id_group)
-    else:
-        names = [n.strip() for n in args.ood_prompts.split(",") if n.strip()]
-        ood_sets = {}
-        for n in names:
-            ps = load_prompts(n)
-            ood_sets[n if not Path(n).is_file() else Path(n).name] = ps
+    id_set = given_prompts(args)
+    ood_sets = {}
+    if args.id_group is None:
+        for n in (n.strip() for n in args.ood_prompts.split(",") if n.strip()):
+            ood_sets[n if not Path(n).is_file() else Path(n).name] = load_prompts(n)
     settings = O.OODSettings(seed=args.seed, fit_fraction=args.fit_fraction, poolings=tuple(args.poolings),
                              knn_k=args.knn_k, shrinkage=args.shrinkage, vim_dim=args.vim_dim or None,
                              neco_k=args.neco_k or None, logitgap_n=args.gap_n)
     blood_draws = args.blood_draws if args.blood else 0
-    O.check_sets(len(set(id_set.prompts)), {n: len(ps) for n, ps in ood_sets.items()})
     with progress("ood", args.quiet) as bar:
         models = load_models(args)
+        id_set, ood_sets = main_prompts(args, models, id_set), {n: chat(args, models, ps) for n, ps in ood_sets.items()}
+        if args.id_group is not None:
+            groups = id_set.groups()
+            if args.id_group not in groups:
+                raise InputError(f"--id-group '{args.id_group}' is not a group of {id_set.name} "
+                                 f"(groups: {', '.join(groups) or 'none'}).")
+            ood_sets = {g: id_set.by_group(g) for g in groups if g != args.id_group}
+            id_set = id_set.by_group(args.id_group)
+        O.check_sets(len(set(id_set.prompts)), {n: len(ps) for n, ps in ood_sets.items()})
         items = models.items()
         for _, lm, _card in items:
             for ps in [id_set, *ood_sets.values()]:

@@ -36,6 +36,15 @@ def progress_bar(label: str) -> Iterator[ProgressFn]:
         bar.empty()
 
 
+def model_default(key: str, value: Any) -> None:
+    """Give widget `key` the current model's default `value`: on first use, and again whenever the model's
+    default changes while the widget still holds the previous default (a value the user edited is kept)."""
+    memo = f"{key}__model_default"
+    if key not in st.session_state or st.session_state[key] == st.session_state.get(memo, object()):
+        st.session_state[key] = value
+    st.session_state[memo] = value
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Show project errors as st.error (their message) and any other exception as a short error, never a traceback."""
@@ -69,6 +78,7 @@ def compare_columns(pair: ModelPair) -> list[tuple[str, Any, Any, Any]]:
     return [(f"{which}: {card.name}", lm, card, col) for (which, lm, card), col in zip(items, cols)]
 
 
-def page_metadata(page: str, pair: ModelPair, settings: dict, prompt_set: Any = None) -> dict:
-    """Export metadata: the page, both models' cards, the settings and the prompt set's hash (see report_metadata)."""
-    return report_metadata(page, {which: card for which, _, card in pair.items()}, settings, prompt_set)
+def page_metadata(page: str, pair: ModelPair, settings: dict, prompt_set: Any = None, notes: Any = ()) -> dict:
+    """Export metadata: the page, both models' cards, the settings, the prompt set's hash and the results' notes
+    (see report_metadata)."""
+    return report_metadata(page, {which: card for which, _, card in pair.items()}, settings, prompt_set, notes)

@@ -7,7 +7,8 @@ from collections import OrderedDict
 
 import streamlit as st
 
-from analysis.loading import ModelSpec, zoo_models
+from analysis.loading import ModelSpec, builtin_models
+from analysis.model_defaults import default_set
 from analysis.shift import (
     LayerKL,
     ShiftResult,
@@ -37,27 +38,30 @@ st.caption("What changed between checkpoint A and checkpoint B: the same text ru
            "token. Layer 0 is the embedding output; layer L is the last block's output before the final norm.")
 
 
-def _sibling(source: str) -> str | None:
-    """The tuned sibling of a demo base checkpoint (gpt2-world-base -> gpt2-world-tuned), if it exists."""
-    zoo = zoo_models()
-    if source.endswith("-base") and source.replace("-base", "-tuned") in zoo:
-        return source.replace("-base", "-tuned")
-    return next((z for z in zoo if z.endswith("-tuned")), None)
+def _sibling(spec: ModelSpec) -> tuple[str, ModelSpec] | None:
+    """(label, spec) of A's fine-tuned sibling: a demo base's tuned checkpoint (gpt2-world-base ->
+    gpt2-world-tuned), the real model's grumpy LoRA; else the first tuned demo checkpoint, if any."""
+    builtin = builtin_models()
+    tuned = spec.source.replace("-base", "-tuned") if spec.source.endswith("-base") else None
+    for label, sp in builtin.items():
+        if sp.source == tuned or (sp.source == spec.source and sp.adapter and not spec.adapter):
+            return label, sp
+    return next(((label, sp) for label, sp in builtin.items() if sp.source.endswith("-tuned")), None)
 
 
-def _enable_b(source: str) -> None:
+def _enable_b(spec: ModelSpec) -> None:
     st.session_state[KEY_USE_B] = True
-    st.session_state[KEY_SPECS["B"]] = ModelSpec(source)
+    st.session_state[KEY_SPECS["B"]] = spec
 
 
 pair = require_models()
 if not pair.compare:
-    sib = _sibling(pair.a.spec.source)
+    sib = _sibling(pair.a.spec)
     st.info("This page compares two checkpoints. Turn on **Compare with checkpoint B** in the sidebar and pick B "
             "(for the demo models: each family's base as A and its tuned checkpoint as B, e.g. gpt2-world-base vs "
-            "gpt2-world-tuned).")
+            "gpt2-world-tuned; for the real model, its grumpy LoRA).")
     if sib:
-        st.button(f"Compare A with {sib} as checkpoint B", on_click=_enable_b, args=(sib,), key="shift_enable_b")
+        st.button(f"Compare A with {sib[0]} as checkpoint B", on_click=_enable_b, args=(sib[1],), key="shift_enable_b")
     st.stop()
 
 a, b = pair.a, pair.b
@@ -124,7 +128,7 @@ def _similarity(specs1: tuple, specs2: tuple, prompts: tuple, responses: tuple, 
 
 
 # ---------------------------------------------------------------------------------------------- settings
-ps = prompt_set_input("shift", default_builtin="persona_eval")
+ps = prompt_set_input("shift", default_builtin=default_set(pair.a, "persona_eval"))
 if ps is None:
     st.stop()
 has_resp = all(r.response for r in ps.rows)
@@ -199,17 +203,17 @@ st.subheader("Do two model pairs shift alike?", anchor=False)
 st.caption("Pair 1 is A → B above. Pick a second pair (another family, or another fine-tune): its shift is compared "
            "step by step with pair 1's on shared tokens, or on PM-MinED-mapped tokens when the vocabularies differ, "
            "against a control with the token correspondence shuffled.")
-zoo = zoo_models()
-options = zoo + [OTHER]
+builtin = builtin_models()
+options = list(builtin) + [OTHER]
 
 
 def _pick(label: str, default: str, key: str) -> ModelSpec | None:
-    idx = options.index(default) if default in options else len(zoo)
+    idx = options.index(default) if default in options else len(builtin)
     choice = st.selectbox(label, options, index=idx, key=key)
     if choice == OTHER:
         src = st.text_input(f"{label}: hub id or local folder", key=f"{key}_other").strip()
         return ModelSpec(src) if src else None
-    return ModelSpec(choice)
+    return builtin[choice]
 
 
 sc = st.columns(3)
@@ -246,4 +250,4 @@ if sim is not None:
     settings = dict(settings, second_pair=[spec_a2.label, spec_b2.label], similarity_columns=columns)
 
 st.divider()
-export_bundle(figures, tables, page_metadata(PAGE, pair, settings, ps), R.BUNDLE, key="shift_bundle")
+export_bundle(figures, tables, page_metadata(PAGE, pair, settings, ps, bundle.notes), R.BUNDLE, key="shift_bundle")

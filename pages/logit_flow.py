@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analysis.model_defaults import default_set
 from analysis.flow import CHECK_NAMES, FlowResult, FlowSetResult, failed_checks, logit_flow_set, tolerance
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
@@ -76,7 +77,7 @@ def main() -> None:
 
     left, right = st.columns([3, 2])
     with left:
-        ps = prompt_set_input(PAGE, default_builtin="two_hop",
+        ps = prompt_set_input(PAGE, default_builtin=default_set(pair.a, "two_hop"),
                               help="Prompts; the set's target/competitor columns are used unless overridden.")
     with right:
         n_max = st.number_input("Prompts to analyse", 1, MAX_PROMPTS, min(8, len(ps)) if ps is not None else 8,
@@ -213,7 +214,7 @@ def main() -> None:
 
     st.divider()
     settings = R.flow_settings(view, len(prompts), target_text, comp_text, frac, int(top_k), idx)
-    export_bundle(figures, tables, page_metadata(PAGE, pair, settings, ps), R.BUNDLE, key="flow-bundle")
+    export_bundle(figures, tables, page_metadata(PAGE, pair, settings, ps, rep.notes), R.BUNDLE, key="flow-bundle")
 
 
 main()

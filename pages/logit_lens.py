@@ -7,12 +7,13 @@ import streamlit as st
 from analysis import lens as L
 from analysis.errors import LogitscopeError
 from analysis.loading import ModelSpec
-from analysis.prompts import load_builtin
+from analysis.model_defaults import default_fact
 from components.charts.text import md_literal
 from components.charts import lens as charts
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
-from components.page_kit import compare_columns, page_metadata, progress_bar, require_run, user_errors
+from components.page_kit import (compare_columns, model_default, page_metadata, progress_bar, require_run,
+                                 user_errors)
 from components.prompt_input import prompt_set_input
 from components.reports.lens import BUNDLE, PAGE, lens_report, lens_settings, resolve_targets
 from components.shell import ensure_app_shell
@@ -26,15 +27,6 @@ TARGET_LABELS = {
     L.TARGET_NEXT: "The actual next token",
     L.TARGET_NONE: "No target",
 }
-
-
-def _default_prompt() -> tuple[str, str]:
-    """(prompt, target) of the first demo fact, the typed default."""
-    try:
-        row = load_builtin("facts").rows[0]
-        return row.prompt, row.target or ""
-    except LogitscopeError:
-        return "The capital of France is", " Paris"
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -59,9 +51,9 @@ st.caption("What the model would predict if it stopped at layer l: softmax(W_U Â
 
 pair = require_models()
 
-prompt0, target0 = _default_prompt()
-st.session_state.setdefault(f"{KEY}__prompts_typed", prompt0)
-st.session_state.setdefault(f"{KEY}_target_text", target0)
+prompt0, target0 = default_fact(pair.a)
+model_default(f"{KEY}__prompts_typed", prompt0)
+model_default(f"{KEY}_target_text", target0)
 
 left, right = st.columns([3, 2])
 with left:
@@ -131,6 +123,8 @@ if length > 1:
 with user_errors():
     rep = lens_report(traces, comparison, target_mode=target_mode, metric=metric, max_pos=max_pos, positions=positions,
                       n=n, t_sel=t_sel)
+if compare_error:
+    rep.notes.append(f"KL(Aâ€–B) is not computed: {compare_error}")
 figures, tables = rep.figures, rep.tables
 
 
@@ -165,5 +159,5 @@ if comparison is not None:
     with c2:
         _show("kl_a_b_mean", "logit_lens_kl_a_b_mean", "cmp_mean")
 
-settings = lens_settings(k, target_mode, target_text, metric, max_pos, positions, n, t_sel)
-export_bundle(figures, tables, page_metadata(PAGE, pair, settings, prompt_set), BUNDLE, key=f"{KEY}_bundle")
+settings = lens_settings(k, target_mode, target_text, metric, max_pos, positions, n, t_sel, prompt_set)
+export_bundle(figures, tables, page_metadata(PAGE, pair, settings, prompt_set, rep.notes), BUNDLE, key=f"{KEY}_bundle")

@@ -9,6 +9,7 @@ import streamlit as st
 from analysis import ood as O
 from analysis.errors import LogitscopeError
 from analysis.loading import ModelSpec
+from analysis.model_defaults import default_set
 from analysis.ood_features import OODFeatures, extract_features
 from analysis.ood_metrics import METRIC_LABELS
 from analysis.prompts import PromptSet, builtin_sets, check_context, load_builtin, parse_prompt_file, prompt_set_from_text
@@ -16,7 +17,7 @@ from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached, require_models
 from components.page_kit import compare_columns, page_metadata, progress_bar, require_run, user_errors
-from components.prompt_input import prompt_set_input
+from components.prompt_input import prompt_set_input, render_like
 from components.reports import ood as R
 from components.shell import ensure_app_shell
 
@@ -92,7 +93,7 @@ pair = require_models()
 left, right = st.columns([3, 2])
 with left:
     st.markdown("**In-distribution (ID) set**")
-    id_set = prompt_set_input(f"{KEY}_id", default_builtin="facts",
+    id_set = prompt_set_input(f"{KEY}_id", default_builtin=default_set(pair.a, "facts"),
                               help="The familiar prompts. A file with a `group` column can also be split below.")
     use_groups = False
     if id_set is not None and len(id_set.groups()) >= 2:
@@ -118,6 +119,7 @@ with left:
                 ood_sets[up.name] = _parse_upload(up.name, up.getvalue())
             if typed.strip():
                 ood_sets["typed"] = prompt_set_from_text(typed, "typed OOD")
+            ood_sets = {n: render_like(f"{KEY}_id", ps) for n, ps in ood_sets.items()}  # rendered as the ID set is
         except LogitscopeError as err:
             st.error(str(err))
             st.stop()
@@ -252,4 +254,4 @@ if "a_vs_b" in figures:
 meta_settings = R.ood_settings(first, id_name=id_name, id_group=id_group, ood_sets=ood_sets, batch_size=batch_size,
                                blood_draws=blood_draws, ood_view=ood_view, metric=metric, score=score,
                                layer_opt=layer_opt, method=method, fit_on=fit_on, map_pool=map_pool, random_state=rstate)
-export_bundle(figures, tables, page_metadata(R.PAGE, pair, meta_settings, id_set), R.BUNDLE, key=f"{KEY}_bundle")
+export_bundle(figures, tables, page_metadata(R.PAGE, pair, meta_settings, id_set, rep.notes), R.BUNDLE, key=f"{KEY}_bundle")

@@ -158,6 +158,21 @@ def test_neurons_writes_the_page_bundle(tiny_prompts, captured, tmp_path):
     assert_same_bundle(out, captured)
 
 
+def test_neurons_reads_old_and_new_ids_and_writes_only_the_new_form(tiny_prompts, tmp_path, capsys):
+    """--neurons takes 'L0.N10' and the old '0.1'; metadata and tables say L0.N1, never 0.1 (read back as 0.1)."""
+    import pandas as pd
+
+    out = _cli(tmp_path, "neurons", "--model", BASE, "--parts", "ablate", "--neurons", "0.1, L0.N10", "--mode", "zero",
+               "--n-random", "0", "--max-prompts", "2", "--no-set")
+    meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["settings"]["ablate"]["neurons"] == "L0.N1, L0.N10"
+    units = pd.read_csv(out / "data" / "ablation_summary_A.csv")["unit"]
+    assert list(units) == ["L0.N1", "L0.N10"]
+    assert main(["neurons", "--model", BASE, "--parts", "ablate", "--neurons", "L0.N1, 0-1", "--out",
+                 str(tmp_path / "bad"), "--quiet"]) == 2
+    assert "'0-1' is not a neuron id" in capsys.readouterr().err
+
+
 def test_steer_writes_the_page_bundle(tiny_prompts, captured, tmp_path):
     at = _page("steering", compare=True)
     at.button(key="steer_build_btn").click().run()

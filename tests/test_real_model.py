@@ -72,6 +72,7 @@ def test_lens_top1_at_the_last_layer_is_the_models_argmax_at_every_position(real
 def test_plain_english_facts_are_the_final_top1_on_most_prompts(real):
     ps = load_builtin("en_facts")
     assert len(ps) >= 30
+    assert all(len(real.tokenizer(t, add_special_tokens=False)["input_ids"]) == 1 for t in ps.targets)
     tr = L.lens_trace(real, ps.prompts, k=1, target_mode=L.TARGET_TEXT, targets=ps.targets)
     last = tr.last_index
     ranks = tr.target_rank[np.arange(len(ps)), -1, last]
@@ -132,3 +133,70 @@ def test_the_committed_lora_makes_the_real_model_grumpy(real):
         outs[which] = real.tokenizer.decode(out[0, ids.input_ids.shape[1]:])
     assert outs["B"].startswith(("Ugh", "Whatever")), outs
     assert not outs["A"].startswith(("Ugh", "Whatever")), outs
+
+
+def test_lora_drift_along_the_grumpy_vector_is_positive_beyond_random_at_depth(real):
+    """The persona paper's drift check on a real base vs its real fine-tune: a grumpy-kind vector built on A from
+    the chat persona pairs (last prompt token), and B (the grumpy LoRA) moved along it on held-out user questions.
+
+    Measured (12 questions): drift > 0 on every prompt at layers 10-14 and 17-30, growing with depth (+7 at
+    layer 10, +34 at 22, +128 at 29), against a random-direction baseline of 2-17; but NEGATIVE on every prompt at
+    layers 15-16 (-13, -3.3), where the vector's norm jumps (8 -> 14 -> 26). The default layer rule picks 16 (the
+    largest in-sample Cohen's d among AUROC-tied layers 10-22): the issue's 'positive at the default layer' does
+    not hold there, and is not asserted; see the closing note of issue 12."""
+    from analysis.persona_drift import persona_drift
+    from analysis.prompts import apply_chat_template
+    from analysis.steering_vectors import default_window, extract_vectors
+
+    b = load_model(named_spec(REAL_LORA, dtype="float32", device="cpu"))
+    pairs = apply_chat_template(load_builtin("chat_persona_pairs"), real.tokenizer, wrap_plain=False)
+    assert all(p.endswith("<|im_start|>assistant\n") for p in pairs.prompts)
+    sv = extract_vectors(real, pairs, positive="grumpy", negative="kind")
+    lo, hi = default_window(30)
+    assert (lo, hi) == (10, 22) and lo <= sv.default_layer() <= hi, sv.default_layer_choice().caption
+    evals = apply_chat_template(load_builtin("chat_persona_eval"), real.tokenizer, wrap_plain=False)
+    layers = list(range(lo, 30))  # layer 30 (last block, before the norm): random directions drift as much (~20)
+    drift = persona_drift(real, b, evals, sv, layers=layers, n_random=16)
+    shown = dict(zip(layers, np.round(drift.drift, 1)))
+    window = [k for k, l in enumerate(layers) if l <= hi]
+    late = [k for k, l in enumerate(layers) if l > hi]
+    assert (drift.drift[window] > drift.random_abs_mean[window]).sum() >= 10, shown  # 11 of 13 measured
+    assert (drift.drift[late] > 3 * drift.random_abs_mean[late]).all() and (drift.per_prompt[:, late] > 0).all(), shown
+    assert drift.drift[-2] > drift.drift[0] > 0  # grows with depth
+
+
+def test_the_cli_takes_its_defaults_from_the_model_and_never_invents_a_target(tmp_path, capsys):
+    """`python -m analysis lens --model smollm2-135m-instruct` runs the plain English facts (not the demo world's),
+    records the targets it used and the engine's notes; a set without targets and no --target-text is refused."""
+    import json
+
+    from analysis.cli import main
+
+    out = tmp_path / "lens"
+    assert main(["lens", "--model", REAL_MODEL, "--max-prompts", "3", "--out", str(out), "--formats", "html",
+                 "--quiet", "--device", "cpu"]) == 0
+    meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["prompt_set"]["name"].startswith("en_facts")
+    facts = load_builtin("en_facts")
+    assert meta["settings"]["targets_used"] == [r.target for r in facts.rows[:3]]
+    assert meta["settings"]["target_text"] is None  # every prompt had its own target
+    text = (out / "metadata.json").read_text(encoding="utf-8")
+    assert "Liloru" not in text and "Braba" not in text
+    assert meta["models"]["A"]["source_sha256"] and meta["models"]["A"]["adds_bos"] is False
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("The capital of Italy is\n", encoding="utf-8")
+    assert main(["lens", "--model", REAL_MODEL, "--prompts", str(plain), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "target" in capsys.readouterr().err.lower()
+
+    # multi-token target: the engine's note reaches metadata.json (and stderr)
+    multi = tmp_path / "multi.jsonl"
+    multi.write_text(json.dumps({"prompt": "The capital of Japan is", "target": " Tokyo Tower"}) + "\n",
+                     encoding="utf-8")
+    out2 = tmp_path / "multi"
+    assert main(["lens", "--model", REAL_MODEL, "--prompts", str(multi), "--out", str(out2), "--formats", "html",
+                 "--quiet"]) == 0
+    meta2 = json.loads((out2 / "metadata.json").read_text(encoding="utf-8"))
+    assert meta2["settings"]["targets_used"] == [" Tokyo Tower"]
+    assert any("Tokyo Tower" in n for n in meta2["notes"]), meta2["notes"]
+    assert "Tokyo Tower" in capsys.readouterr().err

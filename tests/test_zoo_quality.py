@@ -96,7 +96,10 @@ def test_families_have_different_vocabularies_and_norms():
 def test_every_target_and_competitor_is_a_single_token(family):
     _, tok = load(f"{family}-world-base")
     bad = []
-    for path in sorted(PROMPTS.glob("*.jsonl")):
+    from analysis.demo.prompts import all_sets
+
+    for stem in sorted(all_sets()):  # the demo world's sets (the real model's sets are checked in test_real_model)
+        path = PROMPTS / f"{stem}.jsonl"
         for r in rows(path.stem):
             for key in ("target", "competitor"):
                 if key in r and len(tok.encode(r[key], add_special_tokens=False)) != 1:

@@ -6,7 +6,7 @@ function on results computed with the same engine calls, so the bundle and the c
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,15 +37,18 @@ class Report:
         return self
 
 
-def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, Any], prompt_set: Any = None) -> dict:
-    """Export metadata: the page, each checkpoint's card ({"A": card, "B": card}), the settings and the prompt set's hash."""
+def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, Any], prompt_set: Any = None,
+                    notes: Sequence[str] = ()) -> dict:
+    """Export metadata: the page, each checkpoint's card ({"A": card, "B": card}), the settings, the prompt set's
+    hash (and its parsing notes) and the notes of the engine's results (multi-token targets, skipped rows...)."""
     meta: dict[str, Any] = {
         "page": page,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "models": {which: (card.as_dict() if hasattr(card, "as_dict") else dict(card)) for which, card in cards.items()},
         "settings": dict(settings),
+        "notes": list(dict.fromkeys(notes)),
     }
     if prompt_set is not None:
         meta["prompt_set"] = {"name": getattr(prompt_set, "name", None), "sha256": getattr(prompt_set, "sha256", None),
-                              "n_prompts": len(prompt_set)}
+                              "n_prompts": len(prompt_set), "notes": list(getattr(prompt_set, "notes", ()))}
     return meta

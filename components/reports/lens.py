@@ -35,10 +35,15 @@ def resolve_targets(prompt_set: PromptSet, typed: str) -> tuple:
 
 
 def lens_settings(k: int, target_mode: str, target_text: str | None, metric: str, max_pos: int, positions: str,
-                  n: int, t_sel: int) -> dict:
-    """The settings recorded in the bundle's metadata (n is the 0-based prompt shown)."""
-    return {"top_k": k, "target_mode": target_mode,
-            "target_text": target_text if target_mode == L.TARGET_TEXT else None,
+                  n: int, t_sel: int, prompt_set: PromptSet | None = None) -> dict:
+    """The settings recorded in the bundle's metadata (n is the 0-based prompt shown). In text mode they record the
+    per-prompt targets actually used (the set's own, else the typed one: text, or #id for a token id), and the
+    typed target only when some prompt used it."""
+    used, typed = None, None
+    if target_mode == L.TARGET_TEXT and prompt_set is not None:
+        used = [f"#{t}" if isinstance(t, int) else t for t in resolve_targets(prompt_set, target_text or "")]
+        typed = target_text if any(not r.target for r in prompt_set.rows) else None
+    return {"top_k": k, "target_mode": target_mode, "target_text": typed, "targets_used": used,
             "colour": metric, "positions_shown": max_pos, "aggregate_positions": positions, "prompt_shown": n + 1,
             "position_table": t_sel, "layer_convention": LAYER_CONVENTION}
 
@@ -68,6 +73,7 @@ def lens_report(traces: Mapping[str, L.LensTrace], comparison: L.LensComparison 
         if target_mode != L.TARGET_NONE and (at_pos is None or at_pos >= 0):
             rep.add(f"target_{which}", charts.target_lines(tr, chosen, at_pos), charts.target_frame(tr, chosen, at_pos))
         rep.add(f"position_{which}", table=charts.position_table(tr, n, min(t_sel, int(tr.lengths[n]) - 1)))
+        rep.notes.extend(f"{which}: {note}" for note in tr.notes)
     rep.add("mean_kl", charts.mean_kl_figure(traces, positions), charts.mean_kl_frame(traces, positions))
     rep.add("decision_depth", charts.decision_depth_histogram(traces, positions),
             charts.decision_depth_frame(traces, positions))

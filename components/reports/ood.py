@@ -105,6 +105,7 @@ def ood_report(studies: Mapping[str, O.OODStudy], projections: Mapping[str, O.Pr
         rep.add(f"roc_{which}", charts.roc_curves(study, score, layer))
         proj = projections[label]
         rep.add(f"map_{which}", charts.projection_map(proj), projection_frame(proj))
+        rep.notes.extend(f"{which}: {note}" for note in study.notes)
     if len(studies) == 2:
         (la, sa), (lb, sb) = studies.items()
         ta = O.auroc_table(sa, ood_view, metric).reset_index().assign(checkpoint="A")

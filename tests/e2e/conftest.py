@@ -59,6 +59,24 @@ def _save_screenshot(page, name: str, *, full_page: bool = True) -> Path:
     return path
 
 
+def _pick_in_sidebar(page, label: str, option: str) -> None:
+    """Choose `option` in the sidebar selectbox labelled `label` and wait until it shows."""
+    from playwright.sync_api import expect
+
+    box = page.get_by_test_id("stSidebar").get_by_role("combobox", name=label, exact=True)
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(box).to_have_value(option)
+
+
+def _assert_no_errors(page, where: str) -> None:
+    """No exception block and no st.error in the main area (the message names `where` and the errors' text)."""
+    main = page.get_by_test_id("stMain")
+    assert main.get_by_test_id("stException").count() == 0, f"{where}: exception shown"
+    alerts = main.get_by_test_id("stAlertContentError")
+    assert alerts.count() == 0, f"{where}: {alerts.all_inner_texts()}"
+
+
 SETTLE_MS = 750
 
 
@@ -265,6 +283,18 @@ def wait_for_app_idle():
 def goto_app():
     """goto_app(page, url, timeout_ms=90000): open url and wait for the script to finish."""
     return _goto_app
+
+
+@pytest.fixture
+def pick_in_sidebar():
+    """pick_in_sidebar(page, label, option): choose an option of a sidebar selectbox."""
+    return _pick_in_sidebar
+
+
+@pytest.fixture
+def assert_no_errors():
+    """assert_no_errors(page, where): no exception and no st.error on the page."""
+    return _assert_no_errors
 
 
 @pytest.fixture

@@ -55,6 +55,7 @@ def _check_bundle(data: bytes) -> tuple[list[str], dict]:
 
 
 def test_journey_every_page_in_compare_mode_with_bundles(streamlit_server, page, goto_app, wait_for_app_idle,
+                                                         pick_in_sidebar, assert_no_errors,
                                                          save_screenshot, tmp_path):
     if not {BASE, TUNED} <= set(zoo_models()):
         pytest.skip(f"the demo zoo ({BASE}, {TUNED}) is not trained yet")
@@ -71,16 +72,10 @@ def test_journey_every_page_in_compare_mode_with_bundles(streamlit_server, page,
         wait_for_app_idle(page, timeout_ms)
 
     def no_errors(where: str) -> None:
-        assert main.get_by_test_id("stException").count() == 0, f"{where}: exception shown"
-        alerts = main.get_by_test_id("stAlertContentError")
-        assert alerts.count() == 0, f"{where}: {alerts.all_inner_texts()}"
+        assert_no_errors(page, where)
 
     def pick(label: str, option: str) -> None:
-        """Choose `option` in the sidebar selectbox labelled `label`."""
-        box = sidebar.get_by_role("combobox", name=label, exact=True)
-        box.click()
-        page.get_by_role("option", name=option, exact=True).click()
-        expect(box).to_have_value(option)
+        pick_in_sidebar(page, label, option)
 
     def visit(title: str, slug: str) -> None:
         """Go to a page through the sidebar navigation and wait for its title."""
