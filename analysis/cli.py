@@ -698,8 +698,6 @@ def run_shift(args: argparse.Namespace) -> int:
         prompts = [r.prompt for r in rows]
         a, b = models.a, models.b
         comp = compatibility(a, b)
-        if comp.message:
-            print(f"note: {comp.message}", file=sys.stderr)
         res = compute_shift(a, b, prompts, responses, reference=reference, n_tokens=args.n_tokens, top_n=args.top_n,
                             progress=bar.stage(0.05, 0.5 if pair2 else 0.8, "shift"))
         lk = None
@@ -715,6 +713,8 @@ def run_shift(args: argparse.Namespace) -> int:
                                    progress=bar.stage(0.6, 1.0, "similarity"))
     pick = _index(args.show_prompt, len(res.prompts), "--show-prompt")
     report = R.shift_report(res, lk, name_a=a.name, name_b=b.name, pick=pick, n_cols=args.columns_shown)
+    if comp.message:
+        report.notes.insert(0, comp.message)
     if sim is not None:
         report.merge(R.similarity_report(sim, prompts, name_a=a.name, name_b=b.name, label_a2=spec_a2.label,
                                          label_b2=spec_b2.label, pick=pick, n_cols=args.columns_shown))

@@ -186,6 +186,8 @@ sel = res.prompts[pick]
 st.text(f"Prompt: {sel.prompt}\nContinuation: {sel.continuation}")
 with user_errors():
     bundle = R.shift_report(res, lk, name_a=a.name, name_b=b.name, pick=pick, n_cols=int(n_cols))
+    if comp.message:
+        bundle.notes.insert(0, comp.message)
 figures, tables = bundle.figures, bundle.tables
 with bars_slot:
     show(bundle, "token_bars", "token_totals", "shift_bars", "shift_exp_bars")

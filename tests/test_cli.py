@@ -104,6 +104,7 @@ def assert_same_bundle(out: Path, got: dict, formats=("html",)) -> None:
     assert written["settings"] == _plain(meta["settings"])
     assert written["models"] == _plain(meta["models"])
     assert written.get("prompt_set") == _plain(meta.get("prompt_set"))
+    assert written["notes"] == _plain(meta["notes"])  # the engine's notes reach metadata.json from both
     assert sorted(written["files"]) == sorted(files - {"metadata.json"})
 
 
@@ -253,3 +254,17 @@ def test_reports_exporting_and_cli_never_import_streamlit():
             "analysis.cli.build_parser()\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_engine_notes_reach_metadata_and_stderr(tmp_path, capsys):
+    """A multi-token target's note (flow and lens) is in metadata.json and printed, not only shown on the page."""
+    path = tmp_path / "multi.jsonl"
+    path.write_text(json.dumps({"prompt": "Braba Kadro lives in", "target": " Liloru Liloru"}) + "\n",
+                    encoding="utf-8")
+    for command in ("flow", "lens"):
+        out = tmp_path / command
+        assert main([command, "--model", BASE, "--prompts", str(path), "--out", str(out), "--formats", "html",
+                     "--quiet"]) == 0
+        notes = json.loads((out / "metadata.json").read_text(encoding="utf-8"))["notes"]
+        assert any("Liloru Liloru" in n for n in notes), (command, notes)
+        assert "Liloru Liloru" in capsys.readouterr().err

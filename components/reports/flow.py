@@ -54,6 +54,9 @@ def flow_report(results: Mapping[str, FlowSetResult], names: Mapping[str, str], 
     rep = Report()
     for which, res in results.items():
         r, name = res.results[idx], names[which]
+        # "A, ..." (not "A: ...", which the page shows as a prompt-set error)
+        rep.notes.extend(f"{which}, prompt set: {note}" for note in res.notes)
+        rep.notes.extend(f"{which}, prompt {k + 1}: {note}" for k, one in enumerate(res.results) for note in one.notes)
         a = r.view(view)
         xl = charts.position_labels(r.tokens)
         strongest = float(np.abs(a.sources).max()) if a.sources.size else 0.0
