@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,43 @@ def _check_local_weights(path: str, allow_pickle: bool) -> None:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    """True in HF offline mode, or when the Hub cannot be reached within HUB_PROBE_TIMEOUT_S (one quick probe,
+    remembered for HUB_PROBE_TTL_S): an offline machine then fails at once with the clear message instead of
+    waiting ~25 s for the Hub client's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return True
+    now = time.monotonic()
+    if _HUB_PROBE["at"] is None or now - _HUB_PROBE["at"] > HUB_PROBE_TTL_S:
+        _HUB_PROBE.update(at=now, reachable=hub_reachable())
+    return not _HUB_PROBE["reachable"]
+
+
+HUB_PROBE_TIMEOUT_S = 1.5
+HUB_PROBE_TTL_S = 60.0
+_HUB_PROBE: dict[str, Any] = {"at": None, "reachable": True}
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hub's endpoint (HF_ENDPOINT, default huggingface.co:443) opens in `timeout`
+    seconds, name lookup included (run in a thread, since getaddrinfo has no timeout of its own)."""
+    import socket
+    import urllib.parse
+    from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+    def connect() -> bool:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return bool(pool.submit(connect).result(timeout=timeout))
+    except (OSError, FutureTimeout):
+        return False
+    finally:
+        pool.shutdown(wait=False)
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:

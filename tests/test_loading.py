@@ -98,3 +98,38 @@ def test_lora_adapter_folder_is_merged(tmp_path, good_folder):
         assert not torch.allclose(a.model(ids).logits, b.model(ids).logits)
     with pytest.raises(ModelLoadError, match="not a PEFT adapter"):
         load_model(ModelSpec(str(good_folder), adapter=str(tmp_path)))
+
+
+def test_hub_id_on_an_offline_machine_fails_fast_without_offline_mode(monkeypatch):
+    """No HF_HUB_OFFLINE, no network: one quick probe (stubbed here: tests never touch the network) says so, and
+    the clear message comes at once instead of after the Hub client's retries."""
+    import time
+
+    from analysis import loading
+
+    probes = []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: probes.append(1) or False)
+    monkeypatch.setitem(loading._HUB_PROBE, "at", None)
+    t0 = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(ModelLoadError, match="local folder"):
+            load_model(ModelSpec("someone/some-model-that-is-not-cached"))
+    assert time.monotonic() - t0 < 4.0
+    assert probes == [1]  # remembered: the second load does not probe again
+
+
+def test_hub_probe_times_out_on_an_unroutable_endpoint(monkeypatch):
+    """The probe itself gives up within its timeout (an endpoint on a closed loopback port: refused at once)."""
+    import socket
+    import time
+
+    from analysis.loading import hub_reachable
+
+    with socket.socket() as s:  # a free loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    t0 = time.monotonic()
+    assert hub_reachable(timeout=1.0) is False
+    assert time.monotonic() - t0 < 1.5
