@@ -16,6 +16,15 @@ Small sets: an OOD set needs at least 2 prompts and the ID set at least 4 distin
 2 held out), otherwise InputError. KNN's k, ViM's dim and NECO's k are lowered to what the fit size
 allows, with a note in ``OODStudy.notes`` (the fallback is documented, never silent). Duplicate ID
 prompts are dropped before the split (else a copy in the fit part would score its twin), with a note.
+
+Rank-deficient layers (e.g. layer 0, where many prompts end on the same token): per layer, ViM's dim is
+lowered below and NECO's k to the numerical rank of the fit features (analysis.ood_scores: singular values
+above S.max() * max(n, d) * eps with the eps of the features' dtype - float32 here -, of the head inputs
+around ViM's origin, resp. of the standardised head inputs), with a note naming the layers;
+``settings["vim_dim_by_layer"]`` / ``["neco_k_by_layer"]`` keep what was used (None where not defined).
+A score that has no meaning at a layer (ViM: rank < 2; NECO: rank 0; Mahalanobis: all fit rows identical
+or a singular shrunk covariance) is "not defined" there: NaN scores and metrics, a ``note`` on its
+metric rows, ``OODStudy.not_defined[score][layer]`` = the reason, a study note; the best pick skips it.
 """
 from __future__ import annotations
 
@@ -27,12 +36,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.errors import InputError
+from analysis.errors import InputError, NumericalError
 from analysis.loading import LoadedModel
 from analysis.ood_features import OODFeatures, extract_features
 from analysis.ood_metrics import HIGHER_IS_BETTER, all_metrics, roc_points
 from analysis.ood_scores import (GEN, KNN, MSP, NECO, Energy, LogitGap, Mahalanobis, MaxLogit,
-                                 MeanLogLikelihood, ViM, default_vim_dim)
+                                 MeanLogLikelihood, NotDefinedError, ViM, default_vim_dim)
 
 ProgressFn = Callable[[float, str], None]
 ID_KEY = "ID (held-out)"
@@ -64,7 +73,10 @@ class OODSettings:
 
 @dataclass(frozen=True)
 class MetricRow:
-    """One line of the metrics table; layer is None for logit scores (computed on the final logits)."""
+    """One line of the metrics table; layer is None for logit scores (computed on the final logits).
+
+    note: "" normally; "not defined: <reason>" (and NaN metrics) where the score has no meaning at that layer.
+    """
 
     score: str
     kind: str  # "feature" or "logit"
@@ -76,6 +88,10 @@ class MetricRow:
     fpr95_id: float
     fpr95_ood: float
     autc: float
+    note: str = ""
+
+
+NOT_DEFINED = "not defined"
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,7 @@ class OODStudy:
     scores[score][set] -> [n_l, n_set] for feature scores (one row per entry of ``layers``) or [1, n_set]
     for logit scores; sets are ID_KEY (held-out ID) and each OOD set name. prompts[set] -> the prompts in
     the same order. fit_index / heldout_index: positions in the (deduplicated) ID prompts ``id_prompts``.
+    not_defined[score][layer] -> why the score has no meaning at that layer (its scores there are NaN).
     """
 
     id_name: str
@@ -104,6 +121,11 @@ class OODStudy:
     best_layer_by_score: Mapping[str, int]
     settings: Mapping[str, object]
     notes: tuple[str, ...] = field(default=())
+    not_defined: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+
+    def not_defined_reason(self, score: str, layer: int | None) -> str | None:
+        """Why ``score`` is not defined at ``layer`` (None when it is defined there, or for logit scores)."""
+        return self.not_defined.get(score, {}).get(layer)
 
     @property
     def sets(self) -> tuple[str, ...]:
@@ -153,11 +175,31 @@ def _take(f: OODFeatures, idx: np.ndarray) -> OODFeatures:
                        f.n_predicted[idx], f.vim_origin, f.vocab_size, None if f.blood is None else f.blood[idx])
 
 
-def _evaluate(make: Callable[[], object], fit_X, fit_logits, eval_sets: Mapping[str, tuple]) -> dict[str, np.ndarray]:
-    """Fit a fresh scorer on (fit_X, fit_logits) and score each eval set (X, logits); the fit rows are never scored."""
+def _evaluate(make: Callable[[], object], fit_X, fit_logits, eval_sets: Mapping[str, tuple]
+              ) -> tuple[dict[str, np.ndarray] | None, object]:
+    """Fit a fresh scorer on (fit_X, fit_logits) and score each eval set (X, logits); the fit rows are never scored.
+
+    Returns (scores per set, the fitted scorer), or (None, the NotDefinedError) when the score has no meaning on
+    these fit features. A NumericalError is raised again naming the set.
+    """
     scorer = make()
-    scorer.fit(fit_X, fit_logits)
-    return {name: scorer.score(X, lg) for name, (X, lg) in eval_sets.items()}
+    try:
+        scorer.fit(fit_X, fit_logits)
+    except NotDefinedError as err:
+        return None, err
+    except NumericalError as err:
+        raise NumericalError(f"In the ID fit prompts: {err}") from err
+    out = {}
+    for name, (X, lg) in eval_sets.items():
+        try:
+            out[name] = scorer.score(X, lg)
+        except NumericalError as err:
+            raise NumericalError(f"In the set '{name}': {err}") from err
+    return out, scorer
+
+
+def _layer_list(layers: Sequence[int]) -> str:
+    return ("layer " if len(layers) == 1 else "layers ") + ", ".join(str(l) for l in layers)
 
 
 def check_sets(n_id: int, ood: Mapping[str, int]) -> None:
@@ -217,31 +259,64 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
     for p in settings.poolings:
         feature_defs.append((f"Mahalanobis·{p}", lambda: Mahalanobis(settings.shrinkage), p))
         feature_defs.append((f"KNN·{p}", lambda: KNN(knn_k), p))
-    feature_defs.append(("ViM", lambda: ViM(vim_dim, id_feats.vim_origin), "head"))
-    feature_defs.append(("NECO", lambda: NECO(neco_k), "head"))
+    feature_defs.append(("ViM", lambda: ViM(vim_dim, id_feats.vim_origin, cap_to_rank=True), "head"))
+    feature_defs.append(("NECO", lambda: NECO(neco_k, cap_to_rank=True), "head"))
     nl = len(id_feats.layers)
     scores: dict[str, dict[str, np.ndarray]] = {}
+    not_defined: dict[str, dict[int, str]] = {}
+    used: dict[str, list[int | None]] = {"ViM": [None] * nl, "NECO": [None] * nl}  # effective dim / k per layer
+    capped: dict[str, dict[tuple[int, int], list[int]]] = {"ViM": {}, "NECO": {}}  # (value, rank) -> layers
     total = len(feature_defs) * nl + 1
     step = 0
     for name, make, src in feature_defs:
-        per_set = {s: np.zeros((nl, len(f)), np.float64) for s, f in sets.items()}
+        per_set = {s: np.full((nl, len(f)), np.nan, np.float64) for s, f in sets.items()}
         for li in range(nl):
+            layer = id_feats.layers[li]
+
             def arr(f: OODFeatures) -> np.ndarray:
                 return f.head_in[li] if src == "head" else f.pooled(src)[li]
-            out = _evaluate(make, arr(fit_f), fit_f.lens_logits(li),
-                            {s: (arr(f), f.lens_logits(li)) for s, f in sets.items()})
-            for s, v in out.items():
-                per_set[s][li] = v
+            out, scorer = _evaluate(make, arr(fit_f), fit_f.lens_logits(li),
+                                    {s: (arr(f), f.lens_logits(li)) for s, f in sets.items()})
+            if out is None:
+                not_defined.setdefault(name, {})[layer] = scorer.reason
+            else:
+                for s, v in out.items():
+                    per_set[s][li] = v
+                if name in used:
+                    eff, asked = (scorer.dim_, vim_dim) if name == "ViM" else (scorer.k_, neco_k)
+                    used[name][li] = int(eff)
+                    if eff < asked:
+                        capped[name].setdefault((int(eff), int(scorer.rank_)), []).append(layer)
             step += 1
             if progress is not None:
-                progress(step / total, f"{name} at layer {id_feats.layers[li]}")
+                progress(step / total, f"{name} at layer {layer}")
         scores[name] = per_set
+    for (eff, rank), ls in capped["ViM"].items():
+        notes.append(f"ViM's dim was lowered from {vim_dim} to {eff} at {_layer_list(ls)}: the fit head inputs there "
+                     f"have numerical rank {rank} around ViM's origin (singular values above S.max() * max(n, d) * "
+                     "eps, eps of the features' dtype), and dim must be below it.")
+    for (eff, rank), ls in capped["NECO"].items():
+        notes.append(f"NECO's k was lowered from {neco_k} to {eff} at {_layer_list(ls)}: the standardised fit head "
+                     f"inputs there have numerical rank {rank} (singular values above S.max() * max(n, d) * eps, "
+                     "eps of the features' dtype).")
+    for name, per_layer in not_defined.items():
+        by_reason: dict[str, list[int]] = {}
+        for layer, why in per_layer.items():
+            by_reason.setdefault(why, []).append(layer)
+        for why, ls in by_reason.items():
+            notes.append(f"{name} is not defined at {_layer_list(ls)}: {why}. Its scores and metrics there are left "
+                         "empty (NaN).")
     logit_defs: dict[str, object] = {"MSP": MSP(), "MaxLogit": MaxLogit(), "Energy": Energy(),
                                      "GEN": GEN(settings.gen_gamma, settings.gen_m), "LogitGap": LogitGap(settings.logitgap_n),
                                      "MeanLogLik": MeanLogLikelihood()}
     for name, sc in logit_defs.items():
-        scores[name] = {s: (sc.score(f.mean_loglik) if name == "MeanLogLik" else sc.score(f.final_logits()))[None, :]
-                        for s, f in sets.items()}
+        scores[name] = {}
+        for s, f in sets.items():
+            try:
+                v = sc.score(f.mean_loglik) if name == "MeanLogLik" else sc.score(f.final_logits())
+            except NumericalError as err:
+                raise NumericalError(f"In the set '{s}': {err}") from err
+            scores[name][s] = v[None, :]
     global_names = LOGIT_SCORES
     if all(f.blood is not None for f in sets.values()):
         global_names = LOGIT_SCORES + ("BLOOD",)
@@ -253,27 +328,35 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
     feature_names = tuple(n for n, _, _ in feature_defs)
     rows: list[MetricRow] = []
     ood_names = tuple(ood_feats)
+    nan_metrics = dict.fromkeys(("auroc", "aupr_in", "aupr_out", "fpr95_id", "fpr95_ood", "autc"), float("nan"))
     for name in feature_names + global_names:
         is_logit = name in global_names
         for li in range(1 if is_logit else nl):
+            layer = None if is_logit else id_feats.layers[li]
+            why = None if is_logit else not_defined.get(name, {}).get(layer)
             s_id = scores[name][ID_KEY][li]
             for o in ood_names + ((ALL_OOD,) if len(ood_names) > 1 else ()):
+                if why is not None:
+                    rows.append(MetricRow(name, "feature", layer, o, **nan_metrics, note=f"{NOT_DEFINED}: {why}"))
+                    continue
                 s_ood = (np.concatenate([scores[name][x][li] for x in ood_names]) if o == ALL_OOD
                          else scores[name][o][li])
                 m = all_metrics(s_id, s_ood)
-                rows.append(MetricRow(name, "logit" if is_logit else "feature", None if is_logit else id_feats.layers[li],
-                                      o, **m.as_dict()))
+                rows.append(MetricRow(name, "logit" if is_logit else "feature", layer, o, **m.as_dict()))
     target = ALL_OOD if len(ood_names) > 1 else ood_names[0]
-    target_rows = [r for r in rows if r.ood_set == target]
+    target_rows = [r for r in rows if r.ood_set == target and not r.note]  # not-defined cells are never picked
     best_row = min(target_rows, key=_rank)
     best = (best_row.score, best_row.layer, best_row.auroc)
-    best_by_score = {name: min((r for r in target_rows if r.score == name), key=_rank).layer for name in feature_names}
+    best_by_score = {name: min((r for r in target_rows if r.score == name), key=_rank).layer for name in feature_names
+                     if any(r.score == name for r in target_rows)}
     settings_d = settings.as_dict()
     settings_d.update(effective_knn_k=knn_k, effective_vim_dim=vim_dim, effective_neco_k=neco_k,
+                      vim_dim_by_layer=used["ViM"], neco_k_by_layer=used["NECO"],
                       n_fit=int(n_fit), n_heldout=int(held.size))
     return OODStudy(id_name, ood_names, id_feats.layers, feature_names, global_names, scores,
                     {s: f.prompts for s, f in sets.items()}, id_feats.prompts, fit, held, tuple(rows),
-                    best[0], best[1], float(best[2]), best_by_score, settings_d, tuple(notes))
+                    best[0], best[1], float(best[2]), best_by_score, settings_d, tuple(notes),
+                    {k: dict(v) for k, v in not_defined.items()})
 
 
 def _rank(r: MetricRow) -> tuple[float, float, float]:
@@ -332,6 +415,9 @@ def best_from_table(table: pd.DataFrame, metric: str = "auroc") -> tuple[str, st
 
 def roc_curve_points(study: OODStudy, score: str, layer: int | None, ood_set: str) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) of ``score`` at ``layer`` for held-out ID vs ``ood_set`` (ID positive)."""
+    why = None if score in study.logit_scores else study.not_defined_reason(score, layer)
+    if why is not None:
+        raise InputError(f"{score} is not defined at layer {layer}: {why}.")
     return roc_points(study.score_values(score, layer, ID_KEY), study.score_values(score, layer, ood_set))
 
 

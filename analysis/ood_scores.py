@@ -11,6 +11,24 @@ Feature scores are fitted on ID features [N_fit, d] only:
   (L2-normalised, minus the distance to the k-th nearest ID feature), ViM (residual norm outside the top
   ``dim`` principal directions of the head input around u = -pinv(W_U) b_U, scaled by alpha), NECO
   (||PCA(scaled x)[:k]|| / ||scaled x|| times MaxLogit).
+
+Numerical edge cases (checked, never silent):
+- Logits: NaN or +inf anywhere, or a row with no finite logit, raises NumericalError naming the scorer and the
+  row. -inf entries are masked tokens and act as if absent: MSP, MaxLogit, Energy and GEN ignore them naturally
+  (exp(-inf) = 0); LogitGap averages only the finite logits among z_(2..N+1) (a row with fewer than N + 1 finite
+  logits uses the ones it has; one with a single finite logit raises NumericalError).
+- Rank: ViM's dim and NECO's k only make sense below / up to the numerical rank of the fit features (round-off
+  directions beyond it are arbitrary: the scores would change with the order of the fit rows). The rank counts
+  singular values above S.max() * max(n, d) * eps (numpy's matrix_rank default, eps of the features' dtype:
+  float32 for extract_features' output, whose rounding noise is no direction), of X - u for ViM and of the
+  standardised fit features for NECO (columns constant on the fit rows set to exact zeros, not the centring's
+  round-off). ViM needs dim < rank; NECO k <= rank. ``cap_to_rank=True`` lowers them (the study does, with a
+  note); otherwise InputError.
+- A score with no meaning on the fit features raises NotDefinedError (an InputError; the study reports it as
+  "not defined"): ViM when the rank is below 2 (no principal space with a residual the fit rows reach), NECO
+  when it is 0 (all fit rows identical), Mahalanobis when the shrunk covariance is numerically singular (all fit
+  rows identical gives a zero covariance; two mirrored rows give Ledoit-Wolf no shrinkage) - its precision
+  would be a pseudo-inverse that ignores unseen directions.
 """
 from __future__ import annotations
 
@@ -26,6 +44,32 @@ from sklearn.preprocessing import StandardScaler
 from analysis.errors import InputError, NumericalError
 
 DEFAULT_TOP_K = 128  # logits kept per sample: >= GEN's M = 100 and LogitGap's N + 1 = 11
+EPS = float(np.finfo(np.float64).eps)
+
+
+class NotDefinedError(InputError):
+    """The score has no meaning on these fit features (rank too low, zero covariance); ``reason`` is a short phrase."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def rank_tolerance(singular_values: np.ndarray, shape: tuple[int, int], eps: float = EPS) -> float:
+    """numpy's matrix_rank default: S.max() * max(n, d) * eps, eps of the input's dtype (0 for an all-zero matrix)."""
+    S = np.asarray(singular_values, dtype=np.float64)
+    return float(S.max(initial=0.0)) * max(shape) * eps
+
+
+def numerical_rank(singular_values: np.ndarray, shape: tuple[int, int], eps: float = EPS) -> int:
+    """Number of singular values above ``rank_tolerance`` (0 for an all-zero matrix)."""
+    return int(np.sum(np.asarray(singular_values) > rank_tolerance(singular_values, shape, eps)))
+
+
+def _eps_of(X) -> float:
+    """Machine epsilon of the features as given (float32 features carry float32 rounding), float64's otherwise."""
+    dt = np.asarray(X).dtype
+    return float(np.finfo(dt).eps) if np.issubdtype(dt, np.floating) else EPS
 
 
 @dataclass(frozen=True)
@@ -61,9 +105,36 @@ def logit_stats(z: np.ndarray, k: int = DEFAULT_TOP_K) -> LogitStats:
     return LogitStats(top, logsumexp(z, axis=1), int(z.shape[1]))
 
 
-def as_stats(X: "np.ndarray | LogitStats") -> LogitStats:
-    """A LogitStats from dense logits [N, V] or the LogitStats itself."""
-    return X if isinstance(X, LogitStats) else logit_stats(X)
+def _rows(mask: np.ndarray) -> str:
+    idx = np.flatnonzero(mask)
+    listed = ", ".join(map(str, idx[:8])) + (", ..." if idx.size > 8 else "")
+    more = f" ({idx.size} rows in all: {listed})" if idx.size > 1 else ""
+    return f"row {idx[0]} (counting from 0){more}"
+
+
+def _check_logit_rows(nan: np.ndarray, pinf: np.ndarray, none_finite: np.ndarray, scorer: str) -> None:
+    if nan.any():
+        raise NumericalError(f"{scorer} cannot score {_rows(nan)}: its logits contain NaN.")
+    if pinf.any():
+        raise NumericalError(f"{scorer} cannot score {_rows(pinf)}: its logits contain +inf.")
+    if none_finite.any():
+        raise NumericalError(f"{scorer} cannot score {_rows(none_finite)}: it has no finite logit (every entry "
+                             "is -inf, i.e. masked).")
+
+
+def as_stats(X: "np.ndarray | LogitStats", scorer: str = "The logit score") -> LogitStats:
+    """A validated LogitStats from dense logits [N, V] or a LogitStats: NaN, +inf or no finite logit in a row raise
+    NumericalError naming ``scorer`` and the row; -inf (masked) entries are kept."""
+    if isinstance(X, LogitStats):
+        top, lse = np.asarray(X.top, dtype=np.float64), np.asarray(X.lse, dtype=np.float64)
+        _check_logit_rows(np.isnan(top).any(axis=1) | np.isnan(lse), (top == np.inf).any(axis=1) | (lse == np.inf),
+                          ~np.isfinite(top[:, 0]) | (lse == -np.inf), scorer)
+        return X
+    z = np.asarray(X, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] == 0:
+        raise InputError(f"{scorer}: logits must be a 2-D array [samples, vocabulary], got shape {z.shape}.")
+    _check_logit_rows(np.isnan(z).any(axis=1), (z == np.inf).any(axis=1), ~np.isfinite(z).any(axis=1), scorer)
+    return logit_stats(z)
 
 
 def _features(X: np.ndarray, what: str = "features") -> np.ndarray:
@@ -98,7 +169,7 @@ class MSP(_Scorer):
 
     def score(self, X) -> np.ndarray:
         """exp(z_max - logsumexp z): [N]."""
-        s = as_stats(X)
+        s = as_stats(X, self.name)
         return np.exp(s.top[:, 0] - s.lse)
 
 
@@ -109,7 +180,7 @@ class MaxLogit(_Scorer):
 
     def score(self, X) -> np.ndarray:
         """z_max: [N]."""
-        return as_stats(X).top[:, 0].astype(np.float64)
+        return as_stats(X, self.name).top[:, 0].astype(np.float64)
 
 
 class Energy(_Scorer):
@@ -119,7 +190,7 @@ class Energy(_Scorer):
 
     def score(self, X) -> np.ndarray:
         """logsumexp(z): [N]."""
-        return as_stats(X).lse.astype(np.float64)
+        return as_stats(X, self.name).lse.astype(np.float64)
 
 
 class GEN(_Scorer):
@@ -136,7 +207,7 @@ class GEN(_Scorer):
 
     def score(self, X) -> np.ndarray:
         """-sum_{i<=min(M,V)} p_i^g (1-p_i)^g over the top probabilities: [N]."""
-        s = as_stats(X)
+        s = as_stats(X, self.name)
         m = min(self.M, s.vocab_size)
         if s.top.shape[1] < m:
             raise InputError(f"GEN with M = {m} needs the top {m} logits; only {s.top.shape[1]} were kept.")
@@ -156,14 +227,20 @@ class LogitGap(_Scorer):
         self.N = int(N)
 
     def score(self, X) -> np.ndarray:
-        """Gap between the top logit and the mean of the next N: [N_samples]."""
-        s = as_stats(X)
+        """Gap between the top logit and the mean of the next N finite ones (fewer if there are fewer): [N_samples]."""
+        s = as_stats(X, self.name)
         n = min(self.N, s.vocab_size - 1)
         if n < 1:
             raise InputError("LogitGap needs a vocabulary of at least 2 tokens.")
         if s.top.shape[1] < n + 1:
             raise InputError(f"LogitGap with N = {n} needs the top {n + 1} logits; only {s.top.shape[1]} were kept.")
-        return s.top[:, 0] - s.top[:, 1:n + 1].mean(axis=1)
+        nxt = np.asarray(s.top[:, 1:n + 1], dtype=np.float64)
+        finite = np.isfinite(nxt)  # -inf = masked token: not a logit
+        count = finite.sum(axis=1)
+        if (count == 0).any():
+            raise NumericalError(f"LogitGap cannot score {_rows(count == 0)}: it has 1 finite logit, and the gap "
+                                 "needs at least 2 (every other entry is -inf, i.e. masked).")
+        return s.top[:, 0] - np.where(finite, nxt, 0.0).sum(axis=1) / count
 
 
 class MeanLogLikelihood(_Scorer):
@@ -192,11 +269,26 @@ class Mahalanobis(_Scorer):
         self.shrinkage = shrinkage
 
     def fit(self, X, logits=None):  # noqa: ARG002
-        """Fit mean and shrunk covariance on ID features X [N_fit, d] (N_fit >= 2)."""
+        """Fit mean and shrunk covariance on ID features X [N_fit, d] (N_fit >= 2).
+
+        NotDefinedError when the fit rows are all identical (zero covariance) or the shrunk covariance is
+        numerically singular (rank < d with the matrix_rank default tolerance).
+        """
         X = _features(X)
         if X.shape[0] < 2:
             raise InputError("Mahalanobis needs at least 2 ID prompts to fit a covariance.")
+        if not np.ptp(X, axis=0).any():
+            raise NotDefinedError("Mahalanobis is not defined on these fit features: every fit row is identical, so "
+                                  "the covariance is zero and no distance can be measured.",
+                                  "every fit row is identical (zero covariance)")
         self.est_ = (LedoitWolf() if self.shrinkage == "ledoit-wolf" else OAS()).fit(X)
+        d = X.shape[1]
+        self.rank_ = int(np.linalg.matrix_rank(self.est_.covariance_, hermitian=True))
+        if self.rank_ < d:
+            raise NotDefinedError(
+                f"Mahalanobis is not defined on these fit features: the shrunk covariance is singular (numerical "
+                f"rank {self.rank_} of {d}, shrinkage {float(self.est_.shrinkage_):.3g}), so its inverse would ignore "
+                "unseen directions.", f"the shrunk covariance is singular (rank {self.rank_} of {d})")
         self.fitted_ = True
         return self
 
@@ -258,49 +350,66 @@ class ViM(_Scorer):
     name = "ViM"
     needs_fit = True
 
-    def __init__(self, dim: int, origin: np.ndarray | None = None):
+    def __init__(self, dim: int, origin: np.ndarray | None = None, cap_to_rank: bool = False):
         if dim < 1:
             raise InputError(f"ViM's dim must be at least 1, got {dim}.")
         self.dim = int(dim)
         self.origin = None if origin is None else np.asarray(origin, dtype=np.float64)
+        self.cap_to_rank = bool(cap_to_rank)
 
     def fit(self, X, logits):
         """Fit the principal space of head inputs X [N_fit, d] around u and alpha from ID logits.
 
-        dim must be < min(d, N_fit), or exactly d (empty residual: ViM is then Energy).
+        dim must be below the numerical rank r of X - u (r <= min(N_fit, d)), or exactly d (empty residual: ViM
+        is then Energy); with cap_to_rank it is lowered to r - 1 (``dim_``). r < 2: NotDefinedError.
+        The principal directions are the right singular vectors of X - u (= the eigenvectors of its covariance
+        around u, as in the official code, without squaring the condition number).
         """
+        eps = _eps_of(X)
         X = _features(X, "head inputs")
         n, d = X.shape
         if self.dim > d:
             raise InputError(f"ViM's dim = {self.dim} is larger than the feature width d = {d}.")
-        if self.dim < d and self.dim >= n:
-            raise InputError(f"ViM's dim = {self.dim} must be smaller than the number of ID prompts it is fitted on "
-                             f"({n}). Lower dim or add ID prompts.")
         u = np.zeros(d) if self.origin is None else self.origin
         if u.shape != (d,):
             raise InputError(f"ViM's origin has shape {u.shape}, expected ({d},).")
+        stats = as_stats(logits, self.name)
         self.u_ = u
-        xc = X - u
-        cov = xc.T @ xc / n  # covariance around u (assume_centered, as in the official code)
-        vals, vecs = np.linalg.eigh(cov)
-        order = np.argsort(vals)[::-1]
-        self.NS_ = vecs[:, order[self.dim:]]  # [d, d - dim]
-        stats = as_stats(logits)
+        _, S, Vt = np.linalg.svd(X - u, full_matrices=False)  # Vt [min(n, d), d], S descending
+        self.rank_, self.rank_tol_ = numerical_rank(S, (n, d), eps), rank_tolerance(S, (n, d), eps)
+        dim = self.dim
+        if dim < d:
+            if self.rank_ < 2:
+                raise NotDefinedError(
+                    f"ViM is not defined on these fit features: around ViM's origin they have numerical rank "
+                    f"{self.rank_} (tolerance {self.rank_tol_:.3g}), and ViM needs at least 2 (a principal space of "
+                    "dim >= 1 plus a residual the fit rows reach).", f"the fit features have numerical rank "
+                    f"{self.rank_} around ViM's origin (ViM needs at least 2)")
+            if dim >= self.rank_:
+                if not self.cap_to_rank:
+                    raise InputError(f"ViM's dim = {dim} must be smaller than the numerical rank {self.rank_} of the "
+                                     f"fit features around ViM's origin (at most min(ID fit prompts = {n}, d = {d})). "
+                                     "Lower dim or add ID prompts.")
+                dim = self.rank_ - 1
+        self.dim_ = dim
+        self.P_ = Vt[:dim] if dim < d else None  # principal directions [dim, d]; None: empty residual
         v = self._vlogit(X)
         mean_v = float(v.mean())
-        self.alpha_ = float(stats.top[:, 0].mean()) / mean_v if mean_v > 0 else 0.0
+        mean_max = float(np.mean(stats.top[:, 0], dtype=np.float64))  # float64: a float32 mean depends on the row order
+        self.alpha_ = mean_max / mean_v if mean_v > 0 else 0.0
         self.fitted_ = True
         return self
 
     def _vlogit(self, X: np.ndarray) -> np.ndarray:
-        if self.NS_.shape[1] == 0:
+        if self.P_ is None:
             return np.zeros(X.shape[0])
-        return np.linalg.norm((X - self.u_) @ self.NS_, axis=1)
+        xc = X - self.u_
+        return np.linalg.norm(xc - (xc @ self.P_.T) @ self.P_, axis=1)  # the part outside the principal space
 
     def score(self, X, logits) -> np.ndarray:
-        """logsumexp(z) - alpha * ||(x - u) NS||: [N]."""
+        """logsumexp(z) - alpha * ||(x - u) outside the principal space||: [N]."""
         self._check_fitted()
-        return as_stats(logits).lse - self.alpha_ * self._vlogit(_features(X, "head inputs"))
+        return as_stats(logits, self.name).lse - self.alpha_ * self._vlogit(_features(X, "head inputs"))
 
 
 class NECO(_Scorer):
@@ -309,18 +418,36 @@ class NECO(_Scorer):
     name = "NECO"
     needs_fit = True
 
-    def __init__(self, k: int, times_maxlogit: bool = True):
+    def __init__(self, k: int, times_maxlogit: bool = True, cap_to_rank: bool = False):
         if k < 1:
             raise InputError(f"NECO's k must be at least 1, got {k}.")
-        self.k, self.times_maxlogit = int(k), bool(times_maxlogit)
+        self.k, self.times_maxlogit, self.cap_to_rank = int(k), bool(times_maxlogit), bool(cap_to_rank)
 
     def fit(self, X, logits=None):  # noqa: ARG002
-        """Fit the scaler and a full PCA on ID features X [N_fit, d]; needs k <= min(N_fit, d)."""
+        """Fit the scaler and a full PCA on ID features X [N_fit, d]; k must be at most the numerical rank r of the
+        standardised fit features (r <= min(N_fit, d)); with cap_to_rank it is lowered to r (``k_``).
+        r = 0 (all fit rows identical): NotDefinedError."""
+        eps = _eps_of(X)
         X = _features(X)
-        if self.k > min(X.shape):
-            raise InputError(f"NECO's k = {self.k} must be at most min(ID prompts, width) = {min(X.shape)}.")
+        n, d = X.shape
         self.scaler_ = StandardScaler().fit(X)
-        self.pca_ = PCA(svd_solver="full").fit(self.scaler_.transform(X))
+        z = self.scaler_.transform(X)
+        z[:, np.ptp(X, axis=0) == 0] = 0.0  # constant on the fit rows: exact zeros, not the centring's round-off
+        if not z.any():
+            self.rank_, self.rank_tol_ = 0, 0.0
+            raise NotDefinedError("NECO is not defined on these fit features: every fit row is identical, so there "
+                                  "is no principal space.", "every fit row is identical (numerical rank 0)")
+        self.pca_ = PCA(svd_solver="full").fit(z)
+        S = self.pca_.singular_values_
+        self.rank_, self.rank_tol_ = numerical_rank(S, (n, d), eps), rank_tolerance(S, (n, d), eps)
+        k = self.k
+        if k > self.rank_:
+            if not self.cap_to_rank:
+                raise InputError(f"NECO's k = {k} must be at most the numerical rank {self.rank_} of the standardised "
+                                 f"fit features (at most min(ID fit prompts = {n}, d = {d})). Lower k or add ID "
+                                 "prompts.")
+            k = self.rank_
+        self.k_ = k
         self.fitted_ = True
         return self
 
@@ -328,9 +455,9 @@ class NECO(_Scorer):
         """Ratio of the norm kept by the top k components (times MaxLogit when asked): [N]."""
         self._check_fitted()
         z = self.scaler_.transform(_features(X))
-        r = np.linalg.norm(self.pca_.transform(z)[:, :self.k], axis=1) / np.maximum(np.linalg.norm(z, axis=1), 1e-12)
+        r = np.linalg.norm(self.pca_.transform(z)[:, :self.k_], axis=1) / np.maximum(np.linalg.norm(z, axis=1), 1e-12)
         if self.times_maxlogit:
             if logits is None:
                 raise InputError("NECO times MaxLogit needs the logits.")
-            r = r * as_stats(logits).top[:, 0]
+            r = r * as_stats(logits, self.name).top[:, 0]
         return r

@@ -12,6 +12,7 @@ from components.charts.text import safe_text, token_label
 
 LAYER_AXIS = "layer (0 = embeddings, L = last block's output before the final norm)"
 PALETTE = qualitative.Plotly + qualitative.D3
+NOT_DEFINED_GREY = "#d9d9d9"
 
 
 def _default_set(study: OODStudy, ood_set: str | None) -> str:
@@ -22,19 +23,37 @@ def _set_colors(names: list[str]) -> dict[str, str]:
     return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
 
 
+def _not_defined_text(study: OODStudy, score: str, col: str) -> str:
+    """Hover text of a cell where ``score`` is not defined (e.g. rank-deficient fit features), else ""."""
+    if not col.startswith("layer ") or score in study.logit_scores:
+        return ""
+    why = study.not_defined_reason(score, int(col.split()[1]))
+    return "" if why is None else f"not defined here: {safe_text(why, max_len=None)}"
+
+
 def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None = None) -> go.Figure:
-    """Heatmap of ``metric`` over scores (rows) x layers (+ final logits), best cell outlined."""
+    """Heatmap of ``metric`` over scores (rows) x layers (+ final logits), best cell outlined; cells where a score
+    is not defined are grey, marked "n/d", with the reason on hover."""
     ood_set = _default_set(study, ood_set)
     table = auroc_table(study, ood_set, metric)
     z = table.to_numpy(dtype=float)
     text = [["" if np.isnan(v) else f"{v:.2f}" for v in row] for row in z]
     x = [safe_text(c, max_len=None) for c in table.columns]
     y = [safe_text(r, max_len=None) for r in table.index]
+    nd = [[_not_defined_text(study, r, c) for c in table.columns] for r in table.index]
+    hover = [[nd[i][j] or ("not applicable" if np.isnan(v) else f"{metric} {v:.3f}") for j, v in enumerate(row)]
+             for i, row in enumerate(z)]
     higher = HIGHER_IS_BETTER[metric]
     fig = go.Figure(go.Heatmap(
-        z=z, x=x, y=y, text=text, texttemplate="%{text}", zmin=0, zmax=1,
+        z=z, x=x, y=y, text=text, texttemplate="%{text}", zmin=0, zmax=1, customdata=hover, hoverongaps=False,
         colorscale="Viridis" if higher else "Viridis_r", colorbar=dict(title=metric.upper()),
-        hovertemplate="score %{y}<br>%{x}<br>" + metric + " %{z:.3f}<extra></extra>"))
+        hovertemplate="score %{y}<br>%{x}<br>%{customdata}<extra></extra>"))
+    if any(c for row in nd for c in row):  # grey cells on top of the gaps, only where the score is not defined
+        fig.add_trace(go.Heatmap(
+            z=[[1.0 if c else np.nan for c in row] for row in nd], x=x, y=y, name="not defined",
+            text=[["n/d" if c else "" for c in row] for row in nd], texttemplate="%{text}", customdata=nd,
+            colorscale=[[0, NOT_DEFINED_GREY], [1, NOT_DEFINED_GREY]], zmin=0, zmax=1, showscale=False,
+            hoverongaps=False, hovertemplate="score %{y}<br>%{x}<br>%{customdata}<extra></extra>"))
     if metric == "auroc" and ood_set == _default_set(study, None):  # the study's pick, with its tie-break
         best_score = study.best_score
         best_col = "final logits" if study.best_layer is None else f"layer {study.best_layer}"
@@ -45,7 +64,8 @@ def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None 
     fig.update_layout(
         title=f"{METRIC_LABELS[metric]}: held-out {safe_text(study.id_name)} vs {safe_text(ood_set)} "
               f"<br>best outlined: {safe_text(best_score, max_len=None)}, {best_col}",
-        xaxis_title=LAYER_AXIS + "; logit scores use the final logits", yaxis_title="score",
+        xaxis_title=LAYER_AXIS + "; logit scores use the final logits; n/d = not defined at that layer",
+        yaxis_title="score",
         yaxis_autorange="reversed", height=140 + 32 * len(y), margin=dict(l=10, r=10, t=80, b=10))
     return fig
 
@@ -76,6 +96,10 @@ def score_histograms(study: OODStudy, score: str, layer: int | None = None, nbin
     """Overlaid histograms (probability density) of one score per set: held-out ID and every OOD set."""
     colors = _set_colors(list(study.sets))
     fig = go.Figure()
+    where = "final logits" if score in study.logit_scores else f"layer {layer}"
+    why = None if score in study.logit_scores else study.not_defined_reason(score, layer)
+    if why is not None:
+        return _not_defined_figure(f"{token_label(score, max_len=None)} at {where} per set", score, where, why, 380)
     all_v = np.concatenate([study.score_values(score, layer, s) for s in study.sets])
     lo, hi = float(all_v.min()), float(all_v.max())
     size = (hi - lo) / nbins if hi > lo else 1.0
@@ -84,7 +108,6 @@ def score_histograms(study: OODStudy, score: str, layer: int | None = None, nbin
         fig.add_trace(go.Histogram(x=study.score_values(score, layer, s), name=safe_text(label, max_len=60),
                                    histnorm="probability density", opacity=0.55, marker_color=colors[s],
                                    xbins=dict(start=lo, end=hi + size, size=size)))
-    where = "final logits" if score in study.logit_scores else f"layer {layer}"
     fig.update_layout(barmode="overlay", height=380,
                       title=f"{token_label(score, max_len=None)} at {where} per set (higher = more in-distribution)",
                       xaxis_title=f"{token_label(score, max_len=None)} score", yaxis_title="density")
@@ -94,6 +117,10 @@ def score_histograms(study: OODStudy, score: str, layer: int | None = None, nbin
 def roc_curves(study: OODStudy, score: str, layer: int | None = None) -> go.Figure:
     """ROC curves (ID positive) of one score: held-out ID vs each OOD set."""
     colors = _set_colors(list(study.sets))
+    why = None if score in study.logit_scores else study.not_defined_reason(score, layer)
+    if why is not None:
+        return _not_defined_figure(f"ROC of {token_label(score, max_len=None)} at layer {layer}", score,
+                                   f"layer {layer}", why, 420)
     fig = go.Figure()
     for s in study.ood_names:
         fpr, tpr = roc_curve_points(study, score, layer, s)
@@ -104,6 +131,15 @@ def roc_curves(study: OODStudy, score: str, layer: int | None = None) -> go.Figu
     fig.update_layout(title=f"ROC of {token_label(score, max_len=None)} at {where} (ID = positive)",
                       xaxis_title="OOD accepted (false positive rate)", yaxis_title="ID kept (true positive rate)",
                       height=420, xaxis_range=[0, 1], yaxis_range=[0, 1.02])
+    return fig
+
+
+def _not_defined_figure(title: str, score: str, where: str, why: str, height: int) -> go.Figure:
+    """An empty figure that says the score is not defined there, and why."""
+    fig = go.Figure()
+    text = f"{token_label(score, max_len=None)} is not defined at {where}:<br>{safe_text(why, max_len=None)}"
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=14))
+    fig.update_layout(title=f"{title}: not defined", height=height, xaxis_visible=False, yaxis_visible=False)
     return fig
 
 
