@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from analysis.errors import InputError
@@ -62,9 +63,9 @@ def batch_from_ids(rows: Sequence[Sequence[int]], pad_id: int, padding_side: str
     return Batch(ids, mask, positions_from_mask(mask), padding_side)
 
 
-def encode(tokenizer, prompts: Sequence[str], *, padding_side: str = "right", max_length: int | None = None) -> Batch:
-    """Tokenise prompts (with the tokenizer's special tokens, e.g. BOS) into a padded Batch."""
-    rows = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+def token_rows(tokenizer, prompts: Sequence[str], *, max_length: int | None = None) -> list[list[int]]:
+    """Token ids of each prompt (with the tokenizer's special tokens, e.g. BOS); InputError past max_length."""
+    rows = [list(tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
     if max_length is not None:
         too_long = [i for i, r in enumerate(rows) if len(r) > max_length]
         if too_long:
@@ -73,7 +74,12 @@ def encode(tokenizer, prompts: Sequence[str], *, padding_side: str = "right", ma
                 f"{len(too_long)} prompt(s) are longer than the model's context of {max_length} tokens "
                 f"(prompt {first}{', ...' if len(too_long) > 5 else ''}). Shorten them."
             )
-    return batch_from_ids(rows, pad_token_id(tokenizer), padding_side)
+    return rows
+
+
+def encode(tokenizer, prompts: Sequence[str], *, padding_side: str = "right", max_length: int | None = None) -> Batch:
+    """Tokenise prompts (with the tokenizer's special tokens, e.g. BOS) into a padded Batch."""
+    return batch_from_ids(token_rows(tokenizer, prompts, max_length=max_length), pad_token_id(tokenizer), padding_side)
 
 
 def pad_token_id(tokenizer) -> int:
@@ -88,3 +94,34 @@ def chunks(n: int, size: int) -> list[slice]:
     """Slices covering range(n) in chunks of at most ``size``."""
     size = max(1, int(size))
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def length_batches(lengths: Sequence[int], size: int, *, sort: bool = True) -> list[np.ndarray]:
+    """Index batches [b] of at most ``size`` rows: neighbours in token length batched together (longest first).
+
+    The sort is stable (equal lengths keep their input order) and the batches together hold every index of
+    range(len(lengths)) exactly once, so results written back at these indices come out in the input order.
+    sort=False gives the plain consecutive chunks.
+    """
+    n = len(lengths)
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable") if sort else np.arange(n)
+    return [order[sl] for sl in chunks(n, size)]
+
+
+def bucketed(tokenizer, prompts: Sequence[str], size: int, *, padding_side: str = "right",
+             max_length: int | None = None, sort: bool = True) -> Iterator[tuple[np.ndarray, Batch]]:
+    """Length-bucketed padded batches of ``prompts``: yields (input indices [b], Batch of those prompts in that order).
+
+    Every prompt is tokenised once (the length check runs before the first batch); batches are built lazily.
+    Sorting by length cuts padding (a batch is padded to its own longest prompt), and per-row results do not
+    depend on the padding (attention mask and position ids). Write each row's result at its input index.
+    """
+    rows = token_rows(tokenizer, prompts, max_length=max_length)
+    pad = pad_token_id(tokenizer)
+    for idx in length_batches([len(r) for r in rows], size, sort=sort):
+        yield idx, batch_from_ids([rows[i] for i in idx], pad, padding_side)
+
+
+def n_batches(n: int, size: int) -> int:
+    """How many batches ``length_batches``/``bucketed`` make of n rows."""
+    return len(chunks(n, size))

@@ -15,6 +15,12 @@ neuron of the LAST block h_L + delta is exactly the ablated final residual, so t
 for earlier blocks it is the direct path only (no effect through later blocks). DE metrics are
 compared with the same frozen readout of the clean h_L (which equals the model's logits).
 
+Speed: a unit whose neurons all sit in the LAST block changes nothing but h_L (by exactly its delta), so its TE
+needs no rerun: the model's own final norm module, W_U and soft-cap applied to h_L + delta, differenced against
+the same head on the clean h_L (equal to the rerun up to fp32 round-off; ``TE_CLOSED_FORM``). Other units
+rerun the model, several per forward pass on stacked copies of the batch (``GROUP_LOGITS`` bounds one pass's
+logits).
+
 Per token (positions with a real next token): change in next-token loss, entropy, final-norm scale
 (TE only; DE freezes it), top-1 flips, and KL(p_model || p_freq) to the unigram distribution.
 Per unit: mean |dLoss| TE and DE and the LN-mediated fraction M = 1 - mean|dLoss_DE| / mean|dLoss_TE|
@@ -28,7 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from analysis.batching import Batch, chunks, encode
+from analysis.batching import Batch, bucketed, chunks, n_batches
 from analysis.errors import InputError, NumericalError
 from analysis.forward import run
 from analysis.hooks import capture, input_hook, output_hook, residual_hook
@@ -39,6 +45,8 @@ from analysis.readout import frozen_norm, norm_scale, softcap, unembed
 Progress = Callable[[float, str], None] | None
 MODES = ("zero", "mean", "clipped")
 METRICS = ("loss", "entropy", "top1", "kl", "sigma")
+TE_CLOSED_FORM = True  # last-block units: TE = the model's head on h_L + delta (exact), no rerun
+GROUP_LOGITS = 1 << 24  # logits entries (64 MiB fp32) of one ablated forward pass that stacks several units' copies
 
 
 @dataclass(frozen=True)
@@ -87,8 +95,9 @@ def _metrics(z: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, log_pf: to
     if T > 1:
         loss[:, :-1] = -lp[:, :-1].gather(-1, ids[:, 1:].to(lp.device)[..., None])[..., 0].cpu()
     p = lp.exp()
-    ent = -(p * lp).sum(-1).cpu()
-    kl = (p * (lp - log_pf.to(lp.device))).sum(-1).cpu() if log_pf is not None else torch.full((B, T), float("nan"))
+    plp = torch.einsum("btv,btv->bt", p, lp)  # sum_v p log p, without a [B, T, V] temporary
+    ent = (-plp).cpu()
+    kl = (plp - p @ log_pf.to(lp.device)).cpu() if log_pf is not None else torch.full((B, T), float("nan"))
     out = {"loss": loss, "entropy": ent, "top1": lp.argmax(-1).float().cpu(), "kl": kl,
            "sigma": sigma[..., 0].float().cpu() if sigma is not None else torch.full((B, T), float("nan"))}
     nanmask = ~valid
@@ -97,12 +106,65 @@ def _metrics(z: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, log_pf: to
     return out
 
 
+def unit_groups(n_units: int, rows: int, T: int, vocab: int, budget: int | None = None) -> list[slice]:
+    """Consecutive slices of units ablated together: one forward pass over one copy of the batch per unit, as many
+    copies as keep the logits [copies * rows, T, vocab] within ``budget`` entries (default GROUP_LOGITS; at least
+    one unit per pass)."""
+    budget = GROUP_LOGITS if budget is None else int(budget)
+    per = max(1, min(n_units, budget // max(1, rows * T * vocab)))
+    return chunks(n_units, per)
+
+
 def _valid_positions(batch: Batch) -> torch.Tensor:
     """[B, T] True where position t and t+1 are real tokens (t predicts t+1)."""
     m = batch.attention_mask.bool()
     v = torch.zeros_like(m)
     v[:, :-1] = m[:, :-1] & m[:, 1:]
     return v
+
+
+def _rebase(res: dict, ref: dict, clean: dict, G: int) -> dict:
+    """Closed-form TE metrics [G*B, T] moved onto the clean run: clean + (ablated - reference), both of the latter
+    from the same readout (so no change gives exactly 0); top-1 keeps the clean token where the readout's agrees."""
+    out = {}
+    for k, v in res.items():
+        r, c = ref[k].repeat(G, 1), clean[k].repeat(G, 1)
+        if k == "top1":
+            out[k] = torch.where(v == r, c, v)
+        elif k == "sigma":  # the clean sigma is already this readout's norm_scale(h_L)
+            out[k] = v
+        else:
+            out[k] = c + (v - r)
+    return out
+
+
+def _rerun_metrics(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode: str, keep_first: int,
+                   ids: torch.Tensor, valid: torch.Tensor, log_pf: torch.Tensor | None) -> dict:
+    """TE metrics [G*B, T] of G units from one forward pass over G stacked copies of the batch (copy g: unit g)."""
+    ad = lm.adapter
+    B, T = batch.input_ids.shape
+    G = len(units)
+    edits: dict[int, list[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+    for g, u in enumerate(units):
+        for b, js in _by_block(u.neurons).items():
+            edits.setdefault(b, []).append((slice(g * B, (g + 1) * B),
+                                            torch.as_tensor([u.neurons[j][1] for j in js], dtype=torch.long),
+                                            torch.as_tensor([u.values[j] for j in js], dtype=torch.float32),
+                                            torch.as_tensor([u.signs[j] for j in js], dtype=torch.long)))
+    store: dict = {}
+    hooks = [residual_hook(ad, ad.n_layers, capture(store, "hL", lambda t: t.detach().float()))]
+    for b, ed in edits.items():
+        def fn(x: torch.Tensor, ed=ed) -> torch.Tensor:
+            x = x.clone()
+            for rows, idx, vals, sgn in ed:
+                i = idx.to(x.device)
+                x[rows, keep_first:, i] = _replace(x[rows, keep_first:, i], mode, vals, sgn).to(x.dtype)
+            return x
+        hooks.append(input_hook(ad.down_proj(b), fn, bt=(G * B, T)))
+    stacked = Batch(batch.input_ids.repeat(G, 1), batch.attention_mask.repeat(G, 1), batch.position_ids.repeat(G, 1),
+                    batch.padding_side)
+    z = run(lm, stacked, hooks)
+    return _metrics(z, ids, valid, log_pf, norm_scale(ad.final_norm, store["hL"]))
 
 
 def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode: str,
@@ -139,34 +201,22 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
     clean = _metrics(z_clean, ids, valid, log_pf, sigma)
     del z_clean
 
-    def de_logits(h: torch.Tensor) -> torch.Tensor:
+    def de_logits(h: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return softcap(ad, unembed(ad, frozen_norm(ad.final_norm, h, sigma, with_bias=True)))
+            return softcap(ad, unembed(ad, frozen_norm(ad.final_norm, h, sig, with_bias=True)))
 
-    clean_de = _metrics(de_logits(hL), ids, valid, log_pf, sigma)
+    clean_de = _metrics(de_logits(hL, sigma), ids, valid, log_pf, sigma)
     acts = {(b, int(i)): store[("act", b)][..., j].cpu() for b, c in cols.items() for j, i in enumerate(c.tolist())}
 
-    te_all, de_all = [], []
-    for n_u, u in enumerate(units):
-        groups = _by_block(u.neurons)
-        te_store: dict = {}
-        te_hooks = [residual_hook(ad, ad.n_layers, capture(te_store, "hL", lambda t: t.detach().float()))]
+    def deltas_of(u: Unit) -> torch.Tensor:
+        """The change of h_L [B, T, d] by unit u's direct path: its blocks' writes change, their inputs clean."""
         delta = torch.zeros_like(hL)
-        for b, js in groups.items():
+        for b, js in _by_block(u.neurons).items():
             idx = torch.as_tensor([u.neurons[j][1] for j in js], dtype=torch.long)
-            vals = torch.as_tensor([u.values[j] for j in js], dtype=torch.float32)
-            sgn = torch.as_tensor([u.signs[j] for j in js], dtype=torch.long)
-
-            def fn(x: torch.Tensor, idx=idx, vals=vals, sgn=sgn) -> torch.Tensor:
-                x = x.clone()
-                i = idx.to(x.device)
-                x[:, keep_first:, i] = _replace(x[:, keep_first:, i], mode, vals, sgn).to(x.dtype)
-                return x
-            te_hooks.append(input_hook(ad.down_proj(b), fn, bt=(B, T)))
-            # direct path: the change of block b's write with its inputs clean
             col = [needed[b].index(int(i)) for i in idx.tolist()]
             a = store[("act", b)][..., col]
-            a_new = _replace(a, mode, vals, sgn)
+            a_new = _replace(a, mode, torch.as_tensor([u.values[j] for j in js], dtype=torch.float32),
+                             torch.as_tensor([u.signs[j] for j in js], dtype=torch.long))
             a_new[:, :keep_first] = a[:, :keep_first]
             w = ad.neuron_out_weights(b).detach()[idx.to(ad.W_U.device)].float().to(hL.device)
             dw = (a_new - a) @ w
@@ -176,24 +226,56 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
                 with lm.lock, torch.inference_mode():
                     dw = (norm_mod((m.float() + dw).to(m.dtype)).float() - norm_mod(m).float())
             delta = delta + dw
-        z_te = run(lm, batch, te_hooks)
-        te = _metrics(z_te, ids, valid, log_pf, norm_scale(ad.final_norm, te_store["hL"]))
-        del z_te
-        de = _metrics(de_logits(hL + delta), ids, valid, log_pf, sigma)
-        for name, res in (("TE", te), ("DE", de)):
-            if torch.isinf(res["loss"]).any() or torch.isnan(res["entropy"][valid]).any():
-                raise NumericalError(f"Ablating {u.label} produced NaN or infinite {name} logits.")
-        te_all.append(te)
-        de_all.append(de)
-        if progress:
-            progress((n_u + 1) / max(1, len(units)), u.label)
+        return delta
+
+    # Units whose neurons all sit in the last block change h_L by exactly their delta (nothing else runs after
+    # that block's MLP): their TE is the readout with the norm recomputed, no forward pass. Other units rerun the
+    # model; the units of a group share one pass, unit g on rows g*B..(g+1)*B-1 of a stacked copy of the batch.
+    closed = [j for j, u in enumerate(units) if TE_CLOSED_FORM and all(b == ad.n_layers - 1 for b, _ in u.neurons)]
+    rerun = [j for j in range(len(units)) if j not in set(closed)]
+    def te_logits(h: torch.Tensor) -> torch.Tensor:
+        """The model's own head on a final residual: its final norm module (stats recomputed), W_U, soft-cap."""
+        with lm.lock, torch.inference_mode():
+            return softcap(ad, unembed(ad, ad.final_norm_module(h.to(lm.dtype)).float()))
+
+    ref_te = None
+    if closed:  # the same head on the clean h_L: TE differences come from one computation path
+        ref_te = _metrics(te_logits(hL), ids, valid, log_pf, sigma)
+    results: dict[int, tuple[dict, dict]] = {}
+    for kind, js in (("closed", closed), ("rerun", rerun)):
+        for grp in unit_groups(len(js), B, T, ad.vocab_size):
+            gj = js[grp]
+            G = len(gj)
+            deltas = [deltas_of(units[j]) for j in gj]
+            ids_g, valid_g, sigma_g = ids.repeat(G, 1), valid.repeat(G, 1), sigma.repeat(G, 1, 1)
+            h_de = hL.repeat(G, 1, 1) + torch.cat(deltas)
+            if kind == "closed":
+                te = _metrics(te_logits(h_de), ids_g, valid_g, log_pf, norm_scale(ad.final_norm, h_de))
+                te = _rebase(te, ref_te, clean, G)
+            else:
+                te = _rerun_metrics(lm, batch, [units[j] for j in gj], mode, keep_first, ids_g, valid_g, log_pf)
+            de = _metrics(de_logits(h_de, sigma_g), ids_g, valid_g, log_pf, sigma_g)
+            del h_de
+            for g, j in enumerate(gj):
+                rows = slice(g * B, (g + 1) * B)
+                te_u, de_u = {k: v[rows] for k, v in te.items()}, {k: v[rows] for k, v in de.items()}
+                for name, res in (("TE", te_u), ("DE", de_u)):
+                    if torch.isinf(res["loss"]).any() or torch.isnan(res["entropy"][valid]).any():
+                        raise NumericalError(f"Ablating {units[j].label} produced NaN or infinite {name} logits.")
+                results[j] = (te_u, de_u)
+            if progress:
+                progress(len(results) / max(1, len(units)), units[gj[-1]].label)
+    te_all = [results[j][0] for j in range(len(units))]
+    de_all = [results[j][1] for j in range(len(units))]
     return {"valid": valid, "clean": clean, "clean_de": clean_de, "acts": acts, "te": te_all, "de": de_all}
 
 
 # ------------------------------------------------------------------------------------------ reference means
 def mean_activations(lm: LoadedModel, prompts: Sequence[str], neurons: Sequence[NeuronId], *, batch_size: int = 8,
-                     progress: Progress = None) -> np.ndarray:
-    """Mean activation of each neuron over every real token of ``prompts``: [len(neurons)] float64."""
+                     bucket: bool = True, progress: Progress = None) -> np.ndarray:
+    """Mean activation of each neuron over every real token of ``prompts``: [len(neurons)] float64.
+
+    ``bucket`` batches prompts of similar token length together (less padding; the mean is the same)."""
     prompts = [p for p in prompts if p and p.strip()]
     if not prompts:
         raise InputError("The reference set for mean ablation is empty: give at least one non-empty prompt.")
@@ -203,9 +285,9 @@ def mean_activations(lm: LoadedModel, prompts: Sequence[str], neurons: Sequence[
     groups = _by_block(neurons)
     sums = torch.zeros(len(neurons), dtype=torch.float64)
     count = 0
-    sl = chunks(len(prompts), batch_size)
-    for n_s, s in enumerate(sl):
-        batch = encode(lm.tokenizer, prompts[s], max_length=lm.context_length)
+    n_parts = n_batches(len(prompts), batch_size)
+    for n_s, (_, batch) in enumerate(bucketed(lm.tokenizer, prompts, batch_size, max_length=lm.context_length,
+                                              sort=bucket)):
         B, T = batch.input_ids.shape
         mask = batch.attention_mask.bool()
         store: dict = {}
@@ -219,7 +301,7 @@ def mean_activations(lm: LoadedModel, prompts: Sequence[str], neurons: Sequence[
             sums[js] += store[b][mask].sum(dim=0)
         count += int(mask.sum())
         if progress:
-            progress((n_s + 1) / len(sl), "reference means")
+            progress((n_s + 1) / n_parts, "reference means")
     return (sums / max(count, 1)).numpy()
 
 
@@ -342,11 +424,13 @@ def build_units(lm: LoadedModel, neurons: Sequence[NeuronId], *, mode: str, refe
 
 
 def ablate(lm: LoadedModel, prompts: Sequence[str], units: Sequence[Unit], *, mode: str,
-           log_p_freq: np.ndarray | None = None, batch_size: int = 8, min_position: int = 0,
+           log_p_freq: np.ndarray | None = None, batch_size: int = 8, min_position: int = 0, bucket: bool = True,
            progress: Progress = None) -> AblationResult:
     """TE and DE of every unit on ``prompts`` (see the module docstring); per-token results.
 
     min_position drops positions before it (the paper drops the first 3); log_p_freq [V] enables KL.
+    ``bucket`` batches prompts of similar token length together (less padding); the tokens come out in input
+    order (prompt, then position) either way.
     """
     prompts = [p for p in prompts if p and p.strip()]
     if not prompts:
@@ -360,15 +444,15 @@ def ablate(lm: LoadedModel, prompts: Sequence[str], units: Sequence[Unit], *, mo
     cols: dict[str, list] = {k: [] for k in ("pi", "pos", "tok", "cl", "ce", "cs", "ck")}
     eff: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in range(U)] for k in
                                               ("lt", "ld", "et", "ed", "st", "kt", "kd", "ft", "fd")}
-    sl = chunks(len(prompts), batch_size)
-    for n_s, s in enumerate(sl):
-        batch = encode(lm.tokenizer, prompts[s], max_length=lm.context_length)
-        rep = (lambda f, m, n_s=n_s: progress((n_s + f) / len(sl), m)) if progress else None
+    n_parts = n_batches(len(prompts), batch_size)
+    for n_s, (s, batch) in enumerate(bucketed(lm.tokenizer, prompts, batch_size, max_length=lm.context_length,
+                                              sort=bucket)):
+        rep = (lambda f, m, n_s=n_s: progress((n_s + f) / n_parts, m)) if progress else None
         r = position_effects(lm, batch, units, mode, lpf, rep)
         keep = r["valid"].clone()
         keep[:, :min_position] = False
         bi, ti = torch.nonzero(keep, as_tuple=True)
-        cols["pi"].append((bi + s.start).numpy())
+        cols["pi"].append(s[bi.numpy()])
         cols["pos"].append(ti.numpy())
         nxt = batch.input_ids[bi, ti + 1].tolist()
         cols["tok"].extend(lm.tokenizer.decode([t]) for t in nxt)
@@ -388,15 +472,19 @@ def ablate(lm: LoadedModel, prompts: Sequence[str], units: Sequence[Unit], *, mo
             eff["kd"][u].append((de["kl"] - cd["kl"])[keep].numpy())
             eff["ft"][u].append((te["top1"] != c["top1"])[keep].numpy().astype(np.float64))
             eff["fd"][u].append((de["top1"] != cd["top1"])[keep].numpy().astype(np.float64))
-    cat = lambda xs: np.concatenate(xs).astype(np.float64) if xs else np.zeros(0)  # noqa: E731
+    # back to input order: by prompt, then position (within one prompt the batch already has them in order)
+    order = np.argsort(np.concatenate(cols["pi"]), kind="stable")
+    cat = lambda xs: np.concatenate(xs).astype(np.float64)[order] if xs else np.zeros(0)  # noqa: E731
     stack = lambda k: np.stack([cat(eff[k][u]) for u in range(U)])  # noqa: E731
+    cols["tok"] = [cols["tok"][i] for i in order]
     if cat(cols["cl"]).size == 0:
         raise InputError("No position has a next token to predict: use prompts of at least two tokens"
                          + (f" (and longer than the first {min_position} positions)." if min_position else "."))
     return AblationResult(
         mode=mode, units=tuple(u.label for u in units), kinds=tuple(u.kind for u in units),
         values=tuple(", ".join(f"{v:.4g}" for v in u.values) if mode != "zero" else "0" for u in units),
-        prompt_index=np.concatenate(cols["pi"]), position=np.concatenate(cols["pos"]), next_token=tuple(cols["tok"]),
+        prompt_index=np.concatenate(cols["pi"])[order], position=np.concatenate(cols["pos"])[order],
+        next_token=tuple(cols["tok"]),
         clean_loss=cat(cols["cl"]), clean_entropy=cat(cols["ce"]), clean_sigma=cat(cols["cs"]),
         clean_kl=cat(cols["ck"]), dloss_te=stack("lt"), dloss_de=stack("ld"), dentropy_te=stack("et"),
         dentropy_de=stack("ed"), dsigma_te=stack("st"), dkl_te=stack("kt"), dkl_de=stack("kd"),

@@ -17,16 +17,17 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from analysis.batching import Batch, chunks, encode
+from analysis.batching import Batch, bucketed, chunks, n_batches
 from analysis.errors import InputError
 from analysis.forward import run
 from analysis.hooks import residual_hook
 from analysis.loading import LoadedModel
 from analysis.model_defaults import adds_bos
 from analysis.ood_scores import DEFAULT_TOP_K, LogitStats, vim_origin
-from analysis.readout import final_norm, readout
+from analysis.readout import final_norm, softcap, unembed
 
 ProgressFn = Callable[[float, str], None]
+READOUT_ENTRIES = 1 << 24  # logits entries (64 MiB fp32) of one lens readout block (layers x prompts rows)
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,12 @@ def _topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequence[int] | None = None,
                      batch_size: int = 16, top_k: int = DEFAULT_TOP_K, padding_side: str = "right",
-                     blood_draws: int = 0, progress: ProgressFn | None = None) -> OODFeatures:
-    """Run ``prompts`` through the model in chunks and return their OODFeatures (see the class doc for shapes)."""
+                     blood_draws: int = 0, bucket: bool = True, progress: ProgressFn | None = None) -> OODFeatures:
+    """Run ``prompts`` through the model in chunks and return their OODFeatures (see the class doc for shapes).
+
+    One forward pass per batch captures every requested layer. ``bucket`` batches prompts of similar token length
+    together (less padding); every row of the result stays at its prompt's input position either way.
+    """
     prompts = tuple(prompts)
     if not prompts:
         raise InputError("The prompt set is empty: nothing to compute features for.")
@@ -135,36 +140,46 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
     final_lse = np.zeros(n, np.float32)
     loglik = np.zeros(n, np.float64)
     counts = np.zeros(n, np.int64)
-    parts = chunks(n, batch_size)
-    for ci, sl in enumerate(parts):
-        batch = encode(lm.tokenizer, prompts[sl], padding_side=padding_side, max_length=lm.context_length)
+    n_parts, done = n_batches(n, batch_size), 0
+    for ci, (sl, batch) in enumerate(bucketed(lm.tokenizer, prompts, batch_size, padding_side=padding_side,
+                                              max_length=lm.context_length, sort=bucket)):
         w = pooling_weights(batch, bos_id).to(lm.device)
         last_idx = batch.last_index().to(lm.device)
         rows = torch.arange(w.shape[0], device=lm.device)
-        store: dict[int, tuple[torch.Tensor, ...]] = {}
+        w_sum = w.sum(dim=1, keepdim=True)
+        store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
         def pool(li: int) -> Callable[[torch.Tensor], None]:
-            def fn(h: torch.Tensor) -> None:
+            def fn(h: torch.Tensor) -> None:  # the pass only pools; the readout runs once for all layers below
                 hf = h.float()
-                hl = hf[rows, last_idx]
-                hm = (hf * w[..., None]).sum(dim=1) / w.sum(dim=1, keepdim=True)
-                top, lse = _topk(readout(ad, hl), k)
-                store[li] = (hl, hm, final_norm(ad.final_norm, hl), top, lse)
+                store[li] = (hf[rows, last_idx], torch.einsum("bt,btd->bd", w, hf) / w_sum)
                 return None
             return fn
 
         hooks = [residual_hook(ad, l, pool(i)) for i, l in enumerate(layers)]
         logits = run(lm, batch, hooks)
-        ll, cnt = mean_token_loglik(logits, batch)
-        ft, fl = _topk(logits[rows.to(logits.device), last_idx.to(logits.device)], k)
-        del logits
-        for i in range(nl):
-            hl, hm, hi, top, lse = (t.cpu().numpy() for t in store[i])
-            last[i, sl], mean[i, sl], head_in[i, sl], lens_top[i, sl], lens_lse[i, sl] = hl, hm, hi, top, lse
+        with torch.inference_mode():
+            ll, cnt = mean_token_loglik(logits, batch)
+            ft, fl = _topk(logits[rows.to(logits.device), last_idx.to(logits.device)], k)
+            del logits
+            hl = torch.stack([store[i][0] for i in range(nl)])  # [n_l, B, d]
+            hm = torch.stack([store[i][1] for i in range(nl)])
+            store.clear()
+            hi = final_norm(ad.final_norm, hl)  # the lens readout is softcap(W_U hi + b_U)
+            flat = hi.reshape(-1, d)
+            tops, lses = [], []
+            for c in chunks(flat.shape[0], max(1, READOUT_ENTRIES // ad.vocab_size)):
+                top, lse = _topk(softcap(ad, unembed(ad, flat[c])), k)
+                tops.append(top)
+                lses.append(lse)
+        last[:, sl], mean[:, sl], head_in[:, sl] = hl.cpu().numpy(), hm.cpu().numpy(), hi.cpu().numpy()
+        lens_top[:, sl] = torch.cat(tops).reshape(nl, -1, k).cpu().numpy()
+        lens_lse[:, sl] = torch.cat(lses).reshape(nl, -1).cpu().numpy()
         final_top[sl], final_lse[sl] = ft.cpu().numpy(), fl.cpu().numpy()
         loglik[sl], counts[sl] = ll.cpu().numpy(), cnt.cpu().numpy().astype(np.int64)
+        done += len(sl)
         if progress is not None:
-            progress((ci + 1) / len(parts) * (0.5 if blood_draws else 1.0), f"{sl.stop:,}/{n:,} prompts")
+            progress((ci + 1) / n_parts * (0.5 if blood_draws else 1.0), f"{done:,}/{n:,} prompts")
     short = np.flatnonzero(counts == 0)
     if short.size:
         raise InputError(f"{short.size} prompt(s) have a single token, so no token is predicted and the mean "
@@ -175,28 +190,32 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
     blood = None
     if blood_draws:
         blood = blood_norms(lm, prompts, n_draws=blood_draws, batch_size=batch_size, padding_side=padding_side,
+                            bucket=bucket,
                             progress=None if progress is None else (lambda f, m: progress(0.5 + 0.5 * f, f"BLOOD {m}")))
     return OODFeatures(prompts, layers, last, mean, head_in, lens_top, lens_lse, final_top, final_lse,
                        loglik, counts, vim_origin(W, b).astype(np.float32), int(ad.vocab_size), blood)
 
 
 def blood_norms(lm: LoadedModel, prompts: Sequence[str], *, n_draws: int = 50, batch_size: int = 8, seed: int = 0,
-                exact: bool = False, padding_side: str = "right", progress: ProgressFn | None = None) -> np.ndarray:
+                exact: bool = False, padding_side: str = "right", bucket: bool = True,
+                progress: ProgressFn | None = None) -> np.ndarray:
     """BLOOD's per-block ||J_l||_F^2 [N, n_layers], J_l = d h_{l+1}[last] / d h_l[last] (same token, others fixed).
 
     Every block input is replaced by a detached leaf, so one backward pass of sum_l v_l . h_{l+1}[last] gives
     J_l^T v_l for all blocks at once; E ||J^T v||^2 = ||J||_F^2 for v ~ N(0, I) (n_draws draws, seeded), or
-    exactly with v running over the d basis vectors when ``exact``.
+    exactly with v running over the d basis vectors when ``exact``. Prompt i draws from its own generator seeded
+    with (seed, i), so its estimate does not depend on the batching (``bucket``: similar lengths batched together).
     """
     ad = lm.adapter
     L, d, n = ad.n_layers, ad.d_model, len(prompts)
     if n_draws < 1 and not exact:
         raise InputError(f"BLOOD needs at least one random draw, got {n_draws}.")
-    gen = torch.Generator().manual_seed(seed)
     out = np.zeros((n, L), np.float64)
-    parts = chunks(n, batch_size)
-    for ci, sl in enumerate(parts):
-        batch = encode(lm.tokenizer, prompts[sl], padding_side=padding_side, max_length=lm.context_length)
+    n_parts, done = n_batches(n, batch_size), 0
+    for ci, (sl, batch) in enumerate(bucketed(lm.tokenizer, prompts, batch_size, padding_side=padding_side,
+                                              max_length=lm.context_length, sort=bucket)):
+        gens = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, int(i)]).generate_state(1)[0]))
+                for i in sl]
         last_idx = batch.last_index().to(lm.device)
         rows = torch.arange(last_idx.shape[0], device=lm.device)
         leaves: dict[int, torch.Tensor] = {}
@@ -217,19 +236,18 @@ def blood_norms(lm: LoadedModel, prompts: Sequence[str], *, n_draws: int = 50, b
         draws = d if exact else n_draws
         acc = torch.zeros(len(rows), L, device=lm.device, dtype=torch.float64)
         for k in range(draws):
-            vs = []
-            for l in range(L):
-                if exact:
-                    v = torch.zeros(len(rows), d)
-                    v[:, k] = 1.0
-                else:
-                    v = torch.randn(len(rows), d, generator=gen)
-                vs.append(v.to(lm.device))
+            if exact:
+                v = torch.zeros(len(rows), L, d)
+                v[:, :, k] = 1.0
+            else:
+                v = torch.stack([torch.randn(L, d, generator=g) for g in gens])  # [B, L, d], row i from its own stream
+            vs = [v[:, l].to(lm.device) for l in range(L)]
             total = sum((outs[l + 1] * vs[l]).sum() for l in range(L))
             grads = torch.autograd.grad(total, [leaves[l] for l in range(L)], retain_graph=k < draws - 1)
             for l, g in enumerate(grads):
                 acc[:, l] += g[rows, last_idx].double().pow(2).sum(dim=-1)
         out[sl] = (acc / (1 if exact else draws)).cpu().numpy()
+        done += len(sl)
         if progress is not None:
-            progress((ci + 1) / len(parts), f"{sl.stop:,}/{n:,} prompts")
+            progress((ci + 1) / n_parts, f"{done:,}/{n:,} prompts")
     return out

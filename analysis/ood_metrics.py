@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import auc, average_precision_score, roc_auc_score, roc_curve
 
 from analysis.errors import InputError
 
@@ -118,6 +118,22 @@ def roc_points(s_id: np.ndarray, s_ood: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def all_metrics(s_id: np.ndarray, s_ood: np.ndarray) -> Metrics:
-    """Every metric for one score on held-out ID scores [n_id] and OOD scores [n_ood]."""
-    return Metrics(auroc(s_id, s_ood), aupr_in(s_id, s_ood), aupr_out(s_id, s_ood), fpr95_id(s_id, s_ood),
-                   fpr95_ood(s_id, s_ood), autc(s_id, s_ood))
+    """Every metric for one score on held-out ID scores [n_id] and OOD scores [n_ood].
+
+    The same values as the single-metric functions, from fewer scikit-learn calls (its input checks dominate
+    at these sizes): the pair is validated once, and one ROC curve with ID positive gives both the AUROC
+    (``auc`` of it, which is what ``roc_auc_score`` computes for a binary problem) and FPR@95 ID+.
+    """
+    s, y = _pair(s_id, s_ood)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    fpr_ood, tpr_ood, _ = roc_curve(1 - y, -s, drop_intermediate=False)
+    lo, hi = float(s.min()), float(s.max())
+    outlier = 1.0 - (np.full_like(s, 0.5) if hi <= lo else (s - lo) / (hi - lo))
+    return Metrics(
+        auroc=float(auc(fpr, tpr)),
+        aupr_in=float(average_precision_score(y, s)),
+        aupr_out=float(average_precision_score(1 - y, -s)),
+        fpr95_id=float(fpr[int(np.argmax(tpr >= 0.95 - 1e-12))]),
+        fpr95_ood=float(fpr_ood[int(np.argmax(tpr_ood >= 0.95 - 1e-12))]),
+        autc=float(0.5 * (outlier[y == 1].mean() + 1.0 - outlier[y == 0].mean())),
+    )

@@ -85,6 +85,62 @@ def test_earlier_block_direct_effect_is_the_direct_path_only(lm):
     assert r.dsigma_te.shape == r.dloss_te.shape
 
 
+def test_bucketed_and_grouped_ablation_equal_one_batch_and_one_unit_at_a_time_in_input_order(lm, monkeypatch):
+    """Length buckets and several units per forward pass (stacked batch copies) change nothing but the speed:
+    every per-token effect equals the unbucketed, one-unit-per-pass run, and the tokens keep the input order."""
+    prompts = [PROMPTS[2], "61 62 63 64 65 66 67 68 69 70 71", "4 9", PROMPTS[1]]
+    L = _last(lm)
+    units = build_units(lm, [(L, 1), (0, 4)], mode="mean", reference=PROMPTS, as_set=True, n_random=2, seed=2)
+    assert [u.neurons[0][0] for u in units if u.kind == "random"] == [0, L]  # a rerun and a closed-form random unit
+    grouped = ablate(lm, prompts, units, mode="mean", batch_size=2, bucket=True)
+    assert neuron_ablation.unit_groups(len(units), 2, 12, lm.adapter.vocab_size) == [slice(0, len(units))]
+    monkeypatch.setattr(neuron_ablation, "GROUP_LOGITS", 1)  # one unit per forward pass, as before grouping
+    monkeypatch.setattr(neuron_ablation, "TE_CLOSED_FORM", False)  # every unit's TE from a rerun of the model
+    assert len(neuron_ablation.unit_groups(len(units), 2, 12, lm.adapter.vocab_size)) == len(units)
+    plain = ablate(lm, prompts, units, mode="mean", batch_size=2, bucket=False)
+    np.testing.assert_array_equal(grouped.prompt_index, plain.prompt_index)
+    np.testing.assert_array_equal(grouped.position, plain.position)
+    assert grouped.next_token == plain.next_token
+    for f in ("clean_loss", "clean_entropy", "clean_sigma", "dloss_te", "dloss_de", "dentropy_te", "dentropy_de",
+              "dsigma_te", "flip_te", "flip_de"):
+        np.testing.assert_allclose(getattr(grouped, f), getattr(plain, f), atol=2e-5, rtol=1e-4, err_msg=f)
+    # input order: prompt by prompt, positions 0..n-2 within each (every position with a next token)
+    want = [(i, t) for i, p in enumerate(prompts) for t in range(len(lm.tokenizer(p)["input_ids"]) - 1)]
+    assert list(zip(grouped.prompt_index.tolist(), grouped.position.tolist())) == want
+    assert grouped.next_token[0] == lm.tokenizer.decode([lm.tokenizer(prompts[0])["input_ids"][1]])
+
+
+def test_last_block_total_effect_equals_rerunning_the_model_with_the_activation_replaced(lm):
+    """TE of last-block units comes without a rerun (h_L + delta); it must equal the hooked forward pass."""
+    L = _last(lm)
+    units = build_units(lm, [(L, 1), (L, 7)], mode="zero", reference=None, as_set=True)
+    r = ablate(lm, PROMPTS, units, mode="zero")
+    for u, unit in enumerate(units):
+        cols = torch.as_tensor([i for _, i in unit.neurons])
+        ent, loss = [], []
+        for p in PROMPTS:
+            batch = encode(lm.tokenizer, [p])
+
+            def zero(x, cols=cols):
+                x = x.clone()
+                x[..., cols] = 0
+                return x
+            z = run(lm, batch, [input_hook(lm.adapter.down_proj(L), zero, bt=tuple(batch.input_ids.shape))])[0]
+            lp = torch.log_softmax(z[:-1], dim=-1)
+            loss.append(-lp.gather(-1, batch.input_ids[0, 1:, None])[:, 0])
+            ent.append(-(lp.exp() * lp).sum(-1))
+        np.testing.assert_allclose(r.clean_loss + r.dloss_te[u], torch.cat(loss).numpy(), atol=2e-4, rtol=1e-4)
+        np.testing.assert_allclose(r.clean_entropy + r.dentropy_te[u], torch.cat(ent).numpy(), atol=2e-4, rtol=1e-4)
+    assert r.mean_abs_te.min() > 1e-6
+
+
+def test_bucketed_reference_means_equal_unbucketed(lm):
+    neurons = [(_last(lm), 1), (0, 4), (0, 9)]
+    refs = PROMPTS + ["4 9", "61 62 63 64 65 66 67 68 69 70 71"]
+    np.testing.assert_allclose(mean_activations(lm, refs, neurons, batch_size=2, bucket=True),
+                               mean_activations(lm, refs, neurons, batch_size=2, bucket=False), rtol=1e-4, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------ scan identities
 def test_rho_and_logitvar_scale_invariant_and_rho_in_unit_interval(lm):
     ad = lm.adapter

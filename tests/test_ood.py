@@ -565,3 +565,21 @@ def test_logit_scores_refuse_rows_without_enough_finite_logits():
         LogitGap(10).score(one)
     with pytest.raises(NumericalError, match=r"MaxLogit.*row 0"):
         MaxLogit().score(np.array([[np.inf, 0.0]]))
+
+
+def test_all_metrics_equals_each_metric_computed_alone_with_and_without_ties():
+    """all_metrics shares one validation and one ROC curve between metrics: it must give what each function gives."""
+    from analysis import ood_metrics as M
+
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        a, b = rng.normal(1, 1, int(rng.integers(1, 40))), rng.normal(0, 1, int(rng.integers(1, 90)))
+        if trial % 3 == 0:
+            a, b = np.round(a, 1), np.round(b, 1)
+        if trial % 7 == 0:
+            a, b = np.zeros_like(a), np.zeros_like(b)
+        got = M.all_metrics(a, b).as_dict()
+        alone = {"auroc": M.auroc(a, b), "aupr_in": M.aupr_in(a, b), "aupr_out": M.aupr_out(a, b),
+                 "fpr95_id": M.fpr95_id(a, b), "fpr95_ood": M.fpr95_ood(a, b), "autc": M.autc(a, b)}
+        for k, v in alone.items():
+            assert got[k] == pytest.approx(v, abs=1e-12), (trial, k)
