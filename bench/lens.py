@@ -1,7 +1,7 @@
 """Logit-lens benchmark: our full trace vs a floor vs TransformerLens, on a GPT-2-small-shaped random model.
 
-    /root/.cache/ls-venv/bin/python -m bench.lens            # 32 prompts x 128 tokens, CPU fp32
-    /root/.cache/ls-venv/bin/python -m bench.lens --prompts 4 --tokens 32   # a quick smoke run
+    $(make -s venv-path)/bin/python -m bench.lens            # 32 prompts x 128 tokens, CPU fp32
+    $(make -s venv-path)/bin/python -m bench.lens --prompts 4 --tokens 32   # a quick smoke run
 
 Model: transformers.GPT2Config() defaults (12 layers, d 768, vocab 50257, 124M parameters), random
 weights (seed 0), fp32 on the CPU; inputs: random token ids, no padding. Each measurement runs in a

@@ -41,15 +41,19 @@ def trace(lm):
     return lens_trace(lm, PROMPTS, k=5, target_mode=TARGET_TEXT, targets=TARGETS)
 
 
-def brute_force_lens(lm, prompt: str) -> torch.Tensor:
-    """Log-probs of every layer at every position [L+1, T, V] in fp64, from HF-style full capture (tests only)."""
+def brute_force_logits(lm, prompt: str) -> torch.Tensor:
+    """Lens logits of every layer at every position [L+1, T, V] (fp32 values, as fp64), from a full capture."""
     ad = lm.adapter
     batch = encode(lm.tokenizer, [prompt])
     store: dict = {}
     run(lm, batch, residual_capture_hooks(ad, range(ad.n_layers + 1), store, lambda t: t.clone()))
     with torch.inference_mode():
-        z = torch.stack([readout(ad, store[l][0]) for l in range(ad.n_layers + 1)]).double()
-    return torch.log_softmax(z, dim=-1)
+        return torch.stack([readout(ad, store[l][0]) for l in range(ad.n_layers + 1)]).double()
+
+
+def brute_force_lens(lm, prompt: str) -> torch.Tensor:
+    """Log-probs of every layer at every position [L+1, T, V] in fp64, from HF-style full capture (tests only)."""
+    return torch.log_softmax(brute_force_logits(lm, prompt), dim=-1)
 
 
 def test_lens_at_last_layer_equals_the_models_logits(lm):
@@ -147,9 +151,9 @@ def test_the_trace_never_holds_all_layers_of_logits(lm, monkeypatch):
     calls: list[tuple[int, ...]] = []
     real = lens_mod._readout
 
-    def spy(adapter, h, linear):
+    def spy(adapter, h):
         calls.append(tuple(h.shape))
-        return real(adapter, h, linear)
+        return real(adapter, h)
     monkeypatch.setattr(lens_mod, "_readout", spy)
     chunk = 4
     tr = lens_trace(lm, PROMPTS, k=3, batch_size=2, chunk_rows=chunk)
@@ -271,3 +275,54 @@ def test_kl_with_an_unembedding_bias_matches_brute_force():
         kl = (lp[-1:].exp() * (lp[-1:] - lp)).sum(-1)
         np.testing.assert_allclose(tr.kl[n, :, :T], kl.numpy(), atol=1e-4)
         assert np.abs(tr.kl[n, :-1, :T]).max() > 1e-3  # the check is not vacuous
+
+
+# --------------------------------------------------------------------------------------------- precision at scale
+BIG_VOCAB = 65_536
+
+
+def big_logit_model(model_type: str):
+    """A tiny model with V = 65,536 whose top lens logits lie 100-200 away from 0, a few nats apart.
+
+    The residual stream carries a constant 5 in coordinate 0 and every unembedding row has 40 there: a
+    common offset (softmax ignores it) on top of a spread that leaves several nats of entropy, as in real
+    models whose top logit is far above the entropy. Blocks are scaled up so KL(p_L || p_l) is not ~0.
+    """
+    extra = {"final_logit_softcapping": 300.0} if model_type == "gemma2" else {}  # soft-capped readout
+    lm = tiny_model(model_type, vocab=BIG_VOCAB, tie_word_embeddings=False, **extra)
+    W, emb = lm.adapter.W_U, lm.model.get_input_embeddings().weight
+    d = W.shape[1]
+    unit = d ** -0.5 if model_type == "gemma2" else 1.0  # Gemma multiplies the embeddings by sqrt(d)
+    with torch.no_grad():
+        emb.normal_(0.0, unit)
+        emb[:, 0] = 5.0 * unit
+        W.normal_(0.0, 3.0 / math.sqrt(d - 1))
+        W[:, 0] = 40.0
+        for name, p in lm.model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                p.mul_(10.0)
+    return lm
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma2"])
+def test_statistics_stay_exact_with_large_logits_and_a_large_vocabulary(model_type):
+    """Entropy, KL, cross-entropy, top/target probabilities within 1e-4 of fp64 at |max z| 100-200, V = 65k."""
+    lm = big_logit_model(model_type)
+    prompts = ["5 6 7 8 9 10 11", "40000 41 42 43 44 60000"]
+    for p in prompts:
+        tr = lens_trace(lm, [p], k=5, target_mode=TARGET_NEXT)
+        z = brute_force_logits(lm, p)  # [L+1, T, V]: the same fp32 logits, statistics below in fp64
+        lp = torch.log_softmax(z, dim=-1)
+        T = lp.shape[1]
+        pr = lp.exp()
+        ent = -(pr * lp).sum(-1)
+        kl = (pr[-1:] * (lp[-1:] - lp)).sum(-1)
+        # the hard case: |top logit| ~ 100-200 over several nats of entropy, and KL away from 0 (not vacuous)
+        assert z.max(-1).values.abs().mean() > 100 and ent.mean() > 3.0 and kl[:-1].max() > 1e-2
+        np.testing.assert_allclose(tr.entropy[0, :, :T], ent.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(tr.kl[0, :, :T], kl.numpy(), atol=1e-4, rtol=0)
+        ids = tr.input_ids[0, :T]
+        np.testing.assert_allclose(tr.xent[0, :, : T - 1], (-lp[:, torch.arange(T - 1), ids[1:]]).numpy(), atol=1e-4)
+        np.testing.assert_allclose(tr.target_prob[0, :, : T - 1], lp[:, torch.arange(T - 1), ids[1:]].exp().numpy(),
+                                   atol=1e-6)
+        np.testing.assert_allclose(tr.top_probs[0, :, :T], pr.topk(5, -1).values.numpy(), atol=1e-6)
