@@ -33,33 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench._harness import run_worker, timed_peak
 METHODS = ("floor", "ours", "tl")
 
 
 # ------------------------------------------------------------------------------------------------ worker side
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 class _IdTokenizer:
     """Just enough tokenizer for lens_trace on pre-tokenised ids: decode and pad id."""
 
@@ -169,16 +148,8 @@ def worker(method: str, n_prompts: int, n_tokens: int, k: int, threads: int) -> 
         fn = _run_ours if method == "ours" else _run_floor
         run = lambda i, t: fn(lm, i, t, k)  # noqa: E731
     run(small_ids, small_t)  # warm-up: kernels, thread pool, lazy imports
-    import gc
-    gc.collect()
-    rss0 = _status_kb("VmRSS")
-    reset = _reset_peak()
-    t0 = time.perf_counter()
-    result = run(ids, targets)
-    seconds = time.perf_counter() - t0
-    peak = _status_kb("VmHWM")
-    info = {"method": method, "seconds": seconds, "peak_delta_mb": (peak - rss0) / 1024, "rss_before_mb": rss0 / 1024,
-            "peak_reset": reset, "threads": threads}
+    result, info = timed_peak(lambda: run(ids, targets))
+    info.update(method=method, threads=threads)
     if method == "tl":  # cross-check: TL's entropy and KL vs ours on a small slice
         lm = model_from_pretrained_object(model, _IdTokenizer(), name="gpt2-small-random")
         ours = _run_ours(lm, small_ids, small_t, k)
@@ -206,16 +177,8 @@ def _tl_available() -> str | None:
 
 def measure(method: str, args: argparse.Namespace) -> dict:
     """Run one measurement in a fresh subprocess and parse its JSON line."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "bench.lens", "--worker", method, "--prompts", str(args.prompts),
-           "--tokens", str(args.tokens), "--k", str(args.k), "--threads", str(args.threads)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{method} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    return run_worker("bench.lens", method, ["--prompts", str(args.prompts), "--tokens", str(args.tokens),
+                                             "--k", str(args.k)], args.threads)
 
 
 def main(argv: list[str] | None = None) -> None:

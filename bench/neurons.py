@@ -27,24 +27,12 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-def _threads_from_argv(argv: list[str]) -> str:
-    """--threads N (or --threads=N) from the command line, before numpy/torch are imported; default 1."""
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return "1"
-
+from bench._harness import load_average, pin_threads_from_argv  # noqa: E402  (imports neither numpy nor torch)
 
 if __name__ == "__main__":  # thread pools are sized when the libraries load: set them first
-    _t = _threads_from_argv(sys.argv[1:])
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[_var] = _t
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    pin_threads_from_argv(sys.argv[1:])
 
 import time  # noqa: E402
 
@@ -108,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     lm = load_model(ModelSpec(args.model, device=args.device))
     reference, evaluation = page_prompts()
     tok = lambda ps: sum(len(lm.tokenizer(p)["input_ids"]) for p in ps if p.strip())  # noqa: E731
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(f"model {args.model} ({lm.adapter.n_layers} layers, d {lm.adapter.d_model}, V {lm.adapter.vocab_size}), "
           f"reference {len(reference)} prompts ({tok(reference):,} tokens), evaluation {len(evaluation)} prompts "
           f"({tok(evaluation):,} tokens), batch {BATCH}, device {lm.device}, {args.threads} thread(s), "

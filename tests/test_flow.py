@@ -99,6 +99,38 @@ def test_importance_of_zero_is_zero_and_sublayer_importances_telescope(lm, res):
     assert abs(a.imp_attn.sum() + a.imp_mlp.sum() - a.imp_total) < 1e-4
 
 
+def test_importance_matches_the_plain_formula_across_chunks(lm, monkeypatch):
+    """Independent route: log softmax(g(r + v))_t - log softmax(g(r))_t row by row, vs chunked scoring (3-row GEMMs)."""
+    from analysis.readout import frozen_norm, softcap, unembed
+    ad = lm.adapter
+    g = torch.Generator().manual_seed(0)
+    r, vs = torch.randn(ad.d_model, generator=g), 2 * torch.randn(11, ad.d_model, generator=g)
+    sigma = norm_scale(ad.final_norm, r)
+
+    def lp(h):
+        return torch.log_softmax(softcap(ad, unembed(ad, frozen_norm(ad.final_norm, h, sigma, with_bias=True))), -1)
+    monkeypatch.setattr(flow, "imp_chunk_rows", lambda vocab: 3)
+    monkeypatch.setattr(flow, "IMP_BLOCK_BYTES", 8 * ad.vocab_size)  # 2-row log-softmax blocks
+    for c in (None, 7):
+        want = torch.stack([(lp(r + v)[5] - lp(r)[5]) - ((lp(r + v)[c] - lp(r)[c]) if c is not None else 0)
+                            for v in vs])
+        torch.testing.assert_close(importance(ad, r, vs, sigma, 5, c), want, atol=2e-5, rtol=1e-4)
+
+
+def test_chunked_importances_equal_one_chunk(lm, res, monkeypatch):
+    """Rows scored in many small chunks (split across layers and head x source blocks) give the same importances."""
+    monkeypatch.setattr(flow, "imp_chunk_rows", lambda vocab: 7)
+    monkeypatch.setattr(flow, "IMP_BLOCK_BYTES", 12 * lm.adapter.vocab_size)
+    sizes, score = [], flow._LogProbs._score
+    monkeypatch.setattr(flow._LogProbs, "_score", lambda self, x: sizes.append(x.shape[0]) or score(self, x))
+    r = logit_flow(lm, PROMPT, competitor="7")
+    assert max(sizes) == 7 and len(sizes) > 10  # memory: one [7, V] logits block at a time, never all rows x V
+    for view in res.views:
+        for name in ("imp_attn", "imp_mlp", "imp_heads", "imp_sources", "imp_total"):
+            np.testing.assert_allclose(getattr(r.view(view), name), getattr(res.view(view), name), atol=2e-5,
+                                       rtol=1e-4, err_msg=f"{view} {name}")
+
+
 def test_a_zeroed_mlp_contributes_zero(lm):
     ad = lm.adapter
     handle = ad.mlp_write(0).register_forward_hook(lambda m, i, o: torch.zeros_like(o[0] if isinstance(o, tuple) else o))
