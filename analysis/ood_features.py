@@ -24,10 +24,11 @@ from analysis.hooks import residual_hook
 from analysis.loading import LoadedModel
 from analysis.model_defaults import adds_bos
 from analysis.ood_scores import DEFAULT_TOP_K, LogitStats, vim_origin
-from analysis.readout import final_norm, softcap, unembed
+from analysis.readout import final_norm, logsumexp_rows, softcap, unembed
 
 ProgressFn = Callable[[float, str], None]
 READOUT_ENTRIES = 1 << 24  # logits entries (64 MiB fp32) of one lens readout block (layers x prompts rows)
+LENS_TOP_K = 1  # lens logits kept per layer: the layer scores read only the max logit (NECO) and the logsumexp (ViM)
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class OODFeatures:
 
     last, mean, head_in: [n_l, N, d] float32 (last-token residual, mean-pooled residual without BOS,
     final norm of the last-token residual = the unembedding's input at that layer).
-    lens_top [n_l, N, K] / lens_lse [n_l, N]: logit-lens logits at the last token (top-K sorted, logsumexp).
+    lens_top [n_l, N, K_lens] / lens_lse [n_l, N]: logit-lens logits at the last token (top-K_lens sorted,
+    K_lens = LENS_TOP_K = 1 by default: the layer scores need no more; logsumexp).
     final_top [N, K] / final_lse [N]: the model's own final-position logits.
     mean_loglik [N]: mean over predicted tokens of log p(token | prefix); n_predicted [N] how many.
     vim_origin [d]: -pinv(W_U) b_U (zeros without an unembedding bias). vocab_size: V.
@@ -96,29 +98,38 @@ def pooling_weights(batch: Batch, bos_id: int | None) -> torch.Tensor:
 def mean_token_loglik(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample mean log p(x_t | x_<t) over real predicted tokens (padding masked): ([B], counts [B]).
 
-    logits [B, T, V]; position t predicts token t + 1 when both are real tokens.
+    logits [B, T, V]; position t predicts token t + 1 when both are real tokens. One row at a time into a
+    reused [T - 1, V] log-softmax buffer (never a second [B, T, V] tensor).
     """
     ids = batch.input_ids.to(logits.device)
     mask = batch.attention_mask.to(logits.device).bool()
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    tok = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    B, T, V = logits.shape
+    tok = torch.zeros(B, max(T - 1, 0), device=logits.device)
+    buf = torch.empty(max(T - 1, 0), V, device=logits.device)
+    for b in range(B):
+        lp = torch.log_softmax(logits[b, :-1].float(), dim=-1, out=buf)
+        tok[b] = lp.gather(-1, ids[b, 1:, None]).squeeze(-1)
     valid = (mask[:, 1:] & mask[:, :-1]).float()
     count = valid.sum(dim=1)
     return (tok * valid).sum(dim=1) / count.clamp(min=1), count
 
 
-def _topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(top-k sorted logits [B, k], logsumexp [B]) of z [B, V] in fp32."""
+def _topk(z: torch.Tensor, k: int, buf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-k sorted logits [B, k], logsumexp [B]) of z [B, V] in fp32 (``buf``: a reused [>= B, V] buffer)."""
     z = z.float()
-    return torch.topk(z, min(k, z.shape[-1]), dim=-1).values, torch.logsumexp(z, dim=-1)
+    k = min(k, z.shape[-1])
+    top = z.amax(dim=-1, keepdim=True) if k == 1 else torch.topk(z, k, dim=-1).values
+    return top, logsumexp_rows(z, buf)
 
 
 def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequence[int] | None = None,
-                     batch_size: int = 16, top_k: int = DEFAULT_TOP_K, padding_side: str = "right",
+                     batch_size: int = 16, top_k: int = DEFAULT_TOP_K, lens_top_k: int = LENS_TOP_K,
+                     padding_side: str = "right",
                      blood_draws: int = 0, bucket: bool = True, progress: ProgressFn | None = None) -> OODFeatures:
     """Run ``prompts`` through the model in chunks and return their OODFeatures (see the class doc for shapes).
 
-    One forward pass per batch captures every requested layer. ``bucket`` batches prompts of similar token length
+    One forward pass per batch captures every requested layer. ``top_k`` logits are kept of the final readout
+    (the logit scores: GEN's M, LogitGap's N + 1), ``lens_top_k`` of every layer's lens readout. ``bucket`` batches prompts of similar token length
     together (less padding); every row of the result stays at its prompt's input position either way.
     """
     prompts = tuple(prompts)
@@ -130,17 +141,18 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
         raise InputError("Choose at least one layer.")
     bos_id = lm.tokenizer.bos_token_id if adds_bos(lm.tokenizer) else None  # only a BOS the tokenizer added
     n, d, nl = len(prompts), ad.d_model, len(layers)
-    k = min(int(top_k), ad.vocab_size)
+    k, k_lens = min(int(top_k), ad.vocab_size), min(int(lens_top_k), ad.vocab_size)
     last = np.zeros((nl, n, d), np.float32)
     mean = np.zeros((nl, n, d), np.float32)
     head_in = np.zeros((nl, n, d), np.float32)
-    lens_top = np.zeros((nl, n, k), np.float32)
+    lens_top = np.zeros((nl, n, k_lens), np.float32)
     lens_lse = np.zeros((nl, n), np.float32)
     final_top = np.zeros((n, k), np.float32)
     final_lse = np.zeros(n, np.float32)
     loglik = np.zeros(n, np.float64)
     counts = np.zeros(n, np.int64)
     n_parts, done = n_batches(n, batch_size), 0
+    buf: torch.Tensor | None = None  # [rows, V] log-softmax buffer of the lens readout, reused batch after batch
     for ci, (sl, batch) in enumerate(bucketed(lm.tokenizer, prompts, batch_size, padding_side=padding_side,
                                               max_length=lm.context_length, sort=bucket)):
         w = pooling_weights(batch, bos_id).to(lm.device)
@@ -168,12 +180,15 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
             hi = final_norm(ad.final_norm, hl)  # the lens readout is softcap(W_U hi + b_U)
             flat = hi.reshape(-1, d)
             tops, lses = [], []
-            for c in chunks(flat.shape[0], max(1, READOUT_ENTRIES // ad.vocab_size)):
-                top, lse = _topk(softcap(ad, unembed(ad, flat[c])), k)
+            rows_per = max(1, READOUT_ENTRIES // ad.vocab_size)
+            if buf is None or buf.shape[0] < min(rows_per, flat.shape[0]):
+                buf = torch.empty(min(rows_per, flat.shape[0]), ad.vocab_size, device=lm.device)
+            for c in chunks(flat.shape[0], rows_per):
+                top, lse = _topk(softcap(ad, unembed(ad, flat[c])), k_lens, buf)
                 tops.append(top)
                 lses.append(lse)
         last[:, sl], mean[:, sl], head_in[:, sl] = hl.cpu().numpy(), hm.cpu().numpy(), hi.cpu().numpy()
-        lens_top[:, sl] = torch.cat(tops).reshape(nl, -1, k).cpu().numpy()
+        lens_top[:, sl] = torch.cat(tops).reshape(nl, -1, k_lens).cpu().numpy()
         lens_lse[:, sl] = torch.cat(lses).reshape(nl, -1).cpu().numpy()
         final_top[sl], final_lse[sl] = ft.cpu().numpy(), fl.cpu().numpy()
         loglik[sl], counts[sl] = ll.cpu().numpy(), cnt.cpu().numpy().astype(np.int64)

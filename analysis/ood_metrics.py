@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import auc, average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from analysis.errors import InputError
 
@@ -117,23 +117,49 @@ def roc_points(s_id: np.ndarray, s_ood: np.ndarray) -> tuple[np.ndarray, np.ndar
     return fpr, tpr
 
 
+def _threshold_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tps, fps): positives (y = 1) and negatives scoring >= each distinct score, thresholds decreasing.
+
+    What scikit-learn's ``confusion_matrix_at_thresholds`` returns (the counts behind ``roc_curve`` and
+    ``precision_recall_curve``), by the same stable descending sort, without its per-call input checks: they
+    cost ~0.6 ms a call, and a study makes hundreds (tests compare every metric with scikit-learn's own).
+    """
+    order = np.argsort(s, kind="mergesort")[::-1]
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]  # the last index of each distinct score
+    tps = np.cumsum(y_sorted)[last_of_run]
+    return tps, 1 + last_of_run - tps
+
+
+def _counts_metrics(tps: np.ndarray, fps: np.ndarray) -> tuple[float, float, float]:
+    """(AUROC, average precision, FPR at TPR >= 0.95) from cumulative counts at decreasing thresholds.
+
+    tps[k] / fps[k]: positives / negatives scoring >= the k-th distinct score (``_threshold_counts``). The ROC with its (0, 0) start is what ``roc_curve(drop_intermediate=False)`` draws; the average
+    precision is ``average_precision_score``'s step sum, sum_k (R_k - R_{k-1}) P_k.
+    """
+    fpr = np.r_[0.0, fps / fps[-1]]
+    tpr = np.r_[0.0, tps / tps[-1]]
+    precision = tps / (tps + fps)  # every threshold is a score, so tps + fps >= 1
+    ap = float(np.sum(np.diff(tpr) * precision))
+    return float(np.trapezoid(tpr, fpr)), ap, float(fpr[int(np.argmax(tpr >= 0.95 - 1e-12))])  # = sklearn auc()
+
+
 def all_metrics(s_id: np.ndarray, s_ood: np.ndarray) -> Metrics:
     """Every metric for one score on held-out ID scores [n_id] and OOD scores [n_ood].
 
-    The same values as the single-metric functions, from fewer scikit-learn calls (its input checks dominate
-    at these sizes): the pair is validated once, and one ROC curve with ID positive gives both the AUROC
-    (``auc`` of it, which is what ``roc_auc_score`` computes for a binary problem) and FPR@95 ID+.
+    The same values as the single-metric functions, which call scikit-learn (tests compare them), from one sort
+    instead of six scikit-learn calls (their input checks dominate at these sizes: a study has hundreds of metric
+    rows): the pair is validated once, the counts with ID positive on s give the AUROC, AUPR-In and FPR@95 ID+,
+    and their complement (OOD positive on -s) AUPR-Out and FPR@95 OOD+.
     """
     s, y = _pair(s_id, s_ood)
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
-    fpr_ood, tpr_ood, _ = roc_curve(1 - y, -s, drop_intermediate=False)
+    tps, fps = _threshold_counts(y, s)  # ID positive, thresholds on s decreasing
+    roc_auc, ap_in, fpr_id = _counts_metrics(tps, fps)
+    # OOD positive on -s: its thresholds are the same distinct scores, increasing. At the j-th from the bottom,
+    # the OOD (ID) count with s <= t is all of them minus those with s > t, i.e. minus fps (tps) one threshold up.
+    above_ood, above_id = np.r_[0, fps[:-1]][::-1], np.r_[0, tps[:-1]][::-1]
+    _, ap_out, fpr_ood = _counts_metrics(fps[-1] - above_ood, tps[-1] - above_id)
     lo, hi = float(s.min()), float(s.max())
     outlier = 1.0 - (np.full_like(s, 0.5) if hi <= lo else (s - lo) / (hi - lo))
-    return Metrics(
-        auroc=float(auc(fpr, tpr)),
-        aupr_in=float(average_precision_score(y, s)),
-        aupr_out=float(average_precision_score(1 - y, -s)),
-        fpr95_id=float(fpr[int(np.argmax(tpr >= 0.95 - 1e-12))]),
-        fpr95_ood=float(fpr_ood[int(np.argmax(tpr_ood >= 0.95 - 1e-12))]),
-        autc=float(0.5 * (outlier[y == 1].mean() + 1.0 - outlier[y == 0].mean())),
-    )
+    return Metrics(auroc=roc_auc, aupr_in=ap_in, aupr_out=ap_out, fpr95_id=fpr_id, fpr95_ood=fpr_ood,
+                   autc=float(0.5 * (outlier[y == 1].mean() + 1.0 - outlier[y == 0].mean())))

@@ -57,6 +57,17 @@ def softcap(adapter: Adapter, z: torch.Tensor) -> torch.Tensor:
     return z
 
 
+def logsumexp_rows(z: torch.Tensor, buf: torch.Tensor | None = None) -> torch.Tensor:
+    """logsumexp over the last axis of z [n, V] (fp32), as z[:, 0] - log_softmax(z)[:, 0].
+
+    On CPU the fused log_softmax kernel writing into a reused ``buf`` (at least [n, V]) is ~5x faster than
+    ``torch.logsumexp`` on 49k-vocabulary rows (which allocates temporaries); the result agrees with it to
+    ~1e-5 absolute at logits of scale 10 (fp32).
+    """
+    kw = {} if buf is None else {"out": buf[: z.shape[0]]}
+    return z[:, 0] - torch.log_softmax(z, dim=-1, **kw)[:, 0]
+
+
 def readout_precap(adapter: Adapter, h: torch.Tensor) -> torch.Tensor:
     """Pre-cap logits of a residual stream h [..., d] -> [..., V] with the norm recomputed (fp32)."""
     return unembed(adapter, final_norm(adapter.final_norm, h))

@@ -193,7 +193,8 @@ def test_mean_loglik_equals_hf_loss_at_batch_one_and_ignores_padding(model_type)
     np.testing.assert_allclose(left.mean, right.mean, atol=1e-3)
     np.testing.assert_allclose(left.final_lse, right.final_lse, atol=1e-3)
     # the lens at the last layer is the model's own readout
-    np.testing.assert_allclose(right.lens_top[-1], right.final_top, atol=1e-3)
+    np.testing.assert_allclose(right.lens_top[-1], right.final_top[:, :right.lens_top.shape[-1]], atol=1e-3)
+    np.testing.assert_allclose(right.lens_lse[-1], right.final_lse, atol=1e-3)
     assert right.last.shape == (lm.adapter.n_layers + 1, len(PROMPTS), lm.adapter.d_model)
 
 
@@ -568,14 +569,19 @@ def test_logit_scores_refuse_rows_without_enough_finite_logits():
 
 
 def test_all_metrics_equals_each_metric_computed_alone_with_and_without_ties():
-    """all_metrics shares one validation and one ROC curve between metrics: it must give what each function gives."""
+    """all_metrics derives every metric from one sort (the OOD-positive curve as its complement): it must give
+    what each function gives through scikit-learn's own roc_auc_score / average_precision_score / roc_curve."""
     from analysis import ood_metrics as M
 
     rng = np.random.default_rng(3)
-    for trial in range(60):
+    for trial in range(150):
         a, b = rng.normal(1, 1, int(rng.integers(1, 40))), rng.normal(0, 1, int(rng.integers(1, 90)))
         if trial % 3 == 0:
             a, b = np.round(a, 1), np.round(b, 1)
+        if trial % 5 == 0:  # heavy ties across the two sets
+            a, b = rng.integers(0, 3, a.size).astype(float), rng.integers(0, 3, b.size).astype(float)
+        if trial % 11 == 0:  # perfectly separated, either way round
+            a, b = (a + 100, b) if trial % 2 else (a - 100, b)
         if trial % 7 == 0:
             a, b = np.zeros_like(a), np.zeros_like(b)
         got = M.all_metrics(a, b).as_dict()
@@ -583,3 +589,26 @@ def test_all_metrics_equals_each_metric_computed_alone_with_and_without_ties():
                  "fpr95_id": M.fpr95_id(a, b), "fpr95_ood": M.fpr95_ood(a, b), "autc": M.autc(a, b)}
         for k, v in alone.items():
             assert got[k] == pytest.approx(v, abs=1e-12), (trial, k)
+
+
+def test_threshold_counts_are_scikit_learns_confusion_counts():
+    """all_metrics counts positives/negatives per distinct threshold itself (scikit-learn's per-call checks cost more
+    than the sort): the counts must be exactly those of sklearn.metrics.confusion_matrix_at_thresholds."""
+    from sklearn.metrics import confusion_matrix_at_thresholds
+
+    from analysis.ood_metrics import _threshold_counts
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(300):
+        n = int(rng.integers(2, 60))
+        s = np.round(rng.normal(size=n), int(rng.integers(0, 3)))  # 0 decimals: many ties
+        y = (rng.random(n) < 0.5).astype(int)
+        if y.sum() in (0, n):
+            continue
+        _, fps, _, tps, _ = confusion_matrix_at_thresholds(y, s)
+        got_tps, got_fps = _threshold_counts(y, s)
+        np.testing.assert_array_equal(got_tps, tps)
+        np.testing.assert_array_equal(got_fps, fps)
+        checked += 1
+    assert checked > 200
