@@ -620,7 +620,6 @@ def logit_flow(lm: LoadedModel, prompt: str, target: str | None = None, competit
 def _run_batch(lm: LoadedModel, batch: Batch, prompts: list[str], targets: list, competitors: list,
                source_importance: bool | None, offset: int = 0) -> list[FlowResult]:
     ad = lm.adapter
-    tok = lm.tokenizer
     B, Tmax = batch.input_ids.shape
     last = batch.last_index()
     store: dict = {}

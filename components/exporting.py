@@ -1,6 +1,6 @@
 """Figure and table export: bytes for PNG/SVG/PDF/HTML, CSV/JSON, and a reproducible zip bundle.
 
-Pure functions (no streamlit): the pages' download buttons and the `python -m analysis` command
+Pure functions (no streamlit): the pages' download buttons and the `python -m logitscope` command
 line share them. Static images come from kaleido 1.x driving a Chrome/Chromium that is already
 installed (Debian's `chromium`); nothing here ever downloads a browser. One browser process is
 kept open and reused across calls (it closes itself after a few idle minutes), because starting

@@ -9,7 +9,7 @@ import streamlit as st
 
 from analysis.errors import LogitscopeError
 from components.model_state import ModelPair
-from components.reports import report_metadata
+from components.reports import Report, report_metadata
 
 ProgressFn = Callable[[float, str], None]
 
@@ -34,6 +34,22 @@ def progress_bar(label: str) -> Iterator[ProgressFn]:
         yield report
     finally:
         bar.empty()
+
+
+def show(report: Report, name: str, key: str, *, bundle: str, optional: bool = False) -> None:
+    """Draw figure ``name`` of a report with its export popover (and its table, when the report has one).
+
+    Streamlit keys: ``{key}_{name}`` (chart), ``{key}_x_{name}`` (export); the exported file is ``{bundle}_{name}``.
+    ``optional``: draw nothing when the report has no such figure.
+    """
+    if name not in report.figures:
+        if optional:
+            return
+        raise KeyError(name)
+    from components.export_ui import export_figure
+
+    st.plotly_chart(report.figures[name], key=f"{key}_{name}")
+    export_figure(report.figures[name], f"{bundle}_{name}", key=f"{key}_x_{name}", data=report.tables.get(name))
 
 
 def model_default(key: str, value: Any) -> None:

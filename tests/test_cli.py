@@ -1,4 +1,4 @@
-"""`python -m analysis <command>` writes the same files as the page's bundle.
+"""`python -m logitscope <command>` writes the same files as the page's bundle.
 
 Each page is run under AppTest on the demo zoo with tiny built-in prompt sets (LOGITSCOPE_PROMPTS_DIR points at
 truncated copies, so the page's default sets and the command's are the same small files); the page's
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.cli import main
+from logitscope.cli import main
 from analysis.loading import ModelSpec
 from components import exporting
 
@@ -199,7 +199,7 @@ def test_python_m_analysis_runs_and_writes_png(tiny_prompts, tmp_path):
     prompts = tmp_path / "two.txt"
     prompts.write_text("Braba Kadro lives in\nFate Trukeir lives in\n", encoding="utf-8")
     out = tmp_path / "lens"
-    proc = subprocess.run([sys.executable, "-m", "analysis", "lens", "--prompts", str(prompts), "--target", "none",
+    proc = subprocess.run([sys.executable, "-m", "logitscope", "lens", "--prompts", str(prompts), "--target", "none",
                            "--out", str(out), "--formats", "png,html"], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -207,7 +207,7 @@ def test_python_m_analysis_runs_and_writes_png(tiny_prompts, tmp_path):
     assert "lens" in proc.stderr and "100%" in proc.stderr  # the progress bar
     meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
     assert meta["prompt_set"]["name"] == "two.txt" and meta["prompt_set"]["n_prompts"] == 2
-    assert meta["models"]["A"]["name"] == BASE and meta["settings"]["target_mode"] == "none"
+    assert meta["models"]["A"]["name"] == BASE and meta["settings"]["target"] == "none"
     figs = {p.name for p in (out / "figures").iterdir()}
     assert {"heatmap_A.html", "mean_kl.html", "decision_depth.html"} <= figs
     if meta["static_export"]["available"]:
@@ -250,8 +250,8 @@ def test_reports_exporting_and_cli_never_import_streamlit():
     code = ("import sys; sys.modules['streamlit'] = None\n"
             "import components.reports, components.reports.lens, components.reports.flow, "
             "components.reports.steering, components.reports.neurons, components.reports.shift, "
-            "components.reports.ood, components.exporting, analysis.cli\n"
-            "analysis.cli.build_parser()\n")
+            "components.reports.ood, components.exporting, logitscope.cli\n"
+            "logitscope.cli.build_parser()\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 

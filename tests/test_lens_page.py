@@ -46,12 +46,12 @@ def test_typed_default_prompt_runs_and_shows_every_view(at):
 def test_colour_metric_and_target_modes_switch_without_errors(at):
     run_lens(at)
     for metric in ("entropy", "kl", "log_rank"):
-        at.selectbox(key="lens_metric").set_value(metric).run()
+        at.selectbox(key="lens_colour").set_value(metric).run()
         assert not at.exception and not at.error, [e.value for e in at.error]
-    at.selectbox(key="lens_target_mode").set_value("next_token")
+    at.selectbox(key="lens_target").set_value("next_token")
     run_lens(at)
     assert not at.error, [e.value for e in at.error]
-    at.selectbox(key="lens_target_mode").set_value("none")
+    at.selectbox(key="lens_target").set_value("none")
     run_lens(at)
     assert not at.error, [e.value for e in at.error]
     assert len(charts(at)) >= 3  # no target view without a target
@@ -63,8 +63,8 @@ def test_builtin_set_runs_with_its_own_targets(at):
     at.text_input(key="lens_target_text").set_value("").run()  # the set's own targets are used
     run_lens(at)
     assert not at.error, [e.value for e in at.error]
-    assert at.selectbox(key="lens_prompt").options[0].startswith("1:")
-    at.selectbox(key="lens_prompt").set_value(2).run()
+    assert at.selectbox(key="lens_show_prompt").options[0].startswith("1:")
+    at.selectbox(key="lens_show_prompt").set_value(3).run()
     assert not at.exception and not at.error
     assert len(charts(at)) >= 4
 
@@ -96,7 +96,7 @@ def test_compare_mode_shows_both_models_and_kl_between_them(at):
 
 @pytest.mark.parametrize("bad, message", [("", "target is empty"), ("#99999999", "out of range")])
 def test_a_bad_target_shows_a_clear_error(at, bad, message):
-    at.selectbox(key="lens_target_mode").set_value("text")
+    at.selectbox(key="lens_target").set_value("text")
     at.text_input(key="lens_target_text").set_value(bad)
     run_lens(at)
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
@@ -106,7 +106,7 @@ def test_a_bad_target_shows_a_clear_error(at, bad, message):
 def test_a_note_quoting_the_target_shows_it_literally_not_as_markdown(at):
     """The multi-token-target note quotes user text: links, images and emphasis must stay literal."""
     hostile = " **bold** [link](http://example.invalid) ![img](http://example.invalid/x.png)"
-    at.selectbox(key="lens_target_mode").set_value("text")
+    at.selectbox(key="lens_target").set_value("text")
     at.text_input(key="lens_target_text").set_value(hostile)
     run_lens(at)
     notes = [w.value for w in at.warning if "token" in w.value]

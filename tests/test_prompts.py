@@ -558,7 +558,7 @@ def test_rendered_text_tokenizes_to_the_template_ids_without_a_second_bos(chat_t
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["lens", "flow", "steer", "neurons", "shift", "ood"])
 def test_cli_messages_on_a_model_without_template_is_a_message_not_a_traceback(command, tmp_path, capsys):
-    from analysis.cli import main
+    from logitscope.cli import main
 
     path = tmp_path / "chat.jsonl"
     path.write_bytes(jsonl({"messages": [{"role": "user", "content": "Where does Braba Kadro live?"}],

@@ -166,11 +166,11 @@ def test_lora_drift_along_the_grumpy_vector_is_positive_beyond_random_at_depth(r
 
 
 def test_the_cli_takes_its_defaults_from_the_model_and_never_invents_a_target(tmp_path, capsys):
-    """`python -m analysis lens --model smollm2-135m-instruct` runs the plain English facts (not the demo world's),
+    """`python -m logitscope lens --model smollm2-135m-instruct` runs the plain English facts (not the demo world's),
     records the targets it used and the engine's notes; a set without targets and no --target-text is refused."""
     import json
 
-    from analysis.cli import main
+    from logitscope.cli import main
 
     out = tmp_path / "lens"
     assert main(["lens", "--model", REAL_MODEL, "--max-prompts", "3", "--out", str(out), "--formats", "html",

@@ -1,6 +1,6 @@
 """Reports: an analysis result -> the figures and tables a page exports, in one pure place (no streamlit).
 
-Each page builds its export bundle from its report function, and `python -m analysis <command>` calls the same
+Each page builds its export bundle from its report function, and `python -m logitscope <command>` calls the same
 function on results computed with the same engine calls, so the bundle and the command line write the same files.
 """
 from __future__ import annotations

@@ -1,19 +1,63 @@
-"""Logit lens report: traces (and the A-vs-B comparison) -> the page's bundle figures and tables."""
+"""The logit lens method, declared once: its settings, its computation (``compute``), its report (``report``).
+
+The page draws its widgets from ``LensSettings``, caches ``compute`` and shows ``report``; ``python -m logitscope
+lens`` derives its flags from the same declaration and calls ``run``; metadata.json records ``as_metadata``.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from analysis import lens as L
-from analysis.errors import InputError
+from analysis.errors import InputError, LogitscopeError
+from analysis.model_pair import ModelPair, Progress, stage
 from analysis.prompts import PromptSet
 from components.charts import lens as charts
 from components.reports import Report
+from components.settings import as_metadata, setting
 
 PAGE = "Logit lens"
 BUNDLE = "logit_lens"
-DEFAULTS = {"k": 10, "max_pos": 24, "target_mode": L.TARGET_TEXT, "metric": next(iter(charts.COLOR_METRICS)),
-            "positions": "last"}
+KEY = "lens"
 LAYER_CONVENTION = "0 = embeddings, L = last block output before final norm"
+TARGET_LABELS = {
+    L.TARGET_TEXT: "Target text (the set's targets, or the one typed below)",
+    L.TARGET_FINAL_TOP1: "The model's own final top-1",
+    L.TARGET_NEXT: "The actual next token",
+    L.TARGET_NONE: "No target",
+}
+
+
+@dataclass(frozen=True)
+class LensSettings:
+    """Every setting of the logit lens (display-only ones never recompute)."""
+
+    top_k: int = setting(10, "top-k tokens kept per layer", label="Top-k", lo=1, hi=50)
+    target: str = setting(L.TARGET_TEXT, "what the target lines and ranks follow: text = the set's targets, else "
+                          "the target text", label="Target", choices=TARGET_LABELS)
+    target_text: str = setting("", "target for prompts without their own: its first token ('#123' = token id; keep "
+                               "the leading space, ' Paris'). The page starts from the model's own example; the CLI "
+                               "never invents one", label="Target token text")
+    colour: str = setting(next(iter(charts.COLOR_METRICS)), "heatmap colour", label="Heatmap colour",
+                          choices=charts.COLOR_METRICS, display=True)
+    positions_shown: int = setting(24, "the heatmap shows the last n positions of long prompts",
+                                   label="Positions shown (last n)", lo=1, hi=512, display=True)
+    aggregate: str = setting("last", "set aggregates (mean KL, decision depth) over each prompt's last position or "
+                             "all positions", label="Set aggregates over", widget="radio", display=True,
+                             choices={"last": "each prompt's last position", "all": "all positions"})
+    show_prompt: int = setting(1, "the prompt shown in the per-prompt views (1-based)", label="Prompt to show", lo=1,
+                               display=True)
+    position: int | None = setting(None, "position of the top-k table (default: the shown prompt's last)",
+                                   label="Position for the top-k table", lo=0, display=True)
+
+
+@dataclass(frozen=True)
+class LensResults:
+    """What ``compute`` returns: one trace per checkpoint ("A: name"), KL(A||B) on identical tokens or why not."""
+
+    traces: Mapping[str, L.LensTrace]
+    comparison: L.LensComparison | None = None
+    compare_error: str | None = None
 
 
 def parse_target(text: str) -> str | int:
@@ -34,18 +78,70 @@ def resolve_targets(prompt_set: PromptSet, typed: str) -> tuple:
     return per
 
 
-def lens_settings(k: int, target_mode: str, target_text: str | None, metric: str, max_pos: int, positions: str,
-                  n: int, t_sel: int, prompt_set: PromptSet | None = None) -> dict:
-    """The settings recorded in the bundle's metadata (n is the 0-based prompt shown). In text mode they record the
-    per-prompt targets actually used (the set's own, else the typed one: text, or #id for a token id), and the
-    typed target only when some prompt used it."""
-    used, typed = None, None
-    if target_mode == L.TARGET_TEXT and prompt_set is not None:
-        used = [f"#{t}" if isinstance(t, int) else t for t in resolve_targets(prompt_set, target_text or "")]
-        typed = target_text if any(not r.target for r in prompt_set.rows) else None
-    return {"top_k": k, "target_mode": target_mode, "target_text": typed, "targets_used": used,
-            "colour": metric, "positions_shown": max_pos, "aggregate_positions": positions, "prompt_shown": n + 1,
-            "position_table": t_sel, "layer_convention": LAYER_CONVENTION}
+def compute(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress: Progress | None = None) -> LensResults:
+    """The lens of every checkpoint on the set, and KL(A||B) when both read the same tokens."""
+    prompts = list(prompt_set.prompts)
+    targets = resolve_targets(prompt_set, s.target_text) if s.target == L.TARGET_TEXT else None
+    token_ids, compare_error = None, None
+    if models.compare:
+        try:
+            L.check_compatible(models.a, models.b)
+            token_ids = L.encode_prompts(models.a, prompts)
+        except LogitscopeError as err:
+            compare_error = str(err)
+    parts = len(models.items()) + (1 if models.compare and not compare_error else 0)
+    traces = {}
+    for i, (which, lm, card) in enumerate(models.items()):
+        traces[f"{which}: {card.name}"] = L.lens_trace(
+            lm, prompts, k=s.top_k, target_mode=s.target, targets=list(targets) if targets else None,
+            token_ids=token_ids if which == "B" else None, progress=stage(progress, i / parts, (i + 1) / parts, which))
+    comparison = None
+    if models.compare and not compare_error:
+        comparison = L.lens_compare(models.a, models.b, prompts, progress=stage(progress, (parts - 1) / parts, 1.0,
+                                                                                "A vs B"))
+    return LensResults(traces, comparison, compare_error)
+
+
+def settings_metadata(s: LensSettings, prompt_set: PromptSet, results: LensResults) -> dict:
+    """metadata.json's settings: every declared setting, the position actually shown, the per-prompt targets used
+    in text mode (the set's own, else the typed one: text, or #id for a token id; target_text is None when no prompt
+    used it) and the layer convention."""
+    meta = as_metadata(s)
+    n = shown_prompt(s, results)
+    meta["position"] = s.position if s.position is not None else default_position(results.traces, n)
+    meta["targets_used"] = None
+    if s.target == L.TARGET_TEXT:
+        meta["targets_used"] = [f"#{t}" if isinstance(t, int) else t for t in resolve_targets(prompt_set, s.target_text)]
+    if s.target != L.TARGET_TEXT or all(r.target for r in prompt_set.rows):
+        meta["target_text"] = None  # typed but not used by any prompt: not part of what was computed
+    meta["layer_convention"] = LAYER_CONVENTION
+    return meta
+
+
+def shown_prompt(s: LensSettings, results: LensResults) -> int:
+    """The 0-based prompt of the per-prompt views (InputError when show_prompt is past the set)."""
+    count = len(next(iter(results.traces.values())).prompts)
+    if not 1 <= s.show_prompt <= count:
+        raise InputError(f"The prompt to show ({s.show_prompt}) is out of range: the set has {count} prompt(s) "
+                         f"(1..{count}).")
+    return s.show_prompt - 1
+
+
+def report(results: LensResults, s: LensSettings) -> Report:
+    """The page's figures and tables for these results and display settings (no engine call)."""
+    n = shown_prompt(s, results)
+    rep = lens_report(results.traces, results.comparison, target_mode=s.target, metric=s.colour,
+                      max_pos=s.positions_shown, positions=s.aggregate, n=n, t_sel=s.position)
+    if results.compare_error:
+        rep.notes.append(f"KL(A‖B) is not computed: {results.compare_error}")
+    return rep
+
+
+def run(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress: Progress | None = None
+        ) -> tuple[Report, dict]:
+    """compute + report, as the CLI runs it: (report, metadata settings)."""
+    results = compute(models, prompt_set, s, progress)
+    return report(results, s), settings_metadata(s, prompt_set, results)
 
 
 def default_position(traces: Mapping[str, L.LensTrace], n: int = 0) -> int:
@@ -55,8 +151,8 @@ def default_position(traces: Mapping[str, L.LensTrace], n: int = 0) -> int:
 
 
 def lens_report(traces: Mapping[str, L.LensTrace], comparison: L.LensComparison | None = None, *,
-                target_mode: str = DEFAULTS["target_mode"], metric: str = DEFAULTS["metric"],
-                max_pos: int = DEFAULTS["max_pos"], positions: str = DEFAULTS["positions"], n: int = 0,
+                target_mode: str = LensSettings.target, metric: str = LensSettings.colour,
+                max_pos: int = LensSettings.positions_shown, positions: str = LensSettings.aggregate, n: int = 0,
                 t_sel: int | None = None) -> Report:
     """Bundle figures/tables for traces keyed "A: name" (and "B: name"): heatmap, target, position table per
     checkpoint, mean KL and decision depth over the set, and the A-vs-B KL views when comparison is given."""
@@ -81,3 +177,8 @@ def lens_report(traces: Mapping[str, L.LensTrace], comparison: L.LensComparison 
         rep.add("kl_a_b_heatmap", charts.compare_heatmap(comparison, n, max_pos))
         rep.add("kl_a_b_mean", charts.compare_mean_figure(comparison), charts.compare_frame(comparison))
     return rep
+
+
+# Settings whose page default comes from the model or the data rather than the declaration (tests/test_declarations).
+PAGE_DEFAULT_EXEMPT = {"target_text": "the model's own example target", "show_prompt": "a choice for sets of 2+ prompts",
+                       "position": "a slider per prompt, default its last position"}

@@ -1,0 +1,27 @@
+"""The methods, each declared once in components/reports/<method>.py: KEY (widget keys, URL prefix), PAGE, BUNDLE,
+its settings dataclass, ``compute`` (cached by the page), ``report`` (display only) and ``run`` (the CLI's).
+
+COMMAND names the CLI command of each method; PAGE_FILE its page. Tests loop over this table, so a method added here
+is checked for page/CLI/metadata agreement without a test of its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+from components.reports import lens
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method's declaration module, its settings class, CLI command and page file."""
+
+    module: ModuleType
+    settings: type
+    command: str
+    page_file: str
+
+
+METHODS: dict[str, Method] = {
+    "lens": Method(lens, lens.LensSettings, "lens", "pages/logit_lens.py"),
+}

@@ -1,0 +1,103 @@
+"""Page widgets and the URL, derived from a method's settings declaration (components.settings).
+
+A page lays out its widgets where it likes, one ``widget(Settings, "top_k", KEY, where=col)`` call per setting; the
+label, default, bounds, choices and help come from the declaration, the key is ``f"{KEY}_{name}"``. The URL's
+query parameters ("lens.top_k=5") fill those keys when a link is opened and follow the widgets afterwards.
+"""
+from __future__ import annotations
+
+import typing
+from typing import Any, Sequence
+
+import streamlit as st
+
+from analysis.errors import InputError
+from components.settings import check, field_of, from_query, from_text, to_query, to_text
+
+
+def widget_key(key: str, name: str) -> str:
+    """The session-state key of a setting's widget."""
+    return f"{key}_{name}"
+
+
+def widget(cls: type, name: str, key: str, where: Any = None, *, choices: Sequence | None = None,
+           disabled: bool = False, label: str | None = None, help: str | None = None,
+           format_func: Any = None) -> Any:
+    """Draw the widget of setting ``name`` of ``cls`` (in ``where``, default the page) and return its value.
+
+    ``choices`` narrows the declared choices for this page state (e.g. no 'log rank' without a target) or gives
+    them where they depend on the data (the prompts of the set); ``format_func`` names them.
+    """
+    f = field_of(cls, name)
+    where = where if where is not None else st
+    k = widget_key(key, name)
+    text = label or f.label
+    tip = help or f.spec.help
+    options = list(choices) if choices is not None else (list(f.spec.choices) if f.spec.choices else None)
+    if k in st.session_state and options is not None and st.session_state[k] not in options:
+        del st.session_state[k]  # a choice this page state does not offer: back to the default
+    initial = f.default if options is None or f.default in options else (options[0] if options else None)
+    if k not in st.session_state:
+        st.session_state[k] = initial if typing.get_origin(f.base) is not tuple else to_text(f, initial)
+    if f.base is bool:
+        fn = where.toggle if f.spec.widget == "toggle" else where.checkbox
+        return bool(fn(text, key=k, help=tip, disabled=disabled))
+    if options is not None:
+        if f.spec.widget == "radio":
+            return where.radio(text, options, format_func=format_func or f.name_of, key=k, help=tip, disabled=disabled,
+                               horizontal=True)
+        return where.selectbox(text, options, format_func=format_func or f.name_of, key=k, help=tip, disabled=disabled)
+    if typing.get_origin(f.base) is tuple or f.base is str:
+        box = where.text_area if f.spec.widget == "textarea" else where.text_input
+        raw = box(text, key=k, help=tip, disabled=disabled)
+        if f.base is str:
+            return raw
+        try:
+            value = from_text(f, raw)
+            check(_replace(cls, name, value))
+            return value
+        except InputError as err:
+            where.error(f"{text}: {err} Using the default {to_text(f, f.default)!r}.")
+            return f.default
+    if f.base in (int, float):
+        kind = f.base
+        lo = None if f.spec.lo is None else kind(f.spec.lo)
+        hi = None if f.spec.hi is None else kind(f.spec.hi)
+        value = where.number_input(text, min_value=lo, max_value=hi, key=k, help=tip, disabled=disabled,
+                                   step=1 if kind is int else None)
+        return None if value is None else kind(value)
+    raise TypeError(f"no widget for setting {name!r} of type {f.type!r}")
+
+
+def _replace(cls: type, name: str, value: Any) -> Any:
+    return cls(**{name: value})
+
+
+def apply_query(cls: type, key: str, prefix: str) -> list[str]:
+    """Put the settings a link carries (query parameters "<prefix>.<name>") into the widgets' keys, once per link.
+
+    Returns the problems of parameters that were not applied (unknown names, values out of bounds) for the page
+    to show. Values already changed by the user in this session are not overwritten by the same link again.
+    """
+    params = {k: st.query_params.get(k) for k in st.query_params.keys() if k.startswith(prefix + ".")}
+    seen = f"{key}__query_applied"
+    if st.session_state.get(seen) == params:
+        return []
+    st.session_state[seen] = params
+    values, problems = from_query(cls, params, prefix)
+    for name, value in values.items():
+        f = field_of(cls, name)
+        st.session_state[widget_key(key, name)] = to_text(f, value) if typing.get_origin(f.base) is tuple else value
+    return problems
+
+
+def sync_query(settings: Any, key: str, prefix: str) -> None:
+    """Make the URL carry the settings that differ from their defaults (and drop this method's others)."""
+    want = to_query(settings, prefix)
+    for k in [k for k in st.query_params.keys() if k.startswith(prefix + ".") and k not in want]:
+        del st.query_params[k]
+    for k, v in want.items():
+        if st.query_params.get(k) != v:
+            st.query_params[k] = v
+    st.session_state[f"{key}__query_applied"] = {k: st.query_params.get(k) for k in st.query_params.keys()
+                                                 if k.startswith(prefix + ".")}

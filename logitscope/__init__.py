@@ -1,0 +1,1 @@
+"""Logitscope's command line: one module per command (lens, flow, steer, neurons, shift, ood), routed by cli."""

@@ -1,0 +1,45 @@
+"""Command line: `python -m logitscope <lens|flow|steer|neurons|shift|ood> --model ... --prompts ... --out DIR`.
+
+Each command (one module per command in this package) computes its analysis with the same engine calls and default
+settings as its page, turns the results into figures and tables with the page's report function (components.reports)
+and writes DIR/ exactly like the page's bundle zip (figures/<name>.<fmt>, data/<name>.csv|.json, metadata.json).
+Project errors print their message to stderr and exit with status 2. Never imports streamlit.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from typing import Any
+
+from analysis.errors import LogitscopeError
+
+COMMANDS: dict[str, Callable[[Any], None]] = {name: import_module(f"logitscope.{name}").add for name in
+                                              ("lens", "flow", "steer", "neurons", "shift", "ood")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subcommand per analysis page."""
+    parser = argparse.ArgumentParser(
+        prog="python -m logitscope",
+        description="Logitscope headless runs: each command writes the same figures, data and metadata.json as "
+                    "its page's bundle into --out.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for add in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; project errors print their message to stderr and return 2 (no traceback)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LogitscopeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
