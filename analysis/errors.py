@@ -28,3 +28,7 @@ class IncompatibleModelsError(LogitscopeError):
 
 class NumericalError(LogitscopeError):
     """A computation produced NaN or infinity (e.g. an extreme steering coefficient)."""
+
+
+class ModelBudgetError(ModelLoadError):
+    """A model does not fit in the memory budget for cached models (too large, or the budget is in use)."""

@@ -28,12 +28,13 @@ class ModelCard:
     softcap: float | None
     device: str
     dtype: str
-    memory_mb: float
+    memory_mb: float  # memory_bytes in MiB
     check: SelfCheck
     adds_bos: bool = False
     chat_template: bool = False
     source_note: str | None = None
     source_sha256: str | None = None
+    memory_bytes: int = 0  # the loaded weights (parameters + buffers), as the model cache accounts them
 
     def as_dict(self) -> dict:
         """JSON-ready dict (for export metadata)."""
@@ -43,19 +44,20 @@ class ModelCard:
 def model_card(lm: LoadedModel, check: SelfCheck | None = None) -> ModelCard:
     """Build the card, running the self-check unless one is given."""
     from analysis.model_defaults import adds_bos, has_chat_template
+    from analysis.model_memory import weight_bytes
 
     ad = lm.adapter
     params = list(lm.model.parameters())
     n_params = sum(p.numel() for p in params)
-    mem = sum(p.numel() * p.element_size() for p in params) / 2**20
+    nbytes = sum(weight_bytes(lm.model).values())
     return ModelCard(
         name=lm.name, source=lm.spec.source, revision=lm.spec.revision, adapter=lm.spec.adapter,
         architecture=type(lm.model).__name__, model_type=ad.model_type, n_layers=ad.n_layers, d_model=ad.d_model,
         n_heads=ad.n_heads, vocab_size=ad.vocab_size, context_length=lm.context_length, n_params=n_params,
         norm_kind=ad.final_norm.kind, parallel_residual=ad.parallel_residual, softcap=ad.softcap,
-        device=str(lm.device), dtype=str(lm.dtype).replace("torch.", ""), memory_mb=round(mem, 2),
+        device=str(lm.device), dtype=str(lm.dtype).replace("torch.", ""), memory_mb=round(nbytes / 2**20, 2),
         check=check if check is not None else self_check(lm),
         adds_bos=adds_bos(lm.tokenizer), chat_template=has_chat_template(lm.tokenizer),
         source_note=lm.gguf.note() if lm.gguf is not None else None,
-        source_sha256=lm.gguf.sha256 if lm.gguf is not None else None,
+        source_sha256=lm.gguf.sha256 if lm.gguf is not None else None, memory_bytes=nbytes,
     )

@@ -1,49 +1,47 @@
-"""Which models are loaded: the sidebar picker for checkpoint A (and optional B) and a bounded model cache.
+"""Which models are loaded: the sidebar picker for checkpoint A (and optional B) and the model cache.
 
-Pages call ``require_models()`` to get the loaded pair; they never load models themselves.
+Pages call ``require_models()`` to get the loaded pair; they never load models themselves. Models live in
+analysis.model_cache's shared cache (all sessions), bounded by a memory budget per device that the sidebar's
+Memory options change. A script run holds the models it loads, so another session's load never evicts them
+under a running analysis; the holds end with the run.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import streamlit as st
 
 from analysis.errors import LogitscopeError
-from analysis.loading import DEFAULT_MODEL, LoadedModel, ModelSpec, builtin_models, load_model, zoo_models
+from analysis.loading import DEFAULT_MODEL, LoadedModel, ModelSpec, builtin_models, resolve_device, zoo_models
+from analysis.model_cache import DeviceUse, Eviction, shared_cache
 from analysis.model_card import ModelCard, model_card
+from analysis.model_memory import device_key
+from analysis.model_pair import ModelPair  # noqa: F401  (pages import it from here)
 
 OTHER = "Other: hub id or local folder…"
 KEY_SPECS = {"A": "logitscope_spec_A", "B": "logitscope_spec_B"}
 KEY_USE_B = "logitscope_use_B"
+KEY_BUDGET_NOTES = "logitscope_budget_notes"
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def load_cached(spec: ModelSpec) -> tuple[LoadedModel, ModelCard]:
-    """Load a model once per spec for all browser sessions (at most 4 kept); raises LogitscopeError."""
-    lm = load_model(spec)
-    return lm, model_card(lm)
+def _in_script_run() -> bool:
+    """True in a Streamlit script thread (a session's run), False in other threads (tests, workers)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    return get_script_run_ctx(suppress_warning=True) is not None
 
 
-@dataclass(frozen=True)
-class ModelPair:
-    """The loaded checkpoint A and optional checkpoint B with their cards."""
+def load_cached(spec: ModelSpec, on_evict=None) -> tuple[LoadedModel, ModelCard]:
+    """The model for ``spec`` from the shared, memory-bounded cache (loaded once for all browser sessions) and its
+    card; raises LogitscopeError (ModelBudgetError when it does not fit). A script run holds what it loads."""
+    cache = shared_cache()
+    lm = cache.get_or_load(spec, hold=_in_script_run(), on_evict=on_evict)
+    return lm, cache.attach(spec, "card", lambda: model_card(lm))
 
-    a: LoadedModel
-    card_a: ModelCard
-    b: LoadedModel | None = None
-    card_b: ModelCard | None = None
 
-    @property
-    def compare(self) -> bool:
-        """True when checkpoint B is loaded."""
-        return self.b is not None
-
-    def items(self) -> list[tuple[str, LoadedModel, ModelCard]]:
-        """[("A", lm, card), ("B", lm, card)] for the loaded checkpoints."""
-        out = [("A", self.a, self.card_a)]
-        if self.b is not None and self.card_b is not None:
-            out.append(("B", self.b, self.card_b))
-        return out
+def cache_use(device: str) -> DeviceUse | None:
+    """The model cache's use of a device's budget (None when the budget setting is malformed)."""
+    try:
+        return shared_cache().usage(device_key(device))
+    except LogitscopeError:
+        return None
 
 
 def default_spec(which: str) -> ModelSpec | None:
@@ -102,24 +100,72 @@ def _spec_form(which: str) -> None:
         st.warning("Remote code trusted: the checkpoint's Python code will run.", icon="⚠️")
 
 
+def _budget_key(device: str) -> str:
+    return f"model_budget_{device}"
+
+
+def _set_budget(device: str) -> None:
+    """on_change of a budget input: apply it to the shared cache; what it frees is told on the next run."""
+    gb = st.session_state.get(_budget_key(device))
+    if gb:
+        notes = shared_cache().set_budget(device, int(float(gb) * 1e9))
+        st.session_state[KEY_BUDGET_NOTES] = [n.message() for n in notes]
+
+
+def _memory_options() -> None:
+    """The sidebar's Memory options: the model budget per device (shared by every session) and the cache's use."""
+    cache = shared_cache()
+    try:
+        auto = device_key(resolve_device("auto"))
+    except LogitscopeError:
+        auto = "cpu"
+    with st.expander("Memory", expanded=False):
+        for device in sorted({auto, *cache.devices()}):
+            try:
+                budget = cache.budget_for(device)
+            except LogitscopeError as err:
+                st.error(str(err))
+                continue
+            key = _budget_key(device)
+            if key not in st.session_state:
+                st.session_state[key] = round(budget / 1e9, 3)
+            st.number_input(
+                f"Model budget on {device} (GB)", min_value=0.001, step=0.5, format="%.3f", key=key,
+                on_change=_set_budget, args=(device,),
+                help="Memory the cached models may take on this device, shared by every session of this server. "
+                     "Loading a model that does not fit frees the least recently used ones not in use; a model "
+                     "larger than the whole budget is refused. Default: LOGITSCOPE_MODEL_BUDGET, else "
+                     "60% of the memory available when the device was first used.")
+            use = cache.usage(device)
+            st.caption(f"In use: {use.text()}" + (f" ({', '.join(use.models)})" if use.models else ""))
+        for note in st.session_state.pop(KEY_BUDGET_NOTES, []):
+            st.caption(note)
+
+
 def sidebar_model_picker() -> None:
     """Draw the A/B pickers in the sidebar (called once by app.py on every page)."""
+    shared_cache().release_thread()  # this run holds only the models it loads itself
     with st.sidebar:
         st.subheader("Models")
         _spec_form("A")
         st.toggle("Compare with checkpoint B", key=KEY_USE_B)
         if st.session_state.get(KEY_USE_B):
             _spec_form("B")
+        _memory_options()
 
 
 def _try_load(which: str, spec: ModelSpec) -> tuple[LoadedModel, ModelCard] | None:
+    notes: list[Eviction] = []
     try:
         with st.spinner(f"Loading {spec.label}…"):
-            return load_cached(spec)
+            return load_cached(spec, on_evict=notes.append)
     except LogitscopeError as err:
         st.error(f"Checkpoint {which}: {err}")
     except Exception as err:  # last line of defence: a library error still becomes a message, not a traceback
         st.error(f"Checkpoint {which}: could not load '{spec.source}': {type(err).__name__}: {err}")
+    finally:
+        for note in notes:
+            st.toast(note.message(), icon="♻️")
     return None
 
 

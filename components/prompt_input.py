@@ -15,9 +15,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from components.charts.text import decode_token, md_literal, visible
-from components.model_state import current_spec, load_cached
-
 from analysis.errors import LogitscopeError, PromptSetError
 from analysis.model_defaults import has_chat_template
 from analysis.prompts import (
@@ -29,6 +26,8 @@ from analysis.prompts import (
     parse_prompt_file,
     prompt_set_from_text,
 )
+from components.charts.text import decode_token, md_literal, visible
+from components.model_state import current_spec, load_cached
 
 TYPED, BUILTIN, UPLOAD = "Typed", "Built-in", "Upload"
 _PREVIEW_ROWS = 200
@@ -64,6 +63,14 @@ def _parse_upload(filename: str, data: bytes) -> PromptSet:
 def _render_cached(_prompt_set: PromptSet, sha256: str, name: str, notes: tuple, spec, wrap_plain: bool) -> PromptSet:
     # Keyed on the set's content, name and notes and on A's spec; the tokenizer is re-fetched from the model cache.
     return apply_chat_template(_prompt_set, load_cached(spec)[0].tokenizer, wrap_plain=wrap_plain)
+
+
+def _upload_cap_mb() -> int:
+    """The server's upload cap (server.maxUploadSize, MB): the browser refuses bigger files before the app sees them."""
+    try:
+        return int(st.get_option("server.maxUploadSize"))
+    except (RuntimeError, TypeError, ValueError):
+        return 200
 
 
 def _k(key: str, part: str) -> str:
@@ -136,6 +143,7 @@ def prompt_set_input(
         wrap_plain = st.checkbox("Apply the chat template", key=_k(key, "chat"), help=_CHAT_HELP)
 
     prompt_set: PromptSet | None = None
+    upload_name: str | None = None
     try:
         if source == TYPED:
             text = st.text_area(
@@ -173,11 +181,20 @@ def prompt_set_input(
             if uploaded is None:
                 st.caption("Upload a .txt, .csv or .jsonl file.")
                 return None
+            upload_name = uploaded.name
             prompt_set = _parse_upload(uploaded.name, uploaded.getvalue())
         prompt_set = _render(prompt_set, lm_a, wrap_plain)
     except LogitscopeError as err:
         st.error(str(err))
+        if upload_name is not None:
+            st.caption(md_literal(f"No prompt file is in use: {upload_name} was refused, and no earlier upload "
+                                  "is used in its place."))
         return None
+    if upload_name is not None:
+        # The browser refuses a file over the server's upload cap without telling the app, and the uploader then
+        # keeps the earlier file: say which file runs, so a refused upload never passes for the one in use.
+        st.caption(md_literal(f"In use: {upload_name} ({len(prompt_set):,} prompts). A file the uploader refuses "
+                              f"(over {_upload_cap_mb()} MB) does not replace it."))
 
     _describe(prompt_set, tokenizer)
     return prompt_set

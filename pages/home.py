@@ -4,8 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.model_card import ModelCard
+from analysis.model_memory import format_bytes
 from components.charts.text import md_literal
-from components.model_state import require_models
+from components.model_state import cache_use, require_models
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -23,7 +24,7 @@ def render_card(which: str, card: ModelCard, per_row: int = 4) -> None:
     metrics = [("Layers", card.n_layers), ("Width (d_model)", card.d_model), ("Heads", card.n_heads),
                ("Vocabulary", f"{card.vocab_size:,}"), ("Parameters", f"{card.n_params / 1e6:.2f} M"),
                ("Final norm", card.norm_kind), ("Device · dtype", f"{card.device} · {card.dtype}"),
-               ("Weights in memory", f"{card.memory_mb:.1f} MB")]
+               ("Weights in memory", format_bytes(card.memory_bytes))]
     for start in range(0, len(metrics), per_row):
         for col, (label, value) in zip(st.columns(per_row), metrics[start:start + per_row]):
             col.metric(label, value)
@@ -32,6 +33,10 @@ def render_card(which: str, card: ModelCard, per_row: int = 4) -> None:
                + (f" · logit soft-cap {card.softcap:g}" if card.softcap else "")
                + f" · tokenizer adds BOS: {'yes' if card.adds_bos else 'no'}"
                + f" · chat template: {'yes' if card.chat_template else 'no'}")
+    use = cache_use(card.device)
+    if use is not None:
+        st.caption(f"Model cache: {use.text()}"
+                   + (f" ({', '.join(use.models)})" if use.models else ""))
     if card.source_note:
         st.info(md_literal(card.source_note), icon="ℹ️")
     if card.check.passed:

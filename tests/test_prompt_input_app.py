@@ -225,3 +225,25 @@ def test_upload_plain_jsonl_keeps_exact_text(prompts_dir):
     run(at)
     assert texts(at)[0] == "first: 1" and not at.error
     assert at.dataframe[0].value["prompt"][0] == "  lead␍↵inner␍x↵"
+
+
+def test_a_refused_upload_leaves_no_earlier_file_in_use_and_the_file_in_use_is_named(prompts_dir):
+    """Issue 18: after a refused upload the earlier file must not silently stay the one that runs."""
+    at = run(new_app())
+    at.radio(key="first__prompts_source").set_value("Upload")
+    run(at)
+    at.file_uploader(key="first__prompts_upload").set_value(("good.txt", b"one\ntwo\n", "text/plain"))
+    run(at)
+    assert texts(at)[0] == "first: 2" and not at.error
+    in_use = [c for c in captions(at) if c.startswith(md_literal("In use:"))]
+    assert len(in_use) == 1 and in_use[0].startswith(md_literal("In use: good.txt (2 prompts). A file the uploader "
+                                                                "refuses (over "))
+    assert in_use[0].endswith(md_literal("MB) does not replace it."))
+    # A file over the app's size cap reaches the app and is refused: nothing runs, not even the earlier file.
+    at.file_uploader(key="first__prompts_upload").set_value(("big.txt", b"a\n" * 2_600_000, "text/plain"))
+    run(at)
+    assert texts(at)[0] == "first: none"
+    assert len(at.error) == 1 and "big.txt is 5.2 MB" in at.error[0].value
+    assert md_literal("No prompt file is in use: big.txt was refused, and no earlier upload is used in its place.") \
+        in captions(at)
+    assert not any(c.startswith(md_literal("In use:")) for c in captions(at))
