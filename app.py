@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from components.links import share_link  # noqa: E402
 from components.model_state import sidebar_model_picker  # noqa: E402
 
 # Analysis pages, in menu order; a page appears once its file exists (each comes with its own issue).
@@ -28,4 +29,7 @@ pages += [st.Page(str(ROOT / path), title=title, icon=icon, url_path=Path(path).
           for path, title, icon in ANALYSIS_PAGES if (ROOT / path).is_file()]
 nav = st.navigation(pages)
 sidebar_model_picker()
-nav.run()
+try:
+    nav.run()
+finally:  # also when the page stops early (st.stop): its settings are in the URL by now
+    share_link()

@@ -15,6 +15,7 @@ from analysis.model_cache import DeviceUse, Eviction, shared_cache
 from analysis.model_card import ModelCard, model_card
 from analysis.model_memory import device_key
 from analysis.model_pair import ModelPair  # noqa: F401  (pages import it from here)
+from components.links import apply_model_link, sync_model_link
 
 OTHER = "Other: hub id or local folder…"
 KEY_SPECS = {"A": "logitscope_spec_A", "B": "logitscope_spec_B"}
@@ -145,6 +146,7 @@ def _memory_options() -> None:
 def sidebar_model_picker() -> None:
     """Draw the A/B pickers in the sidebar (called once by app.py on every page)."""
     shared_cache().release_thread()  # this run holds only the models it loads itself
+    apply_model_link(KEY_SPECS, KEY_USE_B)
     with st.sidebar:
         st.subheader("Models")
         _spec_form("A")
@@ -152,6 +154,7 @@ def sidebar_model_picker() -> None:
         if st.session_state.get(KEY_USE_B):
             _spec_form("B")
         _memory_options()
+    sync_model_link(current_spec("A"), current_spec("B"))
 
 
 def _try_load(which: str, spec: ModelSpec) -> tuple[LoadedModel, ModelCard] | None:

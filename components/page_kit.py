@@ -78,13 +78,20 @@ def require_run(key: str, params: Any, clicked: bool, what: str, *, changed: str
     """Stop the page until Run was pressed for exactly these ``params`` (hashable settings of the analysis).
 
     Shows "Press Run to compute {what}." - or that the {changed} changed since the last run - and st.stop()s.
+    A page that has run says so in its link ("<page>.run=1", the page key being ``key`` without "_ran"): a fresh
+    session opened from that link runs it at once (from the cache when this server computed it before).
     """
-    if clicked:
+    flag = f"{key[:-len('_ran')] if key.endswith('_ran') else key}.run"
+    if clicked or (key not in st.session_state and st.query_params.get(flag) == "1"):
         st.session_state[key] = params
     last = st.session_state.get(key)
     if last != params:
+        if flag in st.query_params:
+            del st.query_params[flag]
         st.info(f"Press Run to compute {what}" + (f" (the {changed} changed since the last run)." if last else "."))
         st.stop()
+    if st.query_params.get(flag) != "1":
+        st.query_params[flag] = "1"
 
 
 def compare_columns(pair: ModelPair) -> list[tuple[str, Any, Any, Any]]:

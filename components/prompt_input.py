@@ -15,6 +15,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from analysis import prompt_store
 from analysis.errors import LogitscopeError, PromptSetError
 from analysis.model_defaults import has_chat_template
 from analysis.prompts import (
@@ -29,7 +30,7 @@ from analysis.prompts import (
 from components.charts.text import decode_token, md_literal, visible
 from components.model_state import current_spec, load_cached
 
-TYPED, BUILTIN, UPLOAD = "Typed", "Built-in", "Upload"
+TYPED, BUILTIN, UPLOAD, LINKED = "Typed", "Built-in", "Upload", "From the link"
 _PREVIEW_ROWS = 200
 _PREVIEW_TOKENS = 300  # tokens listed per row in the preview (the count column always has them all)
 _UPLOAD_HELP = (
@@ -77,6 +78,52 @@ def _k(key: str, part: str) -> str:
     return f"{key}__prompts_{part}"
 
 
+def _apply_link(key: str, sets: dict) -> None:
+    """Put the prompt set a link names ("<key>.set" = builtin:<name> or a stored set's sha256, "<key>.chat") into
+    this input's widgets, once per link; a set this machine does not have is said, never guessed."""
+    value = st.query_params.get(f"{key}.set")
+    chat = st.query_params.get(f"{key}.chat")
+    memo = _k(key, "link_applied")
+    if value is None or st.session_state.get(memo) == (value, chat):
+        return
+    st.session_state[memo] = (value, chat)
+    if chat is not None:
+        st.session_state[_k(key, "chat")] = chat == "true"
+    if value.startswith("builtin:"):
+        name = value[len("builtin:"):]
+        if name in sets:
+            st.session_state[_k(key, "source")] = BUILTIN
+            st.session_state[_k(key, "builtin")] = name
+        else:
+            st.warning(md_literal(f"The link's built-in prompt set '{name}' is not installed here."))
+        return
+    try:
+        stored = prompt_store.load(value)
+    except LogitscopeError as err:
+        st.warning(str(err))
+        return
+    if stored is None:
+        st.warning(md_literal(f"The link's prompt set ({value[:12]}…) is not stored on this machine: choose the "
+                              "prompts again (typed and uploaded sets are kept where they were first used)."))
+        return
+    st.session_state[_k(key, "linked")] = value
+    st.session_state[_k(key, "source")] = LINKED
+
+
+def _sync_link(key: str, source: str, raw: PromptSet, wrap_plain: bool) -> None:
+    """Make the URL name this input's set: a built-in by name, any other by its content hash (stored here)."""
+    value = f"builtin:{st.session_state.get(_k(key, 'builtin'))}" if source == BUILTIN else (
+        raw.sha256 if source == LINKED else prompt_store.save(raw))
+    chat = "true" if wrap_plain else None
+    if st.query_params.get(f"{key}.set") != value:
+        st.query_params[f"{key}.set"] = value
+    if chat is None and f"{key}.chat" in st.query_params:
+        del st.query_params[f"{key}.chat"]
+    elif chat is not None and st.query_params.get(f"{key}.chat") != chat:
+        st.query_params[f"{key}.chat"] = chat
+    st.session_state[_k(key, "link_applied")] = (value, chat)
+
+
 def _checkpoint_a():
     """Checkpoint A (a LoadedModel) from the model cache, or None; a page has loaded it already and shows its errors."""
     try:
@@ -121,20 +168,20 @@ def prompt_set_input(
     `key` namespaces every widget, so the input can appear several times on a page. Errors are shown
     with st.error (the engine's sentence, never a traceback) and give None.
     """
-    sources = ([TYPED] if allow_typed else []) + [BUILTIN, UPLOAD]
     try:
         sets = builtin_sets()
     except OSError:
         sets = {}
+    _apply_link(key, sets)
+    sources = ([TYPED] if allow_typed else []) + [BUILTIN, UPLOAD]
+    if st.session_state.get(_k(key, "linked")):
+        sources.append(LINKED)
+    elif st.session_state.get(_k(key, "source")) == LINKED:
+        del st.session_state[_k(key, "source")]
     index = sources.index(BUILTIN) if (default_builtin and default_builtin in sets) else 0
-    source = st.radio(
-        "Prompts",
-        sources,
-        index=index,
-        horizontal=True,
-        key=_k(key, "source"),
-        help=help,
-    )
+    if _k(key, "source") not in st.session_state:  # the first default; a link or the user sets it after that
+        st.session_state[_k(key, "source")] = sources[index]
+    source = st.radio("Prompts", sources, horizontal=True, key=_k(key, "source"), help=help)
 
     lm_a = _checkpoint_a()
     tokenizer = lm_a.tokenizer if lm_a is not None else None
@@ -162,15 +209,19 @@ def prompt_set_input(
                 st.info("No built-in prompt sets are installed (data/prompts/ is empty).")
                 return None
             names = list(sets)
-            choice = st.selectbox(
-                "Built-in prompt set",
-                names,
-                index=names.index(default_builtin) if default_builtin in sets else 0,
-                key=_k(key, "builtin"),
-            )
+            if st.session_state.get(_k(key, "builtin")) not in names:
+                st.session_state[_k(key, "builtin")] = default_builtin if default_builtin in sets else names[0]
+            choice = st.selectbox("Built-in prompt set", names, key=_k(key, "builtin"))
             if choice is None:
                 return None
             prompt_set = load_builtin(choice)
+        elif source == LINKED:
+            sha = st.session_state[_k(key, "linked")]
+            prompt_set = prompt_store.load(sha)
+            if prompt_set is None:
+                st.warning(f"The linked prompt set ({sha[:12]}…) is no longer stored on this machine.")
+                return None
+            st.caption(md_literal(f"From the link: {prompt_set.name} ({len(prompt_set):,} prompts, {sha[:12]}…)."))
         else:
             uploaded = st.file_uploader(
                 "Prompt file",
@@ -183,6 +234,7 @@ def prompt_set_input(
                 return None
             upload_name = uploaded.name
             prompt_set = _parse_upload(uploaded.name, uploaded.getvalue())
+        _sync_link(key, source, prompt_set, wrap_plain)
         prompt_set = _render(prompt_set, lm_a, wrap_plain)
     except LogitscopeError as err:
         st.error(str(err))

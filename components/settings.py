@@ -27,6 +27,7 @@ from typing import Any
 from analysis.errors import InputError
 
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+RESERVED = ("set", "chat", "run")  # "<key>.set" / ".chat": a prompt input's link; "<page>.run": the page has run
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,8 @@ def from_query(cls: type, params: Mapping[str, str], prefix: str) -> tuple[dict[
         if not key.startswith(prefix + "."):
             continue
         name = key[len(prefix) + 1:]
+        if name in RESERVED:
+            continue
         if name not in known:
             problems.append(f"unknown setting '{name}' in the link")
             continue

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import streamlit as st
 
 from analysis.errors import InputError
-from components.settings import check, field_of, from_query, from_text, to_query, to_text
+from components.settings import check, field_of, fields_of, from_query, from_text, to_query, to_text
 
 
 def widget_key(key: str, name: str) -> str:
@@ -94,7 +94,8 @@ def apply_query(cls: type, key: str, prefix: str) -> list[str]:
 def sync_query(settings: Any, key: str, prefix: str) -> None:
     """Make the URL carry the settings that differ from their defaults (and drop this method's others)."""
     want = to_query(settings, prefix)
-    for k in [k for k in st.query_params.keys() if k.startswith(prefix + ".") and k not in want]:
+    declared = {f"{prefix}.{f.name}" for f in fields_of(type(settings))}
+    for k in [k for k in st.query_params.keys() if k in declared and k not in want]:
         del st.query_params[k]
     for k, v in want.items():
         if st.query_params.get(k) != v:

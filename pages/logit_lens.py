@@ -89,11 +89,12 @@ if len(prompts) > 1:
     show_prompt = widget(S, "show_prompt", KEY, choices=list(range(1, len(prompts) + 1)),
                          format_func=lambda i: f"{i}: {prompts[i - 1][:80]}")
 length = int(first.lengths[show_prompt - 1])
-position = None
+position = None  # None = the prompt's last position (the default, kept out of the link)
 if length > 1:
     position = st.select_slider("Position for the top-k table", options=list(range(length)), value=length - 1,
                                 key=f"{KEY}_position_{show_prompt}", help=field_of(S, "position").spec.help,
                                 format_func=lambda t: f"{t}: {first.tokens(show_prompt - 1)[t]!r}")
+    position = None if position == length - 1 else position
 settings = replace(settings, show_prompt=show_prompt, position=position)
 sync_query(settings, KEY, KEY)
 
