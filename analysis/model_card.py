@@ -35,6 +35,7 @@ class ModelCard:
     source_note: str | None = None
     source_sha256: str | None = None
     memory_bytes: int = 0  # the loaded weights (parameters + buffers), as the model cache accounts them
+    weights_sha256: str | None = None  # sha256 over the weight files' sha256 (analysis.weights_hash); None: no local files
 
     def as_dict(self) -> dict:
         """JSON-ready dict (for export metadata)."""
@@ -60,4 +61,18 @@ def model_card(lm: LoadedModel, check: SelfCheck | None = None) -> ModelCard:
         adds_bos=adds_bos(lm.tokenizer), chat_template=has_chat_template(lm.tokenizer),
         source_note=lm.gguf.note() if lm.gguf is not None else None,
         source_sha256=lm.gguf.sha256 if lm.gguf is not None else None, memory_bytes=nbytes,
+        weights_sha256=_weights_sha256(lm),
     )
+
+
+def _weights_sha256(lm: LoadedModel) -> str | None:
+    """The fingerprint of the local weight files the model was loaded from (None for a hub model or in-memory)."""
+    from analysis.errors import LogitscopeError
+    from analysis.loading import resolve_source
+    from analysis.weights_hash import weights_sha256
+
+    try:
+        path, local = resolve_source(lm.spec.source)
+    except LogitscopeError:
+        return None
+    return weights_sha256(path, lm.spec.adapter) if local else None

@@ -494,6 +494,10 @@ def build_bundle(
                 zf.writestr(path, encode(df))
                 files.append(path)
         meta = dict(metadata)
+        for path, data in (meta.pop("prompt_files", None) or {}).items():  # the exact prompts of every input set
+            path = _unique(path, used)
+            zf.writestr(path, data)
+            files.append(path)
         meta["package_versions"] = package_versions()
         meta["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         meta["static_export"] = {

@@ -16,7 +16,7 @@ from typing import Any
 from analysis.errors import LogitscopeError
 
 COMMANDS: dict[str, Callable[[Any], None]] = {name: import_module(f"logitscope.{name}").add for name in
-                                              ("lens", "flow", "steer", "neurons", "shift", "ood")}
+                                              ("lens", "flow", "steer", "neurons", "shift", "ood", "rerun")}
 
 
 def build_parser() -> argparse.ArgumentParser:

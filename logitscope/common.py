@@ -14,7 +14,7 @@ from analysis.errors import InputError, PromptSetError
 from analysis.model_pair import ModelPair
 
 ProgressFn = Callable[[float, str], None]
-OWNED = ("figures", "data", "metadata.json")  # what a run writes into --out (and may replace with --force)
+OWNED = ("figures", "data", "prompts", "metadata.json")  # what a run writes into --out (and may replace with --force)
 Models = ModelPair  # the loaded checkpoints, as the pages hold them
 
 
@@ -112,11 +112,19 @@ def chat(args: argparse.Namespace, models: Models, ps: Any) -> Any:
     return apply_chat_template(ps, models.a.tokenizer, wrap_plain=args.chat_template)
 
 
-def spec_of(args: argparse.Namespace, source: str) -> Any:
+def spec_of(args: argparse.Namespace, source: str, which: str = "") -> Any:
+    """The spec of a --model (which "a") or --model-b ("b") source with its --revision/--adapter(-b) and the options."""
+    from dataclasses import replace
+
     from analysis.loading import named_spec
 
-    return named_spec(source, revision=None, dtype=args.dtype, device=args.device,
+    spec = named_spec(source, revision=None, dtype=args.dtype, device=args.device,
                       allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+    suffix = {"a": "", "b": "_b"}.get(which)
+    if suffix is None:
+        return spec
+    revision, adapter = getattr(args, f"revision{suffix}", None), getattr(args, f"adapter{suffix}", None)
+    return replace(spec, revision=revision or spec.revision, adapter=adapter or spec.adapter)
 
 
 def load_models(args: argparse.Namespace, need_b: bool = False) -> Models:
@@ -135,10 +143,10 @@ def load_models(args: argparse.Namespace, need_b: bool = False) -> Models:
     if need_b and not args.model_b:
         raise InputError(f"'{args.command}' compares two checkpoints: give the second one with --model-b "
                          "(e.g. --model gpt2-world-base --model-b gpt2-world-tuned).")
-    lm_a = load_model(spec_of(args, args.model))
+    lm_a = load_model(spec_of(args, args.model, "a"))
     if not args.model_b:
         return ModelPair(lm_a, model_card(lm_a))
-    lm_b = load_model(spec_of(args, args.model_b))
+    lm_b = load_model(spec_of(args, args.model_b, "b"))
     return ModelPair(lm_a, model_card(lm_a), lm_b, model_card(lm_b))
 
 
@@ -214,6 +222,10 @@ def add_common(p: argparse.ArgumentParser, default_prompts: str, b_required: boo
                    f"file or hub id (default {DEFAULT_MODEL})")
     g.add_argument("--model-b", default=None, help="checkpoint B, compared with A" +
                    (" (required)" if b_required else " (optional)"))
+    g.add_argument("--revision", default=None, help="revision (branch, tag or commit) of checkpoint A")
+    g.add_argument("--revision-b", default=None, help="revision of checkpoint B")
+    g.add_argument("--adapter", default=None, help="LoRA adapter folder merged into checkpoint A")
+    g.add_argument("--adapter-b", default=None, help="LoRA adapter folder merged into checkpoint B")
     from analysis.model_defaults import REAL_EQUIVALENTS
 
     real = REAL_EQUIVALENTS.get(default_prompts, default_prompts)
@@ -228,7 +240,8 @@ def add_common(p: argparse.ArgumentParser, default_prompts: str, b_required: boo
     g.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights: they can run code")
     g.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with the checkpoint")
     o = p.add_argument_group("output")
-    o.add_argument("--out", required=True, help="folder for figures/, data/ and metadata.json (the bundle's layout)")
+    o.add_argument("--out", required=True, help="folder for figures/, data/, prompts/ and metadata.json (the bundle's "
+                   "layout)")
     o.add_argument("--formats", type=formats_arg, default=("png", "svg", "html"),
                    help="figure formats, comma separated, from png,svg,pdf,html (default png,svg,html as the "
                         "page's bundle; png/svg/pdf need Chromium, else HTML is written and metadata says why)")

@@ -92,6 +92,7 @@ def assert_same_bundle(out: Path, got: dict, formats=("html",)) -> None:
     files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     want = ({f"figures/{exporting.safe_filename(n)}.{fmt}" for n in figures for fmt in formats}
             | {f"data/{exporting.safe_filename(n)}.{ext}" for n in tables for ext in ("csv", "json")}
+            | {e["file"] for sets in meta.get("inputs", {}).values() for e in sets}
             | {"metadata.json"} | ({exporting.BUNDLE_PLOTLYJS} if figures and "html" in formats else set()))
     assert files == want, (f"only the command line wrote {sorted(files - want)}; "
                            f"only the page's bundle has {sorted(want - files)}")
@@ -99,7 +100,9 @@ def assert_same_bundle(out: Path, got: dict, formats=("html",)) -> None:
         path = out / "data" / f"{exporting.safe_filename(name)}.csv"
         assert path.read_bytes() == exporting.table_csv(df), f"table {name} differs from the page's"
     written = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
-    assert set(written) == set(meta) | BUNDLE_KEYS
+    assert set(written) == set(meta) - {"prompt_files"} | BUNDLE_KEYS
+    for path, data in meta.get("prompt_files", {}).items():  # the exact prompts, as the page ran them
+        assert (out / path).read_bytes() == data
     assert written["page"] == meta["page"]
     assert written["settings"] == _plain(meta["settings"])
     assert written["models"] == _plain(meta["models"])
@@ -150,8 +153,8 @@ def test_ood_writes_the_page_bundle(tiny_prompts, captured, tmp_path):
 def test_neurons_writes_the_page_bundle(tiny_prompts, captured, tmp_path):
     at = _page("confidence_neurons", compare=False)
     at.number_input(key="neurons_n_random").set_value(2).run()
-    at.button(key="neurons_run_abl").click().run()
-    at.number_input(key="neurons_ind_sets").set_value(1).run()
+    at.button(key="neurons_run").click().run()
+    at.number_input(key="neurons_random_sets").set_value(1).run()
     at.button(key="neurons_run_ind").click().run()
     _ok(at)
     assert {"norm_vs_rho_A", "te_de_boxes_A", "induction_A"} <= set(captured["figures"])
@@ -166,7 +169,7 @@ def test_neurons_reads_old_and_new_ids_and_writes_only_the_new_form(tiny_prompts
     out = _cli(tmp_path, "neurons", "--model", BASE, "--parts", "ablate", "--neurons", "0.1, L0.N10", "--mode", "zero",
                "--n-random", "0", "--max-prompts", "2", "--no-set")
     meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
-    assert meta["settings"]["ablate"]["neurons"] == "L0.N1, L0.N10"
+    assert meta["settings"]["neurons"] == "L0.N1, L0.N10" and meta["settings"]["as_set"] is False
     units = pd.read_csv(out / "data" / "ablation_summary_A.csv")["unit"]
     assert list(units) == ["L0.N1", "L0.N10"]
     assert main(["neurons", "--model", BASE, "--parts", "ablate", "--neurons", "L0.N1, 0-1", "--out",
@@ -178,9 +181,9 @@ def test_steer_writes_the_page_bundle(tiny_prompts, captured, tmp_path):
     at = _page("steering", compare=True)
     at.button(key="steer_build_btn").click().run()
     at.button(key="steer_monitor_btn").click().run()
-    at.number_input(key="steer_flag_max").set_value(4).run()
+    at.number_input(key="steer_flag_tokens").set_value(4).run()
     at.button(key="steer_flag_btn").click().run()
-    at.number_input(key="steer_max_new").set_value(4).run()
+    at.number_input(key="steer_new_tokens").set_value(4).run()
     at.button(key="steer_gen_btn").click().run()
     at.text_input(key="steer_sweep_alphas").set_value("0, 4").run()
     at.button(key="steer_sweep_btn").click().run()

@@ -37,10 +37,20 @@ class Report:
         return self
 
 
+PROMPT_FILES = "prompt_files"  # metadata key build_bundle turns into prompts/*.jsonl files (and drops)
+
+
 def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, Any], prompt_set: Any = None,
-                    notes: Sequence[str] = ()) -> dict:
+                    notes: Sequence[str] = (), inputs: Mapping[str, Any] | None = None) -> dict:
     """Export metadata: the page, each checkpoint's card ({"A": card, "B": card}), the settings, the prompt set's
-    hash (and its parsing notes) and the notes of the engine's results (multi-token targets, skipped rows...)."""
+    hash (and its parsing notes) and the notes of the engine's results (multi-token targets, skipped rows...).
+
+    ``inputs`` = {CLI flag: prompt set or list of sets} of every prompt set the run used (default: ``prompt_set``
+    under --prompts). Each set goes into the bundle as prompts/<flag>-<i>.jsonl with its exact prompts (as they ran,
+    chat templates applied), and metadata["inputs"] names those files, so `python -m logitscope rerun` can
+    recompute the bundle from the bundle alone."""
+    from analysis.prompt_store import to_jsonl
+
     meta: dict[str, Any] = {
         "page": page,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -51,4 +61,17 @@ def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, 
     if prompt_set is not None:
         meta["prompt_set"] = {"name": getattr(prompt_set, "name", None), "sha256": getattr(prompt_set, "sha256", None),
                               "n_prompts": len(prompt_set), "notes": list(getattr(prompt_set, "notes", ()))}
+    if inputs is None and prompt_set is not None and hasattr(prompt_set, "rows"):
+        inputs = {"--prompts": prompt_set}
+    if inputs:
+        meta["inputs"], files = {}, {}
+        for flag, value in inputs.items():
+            sets = list(value) if isinstance(value, (list, tuple)) else [value]
+            entries = []
+            for i, ps in enumerate(sets):
+                path = f"prompts/{flag.lstrip('-')}-{i + 1}.jsonl"
+                files[path] = to_jsonl(ps)
+                entries.append({"file": path, "name": ps.name, "sha256": ps.sha256, "n_prompts": len(ps)})
+            meta["inputs"][flag] = entries
+        meta[PROMPT_FILES] = files
     return meta

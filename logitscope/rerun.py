@@ -1,0 +1,165 @@
+"""`python -m logitscope rerun BUNDLE.zip --out DIR`: recompute a page's (or a command's) bundle from the bundle
+alone and say whether every table matches.
+
+The bundle names its method (metadata "page"), its models (cards: source, revision, adapter, dtype, weights
+sha256), every setting, and holds the exact prompts of every input set (prompts/*.jsonl, metadata "inputs" maps
+each CLI flag to its files). The rerun runs that method's command with those, writes DIR like any command, then
+compares each data/*.csv: identical, within the dtype's tolerance (the largest difference is printed), or not.
+Exit status 0 when every table matches, 1 when one does not, 2 on a project error.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import InputError
+
+TOLERANCE = {"float32": (1e-4, 1e-6), "bfloat16": (2e-2, 1e-3), "float16": (5e-3, 1e-4)}  # (rtol, atol) by dtype
+
+
+def _read_bundle(path: Path) -> tuple[dict, dict[str, bytes]]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise InputError(f"{path} is not a bundle zip ({err}).") from None
+    with zf:
+        names = zf.namelist()
+        if "metadata.json" not in names:
+            raise InputError(f"{path} has no metadata.json: it is not a Logitscope bundle.")
+        files = {n: zf.read(n) for n in names if n.startswith(("data/", "prompts/")) or n == "metadata.json"}
+    return json.loads(files["metadata.json"]), files
+
+
+def _method_for(page: str) -> Any:
+    from components.methods import METHODS
+
+    for m in METHODS.values():
+        if m.module.PAGE == page:
+            return m
+    known = ", ".join(m.module.PAGE for m in METHODS.values())
+    raise InputError(f"The bundle's page '{page}' has no rerun (known: {known}).")
+
+
+def command_line(meta: dict, files: dict[str, bytes], tmp: Path) -> list[str]:
+    """The command that recomputes the bundle: its method's command, models, input files and every setting."""
+    from components.settings import fields_of, to_text
+
+    m = _method_for(meta.get("page", ""))
+    argv = [m.command]
+    for which, suffix in (("A", ""), ("B", "-b")):
+        card = meta.get("models", {}).get(which)
+        if not card:
+            continue
+        argv += ["--model" + suffix, card["source"]]
+        if card.get("revision"):
+            argv += ["--revision" + suffix, card["revision"]]
+        if card.get("adapter"):
+            argv += ["--adapter" + suffix, card["adapter"]]
+    dtypes = {c.get("dtype") for c in meta.get("models", {}).values()}
+    if len(dtypes) == 1 and (dtype := dtypes.pop()) in ("float32", "bfloat16", "float16"):
+        argv += ["--dtype", dtype]
+    inputs = meta.get("inputs") or {}
+    if not inputs:
+        raise InputError("The bundle holds no prompts (it was written before bundles kept them): it cannot be rerun.")
+    for flag, entries in inputs.items():
+        paths = []
+        for e in entries:
+            if e["file"] not in files:
+                raise InputError(f"The bundle lacks {e['file']} named in its metadata.")
+            dest = tmp / Path(e["file"]).name
+            dest.write_bytes(files[e["file"]])
+            paths.append(str(dest))
+        argv += [flag, ",".join(paths)]
+    saved = meta.get("settings", {})
+    for f in fields_of(m.settings):
+        if f.spec.cli and f.name in saved:
+            value = saved[f.name]
+            value = tuple(value) if isinstance(value, list) else value
+            argv += [f.flag, to_text(f, value) if value is not None else ""]
+    return argv
+
+
+def compare_tables(original: dict[str, bytes], out: Path, dtype: str = "float32") -> list[tuple[str, str, bool]]:
+    """[(table, verdict, ok)] for every data/*.csv of the bundle against the rerun's."""
+    rtol, atol = TOLERANCE.get(dtype, TOLERANCE["float32"])
+    rows = []
+    for name in sorted(n for n in original if n.startswith("data/") and n.endswith(".csv")):
+        new_path = out / name
+        if not new_path.is_file():
+            rows.append((name, "missing from the rerun", False))
+            continue
+        if new_path.read_bytes() == original[name]:
+            rows.append((name, "identical", True))
+            continue
+        a = pd.read_csv(io.BytesIO(original[name]))
+        b = pd.read_csv(new_path)
+        if a.shape != b.shape or list(a.columns) != list(b.columns):
+            rows.append((name, f"differs: shape {a.shape} vs {b.shape}", False))
+            continue
+        worst, ok, why = 0.0, True, ""
+        for col in a.columns:
+            x, y = a[col], b[col]
+            if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+                xv, yv = x.to_numpy(float), y.to_numpy(float)
+                both_nan = np.isnan(xv) & np.isnan(yv)
+                diff = np.where(both_nan, 0.0, np.abs(xv - yv))
+                if np.isnan(diff).any():
+                    ok, why = False, f"column '{col}': NaN in one run only"
+                    continue
+                worst = max(worst, float(diff.max(initial=0.0)))
+                if not np.all(diff <= atol + rtol * np.abs(xv)):
+                    ok, why = False, f"column '{col}': max |diff| {float(diff.max()):.3g}"
+            elif not x.astype(str).equals(y.astype(str)):
+                bad = int((x.astype(str) != y.astype(str)).to_numpy().argmax())
+                ok, why = False, f"column '{col}' row {bad + 1}: {x.iloc[bad]!r} vs {y.iloc[bad]!r}"
+        rows.append((name, f"within {dtype} tolerance (max |diff| {worst:.3g})" if ok else f"differs: {why}", ok))
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    """Recompute the bundle into --out and report table by table."""
+    from logitscope.cli import main
+
+    meta, files = _read_bundle(Path(args.bundle))
+    with tempfile.TemporaryDirectory(prefix="logitscope-rerun-") as tmp:
+        argv = command_line(meta, files, Path(tmp))
+        argv += ["--out", args.out, "--formats", "html", "--quiet"] + (["--force"] if args.force else [])
+        print("rerun: python -m logitscope " + " ".join(argv[:1] + [repr(a) if " " in a or not a else a
+                                                                   for a in argv[1:]]), file=sys.stderr)
+        rc = main(argv)
+    if rc != 0:
+        return rc
+    out = Path(args.out)
+    new_meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
+    for which, card in meta.get("models", {}).items():
+        old_w, new_w = card.get("weights_sha256"), new_meta["models"].get(which, {}).get("weights_sha256")
+        same = "same weights" if old_w and old_w == new_w else ("weights differ" if old_w and new_w else
+                                                                 "weights not fingerprinted")
+        print(f"model {which}: {card.get('name')} ({same})")
+    dtype = next(iter(meta.get("models", {}).values()), {}).get("dtype", "float32")
+    rows = compare_tables(files, out, dtype)
+    for name, verdict, _ in rows:
+        print(f"{name}: {verdict}")
+    bad = sum(not ok for *_, ok in rows)
+    print(f"{len(rows) - bad} of {len(rows)} tables match" + ("" if not bad else f"; {bad} differ"))
+    return 0 if not bad and rows else 1
+
+
+def add(sub: Any) -> None:
+    """The rerun subcommand."""
+    p = sub.add_parser("rerun", help="recompute a bundle and check that its tables match",
+                       description="Recompute a page's or a command's bundle (zip) from the models, settings and "
+                                   "exact prompts it records, write it to --out and compare every table.")
+    p.add_argument("bundle", help="the bundle zip (Download bundle on a page, or a zipped --out folder)")
+    p.add_argument("--out", required=True, help="folder for the recomputed bundle")
+    p.add_argument("--force", action="store_true", help="replace an earlier run's files in --out")
+    p.set_defaults(func=run)
