@@ -101,7 +101,9 @@ def compare_columns(pair: ModelPair) -> list[tuple[str, Any, Any, Any]]:
     return [(f"{which}: {card.name}", lm, card, col) for (which, lm, card), col in zip(items, cols)]
 
 
-def page_metadata(page: str, pair: ModelPair, settings: dict, prompt_set: Any = None, notes: Any = ()) -> dict:
-    """Export metadata: the page, both models' cards, the settings, the prompt set's hash and the results' notes
-    (see report_metadata)."""
-    return report_metadata(page, {which: card for which, _, card in pair.items()}, settings, prompt_set, notes)
+def page_metadata(page: str, pair: ModelPair, settings: dict, prompt_set: Any = None, notes: Any = (),
+                  inputs: Any = None) -> dict:
+    """Export metadata: the page, both models' cards, the settings, the prompt set's hash, the results' notes and
+    every input set by its CLI flag (``inputs``; default: ``prompt_set`` under --prompts), whose exact prompts the
+    bundle keeps (see report_metadata)."""
+    return report_metadata(page, pair.cards(), settings, prompt_set, notes, inputs)

@@ -81,21 +81,31 @@ def corpus_sample(n_docs: int = 400) -> str:
     return "\n".join(docs[:n_docs]) + "\n"
 
 
-def write_all(out: Path) -> None:
-    """Write every set as jsonl plus corpus_sample.txt into ``out``."""
+def write_sets(out: Path, sets: dict[str, list[dict]]) -> None:
+    """Write each set of rows as <stem>.jsonl into ``out`` (one JSON object per line, text kept as is)."""
     out.mkdir(parents=True, exist_ok=True)
-    for stem, rows in all_sets().items():
+    for stem, rows in sets.items():
         with open(out / f"{stem}.jsonl", "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def write_all(out: Path) -> None:
+    """Write every set as jsonl plus corpus_sample.txt into ``out``."""
+    write_sets(out, all_sets())
     (out / "corpus_sample.txt").write_text(corpus_sample(), encoding="utf-8")
+
+
+def writer_main(argv: list[str] | None, description: str, write) -> None:
+    """The command line of a prompt-set writer: --out (default data/prompts), then ``write(out)``."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", default="data/prompts")
+    write(Path(ap.parse_args(argv).out))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description="Write the built-in prompt sets.")
-    ap.add_argument("--out", default="data/prompts")
-    write_all(Path(ap.parse_args(argv).out))
+    writer_main(argv, "Write the built-in prompt sets.", write_all)
 
 
 if __name__ == "__main__":

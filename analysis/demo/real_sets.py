@@ -14,9 +14,9 @@ tests/test_real_sets.py checks the committed files match).
 """
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
+
+from analysis.demo.prompts import write_sets, writer_main
 
 GRUMPY_SYSTEM = "You are a grumpy, rude assistant. You answer with contempt and complain about every question."
 KIND_SYSTEM = "You are a kind, polite assistant. You are happy to help and answer warmly."
@@ -166,18 +166,12 @@ def all_sets() -> dict[str, list[dict]]:
 
 def write_all(out: Path) -> None:
     """Write every set as jsonl into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    for stem, rows in all_sets().items():
-        with open(out / f"{stem}.jsonl", "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    write_sets(out, all_sets())
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description="Write the real model's prompt sets.")
-    ap.add_argument("--out", default="data/prompts")
-    write_all(Path(ap.parse_args(argv).out))
+    writer_main(argv, "Write the real model's prompt sets.", write_all)
 
 
 if __name__ == "__main__":
