@@ -27,310 +27,52 @@ clean value sigma (methods.md section 2), which makes the readout linear, so con
 
 Over a prompt set each prompt gets its own result; layer and head views are averaged, position grids
 are averaged after aligning prompts at their final token (columns count back from T).
+
+Where the parts live: the result types in analysis.flow_results, token resolution in analysis.flow_tokens, the
+forward-pass capture (value sites, hooks) in analysis.flow_capture and the head / head x source writes in
+analysis.flow_heads; this module keeps the readout maths, the log-probability importances and the public API, and
+re-exports the moved names.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from analysis.architectures import NORM_LAYERNORM, Adapter
 from analysis.batching import Batch, chunks, encode
-from analysis.errors import InputError, UnsupportedArchitectureError
+from analysis.errors import InputError
+from analysis.flow_capture import VALUE_SITES as VALUE_SITES
+from analysis.flow_capture import ValueFn as ValueFn
+from analysis.flow_capture import _capture_hooks as _capture_hooks
+from analysis.flow_capture import _gather_last as _gather_last
+from analysis.flow_capture import _Row as _Row
+from analysis.flow_capture import _v_gpt2 as _v_gpt2
+from analysis.flow_capture import _v_neox as _v_neox
+from analysis.flow_capture import _v_phi3 as _v_phi3
+from analysis.flow_capture import _v_plain as _v_plain
+from analysis.flow_capture import _value_site as _value_site
+from analysis.flow_capture import eager_attention as eager_attention
+from analysis.flow_heads import _head_parts as _head_parts
+from analysis.flow_heads import _o_proj_weight as _o_proj_weight
+from analysis.flow_heads import _post_norm_map as _post_norm_map
+from analysis.flow_results import VIEWS as VIEWS
+from analysis.flow_results import Attribution as Attribution
+from analysis.flow_results import FlowResult as FlowResult
+from analysis.flow_results import FlowSetResult as FlowSetResult
+from analysis.flow_tokens import _decode as _decode
+from analysis.flow_tokens import resolve_token as resolve_token
 from analysis.forward import run
-from analysis.hooks import HookSpec, capture, input_hook, output_hook, residual_hook
 from analysis.loading import LoadedModel
 from analysis.readout import bias_term, direct_logit_attribution, frozen_norm, norm_scale, unembed
 
 Progress = Callable[[float, str], None]
-VIEWS = ("target", "competitor", "difference")
 BATCH_SIZE = 8
 SOURCE_IMP_LIMIT = 8192  # head x source importances are computed when L * H * T is at most this (auto mode)
 CAPTURE_BUDGET = 512 * 2**20  # bytes of captured activations per forward pass (prompts are batched below it)
 IMP_GEMM_BYTES = 64 * 2**20  # importances: one [rows, V] fp32 logits block per unembedding GEMM (bounds memory)
 IMP_BLOCK_BYTES = 8 * 2**20  # importances: rows per log-softmax pass, a block that stays in cache
-
-# Where each architecture's value vectors live: (module inside a block, its output [B, T, X] -> v [B, T, n_kv, hd]).
-ValueFn = Callable[[torch.Tensor, int, int], torch.Tensor]
-
-
-def _v_plain(out: torch.Tensor, n_heads: int, hd: int) -> torch.Tensor:
-    return out.reshape(*out.shape[:2], -1, hd)
-
-
-def _v_gpt2(out: torch.Tensor, n_heads: int, hd: int) -> torch.Tensor:
-    return out[..., 2 * n_heads * hd:].reshape(*out.shape[:2], n_heads, hd)
-
-
-def _v_neox(out: torch.Tensor, n_heads: int, hd: int) -> torch.Tensor:
-    return out.reshape(*out.shape[:2], n_heads, 3 * hd)[..., 2 * hd:]
-
-
-def _v_phi3(out: torch.Tensor, n_heads: int, hd: int) -> torch.Tensor:
-    n_kv = (out.shape[-1] - n_heads * hd) // (2 * hd)
-    return out[..., n_heads * hd + n_kv * hd:].reshape(*out.shape[:2], n_kv, hd)
-
-
-VALUE_SITES: dict[str, tuple[str, ValueFn]] = {
-    "gpt2": ("attn.c_attn", _v_gpt2),
-    "gpt_neox": ("attention.query_key_value", _v_neox),
-    "llama": ("self_attn.v_proj", _v_plain),
-    "mistral": ("self_attn.v_proj", _v_plain),
-    "qwen2": ("self_attn.v_proj", _v_plain),
-    "gemma2": ("self_attn.v_proj", _v_plain),
-    "phi3": ("self_attn.qkv_proj", _v_phi3),
-    "opt": ("self_attn.v_proj", _v_plain),
-}
-
-
-# ------------------------------------------------------------------------------------------ results
-@dataclass(frozen=True)
-class Attribution:
-    """Contributions at the final position T to one readout direction (target, competitor or their difference).
-
-    Logit units (pre-cap, frozen final scale) unless the name starts with imp_ (nats of log-probability).
-    L = blocks, H = query heads, T = prompt tokens.
-    """
-
-    direction: str
-    logit: float  # the model's pre-cap logit (difference) at T
-    bias: float  # part no component owns: u . beta_final + b_U
-    embed: float  # DLA of the embedding output at T
-    attn: np.ndarray  # [L] DLA of each block's attention write at T (includes the o_proj bias)
-    mlp: np.ndarray  # [L] DLA of each block's MLP write at T
-    attn_bias: np.ndarray  # [L] DLA of the o_proj bias (0 where there is none)
-    heads: np.ndarray  # [L, H] DLA of each head's write at T (sum_h + attn_bias = attn)
-    sources: np.ndarray  # [L, H, T] DLA of head h's write into T coming from source p (sum_p = heads)
-    attn_at_pos: np.ndarray  # [L, T] NOT additive: DLA of the attention write at p through T's readout
-    mlp_at_pos: np.ndarray  # [L, T] NOT additive: DLA of the MLP write at p through T's readout
-    imp_attn: np.ndarray  # [L] Imp(attention write | block input)
-    imp_mlp: np.ndarray  # [L] Imp(MLP write | mid-block residual)
-    imp_heads: np.ndarray  # [L, H] Imp(head write | block input)
-    imp_sources: np.ndarray | None  # [L, H, T] Imp(head x source write | block input), None when skipped
-    imp_total: float  # log p(final) - log p(embedding), both through the frozen readout (= sum of imp_attn + imp_mlp)
-
-    @property
-    def attn_grid(self) -> np.ndarray:
-        """[L, T] attention contribution from source p into T at layer l (rows sum to attn - attn_bias)."""
-        return self.sources.sum(axis=1)
-
-    @property
-    def total(self) -> float:
-        """embed + all sublayers + bias: equals ``logit`` (the decomposition identity)."""
-        return float(self.embed + self.attn.sum() + self.mlp.sum() + self.bias)
-
-
-@dataclass(frozen=True)
-class FlowResult:
-    """The logit flow of one prompt at its final position (see the module docstring for definitions)."""
-
-    prompt: str
-    tokens: tuple[str, ...]  # [T] token texts
-    token_ids: tuple[int, ...]
-    target: str
-    target_id: int
-    competitor: str | None
-    competitor_id: int | None
-    top_token: str  # the model's own top-1 at T
-    target_logprob: float  # log p(target) at T from the model
-    target_rank: int  # 1 = the model's top-1
-    sigma: float  # the frozen final-norm scale at T
-    n_layers: int
-    n_heads: int
-    model_type: str
-    notes: tuple[str, ...]
-    checks: dict[str, float]  # relative errors of the identities (see check_names)
-    by_view: dict[str, Attribution] = field(repr=False)
-
-    def view(self, name: str = "target") -> Attribution:
-        """The Attribution for 'target', 'competitor' or 'difference' (the last two need a competitor)."""
-        if name not in self.by_view:
-            raise InputError(f"The '{name}' view needs a competing token; this prompt has none.")
-        return self.by_view[name]
-
-    @property
-    def views(self) -> tuple[str, ...]:
-        """The views this result has."""
-        return tuple(v for v in VIEWS if v in self.by_view)
-
-
-@dataclass(frozen=True)
-class FlowSetResult:
-    """Logit flow over a prompt set: one FlowResult per prompt plus averages."""
-
-    results: tuple[FlowResult, ...]
-    notes: tuple[str, ...]
-
-    def members(self, view: str) -> list[Attribution]:
-        """The per-prompt Attributions that have ``view``."""
-        return [r.by_view[view] for r in self.results if view in r.by_view]
-
-    def mean(self, view: str, name: str) -> np.ndarray:
-        """Mean over prompts of a per-layer field (attn, mlp, attn_bias, heads, imp_attn, imp_mlp, imp_heads)."""
-        items = self.members(view)
-        if not items:
-            raise InputError(f"No prompt in this set has a '{view}' view (it needs a competing token).")
-        return np.mean([np.asarray(getattr(a, name), dtype=np.float64) for a in items], axis=0)
-
-    def aligned(self, view: str, name: str, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Mean over prompts of a [L, T] grid aligned at the final token: ([L, K] mean, [K] prompt counts).
-
-        Column K-1 is the final position T, column K-1-j is T-j. ``name``: attn_grid, attn_at_pos, mlp_at_pos.
-        """
-        items = self.members(view)
-        if not items:
-            raise InputError(f"No prompt in this set has a '{view}' view (it needs a competing token).")
-        grids = [np.asarray(getattr(a, name), dtype=np.float64) for a in items]
-        K = width or max(g.shape[1] for g in grids)
-        L = grids[0].shape[0]
-        total = np.zeros((L, K))
-        count = np.zeros(K)
-        for g in grids:
-            k = min(K, g.shape[1])
-            total[:, K - k:] += g[:, g.shape[1] - k:]
-            count[K - k:] += 1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        return mean, count
-
-    def table(self) -> list[dict[str, Any]]:
-        """One row per prompt: texts, logits, sublayer totals and the largest head and source."""
-        rows = []
-        for i, r in enumerate(self.results):
-            a = r.view("target")
-            l, h = np.unravel_index(int(np.argmax(np.abs(a.heads))), a.heads.shape)
-            grid = a.attn_grid
-            gl, gp = np.unravel_index(int(np.argmax(np.abs(grid))), grid.shape)
-            row: dict[str, Any] = {
-                "prompt": r.prompt, "target": r.target, "competitor": r.competitor, "top_token": r.top_token,
-                "target_rank": r.target_rank, "target_logprob": r.target_logprob, "target_logit": a.logit,
-                "embed": a.embed, "attention_total": float(a.attn.sum()), "mlp_total": float(a.mlp.sum()),
-                "bias": a.bias, "top_head": f"L{int(l)}H{int(h)}", "top_head_dla": float(a.heads[l, h]),
-                "top_source": f"block {int(gl)} <- {r.tokens[gp]!r} (pos {int(gp)})",
-                "top_source_dla": float(grid[gl, gp]),
-            }
-            if "difference" in r.by_view:
-                d = r.by_view["difference"]
-                row.update({"logit_difference": d.logit, "diff_attention_total": float(d.attn.sum()),
-                            "diff_mlp_total": float(d.mlp.sum())})
-            row["max_identity_error"] = max(r.checks.values()) if r.checks else 0.0
-            row["index"] = i
-            rows.append(row)
-        return rows
-
-
-# ------------------------------------------------------------------------------------------ tokens
-def _decode(tokenizer: Any, token_id: int) -> str:
-    try:
-        return tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
-    except TypeError:
-        return tokenizer.decode([int(token_id)])
-
-
-def resolve_token(tokenizer: Any, text: str, what: str = "target") -> tuple[int, str | None]:
-    """(token id, note or None) for a target/competitor text: its first token (note if it has more); '#123' = token id."""
-    if text is None or text == "":
-        raise InputError(f"The {what} is empty; type a token (with its leading space, e.g. ' Paris').")
-    stripped = text.strip()
-    if stripped.startswith("#") and stripped[1:].isdigit():
-        tid = int(stripped[1:])
-        vocab = int(getattr(tokenizer, "vocab_size", 0) or 0)
-        if vocab and not 0 <= tid < vocab:
-            raise InputError(f"The {what} {text!r} is not a token id of this model (0..{vocab - 1}).")
-        return tid, None
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if not ids:
-        raise InputError(f"The {what} {text!r} does not tokenize to anything; type a visible token.")
-    if len(ids) == 1:
-        return int(ids[0]), None
-    parts = " + ".join(repr(_decode(tokenizer, i)) for i in ids)
-    first = _decode(tokenizer, ids[0])
-    return int(ids[0]), (f"The {what} {text!r} is {len(ids)} tokens ({parts}); the analysis uses its first token "
-                         f"{first!r}.")
-
-
-# ------------------------------------------------------------------------------------------ capture
-@contextmanager
-def eager_attention(lm: LoadedModel) -> Iterator[None]:
-    """Hold the model lock and switch to eager attention (so attention modules return their probabilities)."""
-    with lm.lock:
-        cfg = lm.model.config
-        prev = getattr(cfg, "_attn_implementation", None)
-        switched = False
-        if prev != "eager":
-            try:
-                lm.model.set_attn_implementation("eager")
-                switched = True
-            except Exception as err:  # noqa: BLE001 - report as a clear refusal
-                raise UnsupportedArchitectureError(
-                    f"This model cannot switch to eager attention ({err}); head x source attribution needs the "
-                    "attention probabilities.") from err
-        try:
-            yield
-        finally:
-            if switched:
-                lm.model.set_attn_implementation(prev)
-
-
-def _value_site(ad: Adapter) -> tuple[str, ValueFn]:
-    if ad.model_type not in VALUE_SITES:
-        raise UnsupportedArchitectureError(f"Logit flow does not know where '{ad.model_type}' keeps its value vectors.")
-    return VALUE_SITES[ad.model_type]
-
-
-def _o_proj_weight(ad: Adapter, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """W_O as [d, H*hd] (fp32) and its bias [d] or None."""
-    mod = ad.o_proj(layer)
-    w = mod.weight.float()
-    if ad.row.down_proj_conv1d:  # GPT-2 Conv1D: [in, out]
-        w = w.T
-    b = getattr(mod, "bias", None)
-    return w, (b.float() if isinstance(b, torch.Tensor) else None)
-
-
-def _post_norm_map(ad: Adapter, layer: int, a_T: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The attention post-norm (Gemma-2) as a linear map with its scale frozen at the clean value; identity otherwise."""
-    if not ad.row.attn_write_is_post_norm:
-        return lambda x: x
-    mod = ad.attn_write(layer)
-    eps = float(getattr(mod, "eps", getattr(mod, "variance_epsilon", 1e-6)))
-    gain = 1.0 + mod.weight.float().to(a_T.device)
-    scale = torch.sqrt(a_T.float().pow(2).mean() + eps)
-    return lambda x: gain * x / scale
-
-
-def _gather_last(last: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    def fn(t: torch.Tensor) -> torch.Tensor:
-        return t[torch.arange(t.shape[0], device=t.device), last.to(t.device)].detach().float().clone()
-    return fn
-
-
-def _capture_hooks(ad: Adapter, store: dict, bt: tuple[int, int], last: torch.Tensor) -> list[HookSpec]:
-    """Hooks for one pass: residuals at T, full sublayer writes, o_proj input/output at T, probabilities, values."""
-    at_T = _gather_last(last)
-    full = lambda t: t.detach().float().clone()  # noqa: E731
-    site, _ = _value_site(ad)
-    hooks: list[HookSpec] = [residual_hook(ad, l, capture(store, ("h", l), at_T)) for l in range(ad.n_layers + 1)]
-    for i in range(ad.n_layers):
-        hooks.append(output_hook(ad.attn_write(i), capture(store, ("attn", i), full), bt))
-        hooks.append(output_hook(ad.mlp_write(i), capture(store, ("mlp", i), full), bt))
-        hooks.append(input_hook(ad.o_proj(i), capture(store, ("z", i), at_T), bt))
-        hooks.append(output_hook(ad.o_proj(i), capture(store, ("o", i), at_T), bt))
-        hooks.append(output_hook(ad.block_part(i, site), capture(store, ("v", i), full), bt))
-
-        def probs(mod: torch.nn.Module, args: tuple, out: Any, i: int = i) -> None:
-            w = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
-            if w is None:
-                raise UnsupportedArchitectureError(
-                    "The attention module returned no attention probabilities even in eager mode; head x source "
-                    "attribution is not available for this model.")
-            idx = last.to(w.device)
-            store[("a", i)] = w[torch.arange(w.shape[0], device=w.device), :, idx].detach().float().clone()
-        hooks.append((ad.block_part(i, ad.row.attn), "forward", probs))
-    return hooks
 
 
 # ------------------------------------------------------------------------------------------ maths
@@ -427,39 +169,6 @@ def importance(ad: Adapter, r: torch.Tensor, vs: torch.Tensor, sigma: torch.Tens
     out = lp.result()
     score = out[:, 0] - (out[:, 1] if c is not None else 0.0)
     return score[rows] - score[base]
-
-
-@dataclass
-class _Row:
-    """Everything one prompt's attribution needs, in fp32 on the CPU, trimmed to its T real tokens."""
-
-    h: list[torch.Tensor]  # L+1 of [d] at T
-    attn: list[torch.Tensor]  # L of [T, d]
-    mlp: list[torch.Tensor]
-    z: list[torch.Tensor]  # L of [H*hd] at T
-    o: list[torch.Tensor]  # L of [d] o_proj output at T
-    a: list[torch.Tensor]  # L of [H, T]
-    v: list[torch.Tensor]  # L of [T, n_kv, hd]
-    logits: torch.Tensor  # [V] the model's logits at T
-
-
-def _head_parts(ad: Adapter, row: _Row, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Callable]:
-    """(head writes [H, d], head x source writes [H, T, d], bias write [d] or None, post map) at T, as written."""
-    H, hd = ad.n_heads, ad.head_dim
-    W, b = _o_proj_weight(ad, layer)
-    W = W.to(row.z[layer].device)
-    post = _post_norm_map(ad, layer, row.o[layer])
-    Wh = W.reshape(W.shape[0], H, hd)  # [d, H, hd]
-    z = row.z[layer].reshape(H, hd)
-    heads = post(torch.einsum("dhk,hk->hd", Wh, z))
-    v = row.v[layer]  # [T, n_kv, hd]
-    n_kv = v.shape[1]
-    if H % n_kv:
-        raise UnsupportedArchitectureError(f"{H} query heads do not share {n_kv} key/value heads evenly.")
-    v_rep = v.repeat_interleave(H // n_kv, dim=1)  # [T, H, hd] query head h uses kv head h // (H / n_kv)
-    sources = post(torch.einsum("dhk,phk->hpd", Wh, v_rep) * row.a[layer][:, :, None])  # [H, T, d]
-    bias = post(b.to(W.device)) if b is not None else None
-    return heads, sources, bias, post
 
 
 def _rel(err: float, scale: float) -> float:

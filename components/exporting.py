@@ -5,6 +5,10 @@ line share them. Static images come from kaleido 1.x driving a Chrome/Chromium t
 installed (Debian's `chromium`); nothing here ever downloads a browser. One browser process is
 kept open and reused across calls (it closes itself after a few idle minutes), because starting
 Chromium costs seconds while rendering one figure in a warm browser costs a fraction of that.
+
+Where the parts live: the exception in components.export_errors, CSV/JSON tables in components.export_tables
+and file names and package versions in components.export_files; this module keeps the browser, the figures and
+the bundle, and re-exports the moved names.
 """
 from __future__ import annotations
 
@@ -14,25 +18,32 @@ import datetime as _dt
 import functools
 import io
 import json
-import math
 import os
-import platform
-import re
 import shutil
 import threading
-import unicodedata
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, is_dataclass
-from importlib import metadata as _md
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis.errors import LogitscopeError
+from components.export_errors import ExportError as ExportError
+from components.export_files import _RESERVED as _RESERVED
+from components.export_files import _STACK as _STACK
+from components.export_files import MAX_FILENAME_LEN as MAX_FILENAME_LEN
+from components.export_files import _unique as _unique
+from components.export_files import package_versions as package_versions
+from components.export_files import safe_filename as safe_filename
+from components.export_tables import _FORMULA_START as _FORMULA_START
+from components.export_tables import _PLAIN_NUMBER as _PLAIN_NUMBER
+from components.export_tables import _finite_or_none as _finite_or_none
+from components.export_tables import _flat_frame as _flat_frame
+from components.export_tables import _json_default as _json_default
+from components.export_tables import _neutralise_cell as _neutralise_cell
+from components.export_tables import table_csv as table_csv
+from components.export_tables import table_json as table_json
 
 STATIC_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 FIGURE_FORMATS: tuple[str, ...] = STATIC_FORMATS + ("html",)
@@ -58,16 +69,6 @@ BROWSER_NAMES: tuple[str, ...] = ("chromium", "chromium-browser", "google-chrome
 RENDER_TIMEOUT_S = 90.0  # one figure, warm browser included start-up
 IDLE_CLOSE_S = 300.0  # a browser unused this long is closed; the next export starts a new one
 DEFAULT_SCALE = {"png": 2.0}  # PNG at 2x for crisp slides and papers; vector formats at 1x
-
-_STACK = (
-    "torch", "transformers", "tokenizers", "safetensors", "accelerate", "peft",
-    "huggingface_hub", "streamlit", "plotly", "kaleido", "choreographer",
-    "scikit-learn", "umap-learn", "numpy", "pandas",
-)  # fmt: skip
-
-
-class ExportError(LogitscopeError):
-    """A figure or table could not be exported (no browser, unknown format, render failure)."""
 
 
 # --------------------------------------------------------------------------- browser discovery
@@ -308,124 +309,6 @@ def figure_bytes(
     if not isinstance(data, (bytes, bytearray)) or not data:
         raise ExportError(f"Static export ({fmt.upper()}) returned no data; HTML export still works.")
     return bytes(data)
-
-
-# --------------------------------------------------------------------------- tables
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-
-
-def _neutralise_cell(value: Any) -> Any:
-    """Prefix a quote to a string that a spreadsheet would run as a formula; others unchanged."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        if _PLAIN_NUMBER.fullmatch(value):
-            return value  # "-1.5" is a number to a spreadsheet, not a formula
-        return "'" + value
-    return value
-
-
-def _flat_frame(df: pd.DataFrame) -> pd.DataFrame:
-    if not isinstance(df, pd.DataFrame):
-        raise ExportError(f"Cannot export a {type(df).__name__} as a table; expected a DataFrame.")
-    if not isinstance(df.index, pd.RangeIndex) or df.index.name is not None:
-        df = df.reset_index()
-    if isinstance(df.columns, pd.MultiIndex):
-        df = df.copy()
-        df.columns = ["/".join(str(p) for p in col if str(p)) for col in df.columns]
-    return df
-
-
-def table_csv(df: pd.DataFrame) -> bytes:
-    """UTF-8 CSV of df with formula-looking text cells neutralised; numeric columns untouched."""
-    df = _flat_frame(df).copy()
-    for col in df.columns:
-        if not (pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_datetime64_any_dtype(df[col])):
-            df[col] = df[col].map(_neutralise_cell).astype(object)
-    df.columns = [_neutralise_cell(str(c)) for c in df.columns]
-    return df.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (_dt.datetime, _dt.date, pd.Timestamp)):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return asdict(obj)
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return str(obj)
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def table_json(df: pd.DataFrame) -> bytes:
-    """UTF-8 JSON list of row records; NaN and infinities become null, dates ISO 8601."""
-    df = _flat_frame(df)
-    text = df.to_json(orient="records", date_format="iso", force_ascii=False, default_handler=str)
-    records = _finite_or_none(json.loads(text))
-    return json.dumps(records, ensure_ascii=False, allow_nan=False).encode("utf-8")
-
-
-# --------------------------------------------------------------------------- names, versions, bundle
-
-_RESERVED = {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
-MAX_FILENAME_LEN = 100
-
-
-def safe_filename(text: str, ext: str = "") -> str:
-    """A file name of [A-Za-z0-9._-] only: no separators, no leading dot or dash, capped, never empty."""
-    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_text)
-    stem = re.sub(r"\.{2,}", ".", stem)
-    stem = re.sub(r"_{2,}", "_", stem).strip("._-")
-    clean_ext = re.sub(r"[^A-Za-z0-9]+", "", str(ext)).lower()[:10]
-    room = MAX_FILENAME_LEN - (len(clean_ext) + 1 if clean_ext else 0)
-    stem = stem[:room].rstrip("._-") or "export"
-    head, dot, rest = stem.partition(".")
-    if head.lower() in _RESERVED:  # Windows: "NUL.txt" is the device NUL too, so mark the part before the dot
-        stem = head + "_" + dot + rest
-    return f"{stem}.{clean_ext}" if clean_ext else stem
-
-
-def package_versions() -> dict[str, str | None]:
-    """Versions of python and the stack's packages (None where one is not installed)."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _STACK:
-        try:
-            versions[name] = _md.version(name)
-        except _md.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def _unique(name: str, used: set[str]) -> str:
-    if name not in used:
-        used.add(name)
-        return name
-    stem, dot, ext = name.rpartition(".")
-    if not dot:
-        stem, ext = name, ""
-    i = 2
-    while True:
-        candidate = f"{stem}-{i}.{ext}" if ext else f"{stem}-{i}"
-        if candidate not in used:
-            used.add(candidate)
-            return candidate
-        i += 1
 
 
 BUNDLE_PLOTLYJS = "plotly.min.js"
