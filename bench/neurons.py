@@ -1,14 +1,14 @@
 """Bench: the confidence-neurons page's defaults end to end on a demo model (scan, then the ablation with its random
 baseline), against bare forward passes over the same prompts.
 
-What the page runs with its defaults (pages/confidence_neurons.py, components/reports/neurons.py DEFAULTS):
-  reference set: the built-in corpus_sample, non-empty lines, the first 128 (max_ref);
+What the page runs with its defaults (pages/confidence_neurons.py, components/reports/neurons.py NeuronsSettings):
+  reference set: the built-in corpus_sample, non-empty lines, the first 128 (max_reference);
   scan tab:      scan_entropy of the last block (paper processing, k = 1% of d_model), the reference set's
                  unigram distribution and scan_frequency over every block (weights only: no forward pass);
   ablate tab:    the top 3 neurons of the scan by rho (default_neurons), mean ablation, each alone, the three as
                  a set and 10 seeded random neurons of the same block (U = 14 ablated configurations):
                  build_units (the mean activations over the reference set: one forward pass over it) and
-                 ablate on the first 16 prompts of corpus_sample (max_eval; TE and DE per unit).
+                 ablate on the first 16 prompts of corpus_sample (max_prompts; TE and DE per unit).
 Floors: the model's bare forward pass (logits, nothing kept) over the reference set and over the evaluation
 prompts, in the same length-bucketed batches of 8 as the engine. Goals: the scan within 1.5x the forward pass
 over the reference set (it needs none), and the ablation within (U + 1) forward passes over the evaluation
@@ -47,15 +47,15 @@ from analysis.prompts import load_builtin  # noqa: E402
 from analysis.unigram import DEFAULT_REFERENCE, unigram_distribution  # noqa: E402
 from components.reports import neurons as R  # noqa: E402
 
-D = R.DEFAULTS
+D = R.NeuronsSettings()  # the declared defaults
 BATCH = 8  # the engine's default batch for the reference means and the ablation (the page does not change it)
 
 
 def page_prompts() -> tuple[list[str], list[str]]:
     """(reference prompts, evaluation prompts) as the page takes them from its default sets."""
     ref_set = load_builtin(DEFAULT_REFERENCE)
-    reference = [p for p in ref_set.prompts if p.strip()][: D["max_ref"]]
-    evaluation = list(load_builtin(DEFAULT_REFERENCE).prompts[: D["max_eval"]])
+    reference = [p for p in ref_set.prompts if p.strip()][: D.max_reference]
+    evaluation = list(load_builtin(DEFAULT_REFERENCE).prompts[: D.max_prompts])
     return reference, evaluation
 
 
@@ -68,19 +68,19 @@ def bare_forward(lm, prompts: list[str], batch_size: int = BATCH) -> None:
 
 def scan(lm, reference: list[str]):
     """The scan tab: entropy scan of the last block, the reference unigram, the frequency scan."""
-    s = ns.scan_entropy(lm.adapter, k=D["k"], processing=D["processing"])
+    s = ns.scan_entropy(lm.adapter, k=D.k, processing=D.processing)
     uni = unigram_distribution(lm.tokenizer, reference, lm.adapter.vocab_size)
-    ns.scan_frequency(lm.adapter, uni, processing=D["processing"])
+    ns.scan_frequency(lm.adapter, uni, processing=D.processing)
     return s, uni
 
 
 def ablation(lm, neurons, reference: list[str], evaluation: list[str], uni) -> tuple[float, float, int]:
     """The ablate tab's Run: (seconds for build_units, seconds for ablate, number of units)."""
     t0 = time.perf_counter()
-    units = abl.build_units(lm, list(neurons), mode=D["mode"], reference=reference, as_set=D["as_set"],
-                            n_random=D["n_random"], seed=D["seed"])
+    units = abl.build_units(lm, list(neurons), mode=D.mode, reference=reference, as_set=D.as_set,
+                            n_random=D.n_random, seed=D.seed)
     t1 = time.perf_counter()
-    abl.ablate(lm, evaluation, units, mode=D["mode"], log_p_freq=uni.log_p, min_position=D["min_pos"])
+    abl.ablate(lm, evaluation, units, mode=D.mode, log_p_freq=uni.log_p, min_position=D.skip_first)
     return t1 - t0, time.perf_counter() - t1, len(units)
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             best[k] = min(best[k], v)
         print(f"round {r + 1}: forward over the reference {t_ref:.3f} s, over the evaluation prompts {t_eval:.3f} s; "
               f"scan {t_scan:.3f} s; ablation: reference means {t_means:.3f} s + ablate {t_abl:.3f} s", flush=True)
-    print(f"neurons ablated: {', '.join(ns.neuron_label(b, i) for b, i in neurons)} (+ the set + {D['n_random']} "
+    print(f"neurons ablated: {', '.join(ns.neuron_label(b, i) for b, i in neurons)} (+ the set + {D.n_random} "
           f"random): U = {U}")
     passes = best["ablate"] / best["eval"]
     budget = (U + 1) * best["eval"] + best["ref"]

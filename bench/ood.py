@@ -1,6 +1,6 @@
 """Bench: the OOD page's default study end to end on a demo model, against a bare forward pass over the same prompts.
 
-What the page runs with its defaults (pages/ood.py, components/reports/ood.py DEFAULTS), timed as one piece:
+What the page runs with its defaults (pages/ood.py, components/reports/ood.py OODSeparabilitySettings), timed as one piece:
 features of the ID set and of each OOD set (analysis.ood_features.extract_features, batch 32, no BLOOD),
 the study (analysis.ood.study_from_features: every scorer at every layer, metrics, the best pick) with the
 page's OODSettings, and the 2-D map (analysis.ood.project_2d: PCA of the best score's best layer, 'last'
@@ -40,19 +40,19 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
+from analysis import ood as O  # noqa: E402
 from analysis.batching import bucketed, chunks, encode  # noqa: E402
 from analysis.demo import prompts as DP  # noqa: E402
 from analysis.demo import world as W  # noqa: E402
 from analysis.forward import run  # noqa: E402
 from analysis.loading import ModelSpec, load_model  # noqa: E402
 from analysis.model_defaults import default_set  # noqa: E402
-from analysis import ood as O  # noqa: E402
 from analysis.ood import OODSettings, project_2d, study_from_features  # noqa: E402
 from analysis.ood_features import extract_features  # noqa: E402
 from analysis.prompts import load_builtin  # noqa: E402
 from components.reports import ood as R  # noqa: E402
 
-D = R.DEFAULTS
+D = R.OODSeparabilitySettings()  # the page's defaults
 
 
 def _fits(lm, texts: list[str]) -> list[str]:
@@ -94,9 +94,7 @@ def page_sets(lm) -> tuple[str, list[str], dict[str, list[str]]]:
 
 def page_settings() -> OODSettings:
     """The page's OODSettings with every widget at its default (0 = auto for ViM's dim and NECO's k)."""
-    return OODSettings(seed=D["seed"], fit_fraction=D["fit_fraction"], poolings=tuple(D["poolings"]),
-                       knn_k=D["knn_k"], shrinkage=D["shrinkage"], vim_dim=D["vim_dim"] or None,
-                       neco_k=D["neco_k"] or None, logitgap_n=D["gap_n"])
+    return D.to_study_settings()
 
 
 def bare_forward(lm, sets: dict[str, list[str]], batch_size: int, bucket: bool = True) -> None:
@@ -116,9 +114,9 @@ def ood_study(lm, id_name: str, sets: dict[str, list[str]], batch_size: int, met
     feats = {name: extract_features(lm, ps, batch_size=batch_size) for name, ps in sets.items()}
     id_f = feats.pop(id_name)
     study = study_from_features(id_f, feats, page_settings(), id_name=id_name)
-    layer = R.map_layer(study, study.best_score, D["layer"])
-    proj = project_2d(id_f, feats, layer, pooling=D["map_pool"], method=method, fit_on=D["fit_on"],
-                      random_state=D["random_state"], id_name=id_name)
+    layer = R.map_layer(study, study.best_score, D.layer)
+    proj = project_2d(id_f, feats, layer, pooling=D.map_pooling, method=method, fit_on=D.fit_on,
+                      random_state=D.random_state, id_name=id_name)
     return id_f, feats, study, proj
 
 
@@ -141,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="gpt2-world-base")
     ap.add_argument("--sets", choices=["page", "synthetic"], default="page")
     ap.add_argument("--n", type=int, default=2000, help="with --sets synthetic: ID prompts; as many OOD prompts")
-    ap.add_argument("--batch-size", type=int, default=D["batch_size"])
+    ap.add_argument("--batch-size", type=int, default=D.batch_size)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds; the best of each is kept")
     ap.add_argument("--threads", type=int, default=1, help="torch, BLAS and OpenMP threads (default 1)")
     ap.add_argument("--umap", action="store_true", help="also time the UMAP map (not the page default)")
@@ -188,18 +186,18 @@ def main(argv: list[str] | None = None) -> None:
     id_f = feats.pop(id_name)
     study = study_from_features(id_f, feats, page_settings(), id_name=id_name)
     t2 = time.perf_counter()
-    layer = R.map_layer(study, study.best_score, D["layer"])
+    layer = R.map_layer(study, study.best_score, D.layer)
     getattr(O, "_PROJ_CACHE", {}).clear()
-    project_2d(id_f, feats, layer, pooling=D["map_pool"], method="pca", fit_on=D["fit_on"],
-               random_state=D["random_state"], id_name=id_name)
+    project_2d(id_f, feats, layer, pooling=D.map_pooling, method="pca", fit_on=D.fit_on,
+               random_state=D.random_state, id_name=id_name)
     t3 = time.perf_counter()
     print(f"parts: features {t1 - t0:.3f} s, scores + metrics {t2 - t1:.3f} s, PCA map {t3 - t2:.3f} s")
     if args.umap:
         for what in ("first UMAP call in this process (numba compiles)", "warm UMAP call"):
             getattr(O, "_PROJ_CACHE", {}).clear()
             t0 = time.perf_counter()
-            project_2d(id_f, feats, layer, pooling=D["map_pool"], method="umap", fit_on=D["fit_on"],
-                       random_state=D["random_state"], id_name=id_name)
+            project_2d(id_f, feats, layer, pooling=D.map_pooling, method="umap", fit_on=D.fit_on,
+                       random_state=D.random_state, id_name=id_name)
             print(f"UMAP map ({what}): {time.perf_counter() - t0:.3f} s", flush=True)
     where = "final logits" if study.best_layer is None else f"layer {study.best_layer}"
     print(f"best: {study.best_score} at {where}, AUROC {study.best_auroc:.3f}; map at layer {layer}; "

@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
+from components.reports import flow
 from components.reports import lens
+from components.reports import neurons
+from components.reports import ood
+from components.reports import shift
+from components.reports import steering
 
 
 @dataclass(frozen=True)
@@ -24,4 +29,9 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "lens": Method(lens, lens.LensSettings, "lens", "pages/logit_lens.py"),
+    "neurons": Method(neurons, neurons.NeuronsSettings, "neurons", "pages/confidence_neurons.py"),
+    "shift": Method(shift, shift.ShiftSettings, "shift", "pages/checkpoint_shift.py"),
+    "flow": Method(flow, flow.FlowSettings, "flow", "pages/logit_flow.py"),
+    "ood": Method(ood, ood.OODSeparabilitySettings, "ood", "pages/ood.py"),
+    "steer": Method(steering, steering.SteerSettings, "steer", "pages/steering.py"),
 }

@@ -36,8 +36,9 @@ def progress_bar(label: str) -> Iterator[ProgressFn]:
         bar.empty()
 
 
-def show(report: Report, name: str, key: str, *, bundle: str, optional: bool = False) -> None:
-    """Draw figure ``name`` of a report with its export popover (and its table, when the report has one).
+def show(report: Report, name: str, key: str, *, bundle: str, optional: bool = False, table: str | None = None) -> None:
+    """Draw figure ``name`` of a report with its export popover (and its data: the report's table of the same name,
+    or of the name ``table``).
 
     Streamlit keys: ``{key}_{name}`` (chart), ``{key}_x_{name}`` (export); the exported file is ``{bundle}_{name}``.
     ``optional``: draw nothing when the report has no such figure.
@@ -49,7 +50,8 @@ def show(report: Report, name: str, key: str, *, bundle: str, optional: bool = F
     from components.export_ui import export_figure
 
     st.plotly_chart(report.figures[name], key=f"{key}_{name}")
-    export_figure(report.figures[name], f"{bundle}_{name}", key=f"{key}_x_{name}", data=report.tables.get(name))
+    export_figure(report.figures[name], f"{bundle}_{name}", key=f"{key}_x_{name}",
+                  data=report.tables.get(table or name))
 
 
 def model_default(key: str, value: Any) -> None:
@@ -74,24 +76,34 @@ def user_errors() -> Iterator[None]:
         st.stop()
 
 
-def require_run(key: str, params: Any, clicked: bool, what: str, *, changed: str = "settings") -> None:
-    """Stop the page until Run was pressed for exactly these ``params`` (hashable settings of the analysis).
+def has_run(key: str, params: Any, clicked: bool) -> bool:
+    """True once Run was pressed for exactly these ``params`` (hashable settings of the analysis); for a tab or a
+    part of a page that waits while the rest of the page carries on (``require_run`` stops the page instead).
 
-    Shows "Press Run to compute {what}." - or that the {changed} changed since the last run - and st.stop()s.
-    A page that has run says so in its link ("<page>.run=1", the page key being ``key`` without "_ran"): a fresh
-    session opened from that link runs it at once (from the cache when this server computed it before).
+    A part that has run says so in the link ("<key without _ran>.run=1"): a fresh session opened from that link
+    runs it at once (from the cache when this server computed it before).
     """
-    flag = f"{key[:-len('_ran')] if key.endswith('_ran') else key}.run"
+    flag = f"{key.removesuffix('_ran')}.run"
     if clicked or (key not in st.session_state and st.query_params.get(flag) == "1"):
         st.session_state[key] = params
-    last = st.session_state.get(key)
-    if last != params:
+    if st.session_state.get(key) != params:
         if flag in st.query_params:
             del st.query_params[flag]
-        st.info(f"Press Run to compute {what}" + (f" (the {changed} changed since the last run)." if last else "."))
-        st.stop()
+        return False
     if st.query_params.get(flag) != "1":
         st.query_params[flag] = "1"
+    return True
+
+
+def require_run(key: str, params: Any, clicked: bool, what: str, *, changed: str = "settings") -> None:
+    """Stop the page until Run was pressed for exactly these ``params`` (see ``has_run``, links included).
+
+    Shows "Press Run to compute {what}." - or that the {changed} changed since the last run - and st.stop()s.
+    """
+    last = st.session_state.get(key)
+    if not has_run(key, params, clicked):
+        st.info(f"Press Run to compute {what}" + (f" (the {changed} changed since the last run)." if last else "."))
+        st.stop()
 
 
 def compare_columns(pair: ModelPair) -> list[tuple[str, Any, Any, Any]]:

@@ -55,11 +55,19 @@ def progress(label: str, quiet: bool) -> Iterator[Progress]:
 
 
 def load_prompts(text: str) -> Any:
-    """A built-in set by name, else a .txt/.csv/.jsonl file path; PromptSetError if it is neither."""
+    """A built-in set by name, 'store:<sha256>' (a set in the local prompt store), else a .txt/.csv/.jsonl file
+    path; PromptSetError if it is none of these."""
+    from analysis import prompt_store
     from analysis.prompts import builtin_sets, load_builtin, parse_prompt_file
 
     if text in builtin_sets():
         return load_builtin(text)
+    if text.startswith("store:"):  # a set kept in the local prompt store by its sha256 (links, rerun)
+        stored = prompt_store.load(text[len("store:"):])
+        if stored is None:
+            raise PromptSetError(f"No prompt set {text[6:18]}… is stored on this machine "
+                                 f"({prompt_store.store_dir()}).")
+        return stored
     path = Path(text)
     if path.is_file():
         try:
@@ -186,13 +194,15 @@ def write_bundle(out: Path, figures: dict, tables: dict, metadata: dict, formats
     return names
 
 
-def finish(args: argparse.Namespace, report: Any, page: str, models: Models, settings: dict, prompt_set: Any) -> int:
-    """Write report + metadata (same keys as the page's) into --out and say where."""
+def finish(args: argparse.Namespace, report: Any, page: str, models: Models, settings: dict, prompt_set: Any,
+           inputs: dict | None = None) -> int:
+    """Write report + metadata (same keys as the page's) into --out and say where; ``inputs`` = {CLI flag: set(s)}
+    of every prompt set the run used (default: prompt_set under --prompts), kept in the bundle for `rerun`."""
     from components.reports import report_metadata
 
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    meta = report_metadata(page, models.cards(), settings, prompt_set, report.notes)
+    meta = report_metadata(page, models.cards(), settings, prompt_set, report.notes, inputs)
     out = prepare_out(args.out, args.force)
     names = write_bundle(out, report.figures, report.tables, meta, args.formats)
     if not args.quiet:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from analysis.errors import InputError
+from components.reports import neurons as R
+from components.settings import add_arguments, fields_of, from_args
 from logitscope.common import (
     add_common,
     chat,
@@ -17,112 +18,65 @@ from logitscope.common import (
     progress,
 )
 
-NEURON_PARTS = ("ablate", "induction")
+GROUPS = {"scan": ("max_reference", "processing", "k"),
+          "ablate": ("neurons", "mode", "max_prompts", "n_random", "seed", "skip_first", "as_set"),
+          "induction": ("induction_source", "induction_neurons", "induction_auto", "sequences", "length",
+                        "random_sets", "induction_seed")}
+
+
+def settings_of(args: argparse.Namespace) -> R.NeuronsSettings:
+    """The settings from the flags; the older --no-processing and --no-set switches still work."""
+    overrides = {}
+    if args.no_processing:
+        overrides["processing"] = False
+    if args.no_set:
+        overrides["as_set"] = False
+    return from_args(R.NeuronsSettings, args, **overrides)
 
 
 def run(args: argparse.Namespace) -> int:
     """Entropy and frequency scans, ablation and the induction study as the Confidence neurons page runs them."""
-    from analysis import induction as ind
-    from analysis import neuron_ablation as abl
-    from analysis import neuron_scan as ns
-    from analysis.unigram import unigram_distribution
-    from components.reports import neurons as R
-
-    parts = set(args.parts)
+    s = settings_of(args)
+    parts = tuple(p for p in R.PARTS if p in args.parts)
     ref_set = given_prompts(args)
-    settings: dict = {"reference": {}}
-    k = args.k
-    settings["scan"] = {"processing": not args.no_processing, "k": k or "1% of d_model"}
     with progress("neurons", args.quiet) as bar:
         models = load_models(args)
         ref_set = main_prompts(args, models, ref_set)
-        reference = tuple(p for p in ref_set.prompts if p.strip())[: args.max_reference]
-        settings["reference"] = {"name": ref_set.name, "sha256": ref_set.sha256, "n_used": len(reference)}
-        items = models.items()
-        scans, freqs, unigrams = {}, {}, {}
-        for which, lm, _card in items:
-            scans[which] = ns.scan_entropy(lm.adapter, k=k, processing=not args.no_processing, extra=())
-            if reference:
-                unigrams[which] = unigram_distribution(lm.tokenizer, list(reference), lm.adapter.vocab_size)
-                freqs[which] = ns.scan_frequency(lm.adapter, unigrams[which], processing=not args.no_processing)
-        bar.stage(0, 0.1)(1.0, "scanned")
-        ablations, inductions = {}, {}
-        if "ablate" in parts:
-            ids_text = args.neurons if args.neurons is not None else R.default_neurons(scans["A"])
-            eval_set = chat(args, models, load_prompts(args.eval_prompts))
-            settings["ablate"] = {"neurons": ns.canonical_neuron_text(ids_text), "mode": args.mode,
-                                  "max_prompts": args.max_prompts, "n_random": args.n_random, "seed": args.seed,
-                                  "skip_first": args.skip_first,
-                                  "as_set": not args.no_set, "eval_set": eval_set.name}
-            if args.mode != "zero" and not reference:
-                raise InputError("The reference set is empty: mean and clipped-mean ablation need reference prompts "
-                                 "(--prompts).")
-            prompts = list(eval_set.prompts[: args.max_prompts])
-            for i, (which, lm, _card) in enumerate(items):
-                lo, hi = 0.1 + 0.5 * i / len(items), 0.1 + 0.5 * (i + 1) / len(items)
-                units = abl.build_units(lm, list(ns.parse_neuron_ids(ids_text, lm.adapter)), mode=args.mode,
-                                        reference=list(reference), as_set=not args.no_set, n_random=args.n_random,
-                                        seed=args.seed, progress=bar.stage(lo, lo + 0.2 * (hi - lo), f"{which} units"))
-                uni = unigrams.get(which) or unigram_distribution(lm.tokenizer, list(reference), lm.adapter.vocab_size)
-                ablations[which] = abl.ablate(lm, prompts, units, mode=args.mode, log_p_freq=uni.log_p,
-                                              min_position=args.skip_first,
-                                              progress=bar.stage(lo + 0.2 * (hi - lo), hi, f"{which} ablate"))
-        if "induction" in parts:
-            ind_set = chat(args, models, load_prompts(args.induction_prompts)) \
-                if args.induction_source == "prompts" else None
-            settings["induction"] = {"source": args.induction_source,
-                                     "neurons": ns.canonical_neuron_text(args.induction_neurons) or "auto (3)",
-                                     "sequences": args.sequences, "length": args.length,
-                                     "random_sets": args.random_sets, "seed": args.induction_seed}
-            for i, (which, lm, _card) in enumerate(items):
-                if args.induction_source == "random":
-                    seq = ind.random_sequences(lm.tokenizer, lm.adapter.vocab_size, n=args.sequences,
-                                               length=args.length, seed=args.induction_seed)
-                else:
-                    seq = ind.prompt_sequences(lm.tokenizer, ind_set, max_rows=args.sequences)
-                ids = ns.parse_neuron_ids(args.induction_neurons, lm.adapter) if args.induction_neurons.strip() else ()
-                chosen = list(ids) or list(ind.select_neurons(lm, seq, n=R.DEFAULTS["ind_auto"]))
-                inductions[which] = ind.induction_study(
-                    lm, seq, chosen, n_random_sets=args.random_sets, seed=args.induction_seed,
-                    progress=bar.stage(0.6 + 0.4 * i / len(items), 0.6 + 0.4 * (i + 1) / len(items), f"{which} induction"))
-    report = R.neurons_report(scans, freqs, names={w: card.name for w, _, card in items}, ablations=ablations,
-                              inductions=inductions)
-    return finish(args, report, R.PAGE, models, settings, ref_set)
+        eval_set = chat(args, models, load_prompts(args.eval_prompts)) if "ablate" in parts else None
+        ind_set = (chat(args, models, load_prompts(args.induction_prompts))
+                   if "induction" in parts and s.induction_source == "prompts" else None)
+        bar.stage(0, 0.05)(1.0, "models loaded")
+        report, settings = R.run(models, ref_set, s, bar.stage(0.05, 1.0), eval_set=eval_set, induction_set=ind_set,
+                                 parts=parts)
+    sets = {"--prompts": ref_set, "--eval-prompts": eval_set, "--induction-prompts": ind_set}
+    return finish(args, report, R.PAGE, models, settings, ref_set,
+                  {flag: ps for flag, ps in sets.items() if ps is not None})
 
 
 def add(sub: Any) -> None:
+    """The neurons subcommand: the common flags and one flag per NeuronsSettings field (in its tab's group)."""
     from analysis.unigram import DEFAULT_REFERENCE
-    from components.reports import neurons as R
 
-    d = R.DEFAULTS
     p = sub.add_parser("neurons", help="confidence neurons: entropy/frequency scans, ablation, induction study",
                        description="Scan the last block for entropy neurons and every block for token-frequency "
                                    "neurons, ablate neurons (total vs direct effect) and run the induction study; "
                                    "writes the Confidence neurons page's bundle. --prompts is the reference set "
                                    "(token frequencies and mean activations).")
     add_common(p, DEFAULT_REFERENCE)
-    s = p.add_argument_group("scan (the page's defaults)")
-    s.add_argument("--max-reference", type=int, default=d["max_ref"], help="use at most this many reference prompts")
-    s.add_argument("--no-processing", action="store_true", help="no paper processing (fold/centre W_U and w_out)")
-    s.add_argument("--k", type=int, default=None, help="null-space size (default 1%% of d_model)")
-    s.add_argument("--parts", type=parts_of(NEURON_PARTS, none=True), default=NEURON_PARTS,
-                   help="comma separated from ablate,induction, or none (default both)")
-    s = p.add_argument_group("ablate")
-    s.add_argument("--neurons", default=None, help="L{block}.N{index}, comma separated (0-based block, e.g. L3.N130; "
-                   "the old 3.130 form works too; default: top 3 of A's scan by rho)")
-    s.add_argument("--eval-prompts", default=DEFAULT_REFERENCE, help="prompts the ablation is evaluated on")
-    s.add_argument("--mode", default=d["mode"], choices=["mean", "zero", "clipped"])
-    s.add_argument("--max-prompts", type=int, default=d["max_eval"])
-    s.add_argument("--n-random", type=int, default=d["n_random"], help="random baseline neurons")
-    s.add_argument("--seed", type=int, default=d["seed"])
-    s.add_argument("--skip-first", type=int, default=d["min_pos"], help="skip the first positions")
-    s.add_argument("--no-set", action="store_true", help="do not also ablate the neurons together")
-    s = p.add_argument_group("induction")
-    s.add_argument("--induction-source", default=d["ind_source"], choices=["prompts", "random"])
-    s.add_argument("--induction-prompts", default="induction", help="set of 'R R' texts")
-    s.add_argument("--induction-neurons", default="", help="L{block}.N{index} list (default: auto, 3)")
-    s.add_argument("--sequences", type=int, default=d["ind_n"])
-    s.add_argument("--length", type=int, default=d["ind_len"], help="random R length")
-    s.add_argument("--random-sets", type=int, default=d["ind_sets"])
-    s.add_argument("--induction-seed", type=int, default=d["ind_seed"])
+    names = {f.name for f in fields_of(R.NeuronsSettings)}
+    ungrouped = {f.name for f in fields_of(R.NeuronsSettings) if f.spec.cli} - {n for g in GROUPS.values() for n in g}
+    if ungrouped:
+        raise TypeError(f"NeuronsSettings flags without a group: {sorted(ungrouped)}")
+    groups = {}
+    for title, fields in GROUPS.items():
+        g = groups[title] = p.add_argument_group(f"{title} (the page's defaults)")
+        add_arguments(g, R.NeuronsSettings, skip=tuple(names - set(fields)))
+    groups["scan"].add_argument("--no-processing", action="store_true", help="same as --processing false")
+    groups["scan"].add_argument("--parts", type=parts_of(R.PARTS, none=True), default=R.PARTS,
+                                help="comma separated from ablate,induction, or none (default both)")
+    groups["ablate"].add_argument("--eval-prompts", default=DEFAULT_REFERENCE,
+                                  help=f"prompts the ablation is evaluated on (default {DEFAULT_REFERENCE})")
+    groups["ablate"].add_argument("--no-set", action="store_true", help="same as --as-set false")
+    groups["induction"].add_argument("--induction-prompts", default="induction",
+                                     help="set of 'R R' texts (default induction)")
     p.set_defaults(func=run)

@@ -3,7 +3,8 @@ alone and say whether every table matches.
 
 The bundle names its method (metadata "page"), its models (cards: source, revision, adapter, dtype, weights
 sha256), every setting, and holds the exact prompts of every input set (prompts/*.jsonl, metadata "inputs" maps
-each CLI flag to its files). The rerun runs that method's command with those, writes DIR like any command, then
+each CLI flag to its files). Each set goes into the local prompt store (analysis.prompt_store) under its name and
+sha256 and is passed as 'store:<sha256>'; a set whose content does not match its recorded hash is refused. The rerun runs that method's command with those, writes DIR like any command, then
 compares each data/*.csv: identical, within the dtype's tolerance (the largest difference is printed), or not.
 Exit status 0 when every table matches, 1 when one does not, 2 on a project error.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis import prompt_store
 from analysis.errors import InputError
 
 TOLERANCE = {"float32": (1e-4, 1e-6), "bfloat16": (2e-2, 1e-3), "float16": (5e-3, 1e-4)}  # (rtol, atol) by dtype
@@ -71,14 +73,14 @@ def command_line(meta: dict, files: dict[str, bytes], tmp: Path) -> list[str]:
     if not inputs:
         raise InputError("The bundle holds no prompts (it was written before bundles kept them): it cannot be rerun.")
     for flag, entries in inputs.items():
-        paths = []
+        refs = []
         for e in entries:
             if e["file"] not in files:
                 raise InputError(f"The bundle lacks {e['file']} named in its metadata.")
-            dest = tmp / Path(e["file"]).name
-            dest.write_bytes(files[e["file"]])
-            paths.append(str(dest))
-        argv += [flag, ",".join(paths)]
+            # into the local prompt store under its own name and hash (names appear in tables: 'facts', not a file)
+            ps = prompt_store.from_jsonl(e["name"], files[e["file"]], e.get("sha256"))
+            refs.append(f"store:{prompt_store.save(ps)}")
+        argv += [flag, ",".join(refs)]
     saved = meta.get("settings", {})
     for f in fields_of(m.settings):
         if f.spec.cli and f.name in saved:

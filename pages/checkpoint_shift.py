@@ -1,36 +1,58 @@
 """Checkpoint shift: what changed between checkpoint A and B (log p_B - log p_A), and whether two model pairs
-changed alike (also across tokenizers, through the PM-MinED token map)."""
+changed alike (also across tokenizers, through the PM-MinED token map).
+
+Wiring only: the widgets come from components.reports.shift.ShiftSettings, the computation is its cached ``compute``
+(and ``compute_similarity`` for the second pair), keyed on the models, the prompt set and the settings that change
+the computation, and the figures its ``report``.
+"""
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+from dataclasses import replace
 
 import streamlit as st
 
 from analysis.loading import ModelSpec, builtin_models
 from analysis.model_defaults import default_set
-from analysis.shift import (
-    LayerKL,
-    ShiftResult,
-    Similarity,
-    compatibility,
-    compute_shift,
-    layer_kl,
-    shift_similarity,
-)
+from analysis.model_pair import ModelPair
+from analysis.prompts import PromptSet
+from analysis.shift import compatibility
 from components.export_ui import export_bundle, export_figure
 from components.model_state import KEY_SPECS, KEY_USE_B, load_cached, require_models
-from components.page_kit import page_metadata, progress_bar, user_errors
+from components.page_kit import model_default, page_metadata, progress_bar, require_run, user_errors
 from components.prompt_input import prompt_set_input
 from components.reports import Report
 from components.reports import shift as R
+from components.settings import compute_key, field_of
+from components.settings_ui import apply_query, sync_query, widget, widget_key
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
 
-PAGE = R.PAGE
+KEY = R.KEY
+S = R.ShiftSettings
 OTHER = "Other: hub id or local folder…"
-REF_LABELS = {"response": "The prompt set's response", "greedy": "B's greedy output"}
+
+
+def _pair_of(specs: tuple) -> ModelPair:
+    got = {which: load_cached(spec) for which, spec in specs}
+    return ModelPair(*got["A"], *(got["B"] if "B" in got else (None, None)))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_compute(specs: tuple, sha256: str, key: tuple, _prompt_set: PromptSet, _settings: R.ShiftSettings,
+                   _progress=None) -> R.ShiftResults:
+    """R.compute for the models ``specs`` (re-fetched from the model cache), cached on the set's hash and the
+    settings that change the computation (``key``)."""
+    return R.compute(_pair_of(specs), _prompt_set, _settings, _progress)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_similarity(specs: tuple, specs2: tuple, sha256: str, key: tuple, _prompt_set: PromptSet,
+                      _settings: R.ShiftSettings, _progress=None) -> R.SimilarityResults:
+    """R.compute_similarity of the pair ``specs`` with the second pair ``specs2``, cached like cached_compute."""
+    second = tuple(load_cached(spec)[0] for spec in specs2)
+    return R.compute_similarity(_pair_of(specs), second, _prompt_set, _settings, _progress)
+
 
 st.title("Checkpoint shift")
 st.caption("What changed between checkpoint A and checkpoint B: the same text runs through both, teacher-forced on a "
@@ -55,13 +77,15 @@ def _enable_b(spec: ModelSpec) -> None:
 
 
 pair = require_models()
+for problem in apply_query(S, KEY, KEY):
+    st.warning(f"Link: {problem}")
 if not pair.compare:
     sib = _sibling(pair.a.spec)
     st.info("This page compares two checkpoints. Turn on **Compare with checkpoint B** in the sidebar and pick B "
             "(for the demo models: each family's base as A and its tuned checkpoint as B, e.g. gpt2-world-base vs "
             "gpt2-world-tuned; for the real model, its grumpy LoRA).")
     if sib:
-        st.button(f"Compare A with {sib[0]} as checkpoint B", on_click=_enable_b, args=(sib[1],), key="shift_enable_b")
+        st.button(f"Compare A with {sib[0]} as checkpoint B", on_click=_enable_b, args=(sib[1],), key=f"{KEY}_enable_b")
     st.stop()
 
 a, b = pair.a, pair.b
@@ -70,99 +94,35 @@ if comp.message:
     st.warning(comp.message, icon="⚠️")
 st.caption(f"A: **{pair.card_a.name}** → B: **{pair.card_b.name}**")
 
-
-# ---------------------------------------------------------------------------------------------- cached engine
-# Results are memoised in a small process-wide LRU keyed on (specs, prompts, settings) rather than with
-# st.cache_data: a cache_data function that reports to a progress bar created outside it raises
-# CacheReplayClosureError on the next cache hit (streamlit replays the bar's element calls).
-_MEMO_MAX = 8
-
-
-@st.cache_resource(show_spinner=False)
-def _memo_store() -> tuple[OrderedDict, threading.Lock]:
-    """The LRU and its lock, kept across reruns (a page's module globals are re-created on every run)."""
-    return OrderedDict(), threading.Lock()
-
-
-def _cached(key: tuple, compute):
-    """compute() once per key (bounded LRU shared by all sessions; results are immutable)."""
-    _memo, _memo_lock = _memo_store()
-    with _memo_lock:
-        if key in _memo:
-            _memo.move_to_end(key)
-            return _memo[key]
-    value = compute()
-    with _memo_lock:
-        _memo[key] = value
-        while len(_memo) > _MEMO_MAX:
-            _memo.popitem(last=False)
-    return value
-
-
-def _shift(spec_a: ModelSpec, spec_b: ModelSpec, prompts: tuple, responses: tuple, reference: str, n_tokens: int,
-           top_n: int, _progress=None) -> ShiftResult:
-    def compute() -> ShiftResult:
-        lm_a, lm_b = load_cached(spec_a)[0], load_cached(spec_b)[0]
-        return compute_shift(lm_a, lm_b, list(prompts), list(responses), reference=reference, n_tokens=n_tokens,
-                             top_n=top_n, progress=_progress)
-    return _cached(("shift", spec_a, spec_b, prompts, responses, reference, n_tokens, top_n), compute)
-
-
-def _layer_kl(spec_a: ModelSpec, spec_b: ModelSpec, prompts: tuple, responses: tuple, reference: str,
-              n_tokens: int, _progress=None) -> LayerKL:
-    def compute() -> LayerKL:
-        lm_a, lm_b = load_cached(spec_a)[0], load_cached(spec_b)[0]
-        return layer_kl(lm_a, lm_b, list(prompts), list(responses), reference=reference, n_tokens=n_tokens,
-                        progress=_progress)
-    return _cached(("layer_kl", spec_a, spec_b, prompts, responses, reference, n_tokens), compute)
-
-
-def _similarity(specs1: tuple, specs2: tuple, prompts: tuple, responses: tuple, reference: str, n_tokens: int,
-                top_n: int, columns: str, _progress=None) -> Similarity:
-    def compute() -> Similarity:
-        p1 = tuple(load_cached(s)[0] for s in specs1)
-        p2 = tuple(load_cached(s)[0] for s in specs2)
-        return shift_similarity(p1, p2, list(prompts), list(responses), reference=reference, n_tokens=n_tokens,
-                                top_n=top_n, columns=columns, progress=_progress)
-    return _cached(("similarity", specs1, specs2, prompts, responses, reference, n_tokens, top_n, columns), compute)
-
-
 # ---------------------------------------------------------------------------------------------- settings
-ps = prompt_set_input("shift", default_builtin=default_set(pair.a, "persona_eval"))
+ps = prompt_set_input(KEY, default_builtin=default_set(pair.a, "persona_eval"))
 if ps is None:
     st.stop()
 has_resp = all(r.response for r in ps.rows)
+data_reference = R.default_reference(has_resp)
+model_default(widget_key(KEY, "reference"), data_reference)  # the set's default, again when the set changes it
+max_key, max_field = widget_key(KEY, "max_prompts"), field_of(S, "max_prompts")
+model_default(max_key, min(len(ps), max_field.default))
+if st.session_state[max_key] > len(ps):  # a larger value kept from a bigger set (or a link): the whole set
+    st.session_state[max_key] = len(ps)
+
 c = st.columns(5)
-reference = c[0].radio("Reference continuation", list(REF_LABELS), format_func=REF_LABELS.get,
-                       index=list(REF_LABELS).index(R.default_reference(has_resp)), key="shift_reference",
-                       help="Both checkpoints are teacher-forced on this text.")
-n_tokens = c[1].number_input("Greedy tokens (N)", 1, 128, R.DEFAULTS["n_tokens"], key="shift_n_tokens",
-                             disabled=reference != "greedy")
-top_n = c[2].number_input("Top-N tokens per step", 5, 500, R.DEFAULTS["top_n"], key="shift_top_n",
-                          help="Columns kept per step: B's (the reference model's) most likely tokens.")
-max_prompts = c[3].number_input("Max prompts", 1, len(ps), min(len(ps), R.DEFAULTS["max_prompts"]), key="shift_max_prompts")
-n_cols = c[4].number_input("Heatmap columns", 5, 200, R.DEFAULTS["n_cols"], key="shift_n_cols")
-if reference == "response" and not has_resp:
-    st.error("Some prompts in this set have no response: choose B's greedy output as the reference, or upload a set "
-             "with a 'response' column.")
-    st.stop()
-rows = ps.rows[: int(max_prompts)]
-prompts = tuple(r.prompt for r in rows)
-responses = tuple(r.response for r in rows) if reference == "response" else tuple(None for _ in rows)
-settings = R.shift_settings(reference, int(n_tokens), int(top_n), int(max_prompts), int(n_cols))
-run_key = (a.spec, b.spec, ps.sha256, tuple(sorted(settings.items())))
-if st.button("Run", type="primary", key="shift_run"):
-    st.session_state["shift_ran"] = run_key
-if st.session_state.get("shift_ran") != run_key:
-    st.caption("Press Run to compute the shift.")
-    st.stop()
+reference = widget(S, "reference", KEY, c[0])
+n_tokens = widget(S, "n_tokens", KEY, c[1], disabled=reference != "greedy")
+top_n = widget(S, "top_n", KEY, c[2])
+max_prompts = int(c[3].number_input(max_field.label, min_value=int(max_field.spec.lo), max_value=len(ps), step=1,
+                                    key=max_key, help=max_field.spec.help))
+columns_shown = widget(S, "columns_shown", KEY, c[4])
+settings = S(reference=None if reference == data_reference else reference, n_tokens=n_tokens, top_n=top_n,
+             max_prompts=max_prompts, columns_shown=columns_shown)
+with user_errors():
+    R.resolve_reference(ps, settings)  # 'response' on a set without responses: say so before Run
+run_clicked = st.button("Run", type="primary", key=f"{KEY}_run")
+require_run(f"{KEY}_ran", (pair.specs(), ps.sha256, R.shift_key(settings)), run_clicked, "the shift")
 
 with user_errors(), progress_bar("Computing the shift…") as report:
-    res = _shift(a.spec, b.spec, prompts, responses, reference, int(n_tokens), int(top_n), _progress=report)
-lk = None
-if comp.lens_kl:
-    with user_errors(), progress_bar("Per-layer lens KL…") as report:
-        lk = _layer_kl(a.spec, b.spec, prompts, responses, reference, int(n_tokens), _progress=report)
+    results = cached_compute(pair.specs(), ps.sha256, R.shift_key(settings), ps, settings, _progress=report)
+res = results.shift
 
 m = st.columns(3)
 m[0].metric("Mean KL(B‖A) per step", f"{res.mean_kl:.4f} nats")
@@ -171,34 +131,33 @@ m[2].metric("B tokens mapped to A" + (" (same tokenizer)" if res.same_tokenizer 
             f"{res.mapped_share:.1%}")
 
 
-def show(part: Report, name: str, table: str | None, key: str, export_key: str) -> None:
-    """Draw a report figure with its export popover (its table named table)."""
-    st.plotly_chart(part.figures[name], key=key)
-    export_figure(part.figures[name], name if name.startswith("shift_") else f"shift_{name}", export_key, data=part.tables.get(table) if table else None)
+def show(part: Report, name: str, table: str) -> None:
+    """Draw a report figure with its export popover (with its table ``table``); keys as page_kit.show's."""
+    st.plotly_chart(part.figures[name], key=f"{KEY}_{name}")
+    export_figure(part.figures[name], f"{R.BUNDLE}_{name}", key=f"{KEY}_x_{name}", data=part.tables.get(table))
 
 
 st.subheader("Most promoted and suppressed tokens", anchor=False)
 bars_slot = st.container()
 st.subheader("Shift per step", anchor=False)
 labels = [f"{i + 1}. {p.prompt[:70]}" for i, p in enumerate(res.prompts)]
-pick = st.selectbox("Prompt", range(len(labels)), format_func=lambda i: labels[i], key="shift_pick")
-sel = res.prompts[pick]
+show_prompt = widget(S, "show_prompt", KEY, choices=list(range(1, len(labels) + 1)),
+                     format_func=lambda i: labels[i - 1])
+settings = replace(settings, show_prompt=show_prompt)
+sel = res.prompts[show_prompt - 1]
 st.text(f"Prompt: {sel.prompt}\nContinuation: {sel.continuation}")
 with user_errors():
-    bundle = R.shift_report(res, lk, name_a=a.name, name_b=b.name, pick=pick, n_cols=int(n_cols))
-    if comp.message:
-        bundle.notes.insert(0, comp.message)
-figures, tables = bundle.figures, bundle.tables
+    rep = R.report(results, settings)
 with bars_slot:
-    show(bundle, "token_bars", "token_totals", "shift_bars", "shift_exp_bars")
-show(bundle, "shift_heatmap", "shift_top_n", "shift_heatmap", "shift_exp_heatmap")
-show(bundle, "kl_along_text", "kl_per_step", "shift_kl_text", "shift_exp_kl")
+    show(rep, "token_bars", "token_totals")
+show(rep, "shift_heatmap", "shift_top_n")
+show(rep, "kl_along_text", "kl_per_step")
 
 st.subheader("Where in depth did tuning act", anchor=False)
-if lk is None:
-    st.info("The per-layer lens KL needs A and B to share a tokenizer and a depth. " + comp.message)
+if results.layer_kl is None:
+    st.info("The per-layer lens KL needs A and B to share a tokenizer and a depth. " + results.message)
 else:
-    show(bundle, "layer_kl", "layer_kl", "shift_layer_kl", "shift_exp_layer_kl")
+    show(rep, "layer_kl", "layer_kl")
 
 # ---------------------------------------------------------------------------------------------- second pair
 st.subheader("Do two model pairs shift alike?", anchor=False)
@@ -220,36 +179,38 @@ def _pick(label: str, default: str, key: str) -> ModelSpec | None:
 
 sc = st.columns(3)
 with sc[0]:
-    spec_a2 = _pick("Second pair: base", "llama-world-base", "shift_a2")
+    spec_a2 = _pick("Second pair: base", R.PAIR2[0], f"{KEY}_a2")
 with sc[1]:
-    spec_b2 = _pick("Second pair: tuned", "llama-world-tuned", "shift_b2")
-with sc[2]:
-    columns = st.radio("Tokens compared", ["top", "all"], key="shift_sim_columns",
-                       format_func={"top": "Union of both pairs' top-N", "all": "All mapped tokens"}.get)
-sim_key = (run_key, spec_a2, spec_b2, columns)
-if st.button("Compare shifts", key="shift_sim_run") and spec_a2 and spec_b2:
-    st.session_state["shift_sim_ran"] = sim_key
+    spec_b2 = _pick("Second pair: tuned", R.PAIR2[1], f"{KEY}_b2")
+similarity_columns = widget(S, "similarity_columns", KEY, sc[2])
+settings = replace(settings, similarity_columns=similarity_columns)
+sync_query(settings, KEY, KEY)
+
+sim_key = (pair.specs(), ps.sha256, compute_key(settings), spec_a2, spec_b2)
+if st.button("Compare shifts", key=f"{KEY}_sim_run") and spec_a2 and spec_b2:
+    st.session_state[f"{KEY}_sim_ran"] = sim_key
 sim = None
-if st.session_state.get("shift_sim_ran") == sim_key:
+if st.session_state.get(f"{KEY}_sim_ran") == sim_key:
     with user_errors():
         load_cached(spec_a2)
         load_cached(spec_b2)
     with user_errors(), progress_bar("Comparing the two pairs' shifts…") as report:
-        sim = _similarity((a.spec, b.spec), (spec_a2, spec_b2), prompts, responses, reference, int(n_tokens),
-                          int(top_n), columns, _progress=report)
+        sim = cached_similarity(pair.specs(), (spec_a2, spec_b2), ps.sha256, compute_key(settings), ps, settings,
+                                _progress=report)
 if sim is not None:
+    s2 = sim.similarity
     mc = st.columns(4)
-    mc[0].metric("Pearson", f"{sim.pearson:.3f}", f"{sim.pearson - sim.control_pearson:+.3f} vs shuffled")
-    mc[1].metric("Cosine", f"{sim.cosine:.3f}", f"{sim.cosine - sim.control_cosine:+.3f} vs shuffled")
-    mc[2].metric("Aligned steps", f"{sim.n_steps}")
-    mc[3].metric("Pair-1 tokens mapped", f"{sim.mapped_share:.1%}")
+    mc[0].metric("Pearson", f"{s2.pearson:.3f}", f"{s2.pearson - s2.control_pearson:+.3f} vs shuffled")
+    mc[1].metric("Cosine", f"{s2.cosine:.3f}", f"{s2.cosine - s2.control_cosine:+.3f} vs shuffled")
+    mc[2].metric("Aligned steps", f"{s2.n_steps}")
+    mc[3].metric("Pair-1 tokens mapped", f"{s2.mapped_share:.1%}")
     with user_errors():
-        part = R.similarity_report(sim, prompts, name_a=a.name, name_b=b.name, label_a2=spec_a2.label,
-                                   label_b2=spec_b2.label, pick=pick, n_cols=int(n_cols))
-    bundle.merge(part)
-    show(part, "similarity", "similarity_per_prompt", "shift_sim_summary", "shift_exp_sim")
-    show(part, "shift_heatmap_pairs", "shift_top_n_pairs", "shift_heatmap_pairs", "shift_exp_heatmap_pairs")
-    settings = dict(settings, second_pair=[spec_a2.label, spec_b2.label], similarity_columns=columns)
+        part = R.similarity_part(sim, results, settings)
+    rep.merge(part)
+    show(part, "similarity", "similarity_per_prompt")
+    show(part, "shift_heatmap_pairs", "shift_top_n_pairs")
 
 st.divider()
-export_bundle(figures, tables, page_metadata(PAGE, pair, settings, ps, bundle.notes), R.BUNDLE, key="shift_bundle")
+meta = R.settings_metadata(settings, results, sim)
+export_bundle(rep.figures, rep.tables, page_metadata(R.PAGE, pair, meta, ps, rep.notes), R.BUNDLE,
+              key=f"{KEY}_bundle")

@@ -1,22 +1,31 @@
-"""Logit flow page: which layers, heads and source positions build the prediction at the last position."""
+"""Logit flow page: which layers, heads and source positions build the prediction at the last position.
+
+Wiring only: the widgets come from components.reports.flow.FlowSettings, the computation is its cached ``compute``
+(keyed on the models, the prompt set and the settings that change the computation) and the figures its ``report``.
+"""
 from __future__ import annotations
 
+from dataclasses import replace
 
 import streamlit as st
 
+from analysis.flow import CHECK_NAMES, FlowResult, failed_checks, tolerance
 from analysis.model_defaults import default_set
-from analysis.flow import CHECK_NAMES, FlowResult, FlowSetResult, failed_checks, logit_flow_set, tolerance
-from components.export_ui import export_bundle, export_figure
+from analysis.model_pair import ModelPair
+from analysis.prompts import PromptSet
+from components.export_ui import export_bundle
 from components.model_state import load_cached, require_models
-from components.page_kit import compare_columns, page_metadata, progress_bar, require_run, user_errors
+from components.page_kit import compare_columns, page_metadata, progress_bar, require_run, show, user_errors
 from components.prompt_input import prompt_set_input
 from components.reports import flow as R
+from components.settings import compute_key, field_of
+from components.settings_ui import apply_query, sync_query, widget, widget_key
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
 
-PAGE = R.PAGE
-MAX_PROMPTS = R.MAX_PROMPTS
+KEY = R.KEY
+S = R.FlowSettings
 VIEW_LABELS = R.VIEW_LABELS
 
 DEFINITIONS = """
@@ -36,10 +45,23 @@ DEFINITIONS = """
 """
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _compute(spec, prompts: tuple, targets: tuple, competitors: tuple, _progress=None) -> FlowSetResult:
-    lm = load_cached(spec)[0]
-    return logit_flow_set(lm, list(prompts), list(targets), list(competitors), progress=_progress)
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_compute(specs: tuple, sha256: str, key: tuple, _prompt_set: PromptSet, _settings: R.FlowSettings,
+                   _progress=None) -> R.FlowResults:
+    """R.compute for the models ``specs`` (re-fetched from the model cache), cached on the set's hash and the
+    settings that change the computation (``key``)."""
+    got = {which: load_cached(spec) for which, spec in specs}
+    pair = ModelPair(*got["A"], *(got["B"] if "B" in got else (None, None)))
+    return R.compute(pair, _prompt_set, _settings, _progress)
+
+
+def _slider(name: str, where) -> int:
+    """An integer setting drawn as a slider, its label, bounds, default and help from the declaration."""
+    f = field_of(S, name)
+    k = widget_key(KEY, name)
+    if k not in st.session_state:
+        st.session_state[k] = f.default
+    return int(where.slider(f.label, int(f.spec.lo), int(f.spec.hi), key=k, help=f.spec.help))
 
 
 def _messages(r: FlowResult, tol: float) -> None:
@@ -74,63 +96,58 @@ def main() -> None:
     with st.expander("Definitions", expanded=False):
         st.markdown(DEFINITIONS)
     pair = require_models()
+    for problem in apply_query(S, KEY, KEY):
+        st.warning(f"Link: {problem}")
 
     left, right = st.columns([3, 2])
     with left:
-        ps = prompt_set_input(PAGE, default_builtin=default_set(pair.a, "two_hop"),
+        ps = prompt_set_input(R.PAGE, default_builtin=default_set(pair.a, "two_hop"),
                               help="Prompts; the set's target/competitor columns are used unless overridden.")
     with right:
-        n_max = st.number_input("Prompts to analyse", 1, MAX_PROMPTS, min(8, len(ps)) if ps is not None else 8,
-                                key="flow_n", help=f"The first N prompts of the set (at most {MAX_PROMPTS}).")
-        target_text = st.text_input("Target token", key="flow_target",
-                                    placeholder="blank: the set's target, else the model's top-1",
-                                    help="Text of the token with its leading space (' Paris'), or #123 for a token "
-                                         "id. A text of several tokens uses its first token, and the page says so.")
-        comp_text = st.text_input("Competing token", key="flow_competitor",
-                                  placeholder="blank: the set's competitor, if any",
-                                  help="Optional. Adds the competitor and the target − competitor views.")
-        run_clicked = st.button("Run", type="primary", key="flow_run", use_container_width=True)
+        max_prompts = widget(S, "max_prompts", KEY)
+        target = widget(S, "target", KEY)
+        competitor = widget(S, "competitor", KEY)
+        run_clicked = st.button("Run", type="primary", key=f"{KEY}_run", use_container_width=True)
     if ps is None:
         st.stop()
-    rows = ps.rows[: int(n_max)]
-    if len(ps) > len(rows):
-        st.caption(f"Analysing the first {len(rows)} of {len(ps)} prompts.")
-    prompts = tuple(r.prompt for r in rows)
-    targets = tuple(target_text if target_text else r.target for r in rows)
-    competitors = tuple(comp_text if comp_text else r.competitor for r in rows)
-    settings_key = (tuple(lm.spec for _, lm, _ in pair.items()), prompts, targets, competitors)
-    require_run("flow_last_run", settings_key, run_clicked, "the logit flow")
+    if len(ps) > max_prompts:
+        st.caption(f"Analysing the first {max_prompts} of {len(ps)} prompts.")
+    settings = S(max_prompts=max_prompts, target=target, competitor=competitor)
+    require_run(f"{KEY}_ran", (pair.specs(), ps.sha256, compute_key(settings)), run_clicked, "the logit flow")
 
-    results: dict[str, FlowSetResult] = {}
-    for which, lm, card in pair.items():
-        with user_errors(), progress_bar(f"Computing logit flow for {card.name}…") as report:
-            results[which] = _compute(lm.spec, prompts, targets, competitors, _progress=report)
+    with user_errors(), progress_bar("Computing the logit flow…") as progress:
+        results = cached_compute(pair.specs(), ps.sha256, compute_key(settings), ps, settings, _progress=progress)
+    prompts = results.prompts
 
     v1, v2, v3 = st.columns([2, 1, 1])
-    offered = R.views(results)
-    view = v1.radio("Read out toward", offered, format_func=VIEW_LABELS.get, horizontal=True, key="flow_view",
-                    index=offered.index(R.default_view(results)))
-    frac = v2.slider("Flow threshold (% of strongest edge)", 0, 100, R.DEFAULTS["threshold_pct"], key="flow_threshold")
-    top_k = v3.number_input("Flow edges (max)", 4, 80, R.DEFAULTS["top_k"], key="flow_topk")
-    idx = 0
+    offered = R.views(results.by_model)
+    default = R.default_view(results.by_model)
+    if st.session_state.get(widget_key(KEY, "view")) not in offered:
+        st.session_state[widget_key(KEY, "view")] = default  # the results' default, not the declared None
+    view = widget(S, "view", KEY, v1, choices=offered)
+    threshold = _slider("threshold", v2)
+    edges = widget(S, "edges", KEY, v3)
+    show_prompt = 1
     if len(prompts) > 1:
-        idx = st.selectbox("Prompt shown in detail", range(len(prompts)), key="flow_detail",
-                           format_func=lambda i: f"{i + 1}: {prompts[i]}")
+        show_prompt = widget(S, "show_prompt", KEY, choices=list(range(1, len(prompts) + 1)),
+                             format_func=lambda i: f"{i}: {prompts[i - 1]}")
+    idx = show_prompt - 1
     st.text("Prompt: " + repr(prompts[idx]))
+    settings = replace(settings, view=None if view == default else view, threshold=threshold, edges=edges,
+                       show_prompt=show_prompt)
+    sync_query(settings, KEY, KEY)
 
     with user_errors():
-        rep = R.flow_report(results, {w: card.name for w, _, card in pair.items()}, view=view, frac=frac,
-                            top_k=int(top_k), idx=idx)
-    figures, tables = rep.figures, rep.tables
-
-    def show(name: str, key: str) -> None:
-        """Draw one report figure with its export popover and its table."""
-        st.plotly_chart(figures[name], key=f"chart-{key}")
-        export_figure(figures[name], name, key=f"exp-{key}", data=tables.get(name))
+        rep = R.report(results, settings)
+        meta = R.settings_metadata(settings, results)
+    figures = rep.figures
 
     def note(text: str) -> None:
         if text in rep.notes:
             st.info(text)
+
+    def fig(name: str) -> None:
+        show(rep, name, KEY, bundle=R.BUNDLE)
 
     tabs = st.tabs(["Flow", "Attention grid", "Layers", "Heads", "Per position (not additive)",
                     "Target vs competitor"] + (["Prompt set"] if len(prompts) > 1 else []))
@@ -139,38 +156,34 @@ def main() -> None:
     with tabs[0]:
         for label, lm, card, col in cols_for():
             which = label.split(":")[0]
-            r = results[which].results[idx]
+            r = results.by_model[which].results[idx]
             with col:
                 st.subheader(label, anchor=False)
                 _summary(r, view)
                 _messages(r, tolerance(lm))
-                show(f"flow_{which}", f"flow-{which}")
+                fig(f"flow_{which}")
 
     with tabs[1]:
         for label, lm, card, col in cols_for():
             with col:
-                show(f"attention_grid_{label.split(':')[0]}", f"grid-{label.split(':')[0]}")
-        if "attention_grid_B_minus_A" in figures:
-            show("attention_grid_B_minus_A", "grid-diff")
+                fig(f"attention_grid_{label.split(':')[0]}")
+        show(rep, "attention_grid_B_minus_A", KEY, bundle=R.BUNDLE, optional=True)
         note(R.NO_DIFF_GRID)
 
     with tabs[2]:
         for label, lm, card, col in cols_for():
             which = label.split(":")[0]
             with col:
-                show(f"layers_{which}", f"layers-{which}")
-                show(f"importance_{which}", f"imp-{which}")
-        if "layers_B_minus_A" in figures:
-            show("layers_B_minus_A", "layers-diff")
+                fig(f"layers_{which}")
+                fig(f"importance_{which}")
+        show(rep, "layers_B_minus_A", KEY, bundle=R.BUNDLE, optional=True)
         note(R.NO_DIFF_LAYERS)
 
     with tabs[3]:
         for label, lm, card, col in cols_for():
-            which = label.split(":")[0]
             with col:
-                show(f"heads_{which}", f"heads-{which}")
-        if "heads_B_minus_A" in figures:
-            show("heads_B_minus_A", "heads-diff")
+                fig(f"heads_{label.split(':')[0]}")
+        show(rep, "heads_B_minus_A", KEY, bundle=R.BUNDLE, optional=True)
         note(R.NO_DIFF_HEADS)
 
     with tabs[4]:
@@ -178,8 +191,8 @@ def main() -> None:
         for label, lm, card, col in cols_for():
             which = label.split(":")[0]
             with col:
-                show(f"mlp_at_position_{which}", f"mlppos-{which}")
-                show(f"attention_at_position_{which}", f"attnpos-{which}")
+                fig(f"mlp_at_position_{which}")
+                fig(f"attention_at_position_{which}")
 
     with tabs[5]:
         for label, lm, card, col in cols_for():
@@ -189,14 +202,14 @@ def main() -> None:
                     st.info("No competing token: type one above, or use a prompt set with a 'competitor' column "
                             "(two_hop has one).")
                     continue
-                show(f"target_vs_competitor_{which}", f"contrast-{which}")
-                show(f"attention_grid_difference_{which}", f"gridd-{which}")
+                fig(f"target_vs_competitor_{which}")
+                fig(f"attention_grid_difference_{which}")
 
     if len(prompts) > 1:
         with tabs[6]:
-            for label, lm, card, col in compare_columns(pair):
+            for label, lm, card, col in cols_for():
                 which = label.split(":")[0]
-                res = results[which]
+                res = results.by_model[which]
                 with col:
                     for warning in res.notes:
                         st.warning(warning)  # engine sentence without user text
@@ -204,17 +217,14 @@ def main() -> None:
                     for text in rep.notes:
                         if text.startswith(f"{which}: "):
                             st.error(text[len(which) + 2:])
-                    for name, key in ((f"set_layers_{which}", f"setlayers-{which}"),
-                                      (f"set_heads_{which}", f"setheads-{which}"),
-                                      (f"set_attention_grid_{which}", f"setgrid-{which}")):
-                        if name in figures:
-                            show(name, key)
+                    for name in (f"set_layers_{which}", f"set_heads_{which}", f"set_attention_grid_{which}"):
+                        show(rep, name, KEY, bundle=R.BUNDLE, optional=True)
                     st.caption("Per prompt (also in the bundle):")
-                    st.dataframe(tables[f"per_prompt_{which}"], hide_index=True, key=f"settable-{which}")
+                    st.dataframe(rep.tables[f"per_prompt_{which}"], hide_index=True, key=f"{KEY}_table_{which}")
 
     st.divider()
-    settings = R.flow_settings(view, len(prompts), target_text, comp_text, frac, int(top_k), idx)
-    export_bundle(figures, tables, page_metadata(PAGE, pair, settings, ps, rep.notes), R.BUNDLE, key="flow-bundle")
+    export_bundle(figures, rep.tables, page_metadata(R.PAGE, pair, meta, ps, rep.notes), R.BUNDLE,
+                  key=f"{KEY}_bundle")
 
 
 main()

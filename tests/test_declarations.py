@@ -81,6 +81,9 @@ def test_query_round_trip_keeps_only_changed_settings_and_reports_bad_ones():
 def _page(m, captured: dict, query: dict | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["logitscope_spec_A"] = ModelSpec(BASE)
+    if getattr(m.module, "NEEDS_B", False):  # a method that compares two checkpoints
+        at.session_state["logitscope_use_B"] = True
+        at.session_state["logitscope_spec_B"] = ModelSpec("gpt2-world-tuned")
     at.run()
     at.switch_page(m.page_file)
     for k, v in (query or {}).items():
@@ -123,7 +126,8 @@ def test_page_widgets_and_metadata_start_at_the_declared_defaults(name, captured
         key = f"{m.module.KEY}_{f.name}"
         if key in at.session_state:
             got = at.session_state[key]
-            expect = S.to_text(f, f.default) if isinstance(f.default, tuple) else f.default
+            from components.settings_ui import _state_value
+            expect = _state_value(f, f.default)
             assert got == expect, (f.name, got, expect)
             drawn += 1
     assert drawn >= len(S.fields_of(m.settings)) - len(exempt) - 2, "most settings should be widgets"

@@ -51,19 +51,32 @@ def test_rerun_fails_when_a_prompt_in_the_bundle_is_changed(tiny_prompts, captur
     _ok(at)
     zpath = tmp_path / "bundle.zip"
     _bundle(captured, zpath)
-    changed = tmp_path / "changed.zip"
-    with zipfile.ZipFile(zpath) as src, zipfile.ZipFile(changed, "w") as dst:
-        for item in src.namelist():
-            data = src.read(item)
-            if item.startswith("prompts/"):
-                rows = [json.loads(line) for line in data.decode("utf-8").splitlines()]
-                rows[0]["prompt"] = rows[0]["prompt"].replace(rows[0]["prompt"].split()[0], "Fuvaki", 1)
-                data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-            dst.writestr(item, data)
+    def altered(path, fix_hash: bool):
+        """The bundle with its first prompt changed; with fix_hash its metadata records the new set's hash."""
+        from analysis.prompt_store import from_jsonl
+        with zipfile.ZipFile(zpath) as src, zipfile.ZipFile(path, "w") as dst:
+            meta = json.loads(src.read("metadata.json"))
+            for item in src.namelist():
+                data = src.read(item)
+                if item.startswith("prompts/"):
+                    rows = [json.loads(line) for line in data.decode("utf-8").splitlines()]
+                    rows[0]["prompt"] = rows[0]["prompt"].replace(rows[0]["prompt"].split()[0], "Fuvaki", 1)
+                    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+                    if fix_hash:
+                        meta["inputs"]["--prompts"][0]["sha256"] = from_jsonl("x", data).sha256
+                if item != "metadata.json":
+                    dst.writestr(item, data)
+            dst.writestr("metadata.json", json.dumps(meta))
+        return path
+
     capsys.readouterr()
-    assert main(["rerun", str(changed), "--out", str(tmp_path / "again")]) == 1
+    # a prompt changed behind the recorded hash: refused before anything runs
+    assert main(["rerun", str(altered(tmp_path / "tampered.zip", False)), "--out", str(tmp_path / "t")]) == 2
+    assert "has changed" in capsys.readouterr().err
+    # a different prompt recorded as such: it runs, and the tables no longer match the bundle's
+    assert main(["rerun", str(altered(tmp_path / "changed.zip", True)), "--out", str(tmp_path / "again")]) == 1
     out = capsys.readouterr().out
-    assert "differs" in out
+    assert "differs" in out and "tables match" in out
 
 
 def test_rerun_refuses_what_is_not_a_bundle(tmp_path, capsys):

@@ -106,3 +106,69 @@ def test_different_tokenizers_are_explained(folders):
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 3  # no per-layer KL
     assert any("per-layer lens KL needs" in str(e.value) for e in at.info)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """What the page passes to export_bundle (figures, tables, metadata), recorded instead of drawing the button."""
+    import components.export_ui as export_ui
+
+    got: dict = {}
+
+    def record(figures, tables, metadata, name, key, **kwargs):
+        got.update(figures=dict(figures), tables=dict(tables), metadata=dict(metadata))
+
+    monkeypatch.setattr(export_ui, "export_bundle", record)
+    return got
+
+
+def test_a_display_only_change_never_calls_the_engine_and_a_compute_change_does(folders, captured, monkeypatch):
+    import streamlit as st
+
+    from components.reports import shift as R
+
+    calls = []
+    real = R.compute_shift
+    monkeypatch.setattr(R, "compute_shift", lambda *a, **k: calls.append(1) or real(*a, **k))
+    st.cache_data.clear()  # an earlier test's cached result would hide the first call
+    at = _app(ModelSpec(str(folders[0])), ModelSpec(str(folders[1]))).run()
+    at.number_input(key="shift_max_prompts").set_value(2)
+    at.button(key="shift_run").click().run()
+    assert not at.exception, at.exception
+    n = len(calls)
+    assert n == 1
+    at.number_input(key="shift_columns_shown").set_value(6).run()
+    at.selectbox(key="shift_show_prompt").set_value(2).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(calls) == n, "a display-only setting recomputed the shift"
+    assert len(at.get("plotly_chart")) == 4  # still shown, no Run needed
+    assert captured["metadata"]["settings"]["columns_shown"] == 6
+    assert captured["metadata"]["settings"]["show_prompt"] == 2
+    assert at.query_params["shift.columns_shown"] in ("6", ["6"])
+    at.number_input(key="shift_top_n").set_value(12).run()
+    assert len(calls) == n and not at.get("plotly_chart")  # a compute setting asks for Run again
+    at.button(key="shift_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(calls) > n, "changing top-N did not recompute"
+    assert set(captured["tables"]["shift_top_n"]["rank"]) == set(range(1, 13))
+
+
+def test_a_link_with_settings_opens_the_page_with_them(folders, captured):
+    at = _app(ModelSpec(str(folders[0])), ModelSpec(str(folders[1])))
+    for k, v in {"shift.top_n": "8", "shift.max_prompts": "2", "shift.columns_shown": "7",
+                 "shift.reference": "greedy", "shift.n_tokens": "3"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="shift_top_n").value == 8
+    assert at.radio(key="shift_reference").value == "greedy"
+    at.button(key="shift_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    meta = captured["metadata"]["settings"]
+    assert (meta["top_n"], meta["max_prompts"], meta["columns_shown"], meta["reference"], meta["n_tokens"]) == \
+        (8, 2, 7, "greedy", 3)
+    steps = captured["tables"]["kl_per_step"]
+    assert set(steps["prompt"]) == {0, 1} and steps.groupby("prompt").size().max() <= 3  # 3 greedy tokens of B
+    assert set(captured["tables"]["shift_top_n"]["rank"]) == set(range(1, 9))  # the shift really ran with top-8

@@ -1,25 +1,64 @@
-"""Logit flow report: per-checkpoint FlowSetResults -> the page's bundle figures and tables."""
+"""The logit flow method, declared once: its settings, its computation (``compute``), its report (``report``).
+
+The page draws its widgets from ``FlowSettings``, caches ``compute`` and shows ``report``; ``python -m logitscope
+flow`` derives its flags from the same declaration and calls ``run``; metadata.json records ``settings_metadata``.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from analysis.errors import LogitscopeError
+from analysis import flow as F
+from analysis.errors import InputError, LogitscopeError
 from analysis.flow import FlowSetResult
+from analysis.model_pair import ModelPair, Progress, stage
+from analysis.prompts import PromptSet
 from components.charts import flow as charts
 from components.reports import Report
+from components.settings import as_metadata, setting
 
 PAGE = "logit_flow"
 BUNDLE = "logit_flow"
+KEY = "flow"
 MAX_PROMPTS = 64
 VIEW_LABELS = {"target": "Target", "competitor": "Competitor", "difference": "Target − competitor"}
-DEFAULTS = {"n_prompts": 8, "threshold_pct": 10, "top_k": 20}
 NO_DIFF_GRID = ("B − A grid: the models tokenize this prompt differently or have different depths; compare the grids "
                 "side by side.")
 NO_DIFF_LAYERS = "B − A per block: the models have different numbers of blocks."
 NO_DIFF_HEADS = "B − A heads: the two models have different numbers of blocks or heads."
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Every setting of the logit flow (display-only ones never recompute)."""
+
+    max_prompts: int = setting(8, f"analyse the first N prompts of the set (at most {MAX_PROMPTS})",
+                               label="Prompts to analyse", lo=1, hi=MAX_PROMPTS)
+    target: str = setting("", "target token: its text with the leading space (' Paris'), or #123 for a token id; "
+                          "blank: the set's target, else the model's top-1. A text of several tokens uses its first "
+                          "token, and says so", label="Target token")
+    competitor: str = setting("", "competing token, optional: adds the competitor and the target − competitor views; "
+                              "blank: the set's competitor, if any", label="Competing token")
+    view: str | None = setting(None, "read out toward the target, the competitor or their difference; unset: the "
+                               "difference when every prompt has a competitor, else the target", label="Read out toward",
+                               choices=VIEW_LABELS, display=True, widget="radio")
+    threshold: int = setting(10, "flow threshold: edges weaker than this % of the strongest edge are hidden",
+                             label="Flow threshold (% of strongest edge)", lo=0, hi=100, display=True, widget="slider")
+    edges: int = setting(20, "flow edges drawn at most", label="Flow edges (max)", lo=4, hi=80, display=True)
+    show_prompt: int = setting(1, "the prompt shown in detail (1-based)", label="Prompt shown in detail", lo=1,
+                               display=True)
+
+
+@dataclass(frozen=True)
+class FlowResults:
+    """What ``compute`` returns: one FlowSetResult per checkpoint ("A", "B"), their card names, the prompts run."""
+
+    by_model: Mapping[str, FlowSetResult]
+    names: Mapping[str, str]
+    prompts: tuple[str, ...]
 
 
 def has_competitor(results: Mapping[str, FlowSetResult]) -> bool:
@@ -37,16 +76,63 @@ def default_view(results: Mapping[str, FlowSetResult]) -> str:
     return "difference" if has_competitor(results) else "target"
 
 
-def flow_settings(view: str, n_prompts: int, target_text: str | None, comp_text: str | None, frac: float, top_k: int,
-                  idx: int) -> dict:
-    """The settings recorded in the bundle's metadata (idx is the 0-based detail prompt)."""
-    return {"view": view, "n_prompts": n_prompts, "target_override": target_text or None,
-            "competitor_override": comp_text or None, "flow_threshold_pct": frac, "flow_edges": int(top_k),
-            "detail_prompt": int(idx)}
+def compute(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress: Progress | None = None
+            ) -> FlowResults:
+    """The logit flow of the first ``max_prompts`` prompts on every checkpoint: the typed target/competitor
+    override the set's own (blank: the set's target, else the model's top-1; the set's competitor, if any)."""
+    rows = prompt_set.rows[: s.max_prompts]
+    prompts = tuple(r.prompt for r in rows)
+    targets = [s.target if s.target else r.target for r in rows]
+    competitors = [s.competitor if s.competitor else r.competitor for r in rows]
+    items = models.items()
+    by_model = {which: F.logit_flow_set(lm, list(prompts), targets, competitors,
+                                        progress=stage(progress, i / len(items), (i + 1) / len(items), which))
+                for i, (which, lm, _card) in enumerate(items)}
+    return FlowResults(by_model, {which: card.name for which, _, card in items}, prompts)
+
+
+def resolve_view(s: FlowSettings, results: FlowResults) -> str:
+    """The view shown: the chosen one, else the default (InputError when it needs a competitor there is not)."""
+    view = s.view or default_view(results.by_model)
+    if view not in views(results.by_model):
+        raise InputError(f"The '{view}' view needs a competitor for every prompt: type a competing token, or use a "
+                         "set with a 'competitor' column (two_hop has one).")
+    return view
+
+
+def shown_prompt(s: FlowSettings, results: FlowResults) -> int:
+    """The 0-based prompt shown in detail (InputError when show_prompt is past the prompts analysed)."""
+    count = len(results.prompts)
+    if not 1 <= s.show_prompt <= count:
+        raise InputError(f"The prompt shown in detail ({s.show_prompt}) is out of range: {count} prompt(s) are "
+                         f"analysed (1..{count}).")
+    return s.show_prompt - 1
+
+
+def report(results: FlowResults, s: FlowSettings) -> Report:
+    """The page's figures and tables for these results and display settings (no engine call)."""
+    return flow_report(results.by_model, results.names, view=resolve_view(s, results), frac=s.threshold,
+                       top_k=s.edges, idx=shown_prompt(s, results))
+
+
+def settings_metadata(s: FlowSettings, results: FlowResults) -> dict:
+    """metadata.json's settings: every declared setting, the view actually shown (the default resolved) and the
+    number of prompts analysed."""
+    meta = as_metadata(s)
+    meta["view"] = resolve_view(s, results)
+    meta["n_prompts"] = len(results.prompts)
+    return meta
+
+
+def run(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress: Progress | None = None
+        ) -> tuple[Report, dict]:
+    """compute + report, as the CLI runs it: (report, metadata settings)."""
+    results = compute(models, prompt_set, s, progress)
+    return report(results, s), settings_metadata(s, results)
 
 
 def flow_report(results: Mapping[str, FlowSetResult], names: Mapping[str, str], *, view: str | None = None,
-                frac: float = DEFAULTS["threshold_pct"], top_k: int = DEFAULTS["top_k"], idx: int = 0) -> Report:
+                frac: float = FlowSettings.threshold, top_k: int = FlowSettings.edges, idx: int = 0) -> Report:
     """Bundle figures/tables for results keyed "A"/"B" (names: card names): flow, grids, layers, heads, per position,
     target vs competitor for prompt idx, B − A views when both are given, and set averages for several prompts."""
     view = view or default_view(results)
@@ -144,3 +230,7 @@ def _prompt_set(rep: Report, which: str, name: str, res: FlowSetResult, view: st
     except LogitscopeError as err:
         rep.notes.append(f"{which}: {err}")
     rep.add(f"per_prompt_{which}", table=pd.DataFrame(res.table()))
+
+
+# Settings whose page default comes from the results rather than the declaration (tests/test_declarations).
+PAGE_DEFAULT_EXEMPT = {"view": "the results' default view: difference when every prompt has a competitor, else target"}

@@ -1,30 +1,190 @@
-"""Checkpoint shift report: the A -> B shift, per-layer lens KL and the two-pair similarity -> bundle files."""
+"""The checkpoint shift method, declared once: its settings, its computation (``compute``, and ``compute_similarity``
+for a second pair), its report (``report``): the A -> B shift, per-layer lens KL and the two-pair similarity.
+
+The page draws its widgets from ``ShiftSettings``, caches ``compute`` (and ``compute_similarity``) and shows
+``report``; ``python -m logitscope shift`` derives its flags from the same declaration and calls ``run``;
+metadata.json records ``settings_metadata``.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from analysis.shift import LayerKL, ShiftResult, Similarity
+from analysis.errors import InputError
+from analysis.loading import LoadedModel
+from analysis.model_pair import ModelPair, Progress, stage
+from analysis.prompts import PromptSet
+from analysis.shift import LayerKL, ShiftResult, Similarity, compatibility, compute_shift, layer_kl, shift_similarity
 from components.charts.shift import kl_along_text, layer_kl_line, shift_heatmap, similarity_summary, token_bars
 from components.reports import Report
+from components.settings import as_metadata, compute_key, setting
 
 PAGE = "checkpoint_shift"
 BUNDLE = "checkpoint_shift"
-DEFAULTS = {"n_tokens": 12, "top_n": 100, "max_prompts": 20, "n_cols": 30, "columns": "top",
-            "pair2": ("llama-world-base", "llama-world-tuned")}
+KEY = "shift"
+NEEDS_B = True  # the page compares checkpoint A with checkpoint B (it asks for B and stops without it)
+PAIR2 = ("llama-world-base", "llama-world-tuned")  # the page's second pair to start from (model picks, not settings)
+REFERENCES = {"response": "The prompt set's response", "greedy": "B's greedy output"}
+SIMILARITY_COLUMNS = {"top": "Union of both pairs' top-N", "all": "All mapped tokens"}
+SIMILARITY_ONLY = ("similarity_columns",)  # compute settings that only the second pair's comparison reads
+
+
+@dataclass(frozen=True)
+class ShiftSettings:
+    """Every setting of the checkpoint shift (display-only ones never recompute)."""
+
+    reference: str | None = setting(None, "the continuation both checkpoints are teacher-forced on: the set's "
+                                    "responses or B's greedy output (unset: the responses when every row has one, "
+                                    "else B's greedy output)", label="Reference continuation", choices=REFERENCES,
+                                    widget="radio")
+    n_tokens: int = setting(12, "greedy tokens N of B's output, when it is the reference", label="Greedy tokens (N)",
+                            lo=1, hi=128)
+    top_n: int = setting(100, "columns kept per step: B's (the reference model's) most likely tokens",
+                         label="Top-N tokens per step", lo=5, hi=500)
+    max_prompts: int = setting(20, "the first N prompts of the set (at most the set's size)", label="Max prompts",
+                               lo=1)
+    columns_shown: int = setting(30, "tokens (columns) shown in the shift heatmaps", label="Heatmap columns", lo=5,
+                                 hi=200, display=True)
+    show_prompt: int = setting(1, "the prompt of the heatmaps and of the KL along the text (1-based)",
+                               label="Prompt", lo=1, display=True)
+    similarity_columns: str = setting("top", "tokens compared between the two pairs' shifts: the union of both "
+                                      "pairs' top-N, or all mapped tokens", label="Tokens compared",
+                                      choices=SIMILARITY_COLUMNS, widget="radio")
+
+
+@dataclass(frozen=True)
+class ShiftResults:
+    """What ``compute`` returns: A -> B's shift on the first prompts of the set, the per-layer lens KL when A and B
+    share a tokenizer and a depth (else None, and ``message`` says why), the reference actually used."""
+
+    shift: ShiftResult
+    layer_kl: LayerKL | None
+    message: str
+    prompts: tuple[str, ...]
+    reference: str
+    name_a: str
+    name_b: str
+
+
+@dataclass(frozen=True)
+class SimilarityResults:
+    """What ``compute_similarity`` returns: whether the second pair (label_a2 -> label_b2) shifts like A -> B."""
+
+    similarity: Similarity
+    label_a2: str
+    label_b2: str
 
 
 def default_reference(has_responses: bool) -> str:
-    """The page's default reference continuation: the set's responses when every row has one, else B's greedy."""
+    """The default reference continuation: the set's responses when every row has one, else B's greedy."""
     return "response" if has_responses else "greedy"
 
 
-def shift_settings(reference: str, n_tokens: int, top_n: int, max_prompts: int, n_cols: int) -> dict:
-    """The settings recorded in the bundle's metadata (second_pair/similarity_columns are added when run)."""
-    return {"reference": reference, "n_tokens": int(n_tokens), "top_n": int(top_n), "max_prompts": int(max_prompts),
-            "heatmap_columns": int(n_cols)}
+def resolve_reference(prompt_set: PromptSet, s: ShiftSettings) -> str:
+    """The reference used on this set (the declared one, else the set's default); InputError when 'response' is
+    asked of a set with rows without a response."""
+    has_resp = all(r.response for r in prompt_set.rows)
+    reference = s.reference or default_reference(has_resp)
+    if reference == "response" and not has_resp:
+        raise InputError("Some prompts in this set have no response: choose B's greedy output as the reference "
+                         "(--reference greedy), or use a set with a 'response' column.")
+    return reference
+
+
+def shift_key(s: ShiftSettings) -> tuple:
+    """The cache key of ``compute``: the compute settings but those only the second pair's comparison reads."""
+    return tuple((name, value) for name, value in compute_key(s) if name not in SIMILARITY_ONLY)
+
+
+def _inputs(prompt_set: PromptSet, s: ShiftSettings) -> tuple[str, list[str], list[str | None]]:
+    """(reference, prompts, responses) of the set's first max_prompts rows."""
+    reference = resolve_reference(prompt_set, s)
+    rows = prompt_set.rows[: s.max_prompts]
+    responses = [r.response for r in rows] if reference == "response" else [None for _ in rows]
+    return reference, [r.prompt for r in rows], responses
+
+
+def compute(models: ModelPair, prompt_set: PromptSet, s: ShiftSettings, progress: Progress | None = None
+            ) -> ShiftResults:
+    """A -> B's shift teacher-forced on the reference, and the per-layer lens KL when A and B allow it."""
+    a, b = models.a, models.b
+    if b is None:
+        raise InputError("The checkpoint shift compares two checkpoints: load checkpoint B.")
+    reference, prompts, responses = _inputs(prompt_set, s)
+    comp = compatibility(a, b)
+    split = 0.8 if comp.lens_kl else 1.0
+    res = compute_shift(a, b, prompts, responses, reference=reference, n_tokens=s.n_tokens, top_n=s.top_n,
+                        progress=stage(progress, 0.0, split, "shift"))
+    lk = None
+    if comp.lens_kl:
+        lk = layer_kl(a, b, prompts, responses, reference=reference, n_tokens=s.n_tokens,
+                      progress=stage(progress, split, 1.0, "per-layer lens KL"))
+    return ShiftResults(res, lk, comp.message, tuple(prompts), reference, a.name, b.name)
+
+
+def compute_similarity(models: ModelPair, second: tuple[LoadedModel, LoadedModel], prompt_set: PromptSet,
+                       s: ShiftSettings, progress: Progress | None = None) -> SimilarityResults:
+    """Whether the second pair (base, tuned) shifts like A -> B on the same prompts and reference."""
+    if models.b is None:
+        raise InputError("The checkpoint shift compares two checkpoints: load checkpoint B.")
+    reference, prompts, responses = _inputs(prompt_set, s)
+    sim = shift_similarity((models.a, models.b), second, prompts, responses, reference=reference,
+                           n_tokens=s.n_tokens, top_n=s.top_n, columns=s.similarity_columns, progress=progress)
+    return SimilarityResults(sim, second[0].name, second[1].name)
+
+
+def shown_prompt(s: ShiftSettings, results: ShiftResults) -> int:
+    """The 0-based prompt of the heatmaps (InputError when show_prompt is past the prompts compared)."""
+    count = len(results.shift.prompts)
+    if not 1 <= s.show_prompt <= count:
+        raise InputError(f"The prompt to show ({s.show_prompt}) is out of range: {count} prompt(s) were compared "
+                         f"(1..{count}).")
+    return s.show_prompt - 1
+
+
+def report(results: ShiftResults, s: ShiftSettings, similarity: SimilarityResults | None = None) -> Report:
+    """The page's figures and tables for these results and display settings (no engine call); the second pair's
+    when ``similarity`` is given."""
+    pick = shown_prompt(s, results)
+    rep = shift_report(results.shift, results.layer_kl, name_a=results.name_a, name_b=results.name_b, pick=pick,
+                       n_cols=s.columns_shown)
+    if results.message:
+        rep.notes.insert(0, results.message)
+    if similarity is not None:
+        rep.merge(similarity_part(similarity, results, s))
+    return rep
+
+
+def similarity_part(similarity: SimilarityResults, results: ShiftResults, s: ShiftSettings) -> Report:
+    """The second pair's figures and tables (what ``report`` adds when given ``similarity``)."""
+    return similarity_report(similarity.similarity, results.prompts, name_a=results.name_a, name_b=results.name_b,
+                             label_a2=similarity.label_a2, label_b2=similarity.label_b2,
+                             pick=shown_prompt(s, results), n_cols=s.columns_shown)
+
+
+def settings_metadata(s: ShiftSettings, results: ShiftResults, similarity: SimilarityResults | None = None) -> dict:
+    """metadata.json's settings: every declared setting, with the reference actually used and the number of prompts
+    compared (max_prompts, at most the set's size), and the second pair's labels (None when not compared)."""
+    meta = as_metadata(s)
+    meta["reference"] = results.reference
+    meta["max_prompts"] = len(results.prompts)
+    meta["second_pair"] = [similarity.label_a2, similarity.label_b2] if similarity is not None else None
+    return meta
+
+
+def run(models: ModelPair, prompt_set: PromptSet, s: ShiftSettings, progress: Progress | None = None, *,
+        second: tuple[LoadedModel, LoadedModel] | None = None) -> tuple[Report, dict]:
+    """compute (+ compute_similarity with a second pair) + report, as the CLI runs it: (report, metadata settings)."""
+    split = 0.6 if second is not None else 1.0
+    results = compute(models, prompt_set, s, stage(progress, 0.0, split))
+    sim = None
+    if second is not None:
+        sim = compute_similarity(models, second, prompt_set, s, stage(progress, split, 1.0, "similarity"))
+    return report(results, s, sim), settings_metadata(s, results, sim)
+
 
 
 def heatmap_frame(res: ShiftResult, second: tuple | None = None) -> pd.DataFrame:
@@ -62,7 +222,7 @@ def kl_frame(res: ShiftResult) -> pd.DataFrame:
 
 
 def shift_report(res: ShiftResult, lk: LayerKL | None = None, *, name_a: str, name_b: str, pick: int = 0,
-                 n_cols: int = DEFAULTS["n_cols"]) -> Report:
+                 n_cols: int = ShiftSettings.columns_shown) -> Report:
     """Most promoted/suppressed tokens, the shift heatmap and KL along the text of prompt pick, and the per-layer
     lens KL when A and B share a tokenizer and depth (lk)."""
     rep = Report()
@@ -81,7 +241,7 @@ def shift_report(res: ShiftResult, lk: LayerKL | None = None, *, name_a: str, na
 
 
 def similarity_report(sim: Similarity, prompts: Sequence[str], *, name_a: str, name_b: str, label_a2: str,
-                      label_b2: str, pick: int = 0, n_cols: int = DEFAULTS["n_cols"]) -> Report:
+                      label_b2: str, pick: int = 0, n_cols: int = ShiftSettings.columns_shown) -> Report:
     """Whether the second pair (label_a2 -> label_b2) shifts like A -> B: summary, per-prompt table, both heatmaps."""
     rep = Report()
     rep.add("similarity", similarity_summary(sim, title=f"Shift similarity: {name_a}→{name_b} vs {label_a2}→{label_b2}"),
@@ -96,3 +256,7 @@ def similarity_report(sim: Similarity, prompts: Sequence[str], *, name_a: str, n
             heatmap_frame(sim.pair1, sim.second_on_first))
     rep.tables["shift_top_n_pairs"] = rep.tables.pop("shift_heatmap_pairs")
     return rep
+
+
+# Settings whose page default comes from the model or the data rather than the declaration (tests/test_declarations).
+PAGE_DEFAULT_EXEMPT = {"reference": "the set's responses when every row has one, else B's greedy output"}

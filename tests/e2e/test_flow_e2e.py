@@ -35,9 +35,9 @@ def test_flow_page_renders_the_sankey_and_exports_it(streamlit_server, page, got
 
     page.get_by_role("button", name="Export").first.click()
     name, data = _download(page, page.get_by_role("button", name="PNG", exact=True).first)
-    assert name == "flow_A.png" and data.startswith(b"\x89PNG") and len(data) > 5_000
+    assert name == "logit_flow_flow_A.png" and data.startswith(b"\x89PNG") and len(data) > 5_000
     name, data = _download(page, page.get_by_role("button", name="CSV", exact=True).first)
-    assert name == "flow_A.csv" and b"block,head,position,token,dla" in data.splitlines()[0].replace(b'"', b"")
+    assert name == "logit_flow_flow_A.csv" and b"block,head,position,token,dla" in data.splitlines()[0].replace(b'"', b"")
     page.keyboard.press("Escape")
 
     name, data = _download(page, page.get_by_role("button", name="Download bundle (zip)"), 300_000)
@@ -47,4 +47,5 @@ def test_flow_page_renders_the_sankey_and_exports_it(streamlit_server, page, got
         meta = json.loads(zf.read("metadata.json"))
     assert {"figures/flow_A.png", "figures/flow_A.html", "data/flow_A.csv", "data/attention_grid_A.csv"} <= names
     assert meta["page"] == "logit_flow" and meta["settings"]["n_prompts"] == 2
+    assert meta["settings"]["max_prompts"] == 2 and meta["settings"]["show_prompt"] == 1
     assert not errors, errors

@@ -42,5 +42,6 @@ def test_scan_runs_states_its_verdict_and_exports(streamlit_server, page, goto_a
         meta = json.loads(zf.read("metadata.json"))
     assert any(n.startswith("figures/norm_vs_rho_A") for n in names), names
     assert any(n.startswith("data/scan_A") for n in names), names
-    assert meta["page"] == "confidence_neurons" and "scan" in meta["settings"]
+    assert meta["page"] == "confidence_neurons" and meta["settings"]["processing"] is True
+    assert meta["settings"]["parts"] == [] and meta["settings"]["k_used"]["A"] >= 1
     assert not errors, errors

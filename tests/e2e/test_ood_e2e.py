@@ -43,4 +43,6 @@ def test_ood_page_runs_the_study_and_downloads_the_bundle(streamlit_server, page
     assert any("metrics_all_A" in n and n.endswith(".csv") for n in names)
     meta = json.loads(zipfile.ZipFile(io.BytesIO(data)).read(next(n for n in names if n.endswith("metadata.json"))))
     assert meta["page"] == "OOD separability"
+    settings = meta["settings"]  # the declared settings (components.reports.ood), the views resolved
+    assert settings["layer"] == "best" and settings["view"] == "all OOD" and settings["poolings"] == ["last", "mean"]
     assert not errors, errors

@@ -45,7 +45,7 @@ def test_shift_page_renders_a_vs_b_and_exports(tmp_path, monkeypatch, serve_scri
         page.get_by_text("Turn on", exact=False).first.wait_for()
         page.get_by_role("button", name=f"Compare A with {NAMES[1]} as checkpoint B").click()
         wait_for_app_idle(page, 120_000)
-        max_prompts = page.get_by_label("Max prompts")
+        max_prompts = page.get_by_role("spinbutton", name="Max prompts")
         max_prompts.fill("3")
         max_prompts.press("Enter")
         wait_for_app_idle(page)
@@ -66,6 +66,8 @@ def test_shift_page_renders_a_vs_b_and_exports(tmp_path, monkeypatch, serve_scri
             meta_name = next(n for n in names if n.endswith("metadata.json"))
             meta = json.loads(zf.read(meta_name))
         assert meta["page"] == "checkpoint_shift" and set(meta["models"]) == {"A", "B"}
+        assert meta["settings"]["max_prompts"] == 3 and meta["settings"]["reference"] == "response"
+        assert meta["settings"]["columns_shown"] == 30 and meta["settings"]["second_pair"] is None
         assert any(n.endswith(".png") and "token_bars" in n for n in names), names
         assert any(n.endswith(".csv") and "token_totals" in n for n in names), names
         assert any("shift_heatmap" in n for n in names) and any("layer_kl" in n for n in names), names
