@@ -9,12 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from components.reports import flow
-from components.reports import lens
-from components.reports import neurons
-from components.reports import ood
-from components.reports import shift
-from components.reports import steering
+from components.reports import flow, lens, neurons, ood, shift, steering
 
 
 @dataclass(frozen=True)

@@ -246,9 +246,8 @@ def add_arguments(group: Any, cls: type, *, skip: tuple[str, ...] = (), helps: M
         default = to_text(f, f.default) if f.default is not None else "none"
         text = f"{f.spec.help}{' ' + extra if extra else ''} (default {default or 'empty'})"
         kw: dict[str, Any] = {"dest": f.name, "default": f.default, "help": text.replace("%", "%%")}
-        if f.base is bool:
-            kw["type"] = _arg_type(f)
-            kw["metavar"] = "{true,false}"
+        if f.base is bool:  # --flag alone means true; --flag false / --flag=false also parse
+            kw.update(type=_arg_type(f), metavar="{true,false}", nargs="?", const=True)
         elif f.spec.choices is not None and typing.get_origin(f.base) is not tuple:
             kw["choices"] = list(f.spec.choices)
             kw["type"] = _arg_type(f)

@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from analysis.errors import InputError
 from components.reports import ood as R
-from components.settings import add_arguments, field_of, fields_of, from_args, from_text
+from components.settings import add_arguments, fields_of, from_args
 from logitscope.common import add_common, chat, finish, given_prompts, load_models, load_prompts, main_prompts, progress
 
 
@@ -29,16 +28,6 @@ def run(args: argparse.Namespace) -> int:
                   {"--prompts": id_set, "--ood-prompts": list(ood_sets.values())})
 
 
-def _flag(parse: Any) -> Any:
-    """An argparse type from a parser that raises InputError."""
-    def read(text: str) -> Any:
-        try:
-            return parse(text)
-        except InputError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-    return read
-
-
 def add(sub: Any) -> None:
     """The ood subcommand: the common flags, the sets and one flag per OODSeparabilitySettings field."""
     p = sub.add_parser("ood", help="OOD separability: which layers and scores tell ID from OOD prompts",
@@ -53,12 +42,7 @@ def add(sub: Any) -> None:
     S = R.OODSeparabilitySettings
     views = tuple(f.name for f in fields_of(S) if f.spec.display)
     g = p.add_argument_group("scores (the page's defaults)")
-    add_arguments(g, S, skip=("blood", "blood_draws", *views))
-    blood = field_of(S, "blood")  # a bare --blood still turns it on, as it always did
-    g.add_argument("--blood", dest="blood", nargs="?", const=True, default=blood.default, metavar="{true,false}",
-                   type=_flag(lambda t: from_text(blood, t)),
-                   help=f"{blood.spec.help}; a bare --blood means true (default {str(blood.default).lower()})")
-    add_arguments(g, S, skip=tuple(f.name for f in fields_of(S) if f.name != "blood_draws"))
+    add_arguments(g, S, skip=views)  # a bare --blood means true, as it always did
     add_arguments(p.add_argument_group("views (the page's defaults)"), S,
                   skip=tuple(f.name for f in fields_of(S) if f.name not in views))
     p.set_defaults(func=run)

@@ -86,7 +86,7 @@ def command_line(meta: dict, files: dict[str, bytes], tmp: Path) -> list[str]:
         if f.spec.cli and f.name in saved:
             value = saved[f.name]
             value = tuple(value) if isinstance(value, list) else value
-            argv += [f.flag, to_text(f, value) if value is not None else ""]
+            argv.append(f"{f.flag}={to_text(f, value) if value is not None else ''}")  # '=': values may start with '-' 
     return argv
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from logitscope.cli import main
 from analysis.loading import ModelSpec
 from components import exporting
+from logitscope.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")

@@ -142,7 +142,7 @@ def test_two_app_sessions_steering_and_lens_share_the_model_without_leaking_hook
     steer_at.button(key="steer_build_btn").click().run()
     assert not steer_at.exception and not steer_at.error, (steer_at.exception, [e.value for e in steer_at.error])
     steer_at.number_input(key="steer_alpha").set_value(ALPHA)
-    steer_at.number_input(key="steer_max_new").set_value(40)
+    steer_at.number_input(key="steer_new_tokens").set_value(40)
 
     lens_at = AppTest.from_file(app_path, default_timeout=300)
     lens_at.run()

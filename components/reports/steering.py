@@ -1,38 +1,385 @@
-"""Steering and personas report: vectors, monitoring, flagged data, generations, sweep and drift -> bundle files.
+"""The steering and personas method, declared once: its settings, its computation part by part, its report.
 
-The page builds its bundle part by part (each tab adds its part when it has run); steering_report composes the same
-parts for the command line, in the page's tab order.
+The page draws its widgets from ``SteerSettings``, caches each part's function (``build``, ``monitor_model``,
+``flag_part``, ``generate_part``, ``sweep_part``, ``drift_part``), each keyed on the settings it reads
+(``part_key``), and exports ``report``; ``python -m logitscope steer`` derives its flags from the same declaration
+and calls ``run`` (``compute``: the same functions in the page's tab order). Settings whose default is None come from
+the model, the vectors or the contrast set (``resolve``); metadata.json records them as they ran.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
-from analysis.persona_drift import Drift, Flagged
-from analysis.steering import GenerationComparison, Sweep
-from analysis.steering_vectors import Monitoring, SteeringVectors
+import analysis.persona_drift as PD
+import analysis.steering as ST
+import analysis.steering_vectors as V
+from analysis.errors import InputError
+from analysis.loading import LoadedModel
+from analysis.model_defaults import default_question
+from analysis.model_pair import ModelPair, Progress, stage
+from analysis.prompts import PromptSet
 from components.charts import steering as charts
 from components.reports import Report
+from components.settings import as_metadata, compute_key, setting
 
 PAGE = "steering"
 BUNDLE = "steering"
-# gen_prompt, token_a and token_b come from the model and the contrast set (None here): the generation prompt is
-# analysis.model_defaults.default_question(lm), the tokens analysis.steering_vectors.default_trait_tokens.
-# Every layer default is SteeringVectors.default_layer() (its rule: steering_vectors.DEFAULT_LAYER_RULE).
-DEFAULTS = {"seed": 0, "alpha": 4.0, "gen_prompt": None, "new_tokens": 20,
-            "temperature": 0.0, "gen_seed": 0, "alphas": (-4.0, -2.0, 0.0, 2.0, 4.0, 8.0), "token_a": None,
-            "token_b": None, "sweep_prompts": 12, "drift_seed": 0, "flag_rows": 16, "flag_tokens": 16}
+KEY = "steer"
+PARTS = ("monitor", "flag", "generate", "sweep", "drift")  # what runs after the build, in the page's tab order
+DEFAULT_LAYER = "none: the vectors' default layer"
+DRIFT_SKIPPED = "Drift skipped: it compares two checkpoints; load checkpoint B (on the command line: --model-b)."
 
 
-def default_sweep_layers(sv: SteeringVectors, n_layers: int) -> tuple[int, ...]:
-    """The page's default sweep layers: middle, default and last (each at least 1), sorted."""
+@dataclass(frozen=True)
+class SteerSettings:
+    """Every setting of steering and personas, part by part (display-only ones never recompute)."""
+
+    # build (checkpoint A, the contrast set)
+    positive: str | None = setting(None, "positive group of the contrast set (none: its first group)",
+                                   label="Positive group")
+    negative: str | None = setting(None, "negative group of the contrast set (none: its next group)",
+                                   label="Negative group")
+    method: str = setting(V.METHODS[0], "how the vector is fitted per layer", label="Method",
+                          choices={m: V.METHOD_LABELS.get(m, m) for m in V.METHODS})
+    rule: str = setting(V.POSITION_RULES[0], "read position of the activations (mean over response tokens needs a "
+                        "`response` on every row)", label="Read position",
+                        choices={r: V.RULE_LABELS.get(r, r) for r in V.POSITION_RULES})
+    seed: int = setting(0, "seed of the held-out split", label="Seed (held-out split)")
+    hist_layer: int | None = setting(None, f"layer of the contrast projection histogram ({DEFAULT_LAYER})",
+                                     label="Layer for the projection histogram", lo=0, display=True)
+    parts: tuple[str, ...] = setting(PARTS, f"parts run after the build, comma separated, from {','.join(PARTS)} "
+                                     "(drift needs checkpoint B)", label="Parts", choices=PARTS)
+    # monitor
+    monitor_layer: int | None = setting(None, f"layer of the monitoring histograms ({DEFAULT_LAYER})", label="Layer",
+                                        lo=0, display=True)
+    # flag data
+    flag_layer: int | None = setting(None, f"layer for flagging ({DEFAULT_LAYER})", label="Layer", lo=0)
+    flag_rows: int = setting(16, "flag the first n rows", label="Rows (first n)", lo=1)
+    flag_tokens: int = setting(16, "length of the model's own response, in tokens",
+                               label="Own response length (tokens)", lo=1, hi=128)
+    # steer: generations
+    layer: int | None = setting(None, f"steering layer ({DEFAULT_LAYER}: {V.DEFAULT_LAYER_RULE})", label="Layer", lo=0)
+    alpha: float = setting(4.0, "steering coefficient: alpha·v_l is added to h_l", label="alpha")
+    positions: str = setting(ST.POSITION_RULES[0], "positions steered", label="Positions",
+                             choices={r: ST.RULE_LABELS.get(r, r) for r in ST.POSITION_RULES})
+    preserve_norm: bool = setting(False, "rescale each steered h to its original norm", label="Preserve norm")
+    gen_prompt: str | None = setting(None, "prompt of the generations (none: from the model: the demo question on the "
+                                     "demo models, else a question rendered with the tokenizer's chat template)",
+                                     label="Prompt", widget="textarea")
+    new_tokens: int = setting(20, "tokens generated", label="New tokens", lo=1, hi=256)
+    temperature: float = setting(0.0, "sampling temperature (0 = greedy)", label="Temperature (0 = greedy)", lo=0.0)
+    gen_seed: int = setting(0, "sampling seed of the generations", label="Seed")
+    # steer: sweep and global logit shift
+    sweep_layers: tuple[int, ...] | None = setting(None, "layers swept, comma separated (none: the middle, the default "
+                                                   "and the last layer)", label="Layers", lo=0)
+    sweep_alphas: tuple[float, ...] = setting((-4.0, -2.0, 0.0, 2.0, 4.0, 8.0), "alphas swept, comma separated",
+                                              label="Alphas")
+    token_a: str | None = setting(None, "trait token of the sweep's logit difference z(a) − z(b), one token with its "
+                                  "leading space where the tokenizer has one (none: the most common first response "
+                                  "token of the contrast set's positive side; "
+                                  f"{V.DEMO_TRAIT_TOKENS[0]!r} on demo models when the set has no responses)",
+                                  label="Token a (trait)")
+    token_b: str | None = setting(None, "the other token (none: the negative side's most common first response token; "
+                                  f"{V.DEMO_TRAIT_TOKENS[1]!r} on demo models)", label="Token b")
+    sweep_prompts: int = setting(12, "first n prompts of the target and of the control set",
+                                 label="Prompts per set (first n)", lo=1)
+    # drift
+    drift_seed: int = setting(0, "seed of the random baseline directions", label="Random baseline seed")
+
+
+# The settings each part reads (its cache key, with the prompt sets and the vectors): display settings never count.
+PART_FIELDS = {
+    "build": ("positive", "negative", "method", "rule", "seed"),
+    "monitor": (),
+    "flag": ("flag_layer", "flag_rows", "flag_tokens"),
+    "generate": ("layer", "alpha", "positions", "preserve_norm", "gen_prompt", "new_tokens", "temperature", "gen_seed"),
+    "sweep": ("sweep_layers", "sweep_alphas", "token_a", "token_b", "sweep_prompts", "positions", "preserve_norm"),
+    "drift": ("drift_seed",),
+}
+
+# Settings whose page default comes from the model or the data rather than the declaration (tests/test_declarations).
+_LAYER = "the vectors' default layer (analysis.steering_vectors.DEFAULT_LAYER_RULE)"
+PAGE_DEFAULT_EXEMPT = {
+    "positive": "the contrast set's first group", "negative": "the contrast set's next group",
+    "hist_layer": _LAYER, "monitor_layer": _LAYER, "flag_layer": _LAYER, "layer": _LAYER,
+    "sweep_layers": "the middle, default and last layer of the vectors",
+    "gen_prompt": "the model's question (analysis.model_defaults.default_question)",
+    "token_a": "the contrast set's first response tokens, else the demo model's (default_trait_tokens)",
+    "token_b": "the contrast set's first response tokens, else the demo model's (default_trait_tokens)",
+}
+
+
+def part_key(s: SteerSettings, part: str) -> tuple:
+    """((name, value), ...) of the settings ``part`` reads: its cache key besides its prompt sets and the vectors."""
+    return tuple(kv for kv in compute_key(s) if kv[0] in PART_FIELDS[part])
+
+
+@dataclass(frozen=True)
+class SteerSets:
+    """The prompt sets of the parts besides the contrast set (None where a part does not run)."""
+
+    monitor: PromptSet | None = None
+    flag: PromptSet | None = None
+    targets: PromptSet | None = None
+    controls: PromptSet | None = None
+    drift: PromptSet | None = None
+
+
+@dataclass(frozen=True)
+class SteerResults:
+    """What ran: the settings as they ran (``resolve``), the vectors and each part's result (None / empty: not run),
+    the contrast set (None: vectors loaded from a file with no set at hand), the sets of the parts that ran and
+    notes (a part skipped)."""
+
+    settings: SteerSettings
+    vectors: V.SteeringVectors
+    monitoring: Mapping[str, V.Monitoring] = field(default_factory=dict)
+    flagged: PD.Flagged | None = None
+    generations: ST.GenerationComparison | None = None
+    sweep: ST.Sweep | None = None
+    drift: PD.Drift | None = None
+    contrast: PromptSet | None = None
+    sets: SteerSets = SteerSets()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def used(self) -> tuple[PromptSet, ...]:
+        """The prompt sets metadata's "prompt_sets" lists: contrast, monitor, targets, controls, drift."""
+        return tuple(p for p in (self.contrast, self.sets.monitor, self.sets.targets, self.sets.controls,
+                                 self.sets.drift) if p is not None)
+
+
+# The CLI flag of each prompt set (metadata "inputs": `python -m logitscope rerun` passes the bundle's copies).
+INPUT_FLAGS = {"contrast": "--prompts", "monitor": "--monitor-prompts", "flag": "--flag-prompts",
+               "targets": "--targets", "controls": "--controls", "drift": "--drift-prompts"}
+
+
+def inputs(contrast: PromptSet | None, sets: SteerSets) -> dict[str, PromptSet] | None:
+    """{CLI flag: set} of the contrast set and the sets of the parts that ran (report_metadata keeps their prompts,
+    `python -m logitscope rerun` passes them back)."""
+    named = {"contrast": contrast, **{name: getattr(sets, name) for name in INPUT_FLAGS if name != "contrast"}}
+    return {INPUT_FLAGS[name]: ps for name, ps in named.items() if ps is not None} or None
+
+
+# ------------------------------------------------------------------------------------------ defaults from the data
+def default_sweep_layers(sv: V.SteeringVectors, n_layers: int) -> tuple[int, ...]:
+    """The default sweep layers: middle, default and last (each at least 1), sorted."""
     return tuple(sorted({max(1, n_layers // 2), max(1, sv.default_layer()), n_layers}))
 
 
-def vector_settings(sv: SteeringVectors) -> dict:
-    """The vectors' provenance as recorded in the metadata's settings, with the default layer and why."""
+def trait_tokens(lm: LoadedModel, sv: V.SteeringVectors, contrast: PromptSet | None) -> V.TraitTokens:
+    """Default tokens a and b: from the contrast set when it is the one the vectors were built on, else the model's."""
+    same = contrast is not None and contrast.sha256 == sv.prompt_set_sha256
+    return V.default_trait_tokens(lm, contrast if same else None, sv.positive, sv.negative)
+
+
+def resolve(s: SteerSettings, lm: LoadedModel, sv: V.SteeringVectors, contrast: PromptSet | None = None
+            ) -> SteerSettings:
+    """The settings as they run: the build settings of the vectors in use (built or loaded from a file; the groups
+    by name when the contrast set they were built on has groups, None for pairs by label) and every setting left
+    at None filled from the vectors (layers), the model (prompt) or the contrast set (tokens)."""
+    kw: dict = dict(method=sv.method, rule=sv.position_rule, seed=int(sv.seed))
+    if contrast is not None and contrast.sha256 == sv.prompt_set_sha256:
+        grouped = bool(contrast.groups())
+        kw.update(positive=sv.positive if grouped else None, negative=sv.negative if grouped else None)
+    for name in ("hist_layer", "monitor_layer", "flag_layer", "layer"):
+        if getattr(s, name) is None:
+            kw[name] = sv.default_layer()
+    if s.sweep_layers is None:
+        kw["sweep_layers"] = default_sweep_layers(sv, lm.adapter.n_layers)
+    if s.gen_prompt is None:
+        kw["gen_prompt"] = default_question(lm)
+    if s.token_a is None or s.token_b is None:
+        tokens = trait_tokens(lm, sv, contrast)
+        kw["token_a"] = tokens.token_a if s.token_a is None else s.token_a
+        kw["token_b"] = tokens.token_b if s.token_b is None else s.token_b
+    return replace(s, **kw)
+
+
+def first_rows(ps: PromptSet, n: int) -> PromptSet:
+    """The first n rows of a prompt set as a set of its own (the set itself when it has no more)."""
+    if len(ps) <= n:
+        return ps
+    return PromptSet.from_rows(f"{ps.name} (first {n})", ps.rows[:n], ps.notes)
+
+
+# ------------------------------------------------------------------------------------------ the parts
+def build(lm: LoadedModel, ps: PromptSet, s: SteerSettings, progress: Progress | None = None) -> V.SteeringVectors:
+    """Steering vectors per layer on checkpoint A from the contrast set."""
+    return V.extract_vectors(lm, ps, positive=s.positive, negative=s.negative, method=s.method, position_rule=s.rule,
+                             seed=s.seed, progress=progress)
+
+
+def monitor_model(lm: LoadedModel, ps: PromptSet, sv: V.SteeringVectors, progress: Progress | None = None
+                  ) -> V.Monitoring:
+    """One checkpoint's prompts projected on the vectors."""
+    return V.monitor(lm, ps, sv, progress=progress)
+
+
+def monitor_part(models: ModelPair, ps: PromptSet, sv: V.SteeringVectors, progress: Progress | None = None
+                 ) -> dict[str, V.Monitoring]:
+    """{"A": Monitoring, "B": ...}: every loaded checkpoint's prompts projected on the vectors."""
+    items = models.items()
+    return {which: monitor_model(lm, ps, sv, stage(progress, i / len(items), (i + 1) / len(items), f"monitor {which}"))
+            for i, (which, lm, _card) in enumerate(items)}
+
+
+def flag_part(lm: LoadedModel, ps: PromptSet, sv: V.SteeringVectors, s: SteerSettings,
+              progress: Progress | None = None) -> PD.Flagged:
+    """The first flag_rows rows ranked by how far their responses push checkpoint A toward the trait (s resolved)."""
+    return PD.flag_data(lm, first_rows(ps, s.flag_rows), sv, s.flag_layer, max_new_tokens=s.flag_tokens,
+                        progress=progress)
+
+
+def generate_part(lm: LoadedModel, sv: V.SteeringVectors, s: SteerSettings) -> ST.GenerationComparison:
+    """Unsteered vs steered generation of gen_prompt on checkpoint A (s resolved)."""
+    lm.check_layer(s.layer)
+    steer = ST.Steer(s.layer, sv.vector(s.layer), float(s.alpha), s.positions, s.preserve_norm)
+    return ST.compare_generations(lm, s.gen_prompt, steer, max_new_tokens=s.new_tokens, temperature=s.temperature,
+                                  seed=s.gen_seed)
+
+
+def sweep_part(lm: LoadedModel, targets: PromptSet, controls: PromptSet, sv: V.SteeringVectors, s: SteerSettings,
+               progress: Progress | None = None) -> ST.Sweep:
+    """Logit difference z(a) − z(b) and KL per layer and alpha on the first sweep_prompts targets vs controls."""
+    for layer in s.sweep_layers:
+        lm.check_layer(layer)
+    if not s.token_a or not s.token_b:
+        raise InputError("The sweep needs tokens a and b of the logit difference and there is no default for these "
+                         "vectors: give them (token a: the trait's first reply word, token b: the opposite one; "
+                         "--token-a and --token-b on the command line).")
+    n = s.sweep_prompts
+    return ST.steering_sweep(lm, {layer: sv.vector(layer) for layer in s.sweep_layers}, s.sweep_alphas,
+                             tuple(targets.prompts[:n]), tuple(controls.prompts[:n]), s.token_a, s.token_b,
+                             rule=s.positions, preserve_norm=s.preserve_norm, progress=progress)
+
+
+def drift_part(models: ModelPair, ps: PromptSet, sv: V.SteeringVectors, s: SteerSettings,
+               progress: Progress | None = None) -> PD.Drift:
+    """B − A along the vectors per layer against random directions."""
+    return PD.persona_drift(models.a, models.b, ps, sv, seed=s.drift_seed, progress=progress)
+
+
+def notes_of(models: ModelPair, s: SteerSettings) -> tuple[str, ...]:
+    """Why a part asked for did not run."""
+    return (DRIFT_SKIPPED,) if "drift" in s.parts and not models.compare else ()
+
+
+def _need(ps: PromptSet | None, part: str) -> PromptSet:
+    if ps is None:
+        raise InputError(f"The {part} part needs its prompt set.")
+    return ps
+
+
+def compute(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress: Progress | None = None,
+            sets: SteerSets = SteerSets()) -> SteerResults:
+    """Build the vectors on A from the contrast set, then every part of s.parts on its prompt set (``sets``)."""
+    lm = models.a
+    sv = build(lm, prompt_set, s, stage(progress, 0.0, 0.3, "build"))
+    s = resolve(s, lm, sv, prompt_set)
+    parts = set(s.parts)
+    ran = SteerSets(monitor=sets.monitor if "monitor" in parts else None, flag=sets.flag if "flag" in parts else None,
+                    targets=sets.targets if "sweep" in parts else None,
+                    controls=sets.controls if "sweep" in parts else None,
+                    drift=sets.drift if "drift" in parts and models.compare else None)
+    monitoring, flagged, generations, sweep, drift = {}, None, None, None, None
+    if "monitor" in parts:
+        monitoring = monitor_part(models, _need(sets.monitor, "monitor"), sv, stage(progress, 0.3, 0.4))
+    if "flag" in parts:
+        flagged = flag_part(lm, _need(sets.flag, "flag"), sv, s, stage(progress, 0.4, 0.55, "flag"))
+    if "generate" in parts:
+        generations = generate_part(lm, sv, s)
+        if progress is not None:
+            progress(0.6, "generated")
+    if "sweep" in parts:
+        sweep = sweep_part(lm, _need(sets.targets, "sweep"), _need(sets.controls, "sweep"), sv, s,
+                           stage(progress, 0.6, 0.85, "sweep"))
+    if "drift" in parts and models.compare:
+        drift = drift_part(models, _need(sets.drift, "drift"), sv, s, stage(progress, 0.85, 1.0, "drift"))
+    return SteerResults(s, sv, monitoring, flagged, generations, sweep, drift, prompt_set, ran, notes_of(models, s))
+
+
+# ------------------------------------------------------------------------------------------ the report
+def _layer_of(sv: V.SteeringVectors, layer: int | None) -> int:
+    """A display layer the vectors have (InputError naming the layers they cover); None: the default layer."""
+    if layer is None:
+        return sv.default_layer()
+    sv.vector(layer)
+    return layer
+
+
+def build_report(sv: V.SteeringVectors, hist_layer: int | None = None) -> Report:
+    """Held-out separability per layer (when there is a test split) and the contrast projection at hist_layer."""
+    rep = Report()
+    if sv.n_test:
+        rep.add("separability", charts.separability_figure(sv), charts.separability_table(sv))
+    if sv.projections.size:
+        rep.add("contrast_projection", charts.build_projection_figure(sv, _layer_of(sv, hist_layer)))
+    return rep
+
+
+def monitoring_report(mon: V.Monitoring, layer: int, which: str) -> Report:
+    """Projections of one checkpoint's prompts on the vector at layer."""
+    rep = Report()
+    rep.add(f"monitoring_{which}", charts.monitoring_figure(mon, layer), charts.monitoring_table(mon))
+    return rep
+
+
+def flag_report(flagged: PD.Flagged) -> Report:
+    """Rows ranked by how far their responses push checkpoint A toward the trait."""
+    rep = Report()
+    rep.add("data_flagging", charts.flagged_figure(flagged), charts.flagged_table(flagged))
+    return rep
+
+
+def generations_report(cmp: ST.GenerationComparison) -> Report:
+    """Unsteered vs steered generation."""
+    rep = Report()
+    rep.add("generations", charts.generations_figure(cmp), charts.generations_table(cmp))
+    return rep
+
+
+def sweep_report(sw: ST.Sweep) -> Report:
+    """Logit difference and KL per layer and alpha, targets vs controls."""
+    rep = Report()
+    rep.add("steering_sweep", charts.sweep_figure(sw), charts.sweep_table(sw))
+    rep.add("targets_vs_controls", charts.targets_vs_controls_figure(sw))
+    return rep
+
+
+def drift_report(drift: PD.Drift) -> Report:
+    """B − A along the vector per layer against a random direction."""
+    rep = Report()
+    rep.add("persona_drift", charts.drift_figure(drift), charts.drift_table(drift))
+    return rep
+
+
+def report(results: SteerResults, s: SteerSettings) -> Report:
+    """Every part that ran, in the page's order (Build, Monitor, Flag, Generations, Sweep, Drift), for the display
+    settings of s (resolved; no engine call)."""
+    sv = results.vectors
+    rep = build_report(sv, s.hist_layer)
+    for which, mon in results.monitoring.items():
+        rep.merge(monitoring_report(mon, _layer_of(sv, s.monitor_layer), which))
+    if results.flagged is not None:
+        rep.merge(flag_report(results.flagged))
+    if results.generations is not None:
+        rep.merge(generations_report(results.generations))
+    if results.sweep is not None:
+        rep.merge(sweep_report(results.sweep))
+    if results.drift is not None:
+        rep.merge(drift_report(results.drift))
+    rep.notes.extend(results.notes)
+    return rep
+
+
+def vector_settings(sv: V.SteeringVectors) -> dict:
+    """The vectors' provenance as recorded in the metadata's settings (the sides as the vectors name them: groups,
+    or "first/second of pair"), with the default layer and why."""
     choice = sv.default_layer_choice()
     return dict(vector_method=sv.method, vector_rule=sv.position_rule, vector_set=sv.prompt_set_name,
-                vector_set_sha256=sv.prompt_set_sha256, positive=sv.positive, negative=sv.negative,
+                vector_set_sha256=sv.prompt_set_sha256, vector_positive=sv.positive, vector_negative=sv.negative,
                 default_layer=choice.layer, default_layer_why=choice.caption)
 
 
@@ -41,67 +388,17 @@ def prompt_sets_setting(used_sets) -> list[dict]:
     return [{"name": p.name, "sha256": p.sha256, "n": len(p)} for p in used_sets if p is not None]
 
 
-def build_report(sv: SteeringVectors, hist_layer: int | None = None) -> Report:
-    """Held-out separability per layer (when there is a test split) and the contrast projection at hist_layer."""
-    rep = Report()
-    if sv.n_test:
-        rep.add("separability", charts.separability_figure(sv), charts.separability_table(sv))
-    if sv.projections.size:
-        rep.add("contrast_projection", charts.build_projection_figure(sv, sv.default_layer() if hist_layer is None
-                                                                      else hist_layer))
-    return rep
+def settings_metadata(s: SteerSettings, results: SteerResults, model_name: str) -> dict:
+    """metadata.json's settings: every declared setting as it ran (s resolved), checkpoint A's name, the vectors'
+    provenance and default layer (vector_settings) and the prompt sets used."""
+    meta = as_metadata(s)
+    meta.update(model_a=model_name, **vector_settings(results.vectors))
+    meta["prompt_sets"] = prompt_sets_setting(results.used)
+    return meta
 
 
-def monitoring_report(mon: Monitoring, layer: int, which: str) -> Report:
-    """Projections of one checkpoint's prompts on the vector at layer."""
-    rep = Report()
-    rep.add(f"monitoring_{which}", charts.monitoring_figure(mon, layer), charts.monitoring_table(mon))
-    return rep
-
-
-def flag_report(flagged: Flagged) -> Report:
-    """Rows ranked by how far their responses push checkpoint A toward the trait."""
-    rep = Report()
-    rep.add("data_flagging", charts.flagged_figure(flagged), charts.flagged_table(flagged))
-    return rep
-
-
-def generations_report(cmp: GenerationComparison) -> Report:
-    """Unsteered vs steered generation."""
-    rep = Report()
-    rep.add("generations", charts.generations_figure(cmp), charts.generations_table(cmp))
-    return rep
-
-
-def sweep_report(sw: Sweep) -> Report:
-    """Logit difference and KL per layer and alpha, targets vs controls."""
-    rep = Report()
-    rep.add("steering_sweep", charts.sweep_figure(sw), charts.sweep_table(sw))
-    rep.add("targets_vs_controls", charts.targets_vs_controls_figure(sw))
-    return rep
-
-
-def drift_report(drift: Drift) -> Report:
-    """B − A along the vector per layer against a random direction."""
-    rep = Report()
-    rep.add("persona_drift", charts.drift_figure(drift), charts.drift_table(drift))
-    return rep
-
-
-def steering_report(sv: SteeringVectors, *, hist_layer: int | None = None,
-                    monitoring: Mapping[str, Monitoring] | None = None, monitor_layer: int | None = None,
-                    flagged: Flagged | None = None, generations: GenerationComparison | None = None,
-                    sweep: Sweep | None = None, drift: Drift | None = None) -> Report:
-    """Every part that was run, in the page's order (Build, Monitor, Flag, Generations, Sweep, Drift)."""
-    rep = build_report(sv, hist_layer)
-    for which, mon in (monitoring or {}).items():
-        rep.merge(monitoring_report(mon, sv.default_layer() if monitor_layer is None else monitor_layer, which))
-    if flagged is not None:
-        rep.merge(flag_report(flagged))
-    if generations is not None:
-        rep.merge(generations_report(generations))
-    if sweep is not None:
-        rep.merge(sweep_report(sweep))
-    if drift is not None:
-        rep.merge(drift_report(drift))
-    return rep
+def run(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress: Progress | None = None,
+        sets: SteerSets = SteerSets()) -> tuple[Report, dict]:
+    """compute + report, as the CLI runs it: (report, metadata settings)."""
+    results = compute(models, prompt_set, s, progress, sets)
+    return report(results, results.settings), settings_metadata(results.settings, results, models.a.name)

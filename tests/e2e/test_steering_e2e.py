@@ -19,6 +19,8 @@ def test_build_steer_and_export(streamlit_server, page, goto_app, wait_for_app_i
     page.get_by_role("button", name="Build vectors").click()
     wait_for_app_idle(page, 120_000)
     page.get_by_text("Best layer by held-out AUROC").wait_for(timeout=60_000)
+    assert page.get_by_text("None", exact=True).count() == 0  # nothing printed by Streamlit's magic
+    assert "steer.run=1" in page.url  # the link rebuilds the vectors in a fresh session
     name, data = _download(page, "Save vectors (.safetensors)")
     assert name.endswith(".safetensors")
     header = json.loads(data[8: 8 + int.from_bytes(data[:8], "little")])
