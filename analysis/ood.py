@@ -28,8 +28,6 @@ metric rows, ``OODStudy.not_defined[score][layer]`` = the reason, a study note; 
 """
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -39,9 +37,25 @@ import pandas as pd
 from analysis.errors import InputError, NumericalError
 from analysis.loading import LoadedModel
 from analysis.ood_features import OODFeatures, extract_features
+from analysis.ood_maps import _PROJ_CACHE as _PROJ_CACHE  # noqa: F401  (re-exported: tests clear it)
+from analysis.ood_maps import Projection2D as Projection2D
+from analysis.ood_maps import project_2d as project_2d
 from analysis.ood_metrics import HIGHER_IS_BETTER, all_metrics, roc_points
-from analysis.ood_scores import (GEN, KNN, MSP, NECO, Energy, LogitGap, LogitStats, Mahalanobis, MaxLogit,
-                                 MeanLogLikelihood, NotDefinedError, ViM, default_vim_dim)
+from analysis.ood_scores import (
+    GEN,
+    KNN,
+    MSP,
+    NECO,
+    Energy,
+    LogitGap,
+    LogitStats,
+    Mahalanobis,
+    MaxLogit,
+    MeanLogLikelihood,
+    NotDefinedError,
+    ViM,
+    default_vim_dim,
+)
 
 ProgressFn = Callable[[float, str], None]
 ID_KEY = "ID (held-out)"
@@ -224,9 +238,9 @@ def check_sets(n_id: int, ood: Mapping[str, int]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- the study
-def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], settings: OODSettings = OODSettings(),
-                        *, id_name: str = "ID", progress: ProgressFn | None = None) -> OODStudy:
-    """Fit every score on the ID fit split and evaluate it on held-out ID vs each OOD set (pure numpy)."""
+def _checked_inputs(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], settings: OODSettings
+                    ) -> tuple[OODFeatures, list[str]]:
+    """The ID features without duplicate prompts, and notes; InputError when the sets cannot be studied together."""
     notes: list[str] = []
     keep = _dedupe(id_feats.prompts)
     if keep.size < len(id_feats):
@@ -244,8 +258,11 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
     for p in settings.poolings:
         if p not in ("last", "mean"):
             raise InputError(f"Pooling must be 'last' or 'mean', got {p!r}.")
-    fit, held = _split(len(id_feats), settings.fit_fraction, settings.seed)
-    n_fit, d = fit.size, id_feats.last.shape[2]
+    return id_feats, notes
+
+
+def _fit_sizes(settings: OODSettings, n_fit: int, d: int, notes: list[str]) -> tuple[int, int, int]:
+    """(KNN's k, ViM's dim, NECO's k) lowered to what the fit size allows, each lowering noted."""
     knn_k = settings.knn_k
     if knn_k >= n_fit:
         knn_k = n_fit - 1
@@ -260,60 +277,78 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
     if neco_k > min(n_fit, d):
         notes.append(f"NECO's k was lowered from {neco_k} to {min(n_fit, d)} (at most min(fit prompts, d)).")
         neco_k = min(n_fit, d)
+    return knn_k, vim_dim, neco_k
 
-    sets = {ID_KEY: _take(id_feats, held), **dict(ood_feats)}
-    fit_f = _take(id_feats, fit)
-    feature_defs: list[tuple[str, Callable[[], object], str]] = []
-    for p in settings.poolings:
-        feature_defs.append((f"Mahalanobis·{p}", lambda: Mahalanobis(settings.shrinkage), p))
-        feature_defs.append((f"KNN·{p}", lambda: KNN(knn_k), p))
-    feature_defs.append(("ViM", lambda: ViM(vim_dim, id_feats.vim_origin, cap_to_rank=True), "head"))
-    feature_defs.append(("NECO", lambda: NECO(neco_k, cap_to_rank=True), "head"))
-    nl = len(id_feats.layers)
-    scores: dict[str, dict[str, np.ndarray]] = {}
-    not_defined: dict[str, dict[int, str]] = {}
-    used: dict[str, list[int | None]] = {"ViM": [None] * nl, "NECO": [None] * nl}  # effective dim / k per layer
-    capped: dict[str, dict[tuple[int, int], list[int]]] = {"ViM": {}, "NECO": {}}  # (value, rank) -> layers
+
+@dataclass
+class _FeatureScores:
+    """What the per-layer feature scores produced: scores[score][set] [n_l, n_set], where they are not defined,
+    the effective ViM dim / NECO k per layer and the layers where the numerical rank capped them."""
+
+    scores: dict[str, dict[str, np.ndarray]]
+    not_defined: dict[str, dict[int, str]]
+    used: dict[str, list[int | None]]
+    capped: dict[str, dict[tuple[int, int], list[int]]]
+
+
+def _feature_scores(feature_defs: Sequence[tuple[str, Callable[[], object], str]], layers: tuple[int, ...],
+                    fit_f: OODFeatures, sets: Mapping[str, OODFeatures], asked: Mapping[str, int],
+                    progress: ProgressFn | None) -> _FeatureScores:
+    """Fit and evaluate every feature score at every layer (``asked``: the requested ViM dim and NECO k)."""
+    nl = len(layers)
+    out_all = _FeatureScores({}, {}, {"ViM": [None] * nl, "NECO": [None] * nl}, {"ViM": {}, "NECO": {}})
     total = len(feature_defs) * nl + 1
     step = 0
     for name, make, src in feature_defs:
         per_set = {s: np.full((nl, len(f)), np.nan, np.float64) for s, f in sets.items()}
         for li in range(nl):
-            layer = id_feats.layers[li]
+            layer = layers[li]
 
             def arr(f: OODFeatures) -> np.ndarray:
                 return f.head_in[li] if src == "head" else f.pooled(src)[li]
             out, scorer = _evaluate(make, arr(fit_f), fit_f.lens_logits(li),
                                     {s: (arr(f), f.lens_logits(li)) for s, f in sets.items()})
             if out is None:
-                not_defined.setdefault(name, {})[layer] = scorer.reason
+                out_all.not_defined.setdefault(name, {})[layer] = scorer.reason
             else:
                 for s, v in out.items():
                     per_set[s][li] = v
-                if name in used:
-                    eff, asked = (scorer.dim_, vim_dim) if name == "ViM" else (scorer.k_, neco_k)
-                    used[name][li] = int(eff)
-                    if eff < asked:
-                        capped[name].setdefault((int(eff), int(scorer.rank_)), []).append(layer)
+                if name in out_all.used:
+                    eff = scorer.dim_ if name == "ViM" else scorer.k_
+                    out_all.used[name][li] = int(eff)
+                    if eff < asked[name]:
+                        out_all.capped[name].setdefault((int(eff), int(scorer.rank_)), []).append(layer)
             step += 1
             if progress is not None:
                 progress(step / total, f"{name} at layer {layer}")
-        scores[name] = per_set
-    for (eff, rank), ls in capped["ViM"].items():
+        out_all.scores[name] = per_set
+    return out_all
+
+
+def _feature_notes(fs: _FeatureScores, vim_dim: int, neco_k: int) -> list[str]:
+    """Notes on the layers where the rank capped ViM's dim or NECO's k, and where a score is not defined."""
+    notes = []
+    for (eff, rank), ls in fs.capped["ViM"].items():
         notes.append(f"ViM's dim was lowered from {vim_dim} to {eff} at {_layer_list(ls)}: the fit head inputs there "
                      f"have numerical rank {rank} around ViM's origin (singular values above S.max() * max(n, d) * "
                      "eps, eps of the features' dtype), and dim must be below it.")
-    for (eff, rank), ls in capped["NECO"].items():
+    for (eff, rank), ls in fs.capped["NECO"].items():
         notes.append(f"NECO's k was lowered from {neco_k} to {eff} at {_layer_list(ls)}: the standardised fit head "
                      f"inputs there have numerical rank {rank} (singular values above S.max() * max(n, d) * eps, "
                      "eps of the features' dtype).")
-    for name, per_layer in not_defined.items():
+    for name, per_layer in fs.not_defined.items():
         by_reason: dict[str, list[int]] = {}
         for layer, why in per_layer.items():
             by_reason.setdefault(why, []).append(layer)
         for why, ls in by_reason.items():
             notes.append(f"{name} is not defined at {_layer_list(ls)}: {why}. Its scores and metrics there are left "
                          "empty (NaN).")
+    return notes
+
+
+def _global_scores(settings: OODSettings, sets: Mapping[str, OODFeatures], scores: dict, notes: list[str]
+                   ) -> tuple[str, ...]:
+    """Add the logit scores (and BLOOD when every set has it) to ``scores``; returns their names."""
     logit_defs: dict[str, object] = {"MSP": MSP(), "MaxLogit": MaxLogit(), "Energy": Energy(),
                                      "GEN": GEN(settings.gen_gamma, settings.gen_m), "LogitGap": LogitGap(settings.logitgap_n),
                                      "MeanLogLik": MeanLogLikelihood()}
@@ -331,16 +366,19 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
         scores["BLOOD"] = {s: -f.blood.mean(axis=1)[None, :] for s, f in sets.items()}
     elif any(f.blood is not None for f in sets.values()):
         notes.append("BLOOD was computed for some sets only, so it is left out.")
-    if progress is not None:
-        progress(1.0, "metrics")
-    feature_names = tuple(n for n, _, _ in feature_defs)
+    return global_names
+
+
+def _metric_rows(scores: Mapping[str, Mapping[str, np.ndarray]], feature_names: tuple[str, ...],
+                 global_names: tuple[str, ...], layers: tuple[int, ...], not_defined: Mapping[str, Mapping[int, str]],
+                 ood_names: tuple[str, ...]) -> list[MetricRow]:
+    """One metric row per (score, layer, OOD set) and per score and layer for all OOD sets pooled."""
     rows: list[MetricRow] = []
-    ood_names = tuple(ood_feats)
     nan_metrics = dict.fromkeys(("auroc", "aupr_in", "aupr_out", "fpr95_id", "fpr95_ood", "autc"), float("nan"))
     for name in feature_names + global_names:
         is_logit = name in global_names
-        for li in range(1 if is_logit else nl):
-            layer = None if is_logit else id_feats.layers[li]
+        for li in range(1 if is_logit else len(layers)):
+            layer = None if is_logit else layers[li]
             why = None if is_logit else not_defined.get(name, {}).get(layer)
             s_id = scores[name][ID_KEY][li]
             for o in ood_names + ((ALL_OOD,) if len(ood_names) > 1 else ()):
@@ -351,6 +389,34 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
                          else scores[name][o][li])
                 m = all_metrics(s_id, s_ood)
                 rows.append(MetricRow(name, "logit" if is_logit else "feature", layer, o, **m.as_dict()))
+    return rows
+
+
+def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], settings: OODSettings = OODSettings(),
+                        *, id_name: str = "ID", progress: ProgressFn | None = None) -> OODStudy:
+    """Fit every score on the ID fit split and evaluate it on held-out ID vs each OOD set (pure numpy)."""
+    id_feats, notes = _checked_inputs(id_feats, ood_feats, settings)
+    fit, held = _split(len(id_feats), settings.fit_fraction, settings.seed)
+    n_fit, d = fit.size, id_feats.last.shape[2]
+    knn_k, vim_dim, neco_k = _fit_sizes(settings, n_fit, d, notes)
+
+    sets = {ID_KEY: _take(id_feats, held), **dict(ood_feats)}
+    fit_f = _take(id_feats, fit)
+    feature_defs: list[tuple[str, Callable[[], object], str]] = []
+    for p in settings.poolings:
+        feature_defs.append((f"Mahalanobis·{p}", lambda: Mahalanobis(settings.shrinkage), p))
+        feature_defs.append((f"KNN·{p}", lambda: KNN(knn_k), p))
+    feature_defs.append(("ViM", lambda: ViM(vim_dim, id_feats.vim_origin, cap_to_rank=True), "head"))
+    feature_defs.append(("NECO", lambda: NECO(neco_k, cap_to_rank=True), "head"))
+    fs = _feature_scores(feature_defs, id_feats.layers, fit_f, sets, {"ViM": vim_dim, "NECO": neco_k}, progress)
+    notes += _feature_notes(fs, vim_dim, neco_k)
+    scores = fs.scores
+    global_names = _global_scores(settings, sets, scores, notes)
+    if progress is not None:
+        progress(1.0, "metrics")
+    feature_names = tuple(n for n, _, _ in feature_defs)
+    ood_names = tuple(ood_feats)
+    rows = _metric_rows(scores, feature_names, global_names, id_feats.layers, fs.not_defined, ood_names)
     target = ALL_OOD if len(ood_names) > 1 else ood_names[0]
     target_rows = [r for r in rows if r.ood_set == target and not r.note]  # not-defined cells are never picked
     best_row = min(target_rows, key=_rank)
@@ -359,12 +425,12 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
                      if any(r.score == name for r in target_rows)}
     settings_d = settings.as_dict()
     settings_d.update(effective_knn_k=knn_k, effective_vim_dim=vim_dim, effective_neco_k=neco_k,
-                      vim_dim_by_layer=used["ViM"], neco_k_by_layer=used["NECO"],
+                      vim_dim_by_layer=fs.used["ViM"], neco_k_by_layer=fs.used["NECO"],
                       n_fit=int(n_fit), n_heldout=int(held.size))
     return OODStudy(id_name, ood_names, id_feats.layers, feature_names, global_names, scores,
                     {s: f.prompts for s, f in sets.items()}, id_feats.prompts, fit, held, tuple(rows),
                     best[0], best[1], float(best[2]), best_by_score, settings_d, tuple(notes),
-                    {k: dict(v) for k, v in not_defined.items()})
+                    {k: dict(v) for k, v in fs.not_defined.items()})
 
 
 def _rank(r: MetricRow) -> tuple[float, float, float]:
@@ -427,71 +493,3 @@ def roc_curve_points(study: OODStudy, score: str, layer: int | None, ood_set: st
     if why is not None:
         raise InputError(f"{score} is not defined at layer {layer}: {why}.")
     return roc_points(study.score_values(score, layer, ID_KEY), study.score_values(score, layer, ood_set))
-
-
-# ----------------------------------------------------------------------------------------- 2-D maps
-@dataclass(frozen=True)
-class Projection2D:
-    """2-D map of one layer's features: coords [n, 2], set name and prompt per point, how it was fitted."""
-
-    coords: np.ndarray
-    set_names: tuple[str, ...]
-    prompts: tuple[str, ...]
-    layer: int
-    pooling: str
-    method: str
-    fit_on: str
-    random_state: int
-    explained: tuple[float, ...] | None
-
-
-_PROJ_CACHE: "OrderedDict[tuple, Projection2D]" = OrderedDict()
-_PROJ_CACHE_MAX = 16
-
-
-def project_2d(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], layer: int, *, pooling: str = "last",
-               method: str = "pca", fit_on: str = "id", random_state: int = 0, id_name: str = "ID") -> Projection2D:
-    """Standardise then project one layer's pooled features to 2-D (PCA or UMAP) fitted on ID or on all points.
-
-    The fitted projector is cached (bounded) on the features' content hash and every setting.
-    """
-    if method not in ("pca", "umap"):
-        raise InputError(f"Projection must be 'pca' or 'umap', got {method!r}.")
-    if fit_on not in ("id", "all"):
-        raise InputError(f"Fit the projection on 'id' or 'all', got {fit_on!r}.")
-    if layer not in id_feats.layers:
-        raise InputError(f"Layer {layer} was not computed (layers {id_feats.layers[0]}..{id_feats.layers[-1]}).")
-    li = id_feats.layers.index(layer)
-    blocks = [(id_name, id_feats)] + list(ood_feats.items())
-    X = np.concatenate([f.pooled(pooling)[li] for _, f in blocks]).astype(np.float64)
-    names = tuple(n for n, f in blocks for _ in range(len(f)))
-    prompts = tuple(p for _, f in blocks for p in f.prompts)
-    h = hashlib.sha256(X.tobytes())
-    h.update("\x00".join(names).encode())
-    key = (h.hexdigest(), layer, pooling, method, fit_on, random_state)
-    if key in _PROJ_CACHE:
-        _PROJ_CACHE.move_to_end(key)
-        return _PROJ_CACHE[key]
-    from sklearn.preprocessing import StandardScaler
-    fit_rows = X[: len(id_feats)] if fit_on == "id" else X
-    if fit_rows.shape[0] < 3:
-        raise InputError("A 2-D map needs at least 3 points to fit on.")
-    scaler = StandardScaler().fit(fit_rows)
-    Z, Zfit = scaler.transform(X), scaler.transform(fit_rows)
-    explained = None
-    if method == "pca":
-        from sklearn.decomposition import PCA
-        pca = PCA(n_components=2, random_state=random_state).fit(Zfit)
-        coords = pca.transform(Z)
-        explained = tuple(float(v) for v in pca.explained_variance_ratio_)
-    else:
-        import umap  # umap-learn; imported lazily (numba start-up is slow)
-        reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(15, Zfit.shape[0] - 1)),
-                            random_state=random_state, n_jobs=1).fit(Zfit)
-        coords = reducer.transform(Z) if fit_on == "id" else reducer.embedding_
-    proj = Projection2D(np.asarray(coords, np.float32), names, prompts, layer, pooling, method, fit_on, random_state,
-                        explained)
-    _PROJ_CACHE[key] = proj
-    while len(_PROJ_CACHE) > _PROJ_CACHE_MAX:
-        _PROJ_CACHE.popitem(last=False)
-    return proj

@@ -20,7 +20,7 @@ from analysis.errors import IncompatibleModelsError, InputError
 from analysis.loading import LoadedModel
 from analysis.prompts import PromptSet
 from analysis.steering import generate_ids
-from analysis.steering_vectors import (SteeringVectors, check_compatible, encode_rows, pooled_residuals, token_ids)
+from analysis.steering_vectors import SteeringVectors, check_compatible, encode_rows, pooled_residuals, token_ids
 
 Progress = Callable[[float, str], None] | None
 

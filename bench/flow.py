@@ -36,6 +36,7 @@ import json
 import os
 
 from bench._harness import run_worker, timed_peak
+
 METHODS = ("floor", "ours")
 VOCAB = 49152
 
@@ -71,6 +72,7 @@ def _run_ours(lm, prompts, targets, comps):
 
 def _run_floor(lm, prompts, targets, comps):
     import torch
+
     from analysis import flow
     from analysis.batching import chunks, encode
     from analysis.forward import run

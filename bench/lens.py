@@ -35,6 +35,7 @@ import json
 import os
 
 from bench._harness import run_worker, timed_peak
+
 METHODS = ("floor", "ours", "tl")
 
 
@@ -76,6 +77,7 @@ def _run_ours(lm, ids, targets, k):
 
 def _run_floor(lm, ids, targets, k):
     import torch
+
     from analysis.batching import batch_from_ids, chunks
     from analysis.lens import capture_residuals, default_chunk_rows
     from analysis.readout import readout

@@ -79,9 +79,9 @@ def test_fresh_tokenizers_keep_every_answer_one_token():
 
 
 def test_tiny_training_run_is_bit_identical(tmp_path):
-    from analysis.demo.train import RECIPES, main
-
     import torch
+
+    from analysis.demo.train import RECIPES, main
 
     det, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     try:

@@ -8,17 +8,27 @@ import torch
 
 from analysis import neuron_ablation
 from analysis.architectures import NORM_LAYERNORM
+from analysis.batching import encode
 from analysis.errors import InputError, PromptSetError
+from analysis.forward import run
+from analysis.hooks import capture, input_hook, residual_hook
 from analysis.induction import induction_study, prompt_sequences, random_sequences, select_neurons
 from analysis.loading import ModelSpec, load_model, zoo_models
 from analysis.neuron_ablation import ablate, build_units, mean_activations
-from analysis.neuron_scan import (canonical_neuron_text, logit_var, neuron_label, null_fraction, out_weights,
-                                  parse_neuron_ids, parse_neuron_label, scan_entropy, scan_frequency, unembed_matrix,
-                                  unembed_svd)
+from analysis.neuron_scan import (
+    canonical_neuron_text,
+    logit_var,
+    neuron_label,
+    null_fraction,
+    out_weights,
+    parse_neuron_ids,
+    parse_neuron_label,
+    scan_entropy,
+    scan_frequency,
+    unembed_matrix,
+    unembed_svd,
+)
 from analysis.prompts import load_builtin, prompt_set_from_text
-from analysis.batching import encode
-from analysis.forward import run
-from analysis.hooks import capture, input_hook, residual_hook
 from analysis.readout import frozen_norm
 from analysis.tiny import ALL_TYPES, ToyTokenizer, tiny_model
 from analysis.unigram import kl_to_unigram, unigram_distribution

@@ -15,8 +15,15 @@ from analysis.loading import ModelSpec, builtin_models, load_model, named_spec, 
 from analysis.model_card import model_card
 from analysis.model_defaults import adds_bos, default_fact, default_question, default_set, is_demo
 from analysis.prompts import load_builtin
-from analysis.real_models import (REAL_LORA, REAL_LORA_LABEL, REAL_MODEL, REAL_MODEL_LABEL, read_source,
-                                  real_model_dir, wheel_gguf_path)
+from analysis.real_models import (
+    REAL_LORA,
+    REAL_LORA_LABEL,
+    REAL_MODEL,
+    REAL_MODEL_LABEL,
+    read_source,
+    real_model_dir,
+    wheel_gguf_path,
+)
 
 pytestmark = [
     pytest.mark.real,

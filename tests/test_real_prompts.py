@@ -109,9 +109,10 @@ def test_preview_shows_special_tokens_and_the_exact_text(tok):
 
 
 def test_cli_chat_template_runs_the_rendered_prompts(tmp_path):
-    from logitscope.cli import main
-    from analysis.prompts import apply_chat_template, parse_prompt_file
     from transformers import AutoTokenizer
+
+    from analysis.prompts import apply_chat_template, parse_prompt_file
+    from logitscope.cli import main
 
     data = jsonl({"messages": [{"role": "user", "content": "What is the capital of France?"}]},
                  {"prompt": "Name a colour."})

@@ -140,7 +140,8 @@ def test_lora_adapter_folder_works_as_b(tmp_path):
 def _permuted_pair(tmp_path):
     """A byte-level BPE model and a copy whose vocabulary ids are permuted (tokenizer and weights alike):
     different tokenizers, the same function of the text."""
-    from tokenizers import Tokenizer, decoders, models as tm, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tm
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from analysis.loading import model_from_pretrained_object

@@ -10,11 +10,30 @@ from analysis.hooks import residual_capture_hooks
 from analysis.loading import ModelSpec, load_model, zoo_models
 from analysis.persona_drift import flag_data, persona_drift
 from analysis.prompts import PromptRow, PromptSet, load_builtin
-from analysis.steering import (POSITION_RULES, Steer, compare_generations, generate_ids, logit_shift,
-                               next_token_prob, steered_logits, steering_sweep)
-from analysis.steering_vectors import (DEMO_TRAIT_TOKENS, choose_default_layer, cohens_d, default_trait_tokens,
-                                       default_window, extract_vectors, fit_direction, load_vectors, monitor,
-                                       save_vectors, split_contrast, token_ids)
+from analysis.steering import (
+    POSITION_RULES,
+    Steer,
+    compare_generations,
+    generate_ids,
+    logit_shift,
+    next_token_prob,
+    steered_logits,
+    steering_sweep,
+)
+from analysis.steering_vectors import (
+    DEMO_TRAIT_TOKENS,
+    choose_default_layer,
+    cohens_d,
+    default_trait_tokens,
+    default_window,
+    extract_vectors,
+    fit_direction,
+    load_vectors,
+    monitor,
+    save_vectors,
+    split_contrast,
+    token_ids,
+)
 from analysis.tiny import ALL_TYPES, tiny_model
 
 

@@ -1,0 +1,62 @@
+"""The tree stays easy to live in: the linter (ruff, configured in pyproject.toml: pyflakes, import order,
+complexity) is clean, no file is over 500 lines, and the engine (analysis/) never imports the UI (components/,
+pages/), streamlit, or the command line."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_LINES = 500
+
+
+def _tracked_python() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.split()
+    return [REPO / p for p in out if (REPO / p).is_file()]
+
+
+def test_ruff_is_clean_on_the_whole_tree():
+    pytest.importorskip("ruff")
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_no_file_is_over_500_lines():
+    long = {str(p.relative_to(REPO)): n for p in _tracked_python()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, f"split these into smaller modules: {long}"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_the_engine_never_imports_the_ui_streamlit_or_the_cli():
+    bad = {}
+    for path in sorted((REPO / "analysis").rglob("*.py")):
+        hits = sorted(m for m in _imports(path)
+                      if m.split(".")[0] in ("components", "pages", "streamlit", "logitscope", "app"))
+        if hits:
+            bad[str(path.relative_to(REPO))] = hits
+    assert not bad, bad
+
+
+def test_the_command_line_never_imports_streamlit():
+    proc = subprocess.run([sys.executable, "-c", "import sys, logitscope.cli as c; c.build_parser(); "
+                           "import components.methods; print('streamlit' in sys.modules)"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
