@@ -1,15 +1,14 @@
 """Streamlit download buttons for a figure (PNG, SVG, PDF, HTML + its data) and for a zip bundle.
 
-Files are produced only when a button is clicked (st.download_button with a callable runs it
-on a worker thread), so drawing a page never waits for the browser that renders static images;
-rendered bytes are kept in a small bounded cache keyed on the figure's JSON.
+A figure's files are produced only when a button is clicked (st.download_button with a callable runs it on a
+worker thread), so drawing a page never waits for the browser that renders static images; rendered bytes are
+kept in a small bounded cache keyed on the figure's JSON. The bundle, which renders every figure, is two steps
+(prepare, then a static download whose address survives reruns; see export_bundle).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,25 +18,11 @@ import streamlit as st
 
 from components import exporting
 
-_CACHE_MAX_ENTRIES = 48
-_cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-_cache_lock = threading.Lock()
 
-
+@st.cache_data(max_entries=48, show_spinner=False)
 def _cached_figure_bytes(fig_json: str, fmt: str) -> bytes:
-    """figure_bytes for a figure given as JSON, memoised (bounded LRU) on (sha256 of JSON, fmt)."""
-    key = (hashlib.sha256(fig_json.encode("utf-8")).hexdigest(), fmt)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    data = exporting.figure_bytes(json.loads(fig_json), fmt)
-    with _cache_lock:
-        _cache[key] = data
-        _cache.move_to_end(key)
-        while len(_cache) > _CACHE_MAX_ENTRIES:
-            _cache.popitem(last=False)
-    return data
+    """figure_bytes for a figure given as JSON, cached on (the JSON, fmt)."""
+    return exporting.figure_bytes(json.loads(fig_json), fmt)
 
 
 def _lazy(fn: Callable[..., bytes], *args: Any) -> Callable[[], bytes]:
@@ -87,6 +72,20 @@ def export_figure(
             st.caption(reason)
 
 
+def _bundle_digest(fig_json: Mapping[str, str], tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> str:
+    """What the bundle would hold, hashed: figures, tables, metadata (not its creation time) and prompt files."""
+    h = hashlib.sha256()
+    for n, j in fig_json.items():
+        h.update(n.encode() + b"\0" + j.encode())
+    for n, df in tables.items():
+        h.update(n.encode() + b"\0" + exporting.table_csv(df))
+    rest = {k: v for k, v in meta.items() if k not in ("created", "prompt_files")}
+    h.update(json.dumps(rest, sort_keys=True, default=str).encode())
+    for path, data in sorted((meta.get("prompt_files") or {}).items()):
+        h.update(path.encode() + b"\0" + data)
+    return h.hexdigest()
+
+
 def export_bundle(
     figures: Mapping[str, go.Figure],
     tables: Mapping[str, pd.DataFrame],
@@ -96,25 +95,36 @@ def export_bundle(
     *,
     formats: tuple[str, ...] = ("png", "svg", "html"),
 ) -> None:
-    """Draw one "Download bundle (zip)" button: all figures, their data and metadata.json."""
-    # Snapshot now: the zip is built later, on click, from what the page shows at this moment.
-    fig_dicts = {n: json.loads(f.to_json()) for n, f in figures.items()}
-    frames = {n: df.copy() for n, df in tables.items()}
+    """Two steps: "Prepare bundle (zip)" renders every figure, its data and metadata.json into a zip, then "Download
+    bundle (zip)" hands over those bytes.
+
+    The download is static (its bytes are in the page, not produced on click), so its address is the same in every
+    run that shows the same results: a click that lands while the page reruns still downloads. A deferred
+    (callable) download gets a new address each run and such a click silently never started. The prepared zip is
+    kept for this session until the results, settings or prompts change (then Prepare shows again).
+    """
+    fig_json = {n: f.to_json() for n, f in figures.items()}
     meta = dict(metadata)
-
-    def _build() -> bytes:
-        return exporting.build_bundle(
-            {n: go.Figure(d) for n, d in fig_dicts.items()}, frames, meta, formats
-        )
-
+    digest = _bundle_digest(fig_json, tables, meta)
+    state = f"{key}__prepared_bundle"
+    prepared = st.session_state.get(state)
+    if prepared is None or prepared[0] != digest:
+        if not st.button("Prepare bundle (zip)", key=f"{key}-prepare", icon=":material/folder_zip:",
+                         help="Renders all figures (PNG, SVG, HTML), their data (CSV, JSON) and a metadata.json with "
+                              "models, settings, the exact prompts and package versions into one zip."):
+            return
+        with st.spinner("Rendering every figure into the bundle…"):
+            data = exporting.build_bundle({n: go.Figure(json.loads(j)) for n, j in fig_json.items()},
+                                          {n: df.copy() for n, df in tables.items()}, meta, formats)
+        prepared = (digest, data)
+        st.session_state[state] = prepared
     st.download_button(
         "Download bundle (zip)",
-        data=_build,
+        data=prepared[1],
         file_name=exporting.safe_filename(name, "zip"),
         mime=exporting.MIME_TYPES["zip"],
         key=f"{key}-bundle",
         on_click="ignore",
-        icon=":material/folder_zip:",
-        help="All figures (PNG, SVG, HTML), their data (CSV, JSON) and a metadata.json with "
-        "models, settings and package versions.",
+        icon=":material/download:",
+        help=f"The prepared zip ({len(prepared[1]) / 1e6:.1f} MB): figures, data, metadata.json and prompts.",
     )

@@ -60,3 +60,16 @@ def test_the_command_line_never_imports_streamlit():
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "False"
+
+
+def test_every_test_docs_methods_cites_exists_where_it_says():
+    """docs/methods.md names the test that checks each identity: each must exist in the file it names."""
+    import re
+
+    doc = (REPO / "docs" / "methods.md").read_text(encoding="utf-8")
+    cited = set(re.findall(r"tests/(test_\w+\.py)::(test_\w+)", doc))
+    assert len(cited) > 100
+    missing = sorted(f"{f}::{t}" for f, t in cited
+                     if not (REPO / "tests" / f).is_file()
+                     or not re.search(rf"^def {t}\(", (REPO / "tests" / f).read_text(encoding="utf-8"), re.M))
+    assert not missing, missing

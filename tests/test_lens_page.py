@@ -40,7 +40,8 @@ def test_typed_default_prompt_runs_and_shows_every_view(at):
     assert not at.error, [e.value for e in at.error]
     assert len(charts(at)) >= 4  # heatmap, target lines, mean KL, decision depth
     assert len(at.dataframe) >= 1
-    assert any(b.proto.label == "Download bundle (zip)" for b in at.get("download_button"))
+    assert at.button(key="lens_bundle-prepare").label == "Prepare bundle (zip)"
+    assert not any(b.proto.label == "Download bundle (zip)" for b in at.get("download_button"))
 
 
 def test_colour_metric_and_target_modes_switch_without_errors(at):
@@ -121,3 +122,27 @@ def test_md_literal_escapes_every_markdown_special_and_keeps_the_text():
     assert out.replace("\\", "") == text.replace("\\", "")
     for ch in "*_`[]()!#<>|~$:{}+-.":
         assert f"\\{ch}" in out and all(out[i - 1] == "\\" for i, c in enumerate(out) if c == ch)
+
+
+def test_the_bundle_is_prepared_once_then_a_static_download_until_the_results_change(at, monkeypatch):
+    """Two-step bundle: Prepare builds the zip once; the download then serves those bytes (static, so a click
+    during a rerun still arrives) across reruns that show the same results; a new result asks to prepare again."""
+    import components.exporting as exporting
+
+    builds = []
+    real = exporting.build_bundle
+    monkeypatch.setattr(exporting, "build_bundle", lambda *a, **k: builds.append(1) or real(a[0], a[1], a[2], ("html",)))
+    run_lens(at)
+    at.button(key="lens_bundle-prepare").click().run()
+    assert not at.exception and len(builds) == 1
+    (button,) = [b for b in at.get("download_button") if b.proto.label == "Download bundle (zip)"]
+    at.selectbox(key="lens_colour").set_value("entropy").run()  # a display change: another figure, another bundle
+    assert at.button(key="lens_bundle-prepare").label == "Prepare bundle (zip)"
+    at.selectbox(key="lens_colour").set_value("probability").run()  # back: the zip prepared for this view is kept
+    assert len(builds) == 1 and any(b.proto.label == "Download bundle (zip)" for b in at.get("download_button"))
+    at.selectbox(key="lens_colour").set_value("entropy").run()
+    at.button(key="lens_bundle-prepare").click().run()
+    assert len(builds) == 2
+    at.run()  # a rerun with the same results keeps the prepared zip (no rebuild, same download)
+    assert len(builds) == 2 and any(b.proto.label == "Download bundle (zip)" for b in at.get("download_button"))
+    assert button.proto.label == "Download bundle (zip)"

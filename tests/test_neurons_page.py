@@ -32,7 +32,7 @@ def test_scan_states_what_it_found_and_offers_exports(at):
     assert any("stands out" in v or "stand out" in v for v in verdicts), verdicts
     assert any("median" in v for v in verdicts)
     assert len(at.get("plotly_chart")) >= 4  # norm vs rho, norm vs LogitVar, spectrum, frequency
-    assert any(b.proto.label == "Download bundle (zip)" for b in at.get("download_button"))
+    assert any(b.label == "Prepare bundle (zip)" for b in at.button)
 
 
 def test_ablation_runs_with_default_candidates(at):

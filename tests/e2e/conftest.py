@@ -122,6 +122,20 @@ def download(page, button, timeout_ms: float = 300_000) -> tuple[str, bytes]:
         return d.suggested_filename, fh.read()
 
 
+def download_bundle(page, scope, timeout_ms: float = 300_000) -> tuple[str, bytes]:
+    """Prepare the page's bundle (it renders every figure: minutes on a loaded 2-core machine), then download it."""
+    from playwright.sync_api import expect
+
+    prepare = scope.get_by_role("button", name="Prepare bundle (zip)", exact=True)
+    prepare.scroll_into_view_if_needed()
+    prepare.click()
+    button = scope.get_by_role("button", name="Download bundle (zip)", exact=True)
+    expect(button).to_be_visible(timeout=timeout_ms)
+    _wait_for_app_idle(page, timeout_ms)
+    button.scroll_into_view_if_needed()
+    return download(page, button, timeout_ms)
+
+
 def chromium_path() -> str | None:
     """The Chromium executable for Playwright: $LOGITSCOPE_CHROME, /usr/bin/chromium, or PATH."""
     explicit = os.environ.get("LOGITSCOPE_CHROME")

@@ -8,6 +8,7 @@ import zipfile
 import pytest
 
 from tests.e2e.conftest import download as _download
+from tests.e2e.conftest import download_bundle
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +41,7 @@ def test_flow_page_renders_the_sankey_and_exports_it(streamlit_server, page, got
     assert name == "logit_flow_flow_A.csv" and b"block,head,position,token,dla" in data.splitlines()[0].replace(b'"', b"")
     page.keyboard.press("Escape")
 
-    name, data = _download(page, page.get_by_role("button", name="Download bundle (zip)"), 300_000)
+    name, data = download_bundle(page, page, 300_000)
     assert name == "logit_flow.zip"
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = set(zf.namelist())

@@ -97,13 +97,9 @@ def test_journey_every_page_in_compare_mode_with_bundles(streamlit_server, page,
         idle()
         result.evaluate("e => e.scrollIntoView({block: 'start'})")
         save_screenshot(page, f"journey-{shot}")
-        button = main.get_by_role("button", name="Download bundle (zip)", exact=True)
-        button.scroll_into_view_if_needed()
-        with page.expect_download(timeout=LONG_MS * 2) as info:
-            button.click()
-        download = info.value
-        assert download.suggested_filename == expected_name
-        names, meta = _check_bundle(Path(download.path()).read_bytes())
+        file_name, data = download_bundle(page, main, timeout_ms=LONG_MS * 2)
+        assert file_name == expected_name
+        names, meta = _check_bundle(data)
         timings[shot] = time.monotonic() - t0
         return names, meta
 

@@ -9,6 +9,7 @@ from xml.etree import ElementTree
 import pytest
 
 from tests.e2e.conftest import download as _download
+from tests.e2e.conftest import download_bundle
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +39,7 @@ def test_lens_page_runs_and_exports_png_svg_and_bundle(streamlit_server, page, g
     assert root.tag.endswith("svg")
     page.keyboard.press("Escape")
 
-    name, data = _download(page, page.get_by_role("button", name="Download bundle (zip)"), timeout_ms=300_000)
+    name, data = download_bundle(page, page, timeout_ms=300_000)
     assert name == "logit_lens.zip"
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
