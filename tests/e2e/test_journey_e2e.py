@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from analysis.loading import zoo_models
+from tests.e2e.conftest import download_bundle as prepare_and_download
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +83,7 @@ def test_journey_every_page_in_compare_mode_with_bundles(streamlit_server, page,
         """Go to a page through the sidebar navigation and wait for its title."""
         sidebar.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
         expect(main.get_by_role("heading", name=title)).to_be_visible(timeout=LONG_MS)
-        expect(page).to_have_url(f"{streamlit_server}/{slug}")
+        expect(page).to_have_url(re.compile(rf"^{re.escape(streamlit_server)}/{slug}(\?.*)?$"))  # + the view's query
         idle()
         no_errors(title)
 
@@ -97,7 +99,7 @@ def test_journey_every_page_in_compare_mode_with_bundles(streamlit_server, page,
         idle()
         result.evaluate("e => e.scrollIntoView({block: 'start'})")
         save_screenshot(page, f"journey-{shot}")
-        file_name, data = download_bundle(page, main, timeout_ms=LONG_MS * 2)
+        file_name, data = prepare_and_download(page, main, timeout_ms=LONG_MS * 2)
         assert file_name == expected_name
         names, meta = _check_bundle(data)
         timings[shot] = time.monotonic() - t0

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.e2e.conftest import download as _download
+from tests.e2e.conftest import download_bundle
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +36,7 @@ def test_scan_runs_states_its_verdict_and_exports(streamlit_server, page, goto_a
     assert ids.map(lambda x: isinstance(x, str)).all() and ids.str.fullmatch(r"L\d+\.N\d+").all(), ids.head()
     page.keyboard.press("Escape")
 
-    name, data = _download(page, page.get_by_role("button", name="Download bundle (zip)"), timeout_ms=300_000)
+    name, data = download_bundle(page, page, timeout_ms=300_000)
     assert name == "confidence_neurons.zip"
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()

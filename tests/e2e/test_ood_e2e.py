@@ -7,6 +7,8 @@ import zipfile
 
 import pytest
 
+from tests.e2e.conftest import download_bundle
+
 pytestmark = pytest.mark.e2e
 MODEL = "gpt2-world-base"
 
@@ -31,12 +33,8 @@ def test_ood_page_runs_the_study_and_downloads_the_bundle(streamlit_server, page
     assert page.get_by_text("Something went wrong").count() == 0
     save_screenshot(page, "ood-page")
 
-    with page.expect_download(timeout=300_000) as info:
-        page.get_by_role("button", name="Download bundle (zip)", exact=True).click()
-    download = info.value
-    assert download.suggested_filename == "ood_separability.zip"
-    with open(download.path(), "rb") as fh:
-        data = fh.read()
+    file_name, data = download_bundle(page, page, timeout_ms=300_000)
+    assert file_name == "ood_separability.zip"
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert any(n.endswith("metadata.json") for n in names)
     assert any("metrics_A" in n and n.endswith(".png") for n in names)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import download_bundle
 from tests.model_folders import write_model_folder
 
 pytestmark = pytest.mark.e2e
@@ -56,11 +57,8 @@ def test_shift_page_renders_a_vs_b_and_exports(tmp_path, monkeypatch, serve_scri
         charts.first.wait_for()
         assert charts.count() >= 4, charts.count()  # bars, heatmap, KL along the text, per-layer KL
         save_screenshot(page, "checkpoint_shift")
-        with page.expect_download(timeout=180_000) as info:
-            page.get_by_role("button", name="Download bundle (zip)").click()
-        download = info.value
-        assert download.suggested_filename == "checkpoint_shift.zip"
-        data = Path(download.path()).read_bytes()
+        file_name, data = download_bundle(page, page, timeout_ms=300_000)
+        assert file_name == "checkpoint_shift.zip"
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
             meta_name = next(n for n in names if n.endswith("metadata.json"))

@@ -5,6 +5,8 @@ import urllib.request
 
 import pytest
 
+from tests.e2e.conftest import download_bundle
+
 pytestmark = pytest.mark.e2e
 
 
@@ -65,6 +67,6 @@ def test_export_buttons_download_real_files(tmp_path, serve_script, page, goto_a
         name, data = _download(page, "CSV")
         assert name == "probe_figure.csv" and b"'=b" in data and b",-2" in data
         page.keyboard.press("Escape")
-        name, data = _download(page, "Download bundle (zip)")
+        name, data = download_bundle(page, page, timeout_ms=120_000)
         assert name == "probe.zip" and data.startswith(b"PK")
         assert page.locator("[data-testid='stException']").count() == 0

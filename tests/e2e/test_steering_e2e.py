@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import download
+from tests.e2e.conftest import download, download_bundle
 
 pytestmark = pytest.mark.e2e
 
@@ -32,5 +32,5 @@ def test_build_steer_and_export(streamlit_server, page, goto_app, wait_for_app_i
     save_screenshot(page, "steering-steer")
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.locator("[data-testid='stAlertContentError']").count() == 0
-    name, data = _download(page, "Download bundle (zip)")
+    name, data = download_bundle(page, page, timeout_ms=300_000)
     assert name == "steering.zip" and data.startswith(b"PK")
