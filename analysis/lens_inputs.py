@@ -13,6 +13,8 @@ import torch
 from analysis.errors import InputError
 from analysis.hooks import HookSpec, attached, residual_capture_hooks
 from analysis.loading import LoadedModel
+from analysis.tokens import decode as decode  # re-exported: the lens modules decode from here
+from analysis.tokens import first_token
 
 TARGET_NONE = "none"  # no target token
 TARGET_TEXT = "text"  # per prompt a text (its first token) or a token id; the same token at every position
@@ -22,16 +24,6 @@ TARGET_MODES = (TARGET_NONE, TARGET_TEXT, TARGET_FINAL_TOP1, TARGET_NEXT)
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def decode(tokenizer, token_id: int) -> str:
-    """The text one token id stands for (leading space kept)."""
-    try:
-        return tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
-    except TypeError:
-        return tokenizer.decode([int(token_id)])
-    except Exception:  # noqa: BLE001 - a tokenizer without decode still gets a label
-        return str(tokenizer.convert_ids_to_tokens(int(token_id)))
-
-
 def encode_prompts(lm: LoadedModel, prompts: Sequence[str]) -> list[list[int]]:
     """Token ids (special tokens included, e.g. BOS) of each prompt; InputError if empty or too long."""
     if len(prompts) == 0:
@@ -49,28 +41,9 @@ def encode_prompts(lm: LoadedModel, prompts: Sequence[str]) -> list[list[int]]:
 
 
 def resolve_target(tokenizer, target: str | int, vocab_size: int) -> tuple[int, str | None]:
-    """One target as (token id, note or None): a text's first token, or a token id checked against the vocabulary."""
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-        if not 0 <= int(target) < vocab_size:
-            raise InputError(f"Target token id {int(target)} is out of range: this model's vocabulary has ids "
-                             f"0..{vocab_size - 1}.")
-        return int(target), None
-    if not isinstance(target, str) or target == "":
-        raise InputError("The target is empty. Type the target token's text (e.g. ' Paris', with its leading "
-                         "space) or choose another target mode.")
-    ids = [int(t) for t in tokenizer(target, add_special_tokens=False)["input_ids"]]
-    if not ids:
-        raise InputError(f"The target {target!r} does not tokenize to any token; type the token's text "
-                         "(e.g. ' Paris').")
-    if not 0 <= ids[0] < vocab_size:
-        raise InputError(f"The target {target!r} tokenizes to id {ids[0]}, outside this model's vocabulary "
-                         f"(0..{vocab_size - 1}).")
-    note = None
-    if len(ids) > 1:
-        pieces = [decode(tokenizer, i) for i in ids]
-        note = (f"The target {target!r} is {len(ids)} tokens ({' | '.join(repr(p) for p in pieces)}); "
-                f"its first token {pieces[0]!r} is used.")
-    return ids[0], note
+    """One target as (token id, note or None): a text's first token, or a token id checked against the vocabulary
+    (analysis.tokens.first_token)."""
+    return first_token(tokenizer, target, vocab_size)
 
 
 def _target_rows(lm: LoadedModel, rows: list[list[int]], mode: str,

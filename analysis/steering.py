@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from analysis import tokens
 from analysis.batching import batch_from_ids, chunks, pad_token_id
 from analysis.errors import InputError, NumericalError
 from analysis.forward import run
@@ -260,12 +261,8 @@ def compare_generations(lm: LoadedModel, prompt: str, steer: Steer, *, max_new_t
 # Global logit shift
 # --------------------------------------------------------------------------------------------
 def single_token(lm: LoadedModel, text: str) -> int:
-    """The id of ``text`` if it is exactly one token (no special tokens), else InputError."""
-    ids = list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
-    if len(ids) != 1:
-        raise InputError(f"'{text}' is {len(ids)} tokens for this model's tokenizer; the logit difference needs a "
-                         "single token on each side (mind the leading space, e.g. ' Ugh').")
-    return int(ids[0])
+    """The id of ``text`` if it is exactly one token of ``lm``'s tokenizer, else InputError (analysis.tokens)."""
+    return tokens.single_token(lm.tokenizer, text)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import html
 
+from analysis.tokens import decode as decode_token  # noqa: F401  (the one token decoder, re-exported for the UI)
+
 _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
-# Byte-level BPE tokenizers (GPT-2 style) show a leading space as "Ġ" and a newline as "Ċ".
-_BYTE_LEVEL = {"Ġ": " ", "Ċ": "\n", "ĉ": "\t", "č": "\r"}
 
 
 def visible(text: str, *, max_len: int | None = 24) -> str:
@@ -26,17 +26,6 @@ def safe_text(text: str, *, max_len: int | None = 200) -> str:
     if max_len is not None and len(text) > max_len:
         text = text[: max_len - 1] + "…"
     return html.escape(text, quote=True).replace("\n", "<br>")
-
-
-def decode_token(tokenizer, token_id: int) -> str:
-    """The text a single token id stands for (leading spaces kept), for display."""
-    try:
-        return tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
-    except TypeError:
-        return tokenizer.decode([int(token_id)])
-    except Exception:  # noqa: BLE001 - a tokenizer without decode still gets a label
-        tok = tokenizer.convert_ids_to_tokens(int(token_id))
-        return "".join(_BYTE_LEVEL.get(ch, ch) for ch in str(tok))
 
 
 _MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:")

@@ -12,6 +12,7 @@ from analysis import lens as L
 from analysis.errors import InputError, LogitscopeError
 from analysis.model_pair import ModelPair, Progress, stage
 from analysis.prompts import PromptSet
+from analysis.tokens import parse_token_ref
 from components.charts import lens as charts
 from components.reports import Report
 from components.settings import as_metadata, setting
@@ -60,17 +61,9 @@ class LensResults:
     compare_error: str | None = None
 
 
-def parse_target(text: str) -> str | int:
-    """The typed target: '#123' is a token id, anything else is text (leading spaces kept)."""
-    stripped = text.strip()
-    if stripped.startswith("#") and stripped[1:].isdigit():
-        return int(stripped[1:])
-    return text
-
-
 def resolve_targets(prompt_set: PromptSet, typed: str) -> tuple:
     """Per prompt target: the set's own, else the typed one; InputError when nothing usable is given."""
-    typed_target = parse_target(typed) if typed != "" else None
+    typed_target = parse_token_ref(typed) if typed != "" else None
     per = tuple(r.target if r.target else typed_target for r in prompt_set.rows)
     if all(t is None for t in per):
         raise InputError("The target is empty. Type the target token's text (e.g. ' Paris', with its leading space; "

@@ -1,0 +1,64 @@
+"""analysis.tokens is the one place that turns token ids into text and typed targets into token ids: every page's
+target box, the flow's target and competitor, the steering logit difference and the UI's token labels use it."""
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from analysis import tokens as T
+from analysis.errors import InputError
+from analysis.loading import zoo_dir
+
+
+@pytest.fixture(scope="module")
+def tok():
+    path = zoo_dir() / "gpt2-world-base"
+    if not (path / "config.json").is_file():
+        pytest.skip("the demo zoo is not trained")
+    return AutoTokenizer.from_pretrained(path)
+
+
+def test_decode_keeps_the_leading_space_and_falls_back_to_the_token_string(tok):
+    (tid,) = tok(" Liloru", add_special_tokens=False)["input_ids"]
+    assert T.decode(tok, tid) == " Liloru"
+
+    class NoDecode:
+        def decode(self, ids, **kw):
+            raise RuntimeError("no decoder")
+
+        def convert_ids_to_tokens(self, i):
+            return "ĠParis"
+    assert T.decode(NoDecode(), 7) == " Paris"
+
+
+@pytest.mark.parametrize("typed, want", [("#12", 12), (" #12 ", 12), ("#", "#"), ("# 12", "# 12"), (" Paris", " Paris"),
+                                         ("12", "12"), ("#-1", "#-1")])
+def test_parse_token_ref_reads_hash_ids_and_keeps_text_exactly(typed, want):
+    assert T.parse_token_ref(typed) == want
+
+
+def test_first_token_of_ids_texts_and_multi_token_texts(tok):
+    v = len(tok)
+    assert T.first_token(tok, 5, v) == (5, None)
+    assert T.first_token(tok, "#5", v) == (5, None)
+    with pytest.raises(InputError, match="not a token id.*out of range"):
+        T.first_token(tok, f"#{v}", v)
+    with pytest.raises(InputError, match="competitor is empty"):
+        T.first_token(tok, "", v, "competitor")
+    ids = tok(" Liloru lives", add_special_tokens=False)["input_ids"]
+    tid, note = T.first_token(tok, " Liloru lives", v)
+    assert tid == ids[0] and len(ids) > 1 and f"is {len(ids)} tokens" in note and "first token ' Liloru'" in note
+
+
+def test_single_token_accepts_exactly_one_token(tok):
+    (tid,) = tok(" Liloru", add_special_tokens=False)["input_ids"]
+    assert T.single_token(tok, " Liloru") == tid
+    with pytest.raises(InputError, match="single token on each side"):
+        T.single_token(tok, " Liloru lives")
+
+
+def test_every_module_decodes_and_resolves_through_analysis_tokens():
+    from analysis import flow, flow_tokens, lens, lens_inputs
+    from components.charts import text
+    assert lens_inputs.decode is T.decode and flow_tokens._decode is T.decode and text.decode_token is T.decode
+    assert lens.resolve_target is lens_inputs.resolve_target and flow.resolve_token is flow_tokens.resolve_token
