@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import streamlit as st
 
 from analysis.errors import LogitscopeError
-from components.model_state import ModelPair
+from components.model_state import ModelPair, require_models
 from components.reports import Report, report_metadata
 
 ProgressFn = Callable[[float, str], None]
@@ -64,16 +64,59 @@ def model_default(key: str, value: Any) -> None:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Show project errors as st.error (their message) and any other exception as a short error, never a traceback."""
+def user_errors(stop: bool = True) -> Iterator[None]:
+    """Show project errors as st.error (their message) and any other exception as a short error, never a traceback;
+    then stop the page, or (``stop=False``, for one tab or part) carry on with the rest of it."""
     try:
         yield
     except LogitscopeError as err:
         st.error(str(err))
-        st.stop()
+        if stop:
+            st.stop()
     except Exception as err:  # noqa: BLE001 - the app must keep working
         st.error(f"Something went wrong: {type(err).__name__}: {err}")
-        st.stop()
+        if stop:
+            st.stop()
+
+
+def pair_from_specs(specs: tuple) -> ModelPair:
+    """The ModelPair of ``pair.specs()`` re-fetched from the model cache (inside st.cache_data functions, which are
+    keyed on the specs, not on the models)."""
+    from components.model_state import load_cached
+
+    got = {which: load_cached(spec) for which, spec in specs}
+    return ModelPair(*got["A"], *(got["B"] if "B" in got else (None, None)))
+
+
+def cached_compute(module: Any, max_entries: int = 8) -> Callable[..., Any]:
+    """``module.compute`` behind st.cache_data for a page: call it with (pair.specs(), prompt set sha256,
+    compute_key(settings), prompt_set, settings, progress); it re-fetches the models from the model cache and is
+    keyed on the method, the models, the set's hash and the settings that change the computation only."""
+    @st.cache_data(max_entries=max_entries, show_spinner=False)
+    def compute(method: str, specs: tuple, sha256: str, key: tuple, _prompt_set: Any, _settings: Any,
+                _progress: Any = None) -> Any:
+        return module.compute(pair_from_specs(specs), _prompt_set, _settings, _progress)
+
+    def call(specs: tuple, sha256: str, key: tuple, prompt_set: Any, settings: Any, progress: Any = None) -> Any:
+        return compute(module.__name__, specs, sha256, key, prompt_set, settings, _progress=progress)
+    return call
+
+
+def show_row(report: Report, names: Sequence[str], key: str, *, bundle: str) -> None:
+    """Figures ``names`` of a report side by side in equal columns (see ``show``)."""
+    for name, col in zip(names, st.columns(len(names))):
+        with col:
+            show(report, name, key, bundle=bundle)
+
+
+def open_page(settings_cls: type, key: str) -> ModelPair:
+    """The loaded models (or stop with a message) and this page's settings from the link, its problems shown."""
+    from components.settings_ui import apply_query
+
+    pair = require_models()
+    for problem in apply_query(settings_cls, key, key):
+        st.warning(f"Link: {problem}")
+    return pair
 
 
 def has_run(key: str, params: Any, clicked: bool) -> bool:

@@ -16,14 +16,13 @@ from analysis.model_defaults import default_set
 from analysis.model_pair import ModelPair
 from analysis.prompts import PromptSet
 from analysis.shift import compatibility
-from components.export_ui import export_bundle, export_figure
-from components.model_state import KEY_SPECS, KEY_USE_B, load_cached, require_models
-from components.page_kit import model_default, page_metadata, progress_bar, require_run, user_errors
+from components import page_kit as kit
+from components.export_ui import export_bundle
+from components.model_state import KEY_SPECS, KEY_USE_B, load_cached
 from components.prompt_input import prompt_set_input
-from components.reports import Report
 from components.reports import shift as R
 from components.settings import compute_key, field_of
-from components.settings_ui import apply_query, sync_query, widget, widget_key
+from components.settings_ui import sync_query, widget, widget_key
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -34,8 +33,7 @@ OTHER = "Other: hub id or local folder…"
 
 
 def _pair_of(specs: tuple) -> ModelPair:
-    got = {which: load_cached(spec) for which, spec in specs}
-    return ModelPair(*got["A"], *(got["B"] if "B" in got else (None, None)))
+    return kit.pair_from_specs(specs)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -76,9 +74,7 @@ def _enable_b(spec: ModelSpec) -> None:
     st.session_state[KEY_SPECS["B"]] = spec
 
 
-pair = require_models()
-for problem in apply_query(S, KEY, KEY):
-    st.warning(f"Link: {problem}")
+pair = kit.open_page(S, KEY)
 if not pair.compare:
     sib = _sibling(pair.a.spec)
     st.info("This page compares two checkpoints. Turn on **Compare with checkpoint B** in the sidebar and pick B "
@@ -100,9 +96,9 @@ if ps is None:
     st.stop()
 has_resp = all(r.response for r in ps.rows)
 data_reference = R.default_reference(has_resp)
-model_default(widget_key(KEY, "reference"), data_reference)  # the set's default, again when the set changes it
+kit.model_default(widget_key(KEY, "reference"), data_reference)  # the set's default, again when the set changes it
 max_key, max_field = widget_key(KEY, "max_prompts"), field_of(S, "max_prompts")
-model_default(max_key, min(len(ps), max_field.default))
+kit.model_default(max_key, min(len(ps), max_field.default))
 if st.session_state[max_key] > len(ps):  # a larger value kept from a bigger set (or a link): the whole set
     st.session_state[max_key] = len(ps)
 
@@ -115,12 +111,12 @@ max_prompts = int(c[3].number_input(max_field.label, min_value=int(max_field.spe
 columns_shown = widget(S, "columns_shown", KEY, c[4])
 settings = S(reference=None if reference == data_reference else reference, n_tokens=n_tokens, top_n=top_n,
              max_prompts=max_prompts, columns_shown=columns_shown)
-with user_errors():
+with kit.user_errors():
     R.resolve_reference(ps, settings)  # 'response' on a set without responses: say so before Run
 run_clicked = st.button("Run", type="primary", key=f"{KEY}_run")
-require_run(f"{KEY}_ran", (pair.specs(), ps.sha256, R.shift_key(settings)), run_clicked, "the shift")
+kit.require_run(f"{KEY}_ran", (pair.specs(), ps.sha256, R.shift_key(settings)), run_clicked, "the shift")
 
-with user_errors(), progress_bar("Computing the shift…") as report:
+with kit.user_errors(), kit.progress_bar("Computing the shift…") as report:
     results = cached_compute(pair.specs(), ps.sha256, R.shift_key(settings), ps, settings, _progress=report)
 res = results.shift
 
@@ -129,12 +125,6 @@ m[0].metric("Mean KL(B‖A) per step", f"{res.mean_kl:.4f} nats")
 m[1].metric("Prompts × steps", f"{len(res.prompts)} × {sum(len(p.tokens) for p in res.prompts)}")
 m[2].metric("B tokens mapped to A" + (" (same tokenizer)" if res.same_tokenizer else " (PM-MinED)"),
             f"{res.mapped_share:.1%}")
-
-
-def show(part: Report, name: str, table: str) -> None:
-    """Draw a report figure with its export popover (with its table ``table``); keys as page_kit.show's."""
-    st.plotly_chart(part.figures[name], key=f"{KEY}_{name}")
-    export_figure(part.figures[name], f"{R.BUNDLE}_{name}", key=f"{KEY}_x_{name}", data=part.tables.get(table))
 
 
 st.subheader("Most promoted and suppressed tokens", anchor=False)
@@ -146,18 +136,18 @@ show_prompt = widget(S, "show_prompt", KEY, choices=list(range(1, len(labels) + 
 settings = replace(settings, show_prompt=show_prompt)
 sel = res.prompts[show_prompt - 1]
 st.text(f"Prompt: {sel.prompt}\nContinuation: {sel.continuation}")
-with user_errors():
+with kit.user_errors():
     rep = R.report(results, settings)
 with bars_slot:
-    show(rep, "token_bars", "token_totals")
-show(rep, "shift_heatmap", "shift_top_n")
-show(rep, "kl_along_text", "kl_per_step")
+    kit.show(rep, "token_bars", KEY, bundle=R.BUNDLE, table="token_totals")
+kit.show(rep, "shift_heatmap", KEY, bundle=R.BUNDLE, table="shift_top_n")
+kit.show(rep, "kl_along_text", KEY, bundle=R.BUNDLE, table="kl_per_step")
 
 st.subheader("Where in depth did tuning act", anchor=False)
 if results.layer_kl is None:
     st.info("The per-layer lens KL needs A and B to share a tokenizer and a depth. " + results.message)
 else:
-    show(rep, "layer_kl", "layer_kl")
+    kit.show(rep, "layer_kl", KEY, bundle=R.BUNDLE, table="layer_kl")
 
 # ---------------------------------------------------------------------------------------------- second pair
 st.subheader("Do two model pairs shift alike?", anchor=False)
@@ -191,10 +181,10 @@ if st.button("Compare shifts", key=f"{KEY}_sim_run") and spec_a2 and spec_b2:
     st.session_state[f"{KEY}_sim_ran"] = sim_key
 sim = None
 if st.session_state.get(f"{KEY}_sim_ran") == sim_key:
-    with user_errors():
+    with kit.user_errors():
         load_cached(spec_a2)
         load_cached(spec_b2)
-    with user_errors(), progress_bar("Comparing the two pairs' shifts…") as report:
+    with kit.user_errors(), kit.progress_bar("Comparing the two pairs' shifts…") as report:
         sim = cached_similarity(pair.specs(), (spec_a2, spec_b2), ps.sha256, compute_key(settings), ps, settings,
                                 _progress=report)
 if sim is not None:
@@ -204,13 +194,13 @@ if sim is not None:
     mc[1].metric("Cosine", f"{s2.cosine:.3f}", f"{s2.cosine - s2.control_cosine:+.3f} vs shuffled")
     mc[2].metric("Aligned steps", f"{s2.n_steps}")
     mc[3].metric("Pair-1 tokens mapped", f"{s2.mapped_share:.1%}")
-    with user_errors():
+    with kit.user_errors():
         part = R.similarity_part(sim, results, settings)
     rep.merge(part)
-    show(part, "similarity", "similarity_per_prompt")
-    show(part, "shift_heatmap_pairs", "shift_top_n_pairs")
+    kit.show(part, "similarity", KEY, bundle=R.BUNDLE, table="similarity_per_prompt")
+    kit.show(part, "shift_heatmap_pairs", KEY, bundle=R.BUNDLE, table="shift_top_n_pairs")
 
 st.divider()
 meta = R.settings_metadata(settings, results, sim)
-export_bundle(rep.figures, rep.tables, page_metadata(R.PAGE, pair, meta, ps, rep.notes), R.BUNDLE,
+export_bundle(rep.figures, rep.tables, kit.page_metadata(R.PAGE, pair, meta, ps, rep.notes), R.BUNDLE,
               key=f"{KEY}_bundle")

@@ -7,9 +7,6 @@ and the figures come from one ``report``.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import pandas as pd
 import streamlit as st
 
@@ -18,15 +15,14 @@ from analysis.errors import LogitscopeError
 from analysis.model_pair import ModelPair
 from analysis.prompts import PromptSet
 from analysis.unigram import DEFAULT_REFERENCE
+from components import page_kit as kit
 from components.charts import neurons as charts
 from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
-from components.model_state import load_cached, require_models
-from components.page_kit import compare_columns, has_run, model_default, page_metadata, progress_bar, show, user_errors
 from components.prompt_input import prompt_set_input
 from components.reports import Report
 from components.reports import neurons as R
-from components.settings_ui import apply_query, sync_query, widget
+from components.settings_ui import sync_query, widget
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -35,20 +31,8 @@ KEY = R.KEY
 S = R.NeuronsSettings
 
 
-@contextmanager
-def soft_errors() -> Iterator[None]:
-    """Show an error as st.error and carry on with the rest of the page (other tabs, the bundle)."""
-    try:
-        yield
-    except LogitscopeError as err:
-        st.error(str(err))
-    except Exception as err:  # noqa: BLE001 - the page must keep working
-        st.error(f"Something went wrong: {type(err).__name__}: {err}")
-
-
 def _pair(specs: tuple) -> ModelPair:
-    got = {which: load_cached(spec) for which, spec in specs}
-    return ModelPair(*got["A"], *(got["B"] if "B" in got else (None, None)))
+    return kit.pair_from_specs(specs)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -84,9 +68,7 @@ st.caption("Entropy neurons write into the unembedding's near-null space and cha
            "(Stolfo et al. 2024). Neuron ids are L{block}.N{index} with a 0-based block, e.g. L3.N130 (its MLP writes "
            "to residual layer block+1; layer 0 = embeddings, L = last block's output).")
 
-pair = require_models()
-for problem in apply_query(S, KEY, KEY):
-    st.warning(f"Link: {problem}")
+pair = kit.open_page(S, KEY)
 specs = pair.specs()
 
 with st.expander("Reference set (token frequencies and mean activations)", expanded=False):
@@ -106,11 +88,11 @@ with tab_scan:
     processing = widget(S, "processing", KEY, c1)
     k = widget(S, "k", KEY, c2)
     partial = S(max_reference=max_reference, processing=processing, k=k)
-    with user_errors():
+    with kit.user_errors():
         scan = cached_scan(specs, ref_hash, R.part_key(partial, "scan"), ref_set, partial)
     picks: dict[str, int] = {}
     slots: dict[str, tuple] = {}
-    for label, _lm, _card, col in compare_columns(pair):
+    for label, _lm, _card, col in kit.compare_columns(pair):
         which = label.split(":")[0]
         sc = scan.scans[which]
         with col:
@@ -130,7 +112,7 @@ with tab_scan:
 # ------------------------------------------------------------------------------------------ Ablate
 with tab_abl:
     default_ids = R.default_neurons(scan.scans["A"])
-    model_default(f"{KEY}_neurons", default_ids)
+    kit.model_default(f"{KEY}_neurons", default_ids)
     left, right = st.columns([3, 2])
     with left:
         neurons = widget(S, "neurons", KEY)
@@ -181,25 +163,25 @@ sync_query(settings, KEY, KEY)
 ablation = None
 with tab_abl:
     eval_hash = getattr(eval_set, "sha256", None)
-    if not has_run(f"{KEY}_abl_ran", (specs, ref_hash, eval_hash, R.part_key(settings, "ablate")), run_abl):
+    if not kit.has_run(f"{KEY}_abl_ran", (specs, ref_hash, eval_hash, R.part_key(settings, "ablate")), run_abl):
         st.info("Press Run ablation to compute total and direct effects.")
     elif eval_set is not None:
-        with soft_errors(), progress_bar("Ablating…") as report:
+        with kit.user_errors(stop=False), kit.progress_bar("Ablating…") as report:
             ablation = cached_ablation(specs, ref_hash, eval_hash, R.part_key(settings, "ablate"), eval_set, settings,
                                        scan, _progress=report)
 
 induction = None
 with tab_ind:
     ind_hash = getattr(ind_set, "sha256", None)
-    if not has_run(f"{KEY}_ind_ran", (specs, ind_hash, R.part_key(settings, "induction")), run_ind):
+    if not kit.has_run(f"{KEY}_ind_ran", (specs, ind_hash, R.part_key(settings, "induction")), run_ind):
         st.info("Press Run induction study: clean vs clipped-mean-ablated entropy and loss per position.")
     elif source == "random" or ind_set is not None:
-        with soft_errors(), progress_bar("Running the induction study…") as report:
+        with kit.user_errors(stop=False), kit.progress_bar("Running the induction study…") as report:
             induction = cached_induction(specs, ind_hash, R.part_key(settings, "induction"), ind_set, settings,
                                          _progress=report)
 
 results = R.NeuronsResults(scan, ablation, induction)
-with user_errors():
+with kit.user_errors():
     rep = R.report(results, settings)
     meta = R.settings_metadata(settings, ref_set, results, eval_set=eval_set, induction_set=ind_set)
 
@@ -211,18 +193,18 @@ for which, (scatter_slot, spectrum_slot, freq_slot) in slots.items():
     with spectrum_slot:
         figure(rep, f"spectrum_{which}", charts.spectrum_frame(scan.scans[which], picks[which]))
     with freq_slot:
-        show(rep, f"frequency_{which}", KEY, bundle=KEY, optional=True)
+        kit.show(rep, f"frequency_{which}", KEY, bundle=KEY, optional=True)
 if pair.compare and len(scan.scans) == 2:
     with tab_scan:
         st.subheader("A vs B", anchor=False)
         for msg in rep.notes:
             st.info(md_literal(msg))
-        show(rep, "rho_A_vs_B", KEY, bundle=KEY, optional=True)
+        kit.show(rep, "rho_A_vs_B", KEY, bundle=KEY, optional=True)
 
 if ablation is not None:
     with tab_abl:
         summaries = []
-        for label, _lm, _card, col in compare_columns(pair):
+        for label, _lm, _card, col in kit.compare_columns(pair):
             which = label.split(":")[0]
             summ = rep.tables[f"ablation_summary_{which}"]
             with col:
@@ -240,17 +222,17 @@ if ablation is not None:
 
 if induction is not None:
     with tab_ind:
-        for label, _lm, _card, col in compare_columns(pair):
+        for label, _lm, _card, col in kit.compare_columns(pair):
             which = label.split(":")[0]
             with col:
                 st.subheader(label, anchor=False)
                 st.info(induction[which].message)
-                show(rep, f"induction_{which}", KEY, bundle=KEY)
+                kit.show(rep, f"induction_{which}", KEY, bundle=KEY)
                 st.dataframe(rep.tables[f"induction_summary_{which}"], hide_index=True, key=f"{KEY}_ind_summ_{which}")
 
 st.divider()
 try:
-    export_bundle(rep.figures, rep.tables, page_metadata(R.PAGE, pair, meta, ref_set, rep.notes,
+    export_bundle(rep.figures, rep.tables, kit.page_metadata(R.PAGE, pair, meta, ref_set, rep.notes,
                                                          R.inputs(ref_set, results, eval_set, ind_set, settings)),
                   R.BUNDLE, key=f"{KEY}_bundle")
 except LogitscopeError as err:

@@ -11,15 +11,12 @@ import streamlit as st
 
 from analysis.flow import CHECK_NAMES, FlowResult, failed_checks, tolerance
 from analysis.model_defaults import default_set
-from analysis.model_pair import ModelPair
-from analysis.prompts import PromptSet
+from components import page_kit as kit
 from components.export_ui import export_bundle
-from components.model_state import load_cached, require_models
-from components.page_kit import compare_columns, page_metadata, progress_bar, require_run, show, user_errors
 from components.prompt_input import prompt_set_input
 from components.reports import flow as R
 from components.settings import compute_key, field_of
-from components.settings_ui import apply_query, sync_query, widget, widget_key
+from components.settings_ui import sync_query, widget, widget_key
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -45,14 +42,7 @@ DEFINITIONS = """
 """
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def cached_compute(specs: tuple, sha256: str, key: tuple, _prompt_set: PromptSet, _settings: R.FlowSettings,
-                   _progress=None) -> R.FlowResults:
-    """R.compute for the models ``specs`` (re-fetched from the model cache), cached on the set's hash and the
-    settings that change the computation (``key``)."""
-    got = {which: load_cached(spec) for which, spec in specs}
-    pair = ModelPair(*got["A"], *(got["B"] if "B" in got else (None, None)))
-    return R.compute(pair, _prompt_set, _settings, _progress)
+cached_compute = kit.cached_compute(R)
 
 
 def _slider(name: str, where) -> int:
@@ -95,9 +85,7 @@ def main() -> None:
     st.caption("Which layers, heads and positions build the prediction at the last position.")
     with st.expander("Definitions", expanded=False):
         st.markdown(DEFINITIONS)
-    pair = require_models()
-    for problem in apply_query(S, KEY, KEY):
-        st.warning(f"Link: {problem}")
+    pair = kit.open_page(S, KEY)
 
     left, right = st.columns([3, 2])
     with left:
@@ -113,10 +101,10 @@ def main() -> None:
     if len(ps) > max_prompts:
         st.caption(f"Analysing the first {max_prompts} of {len(ps)} prompts.")
     settings = S(max_prompts=max_prompts, target=target, competitor=competitor)
-    require_run(f"{KEY}_ran", (pair.specs(), ps.sha256, compute_key(settings)), run_clicked, "the logit flow")
+    kit.require_run(f"{KEY}_ran", (pair.specs(), ps.sha256, compute_key(settings)), run_clicked, "the logit flow")
 
-    with user_errors(), progress_bar("Computing the logit flow…") as progress:
-        results = cached_compute(pair.specs(), ps.sha256, compute_key(settings), ps, settings, _progress=progress)
+    with kit.user_errors(), kit.progress_bar("Computing the logit flow…") as progress:
+        results = cached_compute(pair.specs(), ps.sha256, compute_key(settings), ps, settings, progress)
     prompts = results.prompts
 
     v1, v2, v3 = st.columns([2, 1, 1])
@@ -137,7 +125,7 @@ def main() -> None:
                        show_prompt=show_prompt)
     sync_query(settings, KEY, KEY)
 
-    with user_errors():
+    with kit.user_errors():
         rep = R.report(results, settings)
         meta = R.settings_metadata(settings, results)
     figures = rep.figures
@@ -147,11 +135,11 @@ def main() -> None:
             st.info(text)
 
     def fig(name: str) -> None:
-        show(rep, name, KEY, bundle=R.BUNDLE)
+        kit.show(rep, name, KEY, bundle=R.BUNDLE)
 
     tabs = st.tabs(["Flow", "Attention grid", "Layers", "Heads", "Per position (not additive)",
                     "Target vs competitor"] + (["Prompt set"] if len(prompts) > 1 else []))
-    cols_for = lambda: compare_columns(pair)  # noqa: E731 - one column per checkpoint, inside each tab
+    cols_for = lambda: kit.compare_columns(pair)  # noqa: E731 - one column per checkpoint, inside each tab
 
     with tabs[0]:
         for label, lm, card, col in cols_for():
@@ -163,28 +151,21 @@ def main() -> None:
                 _messages(r, tolerance(lm))
                 fig(f"flow_{which}")
 
+    def per_model_then_diff(stems: tuple[str, ...], diff: str, no_diff: str) -> None:
+        """Each checkpoint's figures ``{stem}_{A|B}`` in its column, then the B − A figure (or why there is none)."""
+        for label, _lm, _card, col in cols_for():
+            with col:
+                for stem in stems:
+                    fig(f"{stem}_{label.split(':')[0]}")
+        kit.show(rep, diff, KEY, bundle=R.BUNDLE, optional=True)
+        note(no_diff)
+
     with tabs[1]:
-        for label, lm, card, col in cols_for():
-            with col:
-                fig(f"attention_grid_{label.split(':')[0]}")
-        show(rep, "attention_grid_B_minus_A", KEY, bundle=R.BUNDLE, optional=True)
-        note(R.NO_DIFF_GRID)
-
+        per_model_then_diff(("attention_grid",), "attention_grid_B_minus_A", R.NO_DIFF_GRID)
     with tabs[2]:
-        for label, lm, card, col in cols_for():
-            which = label.split(":")[0]
-            with col:
-                fig(f"layers_{which}")
-                fig(f"importance_{which}")
-        show(rep, "layers_B_minus_A", KEY, bundle=R.BUNDLE, optional=True)
-        note(R.NO_DIFF_LAYERS)
-
+        per_model_then_diff(("layers", "importance"), "layers_B_minus_A", R.NO_DIFF_LAYERS)
     with tabs[3]:
-        for label, lm, card, col in cols_for():
-            with col:
-                fig(f"heads_{label.split(':')[0]}")
-        show(rep, "heads_B_minus_A", KEY, bundle=R.BUNDLE, optional=True)
-        note(R.NO_DIFF_HEADS)
+        per_model_then_diff(("heads",), "heads_B_minus_A", R.NO_DIFF_HEADS)
 
     with tabs[4]:
         st.caption("Not additive: each cell is the write *at* position p read through the last position's readout.")
@@ -218,12 +199,12 @@ def main() -> None:
                         if text.startswith(f"{which}: "):
                             st.error(text[len(which) + 2:])
                     for name in (f"set_layers_{which}", f"set_heads_{which}", f"set_attention_grid_{which}"):
-                        show(rep, name, KEY, bundle=R.BUNDLE, optional=True)
+                        kit.show(rep, name, KEY, bundle=R.BUNDLE, optional=True)
                     st.caption("Per prompt (also in the bundle):")
                     st.dataframe(rep.tables[f"per_prompt_{which}"], hide_index=True, key=f"{KEY}_table_{which}")
 
     st.divider()
-    export_bundle(figures, rep.tables, page_metadata(R.PAGE, pair, meta, ps, rep.notes), R.BUNDLE,
+    export_bundle(figures, rep.tables, kit.page_metadata(R.PAGE, pair, meta, ps, rep.notes), R.BUNDLE,
                   key=f"{KEY}_bundle")
 
 

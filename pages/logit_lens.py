@@ -11,16 +11,13 @@ import streamlit as st
 
 from analysis import lens as L
 from analysis.model_defaults import default_fact
-from analysis.model_pair import ModelPair
-from analysis.prompts import PromptSet
+from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle
-from components.model_state import load_cached, require_models
-from components.page_kit import model_default, page_metadata, progress_bar, require_run, show, user_errors
 from components.prompt_input import prompt_set_input
 from components.reports import lens as R
 from components.settings import compute_key, field_of
-from components.settings_ui import apply_query, sync_query, widget
+from components.settings_ui import sync_query, widget
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -29,27 +26,18 @@ KEY = R.KEY
 S = R.LensSettings
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def cached_compute(specs: tuple, sha256: str, key: tuple, _prompt_set: PromptSet, _settings: R.LensSettings,
-                   _progress=None) -> R.LensResults:
-    """R.compute for the models ``specs`` (re-fetched from the model cache), cached on the set's hash and the
-    settings that change the computation (``key``)."""
-    got = {which: load_cached(spec) for which, spec in specs}
-    pair = ModelPair(*got["A"], *(got["B"] if "B" in got else (None, None)))
-    return R.compute(pair, _prompt_set, _settings, _progress)
+cached_compute = kit.cached_compute(R)
 
 
 st.title("Logit lens")
 st.caption("What the model would predict if it stopped at layer l: softmax(W_U · final_norm(h_l)), the final norm's "
            "statistics recomputed at every layer. Layer 0 = embeddings, L = last block's output before the final norm.")
 
-pair = require_models()
-for problem in apply_query(S, KEY, KEY):
-    st.warning(f"Link: {problem}")
+pair = kit.open_page(S, KEY)
 
 prompt0, target0 = default_fact(pair.a)
-model_default(f"{KEY}__prompts_typed", prompt0)
-model_default(f"{KEY}_target_text", target0)
+kit.model_default(f"{KEY}__prompts_typed", prompt0)
+kit.model_default(f"{KEY}_target_text", target0)
 
 left, right = st.columns([3, 2])
 with left:
@@ -72,11 +60,11 @@ settings = S(top_k=top_k, target=target, target_text=target_text, colour=colour,
              aggregate=aggregate)
 prompts = tuple(prompt_set.prompts)
 params = (pair.specs(), prompt_set.sha256, compute_key(settings))
-require_run(f"{KEY}_ran", params, run_clicked, "the lens")
+kit.require_run(f"{KEY}_ran", params, run_clicked, "the lens")
 
-with user_errors(), progress_bar("Computing the lens…") as report:
+with kit.user_errors(), kit.progress_bar("Computing the lens…") as report:
     results = cached_compute(pair.specs(), prompt_set.sha256, compute_key(settings), prompt_set, settings,
-                             _progress=report)
+                             report)
 
 first = next(iter(results.traces.values()))
 for note in first.notes:
@@ -98,7 +86,7 @@ if length > 1:
 settings = replace(settings, show_prompt=show_prompt, position=position)
 sync_query(settings, KEY, KEY)
 
-with user_errors():
+with kit.user_errors():
     rep = R.report(results, settings)
     meta = R.settings_metadata(settings, prompt_set, results)
 n, t_sel = show_prompt - 1, meta["position"]
@@ -108,25 +96,17 @@ for (which, lm, card), col in zip(pair.items(), cols):
     label = f"{which}: {card.name}"
     with col:
         st.subheader(label, anchor=False)
-        show(rep, f"heatmap_{which}", KEY, bundle=R.BUNDLE)
-        show(rep, f"target_{which}", KEY, bundle=R.BUNDLE, optional=True)
+        kit.show(rep, f"heatmap_{which}", KEY, bundle=R.BUNDLE)
+        kit.show(rep, f"target_{which}", KEY, bundle=R.BUNDLE, optional=True)
         st.caption(f"Top-{results.traces[label].k} per layer at position {t_sel} of prompt {n + 1}")
         st.dataframe(rep.tables[f"position_{which}"], hide_index=True, key=f"{KEY}_table_{which}")
 
 st.subheader("Over the set", anchor=False)
-c1, c2 = st.columns(2)
-with c1:
-    show(rep, "mean_kl", KEY, bundle=R.BUNDLE)
-with c2:
-    show(rep, "decision_depth", KEY, bundle=R.BUNDLE)
+kit.show_row(rep, ("mean_kl", "decision_depth"), KEY, bundle=R.BUNDLE)
 
 if results.comparison is not None:
     st.subheader("A vs B on identical tokens", anchor=False)
-    c1, c2 = st.columns(2)
-    with c1:
-        show(rep, "kl_a_b_heatmap", KEY, bundle=R.BUNDLE)
-    with c2:
-        show(rep, "kl_a_b_mean", KEY, bundle=R.BUNDLE)
+    kit.show_row(rep, ("kl_a_b_heatmap", "kl_a_b_mean"), KEY, bundle=R.BUNDLE)
 
-export_bundle(rep.figures, rep.tables, page_metadata(R.PAGE, pair, meta, prompt_set, rep.notes), R.BUNDLE,
+export_bundle(rep.figures, rep.tables, kit.page_metadata(R.PAGE, pair, meta, prompt_set, rep.notes), R.BUNDLE,
               key=f"{KEY}_bundle")

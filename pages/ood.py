@@ -17,22 +17,14 @@ from analysis.loading import LoadedModel, ModelSpec
 from analysis.model_defaults import default_set
 from analysis.ood_features import OODFeatures
 from analysis.prompts import PromptSet, builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
+from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
-from components.model_state import load_cached, require_models
-from components.page_kit import (
-    compare_columns,
-    model_default,
-    page_metadata,
-    progress_bar,
-    require_run,
-    show,
-    user_errors,
-)
+from components.model_state import load_cached
 from components.prompt_input import prompt_set_input, render_like
 from components.reports import ood as R
 from components.settings import compute_key, field_of
-from components.settings_ui import apply_query, sync_query, widget
+from components.settings_ui import sync_query, widget
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -90,9 +82,7 @@ st.caption("Which layers and scores tell familiar (in-distribution) prompts from
            "rest and on the OOD sets, never on the prompts they were fitted on. Layer 0 = embeddings, "
            "L = last block's output before the final norm.")
 
-pair = require_models()
-for problem in apply_query(S, KEY, KEY):
-    st.warning(f"Link: {problem}")
+pair = kit.open_page(S, KEY)
 
 left, right = st.columns([3, 2])
 with left:
@@ -147,16 +137,16 @@ with right:
 
 if id_set is None:
     st.stop()
-with user_errors():
+with kit.user_errors():
     id_set, ood_sets = R.split_sets(id_set, ood_sets, id_group if use_groups else None)
     R.check_inputs(pair, id_set, ood_sets)
 
 settings = S(seed=seed, fit_fraction=fit_fraction, knn_k=knn_k, shrinkage=shrinkage, vim_dim=vim_dim, neco_k=neco_k,
              gap_n=gap_n, batch_size=batch_size, poolings=poolings, blood=blood, blood_draws=blood_draws)
 params = (pair.specs(), id_set.sha256, tuple((n, ps.sha256) for n, ps in ood_sets.items()), compute_key(settings))
-require_run(f"{KEY}_ran", params, run_clicked, "the study", changed="inputs")
+kit.require_run(f"{KEY}_ran", params, run_clicked, "the study", changed="inputs")
 
-with user_errors(), progress_bar("Computing features and scores…") as report:
+with kit.user_errors(), kit.progress_bar("Computing features and scores…") as report:
     results = R.compute(pair, id_set, settings, report, ood_sets=ood_sets, features=features, study=study)
 studies = results.studies
 first = next(iter(studies.values()))
@@ -166,7 +156,7 @@ c = st.columns(4)
 views = R.metric_sets(first)
 view = widget(S, "view", KEY, c[0], choices=views)
 metric = widget(S, "metric", KEY, c[1])
-model_default(f"{KEY}_score", first.best_score)  # the best score, until the user picks another
+kit.model_default(f"{KEY}_score", first.best_score)  # the best score, until the user picks another
 score = widget(S, "score", KEY, c[2], choices=R.scores(first))
 max_layer = max(s.layers[-1] for s in studies.values())
 layer = widget(S, "layer", KEY, c[3], choices=["best"] + [str(i) for i in range(max_layer + 1)],
@@ -182,7 +172,7 @@ settings = replace(settings, view=None if view == views[0] else view, metric=met
                    fit_on=fit_on, map_pooling=map_pooling, random_state=random_state)
 sync_query(settings, KEY, KEY)
 
-with user_errors(), st.spinner("Projecting…"):
+with kit.user_errors(), st.spinner("Projecting…"):
     rep = R.report(results, settings)
     meta = R.settings_metadata(settings, results, ood_sets, id_group if use_groups else None)
     _view, shown_score, shown_layer = R.resolve_view(results, settings)
@@ -195,7 +185,7 @@ def show_with(name: str, data) -> None:
     export_figure(figures[name], f"{R.BUNDLE}_{name}", key=f"{KEY}_x_{name}", data=data)
 
 
-for label, lm, card, col in compare_columns(pair):
+for label, lm, card, col in kit.compare_columns(pair):
     study_ = studies[label]
     which = label.split(":")[0]
     with col:
@@ -210,7 +200,7 @@ for label, lm, card, col in compare_columns(pair):
                        "lower AUTC.")
         st.caption(f"Best: {study_.best_score} at {where}. Fitted on {study_.settings['n_fit']} ID prompts, "
                    f"evaluated on {study_.settings['n_heldout']} held-out.")
-        show(rep, f"metrics_{which}", KEY, bundle=R.BUNDLE)
+        kit.show(rep, f"metrics_{which}", KEY, bundle=R.BUNDLE)
         with st.expander("All metrics (every score, layer and OOD set)"):
             st.dataframe(tables[f"metrics_all_{which}"], hide_index=True, key=f"{KEY}_full_{which}")
         show_with(f"by_layer_{which}", tables[f"metrics_{which}"])
@@ -219,13 +209,13 @@ for label, lm, card, col in compare_columns(pair):
         at_rows = sdata.layer.isna() if at_layer is None else sdata.layer == at_layer
         sel = sdata[(sdata.score == shown_score) & at_rows]
         show_with(f"histograms_{which}", sel.reset_index(drop=True))
-        show(rep, f"roc_{which}", KEY, bundle=R.BUNDLE)
-        show(rep, f"map_{which}", KEY, bundle=R.BUNDLE)
+        kit.show(rep, f"roc_{which}", KEY, bundle=R.BUNDLE)
+        kit.show(rep, f"map_{which}", KEY, bundle=R.BUNDLE)
 
 if "a_vs_b" in figures:
     st.subheader("A vs B", anchor=False)
-    show(rep, "a_vs_b", KEY, bundle=R.BUNDLE)
+    kit.show(rep, "a_vs_b", KEY, bundle=R.BUNDLE)
 
-export_bundle(figures, tables, page_metadata(R.PAGE, pair, meta, id_set, rep.notes,
+export_bundle(figures, tables, kit.page_metadata(R.PAGE, pair, meta, id_set, rep.notes,
                                              {"--prompts": id_set, "--ood-prompts": list(ood_sets.values())}),
               R.BUNDLE, key=f"{KEY}_bundle")

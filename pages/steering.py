@@ -18,7 +18,6 @@ import streamlit as st
 from analysis.errors import InputError
 from analysis.loading import ModelSpec
 from analysis.model_defaults import default_question, default_set
-from analysis.model_pair import ModelPair
 from analysis.persona_drift import Drift, Flagged
 from analysis.prompts import PromptSet
 from analysis.steering import GenerationComparison, Sweep
@@ -33,14 +32,14 @@ from analysis.steering_vectors import (
     load_vectors,
     save_vectors,
 )
+from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle
-from components.model_state import load_cached, require_models
-from components.page_kit import compare_columns, model_default, page_metadata, progress_bar, show, user_errors
+from components.model_state import load_cached
 from components.prompt_input import prompt_set_input
 from components.reports import steering as R
 from components.settings import field_of, fields_of, from_text, to_text
-from components.settings_ui import apply_query, sync_query, widget, widget_key
+from components.settings_ui import sync_query, widget, widget_key
 from components.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -97,8 +96,7 @@ def cached_sweep(spec: ModelSpec, sha256s: tuple, sv_fp: str, key: tuple, _targe
 def cached_drift(specs: tuple, sha256: str, sv_fp: str, key: tuple, _ps: PromptSet, _sv: SteeringVectors,
                  _s: R.SteerSettings, _progress=None) -> Drift:
     """R.drift_part between A and B, cached."""
-    got = {which: load_cached(spec) for which, spec in specs}
-    return R.drift_part(ModelPair(*got["A"], *got["B"]), _ps, _sv, _s, _progress)
+    return R.drift_part(kit.pair_from_specs(specs), _ps, _sv, _s, _progress)
 
 
 # ------------------------------------------------------------------------------------------ settings on this page
@@ -117,7 +115,7 @@ def page_default(name: str, value: Any) -> None:
     and the widget still holds the previous one)."""
     f = field_of(S, name)
     derived[name] = value
-    model_default(widget_key(KEY, name), to_text(f, value) if typing.get_origin(f.base) is tuple else value)
+    kit.model_default(widget_key(KEY, name), to_text(f, value) if typing.get_origin(f.base) is tuple else value)
 
 
 def layer_slider(name: str, sv: SteeringVectors) -> int:
@@ -196,9 +194,7 @@ with st.expander("Definitions", expanded=False):
         "middle of the model.\n"
         "- **Tokens a and b** of the logit difference: by default the most common first response tokens of the "
         "positive and the negative side of the contrast set.")
-pair = require_models()
-for problem in apply_query(S, KEY, KEY):
-    st.warning(f"Link: {problem}")
+pair = kit.open_page(S, KEY)
 lm = pair.a
 L = lm.adapter.n_layers
 ran: dict[str, PromptSet] = {}  # the prompt sets of the parts that ran (R.SteerSets' fields)
@@ -233,7 +229,7 @@ with tab_build:
     linked = KEY_SV not in st.session_state and st.query_params.get(RUN_FLAG) == "1"
     if (build_clicked or run_all or linked) and ps is not None:
         chosen = current()
-        with user_errors(), progress_bar("Reading activations…") as report:
+        with kit.user_errors(), kit.progress_bar("Reading activations…") as report:
             built = cached_build(lm.spec, ps.sha256, R.part_key(chosen, "build"), ps, chosen, _progress=report)
         st.session_state[KEY_SV] = built
         st.session_state[KEY_BUILT] = True
@@ -241,7 +237,7 @@ with tab_build:
             turn_on(*R.PARTS)
     up = st.file_uploader("Load saved vectors (.safetensors)", type=["safetensors"], key="steer_load")
     if up is not None and st.session_state.get("steer_loaded_name") != (up.name, up.size):
-        with user_errors():
+        with kit.user_errors():
             loaded = load_vectors(up.getvalue())
             check_compatible(loaded, lm)
         st.session_state[KEY_SV] = loaded
@@ -266,7 +262,7 @@ with tab_build:
             layer_slider("hist_layer", sv)
         part = R.build_report(sv, drawn.get("hist_layer"))
         for name in ("separability", "contrast_projection"):
-            show(part, name, KEY, bundle=R.BUNDLE, optional=True)
+            kit.show(part, name, KEY, bundle=R.BUNDLE, optional=True)
 
 # ---------------------------------------------------------------- Monitor
 with tab_monitor:
@@ -280,14 +276,14 @@ with tab_monitor:
         if "monitor" in parts_on():
             ran["monitor"] = mps
             ml = layer_slider("monitor_layer", sv)
-            for label, lm_x, _card, col in compare_columns(pair):
+            for label, lm_x, _card, col in kit.compare_columns(pair):
                 tag = label.split(":")[0]
                 with col:
                     st.markdown(f"**{label}**")
-                    with user_errors(), progress_bar("Projecting…") as report:
+                    with kit.user_errors(), kit.progress_bar("Projecting…") as report:
                         monitoring[tag] = cached_monitor(lm_x.spec, mps.sha256, sv.fingerprint, mps, sv,
                                                          _progress=report)
-                    show(R.monitoring_report(monitoring[tag], ml, tag), f"monitoring_{tag}", KEY, bundle=R.BUNDLE)
+                    kit.show(R.monitoring_report(monitoring[tag], ml, tag), f"monitoring_{tag}", KEY, bundle=R.BUNDLE)
     st.divider()
     st.subheader("Flag data", anchor=False)
     st.caption("Rows with responses ranked by (mean response activation under the dataset's response − under the "
@@ -304,10 +300,10 @@ with tab_monitor:
         if "flag" in parts_on():
             ran["flag"] = fps
             s = R.resolve(current(), lm, sv, ps)
-            with user_errors(), progress_bar("Generating own responses…") as report:
+            with kit.user_errors(), kit.progress_bar("Generating own responses…") as report:
                 flagged = cached_flag(lm.spec, fps.sha256, sv.fingerprint, R.part_key(s, "flag"), fps, sv, s,
                                       _progress=report)
-            show(R.flag_report(flagged), "data_flagging", KEY, bundle=R.BUNDLE)
+            kit.show(R.flag_report(flagged), "data_flagging", KEY, bundle=R.BUNDLE)
 
 # ---------------------------------------------------------------- Steer
 with tab_steer:
@@ -332,14 +328,14 @@ with tab_steer:
             turn_on("generate")
         if "generate" in parts_on():
             s = R.resolve(current(), lm, sv, ps)
-            with user_errors(), st.spinner("Generating…"):
+            with kit.user_errors(), st.spinner("Generating…"):
                 generations = cached_generate(lm.spec, sv.fingerprint, R.part_key(s, "generate"), sv, s)
             cols = st.columns(2)
             cols[0].markdown("**Unsteered**")
             cols[0].text(generations.unsteered.text)
             cols[1].markdown(f"**Steered** (layer {generations.layer}, alpha {generations.alpha:g})")
             cols[1].text(generations.steered.text)
-            show(R.generations_report(generations), "generations", KEY, bundle=R.BUNDLE)
+            kit.show(R.generations_report(generations), "generations", KEY, bundle=R.BUNDLE)
         st.subheader("Sweep and global logit shift", anchor=False)
         st.caption("For each layer and alpha: the logit difference z(a) − z(b) at the last prompt token and "
                    "KL(clean ‖ steered) on target prompts, and the same shift on control prompts (a shift that is as "
@@ -368,12 +364,12 @@ with tab_steer:
         if "sweep" in parts_on() and tps is not None and cps is not None:
             ran["targets"], ran["controls"] = tps, cps
             s = R.resolve(current(), lm, sv, ps)
-            with user_errors(), progress_bar("Sweeping…") as report:
+            with kit.user_errors(), kit.progress_bar("Sweeping…") as report:
                 sweep = cached_sweep(lm.spec, (tps.sha256, cps.sha256), sv.fingerprint, R.part_key(s, "sweep"), tps,
                                      cps, sv, s, _progress=report)
             part = R.sweep_report(sweep)
-            show(part, "steering_sweep", KEY, bundle=R.BUNDLE)
-            show(part, "targets_vs_controls", KEY, bundle=R.BUNDLE)
+            kit.show(part, "steering_sweep", KEY, bundle=R.BUNDLE)
+            kit.show(part, "targets_vs_controls", KEY, bundle=R.BUNDLE)
 
 # ---------------------------------------------------------------- Drift
 with tab_drift:
@@ -392,10 +388,10 @@ with tab_drift:
         if "drift" in parts_on() and dps is not None:
             ran["drift"] = dps
             s = R.resolve(current(), lm, sv, ps)
-            with user_errors(), progress_bar("Reading both checkpoints…") as report:
+            with kit.user_errors(), kit.progress_bar("Reading both checkpoints…") as report:
                 drift = cached_drift(pair.specs(), dps.sha256, sv.fingerprint, R.part_key(s, "drift"), dps, sv, s,
                                      _progress=report)
-            show(R.drift_report(drift), "persona_drift", KEY, bundle=R.BUNDLE)
+            kit.show(R.drift_report(drift), "persona_drift", KEY, bundle=R.BUNDLE)
 
 # ---------------------------------------------------------------- link and bundle
 st.divider()
@@ -412,10 +408,10 @@ if sv is not None:
     settings = R.resolve(chosen, lm, sv, ps)
     results = R.SteerResults(settings, sv, monitoring, flagged, generations, sweep, drift, ps, R.SteerSets(**ran),
                              R.notes_of(pair, settings))
-    with user_errors():
+    with kit.user_errors():
         rep = R.report(results, settings)
 if rep is not None and rep.figures:
-    meta = page_metadata(R.PAGE, pair, R.settings_metadata(settings, results, lm.name),
+    meta = kit.page_metadata(R.PAGE, pair, R.settings_metadata(settings, results, lm.name),
                          results.used[0] if results.used else None, rep.notes, R.inputs(results.contrast, results.sets))
     export_bundle(rep.figures, rep.tables, meta, R.BUNDLE, key=f"{KEY}_bundle")
 else:
