@@ -38,10 +38,11 @@ def check_compatible(lm_a: LoadedModel, lm_b: LoadedModel) -> None:
     va, vb = _vocab(lm_a.tokenizer), _vocab(lm_b.tokenizer)
     if va is not None and vb is not None:
         if va != vb:
-            only_a = len(set(va.items()) - set(vb.items()))
+            only_a, only_b = len(set(va.items()) - set(vb.items())), len(set(vb.items()) - set(va.items()))
             raise IncompatibleModelsError(
-                f"{lm_a.name} and {lm_b.name} use different tokenizers ({len(va):,} vs {len(vb):,} tokens, "
-                f"{only_a:,} token-id pairs differ). KL(A_l || B_l) needs both models to read the same token ids "
+                f"{lm_a.name} and {lm_b.name} use different tokenizers ({len(va):,} vs {len(vb):,} tokens; "
+                f"{only_a:,} (token, id) pairs only in A's, {only_b:,} only in B's). KL(A_l || B_l) needs both models "
+                "to read the same token ids "
                 "and predict over the same vocabulary; compare checkpoints of the same model family instead.")
     elif type(lm_a.tokenizer) is not type(lm_b.tokenizer) or lm_a.tokenizer.vocab_size != lm_b.tokenizer.vocab_size:
         raise IncompatibleModelsError(f"{lm_a.name} and {lm_b.name} have tokenizers that cannot be shown to be equal; "

@@ -145,7 +145,8 @@ kit.show(rep, "kl_along_text", KEY, bundle=R.BUNDLE, table="kl_per_step")
 
 st.subheader("Where in depth did tuning act", anchor=False)
 if results.layer_kl is None:
-    st.info("The per-layer lens KL needs A and B to share a tokenizer and a depth. " + results.message)
+    st.info("The per-layer lens KL needs A and B to share a tokenizer and a depth; the warning at the top of the "
+            "page says what differs.")
 else:
     kit.show(rep, "layer_kl", KEY, bundle=R.BUNDLE, table="layer_kl")
 

@@ -62,3 +62,18 @@ def test_every_module_decodes_and_resolves_through_analysis_tokens():
     from components.charts import text
     assert lens_inputs.decode is T.decode and flow_tokens._decode is T.decode and text.decode_token is T.decode
     assert lens.resolve_target is lens_inputs.resolve_target and flow.resolve_token is flow_tokens.resolve_token
+
+
+def test_different_tokenizers_say_what_differs_both_ways():
+    """A vocabulary that only adds tokens used to be reported as '0 token-id pairs differ'."""
+    from types import SimpleNamespace
+
+    from analysis.errors import IncompatibleModelsError
+    from analysis.lens_comparison import check_compatible
+
+    def lm(vocab: dict, name: str):
+        tok = SimpleNamespace(get_vocab=lambda: vocab, vocab_size=len(vocab))
+        return SimpleNamespace(tokenizer=tok, name=name, adapter=SimpleNamespace(vocab_size=len(vocab), n_layers=2))
+    small = {"a": 0, "b": 1}
+    with pytest.raises(IncompatibleModelsError, match=r"0 \(token, id\) pairs only in A's, 1 only in B's"):
+        check_compatible(lm(small, "A"), lm({**small, "c": 2}, "B"))
