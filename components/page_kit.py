@@ -109,6 +109,16 @@ def show_row(report: Report, names: Sequence[str], key: str, *, bundle: str) -> 
             show(report, name, key, bundle=bundle)
 
 
+def prompt_label(number: int, text: str, width: int = 96) -> str:
+    """A prompt as a choice's label: its 1-based number and its text with line breaks shown (↵ ␍ ⇥), cut in the
+    middle when long so that both the start and the end (a chat prompt's user turn, just before the answer) show."""
+    shown = text.replace("\r", "␍").replace("\n", "↵").replace("\t", "⇥")
+    if len(shown) > width:
+        head = width // 4
+        shown = shown[:head] + " … " + shown[-(width - head - 3):]
+    return f"{number}: {shown}"
+
+
 def open_page(settings_cls: type, key: str) -> ModelPair:
     """The loaded models (or stop with a message) and this page's settings from the link, its problems shown."""
     from components.settings_ui import apply_query

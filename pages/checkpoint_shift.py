@@ -130,7 +130,7 @@ m[2].metric("B tokens mapped to A" + (" (same tokenizer)" if res.same_tokenizer 
 st.subheader("Most promoted and suppressed tokens", anchor=False)
 bars_slot = st.container()
 st.subheader("Shift per step", anchor=False)
-labels = [f"{i + 1}. {p.prompt[:70]}" for i, p in enumerate(res.prompts)]
+labels = [kit.prompt_label(i + 1, p.prompt) for i, p in enumerate(res.prompts)]
 show_prompt = widget(S, "show_prompt", KEY, choices=list(range(1, len(labels) + 1)),
                      format_func=lambda i: labels[i - 1])
 settings = replace(settings, show_prompt=show_prompt)

@@ -118,7 +118,7 @@ def main() -> None:
     show_prompt = 1
     if len(prompts) > 1:
         show_prompt = widget(S, "show_prompt", KEY, choices=list(range(1, len(prompts) + 1)),
-                             format_func=lambda i: f"{i}: {prompts[i - 1]}")
+                             format_func=lambda i: kit.prompt_label(i, prompts[i - 1]))
     idx = show_prompt - 1
     st.text("Prompt: " + repr(prompts[idx]))
     settings = replace(settings, view=None if view == default else view, threshold=threshold, edges=edges,

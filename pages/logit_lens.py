@@ -75,7 +75,7 @@ if results.compare_error:
 show_prompt = 1
 if len(prompts) > 1:
     show_prompt = widget(S, "show_prompt", KEY, choices=list(range(1, len(prompts) + 1)),
-                         format_func=lambda i: f"{i}: {prompts[i - 1][:80]}")
+                         format_func=lambda i: kit.prompt_label(i, prompts[i - 1]))
 length = int(first.lengths[show_prompt - 1])
 position = None  # None = the prompt's last position (the default, kept out of the link)
 if length > 1:
