@@ -5,7 +5,7 @@ features of the ID set and of each OOD set (analysis.ood_features.extract_featur
 the study (analysis.ood.study_from_features: every scorer at every layer, metrics, the best pick) with the
 page's OODSettings, and the 2-D map (analysis.ood.project_2d: PCA of the best score's best layer, 'last'
 pooling, fitted on ID, random_state 0). The prompts: the page's default ID set (model_defaults.default_set:
-'facts' on demo models) and its three default OOD sets (ood_scrambled, ood_random_chars, ood_arithmetic);
+'facts' on demo models) and its default OOD sets (components.reports.ood.DEFAULT_OOD);
 ``--sets synthetic --n 2000`` uses 2,000 generated ID and 2,000 generated OOD prompts instead.
 
 Floor: the model's bare forward pass (logits, nothing kept) over the same prompts, set by set, in the same
