@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from components.charts.style import BLOCK_AXIS, categorical_axis
 from components.charts.text import safe_text, token_label
 
 POS, NEG = "rgba(33,102,172,{a})", "rgba(178,24,43,{a})"
-BLOCK_AXIS = "block (writes layer block+1)"
 
 
 def position_labels(tokens: Sequence[str]) -> list[str]:
@@ -44,6 +44,7 @@ def grid_heatmap(grid: np.ndarray, x_labels: Sequence[str], title: str, *, units
         colorbar=dict(title=units), hovertemplate="%{y}, %{x}<br>%{z:.4f} " + units + "<extra></extra>"))
     fig.update_layout(title=safe_text(title), height=max(260, 60 + 34 * L), margin=dict(l=70, r=20, t=60, b=80),
                       xaxis=dict(title="source position: token", tickangle=-45), yaxis=dict(title=BLOCK_AXIS))
+    categorical_axis(categorical_axis(fig, "x"), "y")
     if note:
         fig.add_annotation(text=safe_text(note), xref="paper", yref="paper", x=0, y=1.0, yanchor="bottom",
                            showarrow=False, font=dict(size=11, color="#555"))
@@ -75,7 +76,7 @@ def layer_bars(attn: np.ndarray, mlp: np.ndarray, title: str, *, embed: float | 
                         marker=dict(symbol="line-ew-open", size=14, color="#222"),
                         hovertemplate="%{x} o_proj bias: %{y:.4f}<extra></extra>")
     fig.update_layout(title=safe_text(title), barmode="group", height=360, yaxis_title=units,
-                      xaxis=dict(title="sublayer write at the final position", categoryorder="array",
+                      xaxis=dict(title="sublayer write at the final position", type="category", categoryorder="array",
                                  categoryarray=(["embedding"] if embed is not None else []) + x
                                  + (["bias term"] if bias is not None else [])),
                       legend=dict(orientation="h", y=-0.25), margin=dict(l=60, r=20, t=60, b=90))
@@ -94,7 +95,7 @@ def head_heatmap(heads: np.ndarray, title: str, *, units: str = "logit") -> go.F
         hovertemplate="%{y}, head %{x}<br>%{z:.4f} " + units + "<extra></extra>"))
     fig.update_layout(title=safe_text(title), height=max(260, 60 + 34 * L), xaxis_title="query head",
                       yaxis_title=BLOCK_AXIS, margin=dict(l=70, r=20, t=60, b=50))
-    return fig
+    return categorical_axis(categorical_axis(fig, "x"), "y")
 
 
 def top_edges(sources: np.ndarray, threshold: float, top_k: int = 24) -> list[tuple[int, int, int, float]]:
@@ -181,7 +182,7 @@ def contrast_bars(target: "object", competitor: "object", target_label: str, com
                       yaxis_title="logit (pre-cap, frozen final scale)", xaxis_title="sublayer write at the final position",
                       legend=dict(orientation="h", y=-0.3), margin=dict(l=60, r=20, t=60, b=100))
     fig.add_hline(y=0, line_width=1, line_color="#888")
-    return fig
+    return categorical_axis(fig, "x")
 
 
 # ------------------------------------------------------------------------------------------ tables

@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from analysis.errors import InputError
 from analysis.lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
+from components.charts.style import integer_axis, log_integer_axis
 from components.charts.text import safe_text, token_label
 
 COLOR_METRICS = {
@@ -24,6 +25,7 @@ COLOR_METRICS = {
     "log_rank": "log10 rank of the target",
 }
 _LAYER_AXIS = "Layer (0 = embeddings, L = last block)"
+_ROW_TICKS = 24  # heatmap rows are 28 px tall: up to 24 layers every layer is labelled
 
 
 def _positions(trace_len: int, max_positions: int | None) -> np.ndarray:
@@ -85,10 +87,10 @@ def lens_heatmap(trace: LensTrace, n: int = 0, metric: str = "probability", max_
     fig.update_layout(
         title=safe_text(title) if title else f"Logit lens: top-1 token per layer and position{shown}",
         xaxis={"title": "Input position: token", "tickangle": -45, "type": "category"},
-        yaxis={"title": _LAYER_AXIS, "dtick": 1 if trace.n_layers <= 24 else None},
+        yaxis={"title": _LAYER_AXIS},
         height=max(360, 28 * (trace.n_layers + 1) + 200), margin={"l": 60, "r": 20, "t": 60, "b": 110},
     )
-    return fig
+    return integer_axis(fig, "y", span=trace.n_layers, max_ticks=_ROW_TICKS)
 
 
 def heatmap_frame(trace: LensTrace, n: int = 0, max_positions: int | None = None) -> pd.DataFrame:
@@ -162,9 +164,11 @@ def target_lines(trace: LensTrace, prompts: Sequence[int], position: int | None 
                                  line={"width": 4, "color": "black"}), 1, 1)
         fig.add_trace(go.Scatter(x=layers, y=np.median(ranks, axis=0), name=f"median over {len(probs)}",
                                  line={"width": 4, "color": "black", "dash": "dot"}), 1, 2)
-    fig.update_xaxes(title_text=_LAYER_AXIS, dtick=1 if trace.n_layers <= 24 else None)
+    fig.update_xaxes(title_text=_LAYER_AXIS)
+    integer_axis(fig, "x", span=trace.n_layers)
     fig.update_yaxes(title_text="probability", range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(title_text="rank (log scale)", type="log", autorange="reversed", row=1, col=2)
+    fig.update_yaxes(title_text="rank (log scale)", autorange="reversed", row=1, col=2)
+    log_integer_axis(fig, "y", row=1, col=2)
     fig.update_layout(title="Target token through depth" + (" (last position)" if position is None else
                                                              f" (position {position})"), height=420)
     return fig
@@ -195,7 +199,7 @@ def mean_kl_figure(traces: dict[str, LensTrace], positions: str = "last") -> go.
     n = len(next(iter(traces.values())).prompts)
     fig.update_layout(title=f"Mean KL to the final layer ({n} prompts, {where})", height=380,
                       xaxis={"title": _LAYER_AXIS}, yaxis={"title": "mean KL(p_L || p_l) (nats)", "rangemode": "tozero"})
-    return fig
+    return integer_axis(fig, "x", span=max(tr.n_layers for tr in traces.values()))
 
 
 def mean_kl_frame(traces: dict[str, LensTrace], positions: str = "last") -> pd.DataFrame:
@@ -207,16 +211,19 @@ def mean_kl_frame(traces: dict[str, LensTrace], positions: str = "last") -> pd.D
 def decision_depth_histogram(traces: dict[str, LensTrace], positions: str = "last") -> go.Figure:
     """How many prompts settle on their final top-1 at each layer (decision depth), one bar group per model."""
     fig = go.Figure()
+    top = 0
     for name, tr in traces.items():
         d = decision_depths(tr, positions)
         counts = np.bincount(d, minlength=tr.n_layers + 1)
+        top = max(top, int(counts.max()) if counts.size else 0)
         fig.add_trace(go.Bar(x=np.arange(tr.n_layers + 1), y=counts, name=safe_text(name, max_len=40),
                              hovertemplate="depth %{x}: %{y} positions<extra></extra>"))
     fig.update_layout(title="Decision depth: first layer from which the final top-1 stays top-1", barmode="group",
-                      height=380, xaxis={"title": _LAYER_AXIS, "dtick": 1}, yaxis={"title": "number of prompts"
-                                                                                     if positions == "last" else
-                                                                                     "number of positions"})
-    return fig
+                      height=380, xaxis={"title": _LAYER_AXIS}, yaxis={"title": "number of prompts"
+                                                                          if positions == "last" else
+                                                                          "number of positions"})
+    integer_axis(fig, "x", span=max(tr.n_layers for tr in traces.values()))
+    return integer_axis(fig, "y", span=top)
 
 
 def decision_depth_frame(traces: dict[str, LensTrace], positions: str = "last") -> pd.DataFrame:
@@ -243,9 +250,9 @@ def compare_heatmap(cmp: LensComparison, n: int = 0, max_positions: int | None =
     fig.update_layout(
         title=f"KL(A_l || B_l): {safe_text(cmp.model_a, max_len=40)} vs {safe_text(cmp.model_b, max_len=40)}",
         xaxis={"title": "Input position: token", "tickangle": -45, "type": "category"},
-        yaxis={"title": _LAYER_AXIS, "dtick": 1 if cmp.n_layers <= 24 else None},
+        yaxis={"title": _LAYER_AXIS},
         height=max(360, 28 * (cmp.n_layers + 1) + 200), margin={"b": 110})
-    return fig
+    return integer_axis(fig, "y", span=cmp.n_layers, max_ticks=_ROW_TICKS)
 
 
 def compare_mean_figure(cmp: LensComparison) -> go.Figure:
@@ -259,7 +266,7 @@ def compare_mean_figure(cmp: LensComparison) -> go.Figure:
     ])
     fig.update_layout(title=f"Where in depth A and B differ: mean KL(A_l || B_l) over {len(cmp.prompts)} prompts",
                       height=380, xaxis={"title": _LAYER_AXIS}, yaxis={"title": "mean KL (nats)", "rangemode": "tozero"})
-    return fig
+    return integer_axis(fig, "x", span=cmp.n_layers)
 
 
 def compare_frame(cmp: LensComparison) -> pd.DataFrame:

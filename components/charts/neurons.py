@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 from analysis.induction import InductionResult
 from analysis.neuron_ablation import AblationResult
 from analysis.neuron_scan import EntropyScan, FrequencyScan, neuron_label
+from components.charts.style import categorical_axis, integer_axis
 from components.charts.text import safe_text
 
 COLORS = {"neuron": "#1f77b4", "set": "#9467bd", "random": "#7f7f7f", "TE": "#d62728", "DE": "#1f77b4",
@@ -85,7 +86,7 @@ def spectrum_figure(scan: EntropyScan, index: int) -> go.Figure:
                       legend=dict(orientation="h", y=-0.25))
     fig.update_yaxes(title_text="|cos(w_out, U_i)|", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="singular value", secondary_y=True, rangemode="tozero")
-    return fig
+    return integer_axis(fig, "x", span=len(cos))
 
 
 def spectrum_frame(scan: EntropyScan, index: int) -> pd.DataFrame:
@@ -127,8 +128,8 @@ def frequency_figure(fs: FrequencyScan, max_points: int = 20000) -> go.Figure:
                                                                                 "<extra></extra>"))
     fig.update_layout(title="Token-frequency direction: cos(W_U w_out, log p_freq − mean) per block",
                       xaxis_title="block (0-based; its MLP writes to residual layer block+1)",
-                      yaxis_title="cos with the frequency direction", height=400, xaxis=dict(dtick=1))
-    return fig
+                      yaxis_title="cos with the frequency direction", height=400)
+    return integer_axis(fig, "x", span=B)
 
 
 def _iqr_clip(x: np.ndarray) -> np.ndarray:
@@ -161,9 +162,7 @@ def ablation_boxes(res: AblationResult, title: str = "") -> go.Figure:
     fig.update_layout(boxmode="group", height=420, title=safe_text(title or f"|ΔLoss| per token, {res.mode} ablation"),
                       xaxis_title="ablated neuron (L{block}.N{index}, 0-based block)",
                       yaxis_title="|Δ next-token loss| (nats)", legend=dict(orientation="h", y=-0.25))
-    fig.update_xaxes(type="category", categoryorder="array",
-                     categoryarray=[safe_text(g, max_len=40) for g, _ in groups])
-    return fig
+    return categorical_axis(fig, "x", order=[safe_text(g, max_len=40) for g, _ in groups])
 
 
 def ablation_summary_frame(res: AblationResult) -> pd.DataFrame:
@@ -235,6 +234,7 @@ def induction_figure(res: InductionResult, title: str = "") -> go.Figure:
     fig.add_annotation(x=-0.5, y=1.0, xref="x", yref="paper", text="repeat starts", showarrow=False, xanchor="left",
                        yanchor="bottom")
     fig.update_xaxes(title_text="position relative to the start of the repeat (t − start)", row=3, col=1)
+    integer_axis(fig, "x", span=float(np.ptp(x)) if np.size(x) else 0.0)  # shared by the three panels
     fig.update_yaxes(title_text="activation (t ≥ 1)", row=3, col=1)
     fig.update_layout(height=720, title=safe_text(title or f"Induction: {res.source} ({res.n_sequences} sequences), "
                                                             f"clipped-mean ablation of {', '.join(res.neurons)}"),

@@ -8,6 +8,7 @@ from plotly.colors import qualitative
 
 from analysis.ood import ALL_OOD, ID_KEY, OODStudy, Projection2D, auroc_table, best_from_table, roc_curve_points
 from analysis.ood_metrics import HIGHER_IS_BETTER, METRIC_LABELS
+from components.charts.style import categorical_axis, integer_axis
 from components.charts.text import safe_text, token_label
 
 LAYER_AXIS = "layer (0 = embeddings, L = last block's output before the final norm)"
@@ -67,7 +68,7 @@ def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None 
         xaxis_title=LAYER_AXIS + "; logit scores use the final logits; n/d = not defined at that layer",
         yaxis_title="score",
         yaxis_autorange="reversed", height=140 + 32 * len(y), margin=dict(l=10, r=10, t=80, b=10))
-    return fig
+    return categorical_axis(categorical_axis(fig, "x"), "y")  # 'layer l' / 'final logits' columns, score rows
 
 
 def auroc_by_layer(study: OODStudy, ood_set: str | None = None, metric: str = "auroc") -> go.Figure:
@@ -88,7 +89,7 @@ def auroc_by_layer(study: OODStudy, ood_set: str | None = None, metric: str = "a
     fig.update_layout(title=f"{METRIC_LABELS[metric]} by layer: held-out {safe_text(study.id_name)} vs "
                             f"{safe_text(ood_set)}",
                       xaxis_title=LAYER_AXIS, yaxis_title=metric.upper(), yaxis_range=[0, 1.02], height=420,
-                      xaxis=dict(tickmode="array", tickvals=layers))
+                      xaxis=dict(tickmode="array", tickvals=layers, tickformat="d"))
     return fig
 
 
@@ -180,4 +181,4 @@ def compare_auroc_by_layer(study_a: OODStudy, study_b: OODStudy, label_a: str = 
     fig.add_hline(y=0.5, line=dict(color="grey", dash="dot"))
     fig.update_layout(title=f"{METRIC_LABELS[metric]} by layer, A (solid) vs B (dashed): {safe_text(ood_set)}",
                       xaxis_title=LAYER_AXIS, yaxis_title=metric.upper(), yaxis_range=[0, 1.02], height=460)
-    return fig
+    return integer_axis(fig, "x", span=max([*study_a.layers, *study_b.layers], default=0))

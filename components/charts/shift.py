@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.shift import LayerKL, PromptShift, Similarity, TokenTotals
+from components.charts.style import categorical_axis, integer_axis
 from components.charts.text import safe_text, token_label
 
 SHIFT_SCALE = "RdBu"  # red = suppressed (negative), blue = promoted (positive) with reversescale off
@@ -61,6 +62,7 @@ def shift_heatmap(ps: PromptShift, *, n_cols: int = 30, second: np.ndarray | Non
     for r in range(1, rows + 1):
         fig.update_yaxes(autorange="reversed", title_text="step: predicted token", row=r, col=1)
     fig.update_xaxes(title_text="rank of the column among B's top tokens, sorted by shift", row=rows, col=1)
+    integer_axis(fig, "x", span=n)  # shared by both panels
     T = len(ps.tokens)
     fig.update_layout(title=safe_text(title or "Logit shift per step (log p_B − log p_A, nats)", max_len=120),
                       height=min(1400, 180 + rows * max(180, 24 * T)), margin=dict(l=10, r=10, t=70, b=50))
@@ -83,6 +85,7 @@ def token_bars(totals: TokenTotals, *, k: int = 15, title: str = "") -> go.Figur
         hovertemplate="%{y}<br>probability moved %{x:.3f} (sum of p_B − p_A)<br>in top-N at %{customdata[0]} steps"
                       "<br>total shift %{customdata[1]:.2f} nats, mean %{customdata[2]:.3f} nats<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title_text="token (#rank)")
+    categorical_axis(fig, "y")
     fig.update_xaxes(title_text="probability moved onto the token over the set (sum over steps of p_B − p_A)")
     fig.update_layout(title=safe_text(title or "Most promoted and suppressed tokens (B vs A)", max_len=120),
                       height=max(300, 60 + 20 * len(toks)), margin=dict(l=10, r=10, t=60, b=50))
@@ -113,7 +116,8 @@ def layer_kl_line(results: Sequence[tuple[str, LayerKL]], *, title: str = "") ->
         fig.add_trace(go.Scatter(x=list(range(len(lk.mean))), y=lk.mean, mode="lines+markers",
                                  name=safe_text(name, max_len=60),
                                  hovertemplate="layer %{x}<br>KL %{y:.4f} nats<extra></extra>"))
-    fig.update_xaxes(title_text="layer (0 = embedding output, L = last block output before the final norm)", dtick=1)
+    fig.update_xaxes(title_text="layer (0 = embedding output, L = last block output before the final norm)")
+    integer_axis(fig, "x", span=max((len(lk.mean) - 1 for _, lk in results), default=0))
     fig.update_yaxes(title_text="mean lens KL(A_l ‖ B_l) (nats)", rangemode="tozero")
     fig.update_layout(title=safe_text(title or "Where in depth did tuning act: per-layer lens KL"), height=380,
                       margin=dict(l=10, r=10, t=60, b=50))

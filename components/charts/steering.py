@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from analysis.persona_drift import Drift, Flagged
 from analysis.steering import GenerationComparison, Sweep
 from analysis.steering_vectors import Monitoring, SteeringVectors
+from components.charts.style import categorical_axis, count_span, integer_axis
 from components.charts.text import safe_text, token_label
 
 LAYER_AXIS = "layer (0 = embeddings, l = output of block l-1)"
@@ -37,7 +38,7 @@ def separability_figure(sv: SteeringVectors) -> go.Figure:
               f"(held-out AUROC; default layer {choice.layer})",
         xaxis_title=LAYER_AXIS, yaxis_title="AUROC of projection on v_l (held out)", yaxis_range=[0, 1.02],
         height=380, margin=dict(t=60, b=50))
-    return fig
+    return integer_axis(fig, "x", span=max(sv.layers, default=0))
 
 
 def separability_table(sv: SteeringVectors) -> pd.DataFrame:
@@ -52,15 +53,17 @@ def projection_histogram(values: np.ndarray, groups: Sequence[str], layer: int, 
     values = np.asarray(values, dtype=float)
     fig = go.Figure()
     names = list(dict.fromkeys(groups))
+    samples = []
     for i, g in enumerate(names):
         sel = np.array([x == g for x in groups])
+        samples.append(values[sel])
         fig.add_trace(go.Histogram(x=values[sel], name=token_label(g, max_len=30), opacity=0.65,
                                    marker_color=PALETTE[i % len(PALETTE)],
                                    hovertemplate="projection %{x}<br>%{y} prompts<extra></extra>"))
     fig.update_layout(barmode="overlay", title=title or f"Projection on the unit vector at layer {layer}",
                       xaxis_title=f"h_{layer}[last prompt token] · v̂_{layer} (residual units)",
                       yaxis_title="prompts", height=360, margin=dict(t=60, b=50))
-    return fig
+    return integer_axis(fig, "y", span=count_span(*samples))  # counts of prompts
 
 
 def build_projection_figure(sv: SteeringVectors, layer: int) -> go.Figure:
@@ -164,7 +167,7 @@ def drift_figure(d: Drift) -> go.Figure:
                             f"at the last prompt token ({len(d.prompts)} prompts)",
                       xaxis_title=LAYER_AXIS, yaxis_title="mean (h_l^B − h_l^A) · v̂_l (residual units)",
                       height=400, margin=dict(t=60, b=50))
-    return fig
+    return integer_axis(fig, "x", span=max(x, default=0))
 
 
 def drift_table(d: Drift) -> pd.DataFrame:
@@ -193,7 +196,7 @@ def flagged_figure(f: Flagged, top: int = 30) -> go.Figure:
     fig.update_layout(title=f"Data flagging at layer {f.layer}: projection difference (dataset − own response)",
                       xaxis_title="row (source line)", yaxis_title="(a(x,y) − a(x,y')) · v̂ (residual units)",
                       height=380, margin=dict(t=60, b=80))
-    return fig
+    return categorical_axis(fig, "x")
 
 
 def _shade(shift: float, scale: float) -> str:

@@ -1,0 +1,107 @@
+"""The one axis style every chart uses: integer ticks for layers, blocks, heads, positions, ranks and counts, and
+categorical axes for ids and labels. Pure plotly helpers (no streamlit); each returns the figure it was given.
+
+Integer axes get ``tickformat="d"`` plus fixed ticks every ``dtick`` units from ``tick0`` (0 by default), with
+dtick = max(1, ceil(span / MAX_TICKS)): never a tick at 0.5 or 1.5, at most about MAX_TICKS ticks. Log axes (ranks)
+get one tick per decade (1, 10, 100, ...). Layer numbering of every page: layer 0 = embedding output, layer l = output
+of block l-1, layer L = last block's output before the final norm.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+import plotly.graph_objects as go
+
+MAX_TICKS = 12
+BLOCK_AXIS = "block (writes layer block+1)"
+
+
+def integer_dtick(span: float, max_ticks: int = MAX_TICKS) -> int:
+    """The tick step for an integer axis spanning ``span`` units: the smallest integer giving <= max_ticks steps."""
+    span = float(span) if np.isfinite(span) else 0.0
+    return max(1, math.ceil(abs(span) / max(1, max_ticks)))
+
+
+def span_of(values: Iterable[float]) -> float:
+    """max - min of the finite values (0 when there are none)."""
+    v = np.asarray([float(x) for x in values], dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.max() - v.min()) if v.size else 0.0
+
+
+def _update(fig: go.Figure, axis: str, props: dict, row: int | None, col: int | None,
+            secondary_y: bool | None = None) -> go.Figure:
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', not {axis!r}")
+    if axis == "x":
+        fig.update_xaxes(props, row=row, col=col)
+    elif secondary_y is None:
+        fig.update_yaxes(props, row=row, col=col)
+    else:
+        fig.update_yaxes(props, row=row, col=col, secondary_y=secondary_y)
+    return fig
+
+
+def _data_span(fig: go.Figure, axis: str) -> float:
+    """Span of the data on ``axis`` over every trace (a fallback when the caller gives no span)."""
+    vals: list[float] = []
+    for tr in fig.data:
+        data = getattr(tr, axis, None)
+        if data is None:
+            continue
+        arr = np.asarray(data, dtype=object).ravel()
+        for x in arr:
+            try:
+                vals.append(float(x))
+            except (TypeError, ValueError):
+                continue
+    if not vals:
+        return 0.0
+    finite = [v for v in vals if np.isfinite(v)]
+    return max([span_of(finite)] + [abs(v) for v in finite])  # ticks start at tick0 = 0
+
+
+def integer_axis(fig: go.Figure, axis: str = "x", *, span: float | None = None, row: int | None = None,
+                 col: int | None = None, tick0: int = 0, secondary_y: bool | None = None,
+                 max_ticks: int = MAX_TICKS) -> go.Figure:
+    """Only integer ticks on ``axis`` (layers, blocks, heads, positions, ranks, counts, prompt numbers).
+
+    ``span``: how many units the axis covers (e.g. the number of layers, or the largest count); taken from the
+    traces' data on that axis when not given. ``row``/``col`` restrict it to one subplot.
+    """
+    if span is None:
+        span = _data_span(fig, axis)
+    props = dict(tickformat="d", tickmode="linear", tick0=int(tick0), dtick=integer_dtick(span, max_ticks))
+    return _update(fig, axis, props, row, col, secondary_y)
+
+
+def log_integer_axis(fig: go.Figure, axis: str = "y", *, row: int | None = None, col: int | None = None
+                     ) -> go.Figure:
+    """A log axis of integers (ranks): one tick per decade, labelled 1, 10, 100, ... (no fractional ticks)."""
+    props = dict(type="log", tickmode="linear", tick0=0, dtick=1, tickformat="d")
+    return _update(fig, axis, props, row, col)
+
+
+def categorical_axis(fig: go.Figure, axis: str = "x", *, row: int | None = None, col: int | None = None,
+                     order: Iterable[str] | None = None) -> go.Figure:
+    """A categorical axis (neuron ids, 'block i' / 'H j' labels, tokens): never read as numbers."""
+    props: dict = dict(type="category")
+    if order is not None:
+        props.update(categoryorder="array", categoryarray=list(order))
+    return _update(fig, axis, props, row, col)
+
+
+def count_span(*samples: Iterable[float]) -> float:
+    """An estimate of the largest bin count of histograms of ``samples`` (each one trace): numpy's automatic bins,
+    never more than the sample size. Use as ``span`` of a histogram's count axis."""
+    best = 0
+    for s in samples:
+        v = np.asarray(list(s), dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            continue
+        counts, _ = np.histogram(v, bins="auto" if np.ptp(v) > 0 else 1)
+        best = max(best, int(counts.max()))
+    return float(best)
