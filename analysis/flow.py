@@ -66,6 +66,7 @@ from analysis.flow_tokens import resolve_token as resolve_token
 from analysis.forward import run
 from analysis.loading import LoadedModel
 from analysis.readout import bias_term, direct_logit_attribution, frozen_norm, norm_scale, unembed
+from analysis.wording import plural, verb
 
 Progress = Callable[[float, str], None]
 BATCH_SIZE = 8
@@ -297,7 +298,8 @@ def logit_flow_set(lm: LoadedModel, prompts: Sequence[str], targets: Sequence[st
         progress(1.0, "done")
     n_multi = sum(1 for r in results if any("tokens (" in x for x in r.notes))
     if n_multi:
-        set_notes.append(f"{n_multi} prompt(s) have a multi-token target or competitor; their first token is used.")
+        set_notes.append(f"{plural(n_multi, 'prompt')} {verb(n_multi)} a multi-token target or competitor; "
+                         "their first token is used.")
     return FlowSetResult(tuple(results), tuple(set_notes))
 
 

@@ -15,6 +15,7 @@ from analysis.hooks import HookSpec, attached, residual_capture_hooks
 from analysis.loading import LoadedModel
 from analysis.tokens import decode as decode  # re-exported: the lens modules decode from here
 from analysis.tokens import first_token
+from analysis.wording import plural, verb
 
 TARGET_NONE = "none"  # no target token
 TARGET_TEXT = "text"  # per prompt a text (its first token) or a token id; the same token at every position
@@ -69,10 +70,9 @@ def _target_rows(lm: LoadedModel, rows: list[list[int]], mode: str,
     if missing == len(per):
         raise InputError("None of the prompts has a target. Type a target or choose another target mode.")
     if missing:
-        notes.append(f"{missing} of {len(per)} prompts have no target; their target views are empty.")
-    if len(notes) > 12:
-        notes = notes[:10] + [f"... and {len(notes) - 10} more notes like these."]
-    return ids, notes
+        notes.append(f"{missing} of {plural(len(per), 'prompt')} {verb(missing)} no target; their target views are "
+                     "empty.")
+    return ids, notes  # one note per prompt: the UI and the reports collapse them (components.notes)
 
 
 class _StopForward(Exception):

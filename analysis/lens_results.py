@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis.errors import InputError
+from analysis.wording import plural
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -125,7 +126,7 @@ def decision_depths(trace: LensTrace, positions: str = "last") -> np.ndarray:
 def target_trajectory(trace: LensTrace, n: int, position: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(probability [L+1], rank [L+1]) of prompt n's target at ``position`` (default: its last token)."""
     if not 0 <= n < len(trace.prompts):
-        raise InputError(f"Prompt {n + 1} does not exist; the set has {len(trace.prompts)} prompts.")
+        raise InputError(f"Prompt {n + 1} does not exist; the set has {plural(len(trace.prompts), 'prompt')}.")
     t = int(trace.last_index[n]) if position is None else int(position)
     if not 0 <= t < int(trace.lengths[n]):
         raise InputError(f"Position {t} is outside prompt {n + 1} (positions 0..{int(trace.lengths[n]) - 1}).")

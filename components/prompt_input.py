@@ -27,6 +27,7 @@ from analysis.prompts import (
     parse_prompt_file,
     prompt_set_from_text,
 )
+from analysis.wording import plural
 from components.charts.text import decode_token, md_literal, visible
 from components.model_state import current_spec, load_cached
 
@@ -221,7 +222,7 @@ def prompt_set_input(
             if prompt_set is None:
                 st.warning(f"The linked prompt set ({sha[:12]}…) is no longer stored on this machine.")
                 return None
-            st.caption(md_literal(f"From the link: {prompt_set.name} ({len(prompt_set):,} prompts, {sha[:12]}…)."))
+            st.caption(md_literal(f"From the link: {prompt_set.name} ({plural(len(prompt_set), 'prompt')}, {sha[:12]}…)."))
         else:
             uploaded = st.file_uploader(
                 "Prompt file",
@@ -245,7 +246,7 @@ def prompt_set_input(
     if upload_name is not None:
         # The browser refuses a file over the server's upload cap without telling the app, and the uploader then
         # keeps the earlier file: say which file runs, so a refused upload never passes for the one in use.
-        st.caption(md_literal(f"In use: {upload_name} ({len(prompt_set):,} prompts). A file the uploader refuses "
+        st.caption(md_literal(f"In use: {upload_name} ({plural(len(prompt_set), 'prompt')}). A file the uploader refuses "
                               f"(over {_upload_cap_mb()} MB) does not replace it."))
 
     _describe(prompt_set, tokenizer)
@@ -255,10 +256,10 @@ def prompt_set_input(
 def _describe(prompt_set: PromptSet, tokenizer=None) -> None:
     """Count, notes and a preview table (plain text cells)."""
     n = len(prompt_set)
-    summary = f"{n:,} prompt{'s' if n != 1 else ''}"
+    summary = plural(n, "prompt")
     groups = prompt_set.groups()
     if groups:
-        summary += f" in {len(groups):,} group{'s' if len(groups) != 1 else ''}"
+        summary += f" in {plural(len(groups), 'group')}"
     if any(t is not None for t in prompt_set.targets):
         summary += ", with targets"
     st.caption(summary)

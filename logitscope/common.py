@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from analysis.errors import InputError, PromptSetError
 from analysis.model_pair import ModelPair
+from analysis.wording import plural
 from components.settings import add_arguments, from_args
 
 ProgressFn = Callable[[float, str], None]
@@ -262,7 +263,7 @@ def add_common(p: argparse.ArgumentParser, default_prompts: str, b_required: boo
 
 def index_arg(one_based: int, count: int, flag: str) -> int:
     if not 1 <= one_based <= count:
-        raise InputError(f"{flag} {one_based} is out of range: the set has {count} prompt(s) (1..{count}).")
+        raise InputError(f"{flag} {one_based} is out of range: the set has {plural(count, 'prompt')} (1..{count}).")
     return one_based - 1
 
 

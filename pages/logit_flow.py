@@ -11,6 +11,7 @@ import streamlit as st
 
 from analysis.flow import CHECK_NAMES, FlowResult, failed_checks, tolerance
 from analysis.model_defaults import default_set
+from analysis.wording import plural
 from components import page_kit as kit
 from components.export_ui import export_bundle
 from components.prompt_input import prompt_set_input
@@ -99,7 +100,7 @@ def main() -> None:
     if ps is None:
         st.stop()
     if len(ps) > max_prompts:
-        st.caption(f"Analysing the first {max_prompts} of {len(ps)} prompts.")
+        st.caption(f"Analysing the first {max_prompts} of {plural(len(ps), 'prompt')}.")
     settings = S(max_prompts=max_prompts, target=target, competitor=competitor)
     kit.require_run(f"{KEY}_ran", (pair.specs(), ps.sha256, compute_key(settings)), run_clicked, "the logit flow")
 
@@ -194,7 +195,7 @@ def main() -> None:
                 with col:
                     for warning in res.notes:
                         st.warning(warning)  # engine sentence without user text
-                    st.caption(f"Averages over {len(res.members(view))} prompt(s).")
+                    st.caption(f"Averages over {plural(len(res.members(view)), 'prompt')}.")
                     for text in rep.notes:
                         if text.startswith(f"{which}: "):
                             st.error(text[len(which) + 2:])

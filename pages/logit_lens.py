@@ -14,6 +14,7 @@ from analysis.model_defaults import default_fact
 from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle
+from components.notes import collapse_notes
 from components.prompt_input import prompt_set_input
 from components.reports import lens as R
 from components.settings import compute_key, field_of
@@ -67,7 +68,7 @@ with kit.user_errors(), kit.progress_bar("Computing the lens…") as report:
                              report)
 
 first = next(iter(results.traces.values()))
-for note in first.notes:
+for note in collapse_notes(first.notes):  # one warning per kind, naming the prompts it concerns
     st.warning(md_literal(note))
 if results.compare_error:
     st.warning(f"KL(A‖B) is not shown: {results.compare_error} Each model below reads its own tokenization.")

@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from components.notes import collapse_notes
+
 
 @dataclass
 class Report:
@@ -56,7 +58,7 @@ def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, 
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "models": {which: (card.as_dict() if hasattr(card, "as_dict") else dict(card)) for which, card in cards.items()},
         "settings": dict(settings),
-        "notes": list(dict.fromkeys(notes)),
+        "notes": collapse_notes(notes),  # per-prompt notes of one kind as one note naming the prompts
     }
     if prompt_set is not None:
         meta["prompt_set"] = {"name": getattr(prompt_set, "name", None), "sha256": getattr(prompt_set, "sha256", None),

@@ -16,7 +16,9 @@ from analysis.errors import InputError, LogitscopeError
 from analysis.flow import FlowSetResult
 from analysis.model_pair import ModelPair, Progress, stage
 from analysis.prompts import PromptSet
+from analysis.wording import plural, verb
 from components.charts import flow as charts
+from components.notes import collapse_notes
 from components.reports import Report
 from components.settings import as_metadata, setting
 
@@ -104,8 +106,8 @@ def shown_prompt(s: FlowSettings, results: FlowResults) -> int:
     """The 0-based prompt shown in detail (InputError when show_prompt is past the prompts analysed)."""
     count = len(results.prompts)
     if not 1 <= s.show_prompt <= count:
-        raise InputError(f"The prompt shown in detail ({s.show_prompt}) is out of range: {count} prompt(s) are "
-                         f"analysed (1..{count}).")
+        raise InputError(f"The prompt shown in detail ({s.show_prompt}) is out of range: {plural(count, 'prompt')} "
+                         f"{verb(count, 'is', 'are')} analysed (1..{count}).")
     return s.show_prompt - 1
 
 
@@ -181,6 +183,7 @@ def flow_report(results: Mapping[str, FlowSetResult], names: Mapping[str, str], 
     if len(next(iter(results.values())).results) > 1:
         for which, res in results.items():
             _prompt_set(rep, which, names[which], res, view)
+    rep.notes = collapse_notes(rep.notes)
     return rep
 
 
@@ -215,10 +218,10 @@ def _prompt_set(rep: Report, which: str, name: str, res: FlowSetResult, view: st
     try:
         attn, mlp = res.mean(view, "attn"), res.mean(view, "mlp")
         rep.add(f"set_layers_{which}",
-                charts.layer_bars(attn, mlp, f"{name}: mean DLA per block over {n} prompts ({label})"),
+                charts.layer_bars(attn, mlp, f"{name}: mean DLA per block over {plural(n, 'prompt')} ({label})"),
                 pd.DataFrame({"block": range(len(attn)), "attention_dla": attn, "mlp_dla": mlp}))
         heads = res.mean(view, "heads")
-        rep.add(f"set_heads_{which}", charts.head_heatmap(heads, f"{name}: mean head DLA over {n} prompts"),
+        rep.add(f"set_heads_{which}", charts.head_heatmap(heads, f"{name}: mean head DLA over {plural(n, 'prompt')}"),
                 charts.head_frame(heads))
         grid, count = res.aligned(view, "attn_grid")
         xl = charts.aligned_labels(grid.shape[1])

@@ -13,7 +13,9 @@ from analysis.errors import InputError, LogitscopeError
 from analysis.model_pair import ModelPair, Progress, stage
 from analysis.prompts import PromptSet
 from analysis.tokens import parse_token_ref
+from analysis.wording import plural
 from components.charts import lens as charts
+from components.notes import collapse_notes
 from components.reports import Report
 from components.settings import as_metadata, setting
 
@@ -115,7 +117,7 @@ def shown_prompt(s: LensSettings, results: LensResults) -> int:
     """The 0-based prompt of the per-prompt views (InputError when show_prompt is past the set)."""
     count = len(next(iter(results.traces.values())).prompts)
     if not 1 <= s.show_prompt <= count:
-        raise InputError(f"The prompt to show ({s.show_prompt}) is out of range: the set has {count} prompt(s) "
+        raise InputError(f"The prompt to show ({s.show_prompt}) is out of range: the set has {plural(count, 'prompt')} "
                          f"(1..{count}).")
     return s.show_prompt - 1
 
@@ -127,6 +129,7 @@ def report(results: LensResults, s: LensSettings) -> Report:
                       max_pos=s.positions_shown, positions=s.aggregate, n=n, t_sel=s.position)
     if results.compare_error:
         rep.notes.append(f"KL(A‖B) is not computed: {results.compare_error}")
+    rep.notes = collapse_notes(rep.notes)
     return rep
 
 

@@ -18,6 +18,7 @@ from analysis.loading import LoadedModel
 from analysis.model_pair import ModelPair, Progress, stage
 from analysis.prompts import PromptSet
 from analysis.shift import LayerKL, ShiftResult, Similarity, compatibility, compute_shift, layer_kl, shift_similarity
+from analysis.wording import plural, verb
 from components.charts.shift import kl_along_text, layer_kl_line, shift_heatmap, similarity_summary, token_bars
 from components.reports import Report
 from components.settings import as_metadata, compute_key, setting
@@ -140,8 +141,8 @@ def shown_prompt(s: ShiftSettings, results: ShiftResults) -> int:
     """The 0-based prompt of the heatmaps (InputError when show_prompt is past the prompts compared)."""
     count = len(results.shift.prompts)
     if not 1 <= s.show_prompt <= count:
-        raise InputError(f"The prompt to show ({s.show_prompt}) is out of range: {count} prompt(s) were compared "
-                         f"(1..{count}).")
+        raise InputError(f"The prompt to show ({s.show_prompt}) is out of range: {plural(count, 'prompt')} "
+                         f"{verb(count, 'was', 'were')} compared (1..{count}).")
     return s.show_prompt - 1
 
 
