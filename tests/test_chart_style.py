@@ -162,3 +162,20 @@ def test_style_helpers_set_the_documented_properties():
     assert ax.xaxis.type == "log" and ax.xaxis.dtick == 1 and ax.xaxis.tickformat == "d"
     assert ax.yaxis.tickformat == "d" and ax.yaxis.dtick == 3 and ax.yaxis.tick0 == 0
     assert style.count_span([1, 1, 1, 2]) >= 2 and style.count_span([]) == 0
+
+
+@pytest.mark.parametrize("n_layers", [4, 12, 29, 30, 80])
+def test_a_deep_lens_heatmap_fits_the_screen_and_always_labels_the_last_layer(n_layers):
+    """At 30 layers the lens heatmap was 1,068 px tall (the last layer and the token axis never on one screen) and
+    its ticks could stop short of L. Rows now thin to fit (min 16 px) and L is always a tick."""
+    import plotly.graph_objects as go
+
+    from components.charts.style import heatmap_height, layer_rows_axis
+
+    fig = layer_rows_axis(go.Figure(go.Heatmap(z=np.zeros((n_layers + 1, 3)))), n_layers, max_ticks=20)
+    ticks = list(fig.layout.yaxis.tickvals)
+    assert ticks[0] == 0 and ticks[-1] == n_layers and all(float(t).is_integer() for t in ticks)
+    assert len(ticks) <= 22 and all(b > a for a, b in zip(ticks, ticks[1:]))
+    height = heatmap_height(n_layers + 1)
+    assert height <= (800 if n_layers <= 30 else 16 * (n_layers + 1) + 200)
+    assert height >= 16 * (n_layers + 1)  # every row keeps at least 16 px for its token text

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from analysis.errors import InputError
 from analysis.lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
-from components.charts.style import integer_axis, log_integer_axis
+from components.charts.style import heatmap_height, integer_axis, layer_rows_axis, log_integer_axis
 from components.charts.text import safe_text, token_label
 
 COLOR_METRICS = {
@@ -25,7 +25,7 @@ COLOR_METRICS = {
     "log_rank": "log10 rank of the target",
 }
 _LAYER_AXIS = "Layer (0 = embeddings, L = last block)"
-_ROW_TICKS = 24  # heatmap rows are 28 px tall: up to 24 layers every layer is labelled
+_ROW_TICKS = 20  # up to 20 layers every layer row is labelled; deeper models every 2nd/3rd, the last layer always
 
 
 def _positions(trace_len: int, max_positions: int | None) -> np.ndarray:
@@ -88,9 +88,9 @@ def lens_heatmap(trace: LensTrace, n: int = 0, metric: str = "probability", max_
         title=safe_text(title) if title else f"Logit lens: top-1 token per layer and position{shown}",
         xaxis={"title": "Input position: token", "tickangle": -45, "type": "category"},
         yaxis={"title": _LAYER_AXIS},
-        height=max(360, 28 * (trace.n_layers + 1) + 200), margin={"l": 60, "r": 20, "t": 60, "b": 110},
+        height=heatmap_height(trace.n_layers + 1), margin={"l": 60, "r": 20, "t": 60, "b": 110},
     )
-    return integer_axis(fig, "y", span=trace.n_layers, max_ticks=_ROW_TICKS)
+    return layer_rows_axis(fig, trace.n_layers, max_ticks=_ROW_TICKS)
 
 
 def heatmap_frame(trace: LensTrace, n: int = 0, max_positions: int | None = None) -> pd.DataFrame:
@@ -251,8 +251,8 @@ def compare_heatmap(cmp: LensComparison, n: int = 0, max_positions: int | None =
         title=f"KL(A_l || B_l): {safe_text(cmp.model_a, max_len=40)} vs {safe_text(cmp.model_b, max_len=40)}",
         xaxis={"title": "Input position: token", "tickangle": -45, "type": "category"},
         yaxis={"title": _LAYER_AXIS},
-        height=max(360, 28 * (cmp.n_layers + 1) + 200), margin={"b": 110})
-    return integer_axis(fig, "y", span=cmp.n_layers, max_ticks=_ROW_TICKS)
+        height=heatmap_height(cmp.n_layers + 1), margin={"b": 110})
+    return layer_rows_axis(fig, cmp.n_layers, max_ticks=_ROW_TICKS)
 
 
 def compare_mean_figure(cmp: LensComparison) -> go.Figure:

@@ -77,6 +77,22 @@ def integer_axis(fig: go.Figure, axis: str = "x", *, span: float | None = None, 
     return _update(fig, axis, props, row, col, secondary_y)
 
 
+def layer_rows_axis(fig: go.Figure, n_layers: int, axis: str = "y", max_ticks: int = MAX_TICKS) -> go.Figure:
+    """Integer ticks on a layer axis 0..n_layers that always label the last layer (L), whatever the step."""
+    step = integer_dtick(n_layers, max_ticks)
+    ticks = sorted(set(range(0, n_layers + 1, step)) | {n_layers})
+    if len(ticks) > 1 and ticks[-1] - ticks[-2] < step / 2:  # L right next to a tick: drop that tick, keep L
+        del ticks[-2]
+    return _update(fig, axis, dict(tickformat="d", tickmode="array", tickvals=ticks), None, None)
+
+
+def heatmap_height(n_rows: int, *, budget: int = 560, min_row: int = 16, max_row: int = 28, extra: int = 200) -> int:
+    """The height of a rows-by-columns heatmap: rows of max_row px while they fit in ``budget`` px, then thinner (to
+    min_row), so a 30-layer lens fits a 800 px screen with its token axis; at least 360 px."""
+    row = max(min_row, min(max_row, budget // max(1, n_rows)))
+    return max(360, row * n_rows + extra)
+
+
 def log_integer_axis(fig: go.Figure, axis: str = "y", *, row: int | None = None, col: int | None = None
                      ) -> go.Figure:
     """A log axis of integers (ranks): one tick per decade, labelled 1, 10, 100, ... (no fractional ticks)."""
