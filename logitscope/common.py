@@ -17,7 +17,6 @@ from components.settings import add_arguments, from_args
 
 ProgressFn = Callable[[float, str], None]
 OWNED = ("figures", "data", "prompts", "metadata.json")  # what a run writes into --out (and may replace with --force)
-Models = ModelPair  # the loaded checkpoints, as the pages hold them
 
 
 class Progress:
@@ -97,7 +96,7 @@ def given_prompts(args: argparse.Namespace) -> Any:
     return load_prompts(args.prompts) if args.prompts else None
 
 
-def main_prompts(args: argparse.Namespace, models: Models, ps: Any) -> Any:
+def main_prompts(args: argparse.Namespace, models: ModelPair, ps: Any) -> Any:
     """The command's main prompt set, chat-rendered: --prompts, else model A's default (the demo set on demo models,
     its real-model counterpart on any other: analysis.model_defaults.default_set)."""
     if ps is None:
@@ -107,7 +106,7 @@ def main_prompts(args: argparse.Namespace, models: Models, ps: Any) -> Any:
     return chat(args, models, ps)
 
 
-def other_prompts(args: argparse.Namespace, models: Models, given: str | None, demo_name: str) -> Any:
+def other_prompts(args: argparse.Namespace, models: ModelPair, given: str | None, demo_name: str) -> Any:
     """A command's further prompt set (--monitor-prompts, --controls, ...), chat-rendered: the given name or file,
     else model A's default for the demo set `demo_name`."""
     from analysis.model_defaults import default_set
@@ -115,7 +114,7 @@ def other_prompts(args: argparse.Namespace, models: Models, given: str | None, d
     return chat(args, models, load_prompts(given or default_set(models.a, demo_name)))
 
 
-def chat(args: argparse.Namespace, models: Models, ps: Any) -> Any:
+def chat(args: argparse.Namespace, models: ModelPair, ps: Any) -> Any:
     """ps with A's chat template applied: to rows given as messages always, to plain prompts with --chat-template."""
     from analysis.prompts import apply_chat_template
 
@@ -137,7 +136,7 @@ def spec_of(args: argparse.Namespace, source: str, which: str = "") -> Any:
     return replace(spec, revision=revision or spec.revision, adapter=adapter or spec.adapter)
 
 
-def load_models(args: argparse.Namespace, need_b: bool = False) -> Models:
+def load_models(args: argparse.Namespace, need_b: bool = False) -> ModelPair:
     """Load --model (and --model-b) with their cards, as the sidebar picker does."""
     from analysis.loading import load_model
     from analysis.model_card import model_card
@@ -196,7 +195,7 @@ def write_bundle(out: Path, figures: dict, tables: dict, metadata: dict, formats
     return names
 
 
-def finish(args: argparse.Namespace, report: Any, page: str, models: Models, settings: dict, prompt_set: Any,
+def finish(args: argparse.Namespace, report: Any, page: str, models: ModelPair, settings: dict, prompt_set: Any,
            inputs: dict | None = None) -> int:
     """Write report + metadata (same keys as the page's) into --out and say where; ``inputs`` = {CLI flag: set(s)}
     of every prompt set the run used (default: prompt_set under --prompts), kept in the bundle for `rerun`."""

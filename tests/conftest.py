@@ -73,3 +73,18 @@ def _apptest_keeps_st_navigation():
         yield
     finally:
         PagesManager.__init__ = original
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """What a page passes to export_bundle (figures, tables, metadata, name), recorded instead of drawing the
+    button (AppTest cannot click a download): the page's bundle, as tests compare it with the CLI's or rerun it."""
+    import components.export_ui as export_ui
+
+    got: dict = {}
+
+    def record(figures, tables, metadata, name, key, **kwargs):
+        got.update(figures=dict(figures), tables=dict(tables), metadata=dict(metadata), name=name)
+
+    monkeypatch.setattr(export_ui, "export_bundle", record)
+    return got

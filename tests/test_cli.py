@@ -43,20 +43,6 @@ def tiny_prompts(tmp_path_factory):
         yield root
 
 
-@pytest.fixture
-def captured(monkeypatch):
-    """What the page passes to export_bundle (figures, tables, metadata), recorded instead of drawing the button."""
-    import components.export_ui as export_ui
-
-    got: dict = {}
-
-    def record(figures, tables, metadata, name, key, **kwargs):
-        got.update(figures=dict(figures), tables=dict(tables), metadata=dict(metadata), name=name)
-
-    monkeypatch.setattr(export_ui, "export_bundle", record)
-    return got
-
-
 def _page(page: str, compare: bool) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["logitscope_spec_A"] = ModelSpec(BASE)

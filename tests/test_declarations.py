@@ -96,19 +96,6 @@ def _page(m, captured: dict, query: dict | None = None) -> AppTest:
     return at
 
 
-@pytest.fixture
-def captured(monkeypatch):
-    import components.export_ui as export_ui
-
-    got: dict = {}
-
-    def record(figures, tables, metadata, name, key, **kwargs):
-        got.update(figures=dict(figures), tables=dict(tables), metadata=dict(metadata))
-
-    monkeypatch.setattr(export_ui, "export_bundle", record)
-    return got
-
-
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_page_widgets_and_metadata_start_at_the_declared_defaults(name, captured):
     """Every setting the page shows starts at its declared default, and metadata.json records the declared default

@@ -84,20 +84,6 @@ def test_induction_random_tokens_and_compare_mode(at):
     assert all("first position is left out" in i.value for i in at.info if "Mean loss" in i.value)
 
 
-@pytest.fixture
-def captured(monkeypatch):
-    """What the page passes to export_bundle (figures, tables, metadata), recorded instead of drawing the button."""
-    import components.export_ui as export_ui
-
-    got: dict = {}
-
-    def record(figures, tables, metadata, name, key, **kwargs):
-        got.update(figures=dict(figures), tables=dict(tables), metadata=dict(metadata))
-
-    monkeypatch.setattr(export_ui, "export_bundle", record)
-    return got
-
-
 def test_a_display_only_change_never_calls_the_engine_and_a_compute_change_does(monkeypatch, captured):
     """The spectrum's neuron only redraws; the induction's settings never rescan; processing rescans and asks for
     the ablation again (its default neurons and means depend on the scan)."""

@@ -109,20 +109,6 @@ def _small_study(at) -> None:
     assert not _errors(at)
 
 
-@pytest.fixture
-def captured(monkeypatch):
-    """What the page passes to export_bundle, recorded instead of drawing the button."""
-    import components.export_ui as export_ui
-
-    got: dict = {}
-
-    def record(figures, tables, metadata, name, key, **kwargs):
-        got.update(figures=dict(figures), tables=dict(tables), metadata=dict(metadata))
-
-    monkeypatch.setattr(export_ui, "export_bundle", record)
-    return got
-
-
 def test_view_settings_never_refit_and_study_settings_never_reextract(monkeypatch, captured):
     """The views (metric, score, layer, map) reuse the study; a study setting refits it on the cached features;
     only a setting the features read (the batch size) extracts them again."""

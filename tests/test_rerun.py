@@ -14,7 +14,7 @@ import pytest
 from components import exporting
 from components.methods import METHODS
 from logitscope.cli import main
-from tests.test_cli import _ok, _page, captured, tiny_prompts  # noqa: F401  (fixtures)
+from tests.test_cli import _ok, _page, tiny_prompts  # noqa: F401  (fixture)
 
 COMPARE = {"shift": True}  # methods whose page needs checkpoint B
 

@@ -108,20 +108,6 @@ def test_different_tokenizers_are_explained(folders):
     assert any("per-layer lens KL needs" in str(e.value) for e in at.info)
 
 
-@pytest.fixture
-def captured(monkeypatch):
-    """What the page passes to export_bundle (figures, tables, metadata), recorded instead of drawing the button."""
-    import components.export_ui as export_ui
-
-    got: dict = {}
-
-    def record(figures, tables, metadata, name, key, **kwargs):
-        got.update(figures=dict(figures), tables=dict(tables), metadata=dict(metadata))
-
-    monkeypatch.setattr(export_ui, "export_bundle", record)
-    return got
-
-
 def test_a_display_only_change_never_calls_the_engine_and_a_compute_change_does(folders, captured, monkeypatch):
     import streamlit as st
 

@@ -194,20 +194,6 @@ def test_drift_runs_with_checkpoint_b(zoo_env):
 
 
 # ------------------------------------------------------------------------------------------ declaration: cache, link
-@pytest.fixture
-def captured(monkeypatch):
-    """What the page passes to export_bundle, recorded instead of drawing the button."""
-    import components.export_ui as export_ui
-
-    got: dict = {}
-
-    def record(figures, tables, metadata, name, key, **kwargs):
-        got.update(figures=dict(figures), tables=dict(tables), metadata=dict(metadata))
-
-    monkeypatch.setattr(export_ui, "export_bundle", record)
-    return got
-
-
 def _open(query: dict | None = None):
     app = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
     app.run()
