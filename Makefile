@@ -17,12 +17,13 @@ APT_PACKAGES := chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emo
 CHROMIUM_BIN ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test browser real-model venv-path
+.PHONY: help setup run test browser real-model venv-path gallery
 
 help:
 	@echo "make setup   create/refresh the venv ($(VENV)) and install Chromium if missing"
 	@echo "make run     start the app (streamlit run app.py)"
 	@echo "make test    run the whole test suite, end-to-end browser tests included"
+	@echo "make gallery screenshots of every page (alone, with B; demo and real model) and exported figure in gallery/"
 	@echo "variables: LOGITSCOPE_VENV=<dir> PYTHON=<python3.11> PYTEST_ARGS='-k lens -x'"
 
 setup: $(STAMP) browser real-model
@@ -71,3 +72,9 @@ test: setup
 	@rc=0; "$(VPY)" -m pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; \
 	exit $$rc
+
+# Every page alone and with B, on the demo models and the real model, at 1280x800 and 1440x900, plus every exported
+# figure, into gallery/ (git-ignored) with an index.html. GALLERY_ARGS='--world demo --pages logit_lens' narrows it.
+GALLERY_ARGS ?=
+gallery: setup
+	"$(VPY)" -m tests.e2e.gallery $(GALLERY_ARGS)

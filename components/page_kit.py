@@ -36,6 +36,12 @@ def progress_bar(label: str) -> Iterator[ProgressFn]:
         bar.empty()
 
 
+def plot(fig: Any, key: str, **kwargs: Any) -> Any:
+    """Draw a figure exactly as it exports: plotly's own theme (theme=None), never Streamlit's, which recolours
+    named colour scales on screen (a KL heatmap's 0 drawn pink) while kaleido's PNG keeps them."""
+    return st.plotly_chart(fig, key=key, theme=None, **kwargs)
+
+
 def show(report: Report, name: str, key: str, *, bundle: str, optional: bool = False, table: str | None = None) -> None:
     """Draw figure ``name`` of a report with its export popover (and its data: the report's table of the same name,
     or of the name ``table``).
@@ -49,7 +55,7 @@ def show(report: Report, name: str, key: str, *, bundle: str, optional: bool = F
         raise KeyError(name)
     from components.export_ui import export_figure
 
-    st.plotly_chart(report.figures[name], key=f"{key}_{name}")
+    plot(report.figures[name], f"{key}_{name}")
     export_figure(report.figures[name], f"{bundle}_{name}", key=f"{key}_x_{name}",
                   data=report.tables.get(table or name))
 

@@ -84,7 +84,8 @@ if length > 1:
                                 key=f"{KEY}_position_{show_prompt}", help=field_of(S, "position").spec.help,
                                 format_func=lambda t: f"{t}: {first.tokens(show_prompt - 1)[t]!r}")
     position = None if position == length - 1 else position
-settings = replace(settings, show_prompt=show_prompt, position=position)
+kl_scale = widget(S, "kl_scale", KEY)
+settings = replace(settings, show_prompt=show_prompt, position=position, kl_scale=kl_scale)
 sync_query(settings, KEY, KEY)
 
 with kit.user_errors():

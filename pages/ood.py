@@ -181,7 +181,7 @@ figures, tables = rep.figures, rep.tables
 
 def show_with(name: str, data) -> None:
     """A report figure whose export carries another table than the report's own (page_kit.show's keys and name)."""
-    st.plotly_chart(figures[name], key=f"{KEY}_{name}")
+    kit.plot(figures[name], f"{KEY}_{name}")
     export_figure(figures[name], f"{R.BUNDLE}_{name}", key=f"{KEY}_x_{name}", data=data)
 
 

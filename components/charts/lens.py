@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from analysis.errors import InputError
 from analysis.lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
+from analysis.wording import plural
 from components.charts.style import heatmap_height, integer_axis, layer_rows_axis, log_integer_axis
 from components.charts.text import safe_text, token_label
 
@@ -131,46 +132,47 @@ def position_table(trace: LensTrace, n: int, t: int) -> pd.DataFrame:
 
 
 def target_lines(trace: LensTrace, prompts: Sequence[int], position: int | None = None,
-                 max_lines: int = 20) -> go.Figure:
-    """Target probability (left) and rank (right, log axis) per layer; one line per prompt, plus the mean/median."""
+                 max_legend: int = 8) -> go.Figure:
+    """Target probability (top) and rank (bottom, log axis) per layer on one shared layer axis: one line per prompt
+    (every prompt; faint and named in the hover when there are many), plus the mean probability / median rank."""
     if trace.target_mode == "none":
         raise InputError("The target trajectory needs a target: choose a target mode.")
     layers = np.arange(trace.n_layers + 1)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Target probability", "Target rank (1 = top)"))
-    idx = [int(i) for i in prompts]
-    probs, ranks = [], []
-    for n in idx:
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("Target probability", "Target rank (1 = top, log scale)"))
+    lines = []
+    for n in (int(i) for i in prompts):
         t = int(trace.last_index[n]) if position is None else int(position)
-        if trace.target_ids[n, t] < 0:
-            continue
-        probs.append(trace.target_prob[n, :, t])
-        ranks.append(trace.target_rank[n, :, t])
-    if not probs:
+        if trace.target_ids[n, t] >= 0:
+            lines.append((n, t, trace.target_prob[n, :, t], trace.target_rank[n, :, t]))
+    if not lines:
         raise InputError("None of the chosen prompts has a target at that position.")
-    for j, (p, r) in enumerate(zip(probs[:max_lines], ranks[:max_lines])):
-        n = idx[j]
-        t = int(trace.last_index[n]) if position is None else int(position)
+    many = len(lines) > 1
+    legend = len(lines) <= max_legend
+    for n, t, p, r in lines:
         name = f"{n + 1}: {token_label(trace.token(trace.target_ids[n, t]))}"
-        faint = len(probs) > 1
-        style = {"width": 1 if faint else 2.5}
-        fig.add_trace(go.Scatter(x=layers, y=p, mode="lines+markers", name=name, legendgroup=name, line=style,
-                                 opacity=0.45 if faint else 1.0,
-                                 hovertemplate=f"{name}<br>layer %{{x}}: p %{{y:.4f}}<extra></extra>"), 1, 1)
-        fig.add_trace(go.Scatter(x=layers, y=r, mode="lines+markers", name=name, legendgroup=name, line=style,
-                                 opacity=0.45 if faint else 1.0, showlegend=False,
-                                 hovertemplate=f"{name}<br>layer %{{x}}: rank %{{y}}<extra></extra>"), 1, 2)
-    if len(probs) > 1:
-        fig.add_trace(go.Scatter(x=layers, y=np.mean(probs, axis=0), name=f"mean over {len(probs)}",
+        style = {"width": 1 if many else 2.5}
+        common = dict(mode="lines+markers" if not many else "lines", name=name, legendgroup=name, line=style,
+                      opacity=0.45 if many else 1.0)
+        fig.add_trace(go.Scatter(x=layers, y=p, showlegend=legend, **common,
+                                 hovertemplate=f"prompt {name}<br>layer %{{x}}: p %{{y:.4f}}<extra></extra>"), 1, 1)
+        fig.add_trace(go.Scatter(x=layers, y=r, showlegend=False, **common,
+                                 hovertemplate=f"prompt {name}<br>layer %{{x}}: rank %{{y}}<extra></extra>"), 2, 1)
+    if many:
+        probs, ranks = [x[2] for x in lines], [x[3] for x in lines]
+        fig.add_trace(go.Scatter(x=layers, y=np.mean(probs, axis=0), name=f"mean over {plural(len(lines), 'prompt')}",
                                  line={"width": 4, "color": "black"}), 1, 1)
-        fig.add_trace(go.Scatter(x=layers, y=np.median(ranks, axis=0), name=f"median over {len(probs)}",
-                                 line={"width": 4, "color": "black", "dash": "dot"}), 1, 2)
-    fig.update_xaxes(title_text=_LAYER_AXIS)
+        fig.add_trace(go.Scatter(x=layers, y=np.median(ranks, axis=0), name=f"median over {plural(len(lines), 'prompt')}",
+                                 line={"width": 4, "color": "black", "dash": "dot"}), 2, 1)
+    fig.update_xaxes(title_text=_LAYER_AXIS, row=2, col=1)
     integer_axis(fig, "x", span=trace.n_layers)
     fig.update_yaxes(title_text="probability", range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(title_text="rank (log scale)", autorange="reversed", row=1, col=2)
-    log_integer_axis(fig, "y", row=1, col=2)
-    fig.update_layout(title="Target token through depth" + (" (last position)" if position is None else
-                                                             f" (position {position})"), height=420)
+    fig.update_yaxes(title_text="rank", autorange="reversed", row=2, col=1)
+    log_integer_axis(fig, "y", row=2, col=1)
+    where = " (last position)" if position is None else f" (position {position})"
+    shown = "" if legend else f"; {plural(len(lines), 'prompt')}, each named in its hover"
+    fig.update_layout(title=f"Target token through depth{where}{shown}", height=560,
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.14, "xanchor": "left", "x": 0})
     return fig
 
 
@@ -188,8 +190,9 @@ def target_frame(trace: LensTrace, prompts: Sequence[int], position: int | None 
     return pd.DataFrame(rows)
 
 
-def mean_kl_figure(traces: dict[str, LensTrace], positions: str = "last") -> go.Figure:
-    """Mean KL(p_L || p_l) per layer over the set, one line per model."""
+def mean_kl_figure(traces: dict[str, LensTrace], positions: str = "last", log: bool = False) -> go.Figure:
+    """Mean KL(p_L || p_l) per layer over the set, one line per model (``log``: a log KL axis, for real models whose
+    early layers sit 10-100 nats away and flatten the rest)."""
     fig = go.Figure()
     for name, tr in traces.items():
         fig.add_trace(go.Scatter(x=np.arange(tr.n_layers + 1), y=mean_kl_per_layer(tr, positions), mode="lines+markers",
@@ -197,9 +200,22 @@ def mean_kl_figure(traces: dict[str, LensTrace], positions: str = "last") -> go.
                                  hovertemplate="layer %{x}: %{y:.3f} nats<extra></extra>"))
     where = "each prompt's last position" if positions == "last" else "all positions"
     n = len(next(iter(traces.values())).prompts)
-    fig.update_layout(title=f"Mean KL to the final layer ({n} prompts, {where})", height=380,
-                      xaxis={"title": _LAYER_AXIS}, yaxis={"title": "mean KL(p_L || p_l) (nats)", "rangemode": "tozero"})
+    fig.update_layout(title=f"Mean KL to the final layer ({plural(n, 'prompt')}, {where})", height=380,
+                      xaxis={"title": _LAYER_AXIS}, yaxis={"title": "mean KL(p_L || p_l) (nats)", "rangemode": "tozero"},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1})
+    if log:
+        fig.update_yaxes(type="log", rangemode=None, title="mean KL(p_L || p_l) (nats, log scale)")
     return integer_axis(fig, "x", span=max(tr.n_layers for tr in traces.values()))
+
+
+def kl_axis_log(traces: dict[str, LensTrace], positions: str = "last", scale: str = "auto") -> bool:
+    """Whether the mean-KL axis is logarithmic: "log", "linear", or "auto" = when the largest layer mean is at least
+    20 times the median layer mean (real models' layer 0), so the other layers do not flatten to zero."""
+    if scale != "auto":
+        return scale == "log"
+    vals = np.concatenate([mean_kl_per_layer(tr, positions) for tr in traces.values()])
+    pos = vals[np.isfinite(vals) & (vals > 0)]
+    return bool(pos.size > 2 and pos.max() >= 20 * np.median(pos))
 
 
 def mean_kl_frame(traces: dict[str, LensTrace], positions: str = "last") -> pd.DataFrame:
@@ -264,7 +280,7 @@ def compare_mean_figure(cmp: LensComparison) -> go.Figure:
         go.Scatter(x=layers, y=cmp.mean_kl_last, mode="lines+markers", name="last position",
                    hovertemplate="layer %{x}: %{y:.4f} nats<extra></extra>"),
     ])
-    fig.update_layout(title=f"Where in depth A and B differ: mean KL(A_l || B_l) over {len(cmp.prompts)} prompts",
+    fig.update_layout(title=f"Where in depth A and B differ: mean KL(A_l || B_l) over {plural(len(cmp.prompts), 'prompt')}",
                       height=380, xaxis={"title": _LAYER_AXIS}, yaxis={"title": "mean KL (nats)", "rangemode": "tozero"})
     return integer_axis(fig, "x", span=cmp.n_layers)
 

@@ -121,3 +121,44 @@ def count_span(*samples: Iterable[float]) -> float:
         counts, _ = np.histogram(v, bins="auto" if np.ptp(v) > 0 else 1)
         best = max(best, int(counts.max()))
     return float(best)
+
+
+TITLE_CHARS = 52  # a title line that fits a half-width column at 1280 px (about 420 px of 17 px type)
+AXIS_TITLE_CHARS = 44
+
+
+def wrap_text(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters at spaces (plotly's <br>); existing breaks kept."""
+    out = []
+    for part in text.split("<br>"):
+        line = ""
+        for word in part.split(" "):
+            if line and len(line) + 1 + len(word) > width:
+                out.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        out.append(line)
+    return "<br>".join(out)
+
+
+def wrap_titles(fig: go.Figure, width: int = TITLE_CHARS, axis_width: int = AXIS_TITLE_CHARS) -> go.Figure:
+    """Wrap the title and the axis titles so they never run into each other or off a half-width column, and make
+    room above the plot for a title of several lines."""
+    title = fig.layout.title.text if fig.layout.title is not None else None
+    if title:
+        wrapped = wrap_text(title, width)
+        lines = wrapped.count("<br>") + 1
+        fig.layout.title.text = wrapped
+        if lines > 1:
+            top = fig.layout.margin.t if fig.layout.margin.t is not None else 80
+            fig.update_layout(margin={"t": max(top, 40 + 22 * lines)})
+    for key in fig.layout.to_plotly_json():
+        if key.startswith(("xaxis", "yaxis")):
+            ax = fig.layout[key]
+            if ax.title is not None and ax.title.text:
+                ax.title.text = wrap_text(ax.title.text, axis_width)
+    for ann in fig.layout.annotations or ():  # make_subplots' titles
+        if ann.text and ann.yref == "paper" and "<br>" not in ann.text and len(ann.text) > axis_width:
+            ann.text = wrap_text(ann.text, axis_width)
+    return fig

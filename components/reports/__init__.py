@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from components.charts.pairs import share_scales
+from components.charts.style import wrap_titles
 from components.notes import collapse_notes
 
 
@@ -25,9 +27,16 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def add(self, name: str, fig: go.Figure | None = None, table: pd.DataFrame | None = None) -> None:
-        """Record a figure and/or a table under name."""
+        """Record a figure and/or a table under name. Titles wrap to fit a half-width column, and a figure named
+        "<view>_B" (or "_A") shares its axis ranges and colour scales with its partner already added."""
         if fig is not None:
+            wrap_titles(fig)
             self.figures[name] = fig
+            stem, _, which = name.rpartition("_")
+            if stem and which in ("A", "B"):
+                other = self.figures.get(f"{stem}_{'B' if which == 'A' else 'A'}")
+                if other is not None:
+                    share_scales([self.figures[f"{stem}_A"], self.figures[f"{stem}_B"]])
         if table is not None:
             self.tables[name] = table
 

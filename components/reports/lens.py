@@ -48,6 +48,9 @@ class LensSettings:
     aggregate: str = setting("last", "set aggregates (mean KL, decision depth) over each prompt's last position or "
                              "all positions", label="Set aggregates over", widget="radio", display=True,
                              choices={"last": "each prompt's last position", "all": "all positions"})
+    kl_scale: str = setting("auto", "the mean-KL axis: auto = log when one layer's mean is 20x the median layer's (as at "
+                            "layer 0 of real models)", label="Mean KL axis", display=True, widget="radio",
+                            choices={"auto": "auto", "linear": "linear", "log": "log"})
     show_prompt: int = setting(1, "the prompt shown in the per-prompt views (1-based)", label="Prompt to show", lo=1,
                                display=True)
     position: int | None = setting(None, "position of the top-k table (default: the shown prompt's last)",
@@ -126,7 +129,7 @@ def report(results: LensResults, s: LensSettings) -> Report:
     """The page's figures and tables for these results and display settings (no engine call)."""
     n = shown_prompt(s, results)
     rep = lens_report(results.traces, results.comparison, target_mode=s.target, metric=s.colour,
-                      max_pos=s.positions_shown, positions=s.aggregate, n=n, t_sel=s.position)
+                      max_pos=s.positions_shown, positions=s.aggregate, n=n, t_sel=s.position, kl_scale=s.kl_scale)
     if results.compare_error:
         rep.notes.append(f"KL(A‖B) is not computed: {results.compare_error}")
     rep.notes = collapse_notes(rep.notes)
@@ -149,7 +152,7 @@ def default_position(traces: Mapping[str, L.LensTrace], n: int = 0) -> int:
 def lens_report(traces: Mapping[str, L.LensTrace], comparison: L.LensComparison | None = None, *,
                 target_mode: str = LensSettings.target, metric: str = LensSettings.colour,
                 max_pos: int = LensSettings.positions_shown, positions: str = LensSettings.aggregate, n: int = 0,
-                t_sel: int | None = None) -> Report:
+                t_sel: int | None = None, kl_scale: str = LensSettings.kl_scale) -> Report:
     """Bundle figures/tables for traces keyed "A: name" (and "B: name"): heatmap, target, position table per
     checkpoint, mean KL and decision depth over the set, and the A-vs-B KL views when comparison is given."""
     if t_sel is None:
@@ -166,7 +169,8 @@ def lens_report(traces: Mapping[str, L.LensTrace], comparison: L.LensComparison 
             rep.add(f"target_{which}", charts.target_lines(tr, chosen, at_pos), charts.target_frame(tr, chosen, at_pos))
         rep.add(f"position_{which}", table=charts.position_table(tr, n, min(t_sel, int(tr.lengths[n]) - 1)))
         rep.notes.extend(f"{which}: {note}" for note in tr.notes)
-    rep.add("mean_kl", charts.mean_kl_figure(traces, positions), charts.mean_kl_frame(traces, positions))
+    rep.add("mean_kl", charts.mean_kl_figure(traces, positions, log=charts.kl_axis_log(traces, positions, kl_scale)),
+            charts.mean_kl_frame(traces, positions))
     rep.add("decision_depth", charts.decision_depth_histogram(traces, positions),
             charts.decision_depth_frame(traces, positions))
     if comparison is not None:
