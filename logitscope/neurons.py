@@ -21,7 +21,8 @@ from logitscope.common import (
 GROUPS = {"scan": ("max_reference", "processing", "k"),
           "ablate": ("neurons", "mode", "max_prompts", "n_random", "seed", "skip_first", "as_set"),
           "induction": ("induction_source", "induction_neurons", "induction_auto", "sequences", "length",
-                        "random_sets", "induction_seed")}
+                        "random_sets", "induction_seed"),
+          "neuron card": ("card_neuron", "card_k", "card_window")}
 
 
 def settings_of(args: argparse.Namespace) -> R.NeuronsSettings:

@@ -15,10 +15,12 @@ from analysis.errors import LogitscopeError
 from analysis.model_pair import ModelPair
 from analysis.prompts import PromptSet
 from analysis.unigram import DEFAULT_REFERENCE
+from components import card_views
 from components import page_kit as kit
 from components.charts import neurons as charts
 from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
+from components.notes import collapse_notes
 from components.prompt_input import prompt_set_input
 from components.reports import Report
 from components.reports import neurons as R
@@ -58,7 +60,7 @@ def cached_induction(specs: tuple, ind_sha256: str | None, key: tuple, _ind_set:
 
 def figure(rep: Report, name: str, data: pd.DataFrame | None) -> None:
     """Draw figure ``name`` of the report with its export popover, whose table is ``data``."""
-    st.plotly_chart(rep.figures[name], key=f"{KEY}_{name}")
+    kit.plot(rep.figures[name], f"{KEY}_{name}")
     export_figure(rep.figures[name], f"{KEY}_{name}", key=f"{KEY}_x_{name}", data=data)
 
 
@@ -80,7 +82,7 @@ if not R.reference_prompts(ref_set, max_reference):
              "Token frequencies and mean ablation need it.")
 ref_hash = getattr(ref_set, "sha256", None)
 
-tab_scan, tab_abl, tab_ind = st.tabs(["Scan", "Ablate", "Induction"])
+tab_scan, tab_abl, tab_ind, tab_card = st.tabs(["Scan", "Ablate", "Induction", "Neuron card"])
 
 # ------------------------------------------------------------------------------------------ Scan
 with tab_scan:
@@ -149,6 +151,12 @@ with tab_ind:
         induction_auto = widget(S, "induction_auto", KEY, c1, disabled=bool(induction_neurons.strip()))
         run_ind = st.button("Run induction study", type="primary", key=f"{KEY}_run_ind", use_container_width=True)
 
+with tab_card:
+    st.caption("One neuron: the tokens its output weight promotes and suppresses through the unembedding, W_U·(γ ⊙ "
+               "w_out) (final norm's gain, no norm scale), its top activating reference prompts and its activations "
+               "over every reference position.")
+    card_text, card_k, card_window, card_default = card_views.neuron_card_widgets(KEY, scan)
+
 # The defaults the data gives (A's top neurons, each scan's top spectrum) are recorded as the declared defaults, so
 # the link and the cache key stay the same whether or not they were typed.
 chosen = {which: None if pick == int(scan.scans[which].top[0]) else pick for which, pick in picks.items()}
@@ -157,7 +165,9 @@ settings = S(max_reference=max_reference, processing=processing, k=k, spectrum_a
              neurons="" if ns.canonical_neuron_text(neurons) == ns.canonical_neuron_text(default_ids) else neurons,
              mode=mode, max_prompts=max_prompts, n_random=n_random, seed=seed, skip_first=skip_first, as_set=as_set,
              induction_source=source, induction_neurons=induction_neurons, induction_auto=induction_auto,
-             sequences=sequences, length=length, random_sets=random_sets, induction_seed=induction_seed)
+             sequences=sequences, length=length, random_sets=random_sets, induction_seed=induction_seed,
+             card_neuron="" if ns.canonical_neuron_text(card_text) == card_default else card_text, card_k=card_k,
+             card_window=card_window)
 sync_query(settings, KEY, KEY)
 
 ablation = None
@@ -180,7 +190,16 @@ with tab_ind:
             induction = cached_induction(specs, ind_hash, R.part_key(settings, "induction"), ind_set, settings,
                                          _progress=report)
 
-results = R.NeuronsResults(scan, ablation, induction)
+cards = None
+with tab_card:
+    if scan.reference:
+        with kit.user_errors(stop=False):
+            cards, card_notes = card_views.cached_neuron_card(specs, ref_hash, R.part_key(settings, "card"), ref_set,
+                                                              settings, scan)
+            for note in collapse_notes(card_notes):
+                st.warning(md_literal(note))
+
+results = R.NeuronsResults(scan, ablation, induction, cards)
 with kit.user_errors():
     rep = R.report(results, settings)
     meta = R.settings_metadata(settings, ref_set, results, eval_set=eval_set, induction_set=ind_set)
@@ -197,7 +216,7 @@ for which, (scatter_slot, spectrum_slot, freq_slot) in slots.items():
 if pair.compare and len(scan.scans) == 2:
     with tab_scan:
         st.subheader("A vs B", anchor=False)
-        for msg in rep.notes:
+        for msg in collapse_notes(rep.notes):
             st.info(md_literal(msg))
         kit.show(rep, "rho_A_vs_B", KEY, bundle=KEY, optional=True)
 
@@ -229,6 +248,10 @@ if induction is not None:
                 st.info(induction[which].message)
                 kit.show(rep, f"induction_{which}", KEY, bundle=KEY)
                 st.dataframe(rep.tables[f"induction_summary_{which}"], hide_index=True, key=f"{KEY}_ind_summ_{which}")
+
+if cards:
+    with tab_card:
+        card_views.show_neuron_card(rep, pair, KEY, KEY)
 
 st.divider()
 try:

@@ -13,6 +13,7 @@ from analysis.flow import CHECK_NAMES, FlowResult, failed_checks, tolerance
 from analysis.model_defaults import default_set
 from analysis.wording import plural
 from components import page_kit as kit
+from components import pattern_view
 from components.export_ui import export_bundle
 from components.prompt_input import prompt_set_input
 from components.reports import flow as R
@@ -40,6 +41,9 @@ DEFINITIONS = """
 - **Imp** (nats): log p(target) after adding the write minus before, through the same frozen readout
   (attention and heads read from the block input, the MLP from block input + attention).
 - Over a prompt set, layer and head views are averaged; grids are aligned at the last token (T, T−1, …).
+- **Attention patterns**: one query head's attention probabilities over the prompt (query rows × key columns; each row
+  sums to 1, causal). The last row is the a(T←p) the head x source attribution uses. GQA heads share keys and values
+  but each query head has its own pattern.
 """
 
 
@@ -124,6 +128,8 @@ def main() -> None:
     st.text("Prompt: " + repr(prompts[idx]))
     settings = replace(settings, view=None if view == default else view, threshold=threshold, edges=edges,
                        show_prompt=show_prompt)
+    pattern_view.apply_clicks(KEY, list(results.by_model))
+    settings = replace(settings, pattern_head=pattern_view.head_picker(KEY, results, settings, v1))
     sync_query(settings, KEY, KEY)
 
     with kit.user_errors():
@@ -139,7 +145,7 @@ def main() -> None:
         kit.show(rep, name, KEY, bundle=R.BUNDLE)
 
     tabs = st.tabs(["Flow", "Attention grid", "Layers", "Heads", "Per position (not additive)",
-                    "Target vs competitor"] + (["Prompt set"] if len(prompts) > 1 else []))
+                    "Target vs competitor", "Attention patterns"] + (["Prompt set"] if len(prompts) > 1 else []))
     cols_for = lambda: kit.compare_columns(pair)  # noqa: E731 - one column per checkpoint, inside each tab
 
     with tabs[0]:
@@ -187,8 +193,11 @@ def main() -> None:
                 fig(f"target_vs_competitor_{which}")
                 fig(f"attention_grid_difference_{which}")
 
+    with tabs[6]:
+        pattern_view.show(rep, pair, KEY)
+
     if len(prompts) > 1:
-        with tabs[6]:
+        with tabs[7]:
             for label, lm, card, col in cols_for():
                 which = label.split(":")[0]
                 res = results.by_model[which]

@@ -6,17 +6,19 @@ flow`` derives its flags from the same declaration and calls ``run``; metadata.j
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from analysis import attention_patterns as AP
 from analysis import flow as F
 from analysis.errors import InputError, LogitscopeError
 from analysis.flow import FlowSetResult
 from analysis.model_pair import ModelPair, Progress, stage
 from analysis.prompts import PromptSet
 from analysis.wording import plural, verb
+from components.charts import attention as attn_charts
 from components.charts import flow as charts
 from components.notes import collapse_notes
 from components.reports import Report
@@ -52,6 +54,9 @@ class FlowSettings:
     edges: int = setting(20, "flow edges drawn at most", label="Flow edges (max)", lo=4, hi=80, display=True)
     show_prompt: int = setting(1, "the prompt shown in detail (1-based)", label="Prompt shown in detail", lo=1,
                                display=True)
+    pattern_head: str = setting("", "head whose attention pattern is shown, L<block>H<head> (0-based); blank: the head "
+                                "with the largest |DLA| in A's head x source view of the shown prompt",
+                                label="Attention pattern of head", display=True)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class FlowResults:
     by_model: Mapping[str, FlowSetResult]
     names: Mapping[str, str]
     prompts: tuple[str, ...]
+    patterns: Mapping[str, tuple] = field(default_factory=dict)  # {which: AttentionPatterns or None per prompt}
+    pattern_notes: tuple[str, ...] = ()
 
 
 def has_competitor(results: Mapping[str, FlowSetResult]) -> bool:
@@ -90,7 +97,11 @@ def compute(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress:
     by_model = {which: F.logit_flow_set(lm, list(prompts), targets, competitors,
                                         progress=stage(progress, i / len(items), (i + 1) / len(items), which))
                 for i, (which, lm, _card) in enumerate(items)}
-    return FlowResults(by_model, {which: card.name for which, _, card in items}, prompts)
+    patterns, notes = {}, []
+    for which, lm, _card in items:
+        patterns[which], why = AP.attention_pattern_set(lm, list(prompts))
+        notes.extend(f"{which}, attention patterns: {n}" for n in why)
+    return FlowResults(by_model, {which: card.name for which, _, card in items}, prompts, patterns, tuple(notes))
 
 
 def resolve_view(s: FlowSettings, results: FlowResults) -> str:
@@ -113,8 +124,49 @@ def shown_prompt(s: FlowSettings, results: FlowResults) -> int:
 
 def report(results: FlowResults, s: FlowSettings) -> Report:
     """The page's figures and tables for these results and display settings (no engine call)."""
-    return flow_report(results.by_model, results.names, view=resolve_view(s, results), frac=s.threshold,
-                       top_k=s.edges, idx=shown_prompt(s, results))
+    rep = flow_report(results.by_model, results.names, view=resolve_view(s, results), frac=s.threshold,
+                      top_k=s.edges, idx=shown_prompt(s, results))
+    return rep.merge(pattern_report(results, s))
+
+
+def pattern_head(s: FlowSettings, results: FlowResults) -> tuple[int, int]:
+    """(block, head) of the attention pattern shown: the chosen head, else the largest |DLA| cell of A's head x
+    source view (the shown prompt, the view shown)."""
+    first = results.by_model["A"] if "A" in results.by_model else next(iter(results.by_model.values()))
+    r = first.results[shown_prompt(s, results)]
+    if s.pattern_head.strip():
+        return AP.parse_head_label(s.pattern_head, r.n_layers, r.n_heads)
+    src = np.abs(r.view(resolve_view(s, results)).sources)
+    layer, head, _ = np.unravel_index(int(np.argmax(src)), src.shape)
+    return int(layer), int(head)
+
+
+def pattern_report(results: FlowResults, s: FlowSettings) -> Report:
+    """Per checkpoint: the head x source view of the shown prompt and the chosen head's attention pattern."""
+    rep = Report(notes=list(results.pattern_notes))
+    if not results.patterns:
+        return rep
+    idx, view = shown_prompt(s, results), resolve_view(s, results)
+    layer, head = pattern_head(s, results)
+    hl = AP.head_label(layer, head)
+    for which, res in results.by_model.items():
+        r, name = res.results[idx], results.names[which]
+        a = r.view(view)
+        rep.add(f"head_source_{which}", attn_charts.head_source_heatmap(
+            a.sources, r.tokens, f"{name}: head x source DLA into T ({VIEW_LABELS[view]}), strongest heads"),
+            attn_charts.head_source_frame(a.sources, r.tokens))
+        pats = results.patterns.get(which, ())
+        pat = pats[idx] if idx < len(pats) else None
+        if pat is None:
+            rep.notes.append(f"{which}, attention patterns: none kept for prompt {idx + 1}.")
+        elif layer >= pat.probs.shape[0] or head >= pat.probs.shape[1]:
+            rep.notes.append(f"{which}, attention patterns: this model has no head {hl}.")
+        else:
+            p = pat.head(layer, head).probs
+            rep.add(f"attention_pattern_{which}", attn_charts.pattern_heatmap(
+                p, pat.tokens, f"{name}: attention pattern of {hl} (query x key, rows sum to 1)"),
+                attn_charts.pattern_frame(p, pat.tokens))
+    return rep
 
 
 def settings_metadata(s: FlowSettings, results: FlowResults) -> dict:
@@ -123,6 +175,8 @@ def settings_metadata(s: FlowSettings, results: FlowResults) -> dict:
     meta = as_metadata(s)
     meta["view"] = resolve_view(s, results)
     meta["n_prompts"] = len(results.prompts)
+    if results.patterns:
+        meta["pattern_head_shown"] = AP.head_label(*pattern_head(s, results))
     return meta
 
 
@@ -133,6 +187,13 @@ def run(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress: Pro
     return report(results, s), settings_metadata(s, results)
 
 
+def _sankey_edges(r, view: str, frac: float, top_k: int) -> list:
+    """The edges the Sankey of one prompt's result draws (its threshold = frac % of its strongest edge)."""
+    a = r.view(view)
+    strongest = float(np.abs(a.sources).max()) if a.sources.size else 0.0
+    return charts.top_edges(a.sources, strongest * frac / 100.0, int(top_k))
+
+
 def flow_report(results: Mapping[str, FlowSetResult], names: Mapping[str, str], *, view: str | None = None,
                 frac: float = FlowSettings.threshold, top_k: int = FlowSettings.edges, idx: int = 0) -> Report:
     """Bundle figures/tables for results keyed "A"/"B" (names: card names): flow, grids, layers, heads, per position,
@@ -140,6 +201,7 @@ def flow_report(results: Mapping[str, FlowSetResult], names: Mapping[str, str], 
     view = view or default_view(results)
     label = VIEW_LABELS[view]
     rep = Report()
+    nodes = charts.sankey_nodes(*[_sankey_edges(res.results[idx], view, frac, top_k) for res in results.values()])
     for which, res in results.items():
         r, name = res.results[idx], names[which]
         # "A, ..." (not "A: ...", which the page shows as a prompt-set error)
@@ -149,7 +211,8 @@ def flow_report(results: Mapping[str, FlowSetResult], names: Mapping[str, str], 
         xl = charts.position_labels(r.tokens)
         strongest = float(np.abs(a.sources).max()) if a.sources.size else 0.0
         rep.add(f"flow_{which}", charts.flow_sankey(r.tokens, a.sources, r.target, threshold=strongest * frac / 100.0,
-                                                    top_k=int(top_k), title=f"{name}: source → head → final ({label})"),
+                                                    top_k=int(top_k), title=f"{name}: source → head → final ({label})",
+                                                    nodes=nodes),
                 charts.edge_frame(r.tokens, a.sources, a.imp_sources))
         rep.add(f"attention_grid_{which}",
                 charts.grid_heatmap(a.attn_grid, xl, f"{name}: attention from source p into T ({label})",

@@ -14,11 +14,13 @@ import pandas as pd
 
 from analysis import induction as ind
 from analysis import neuron_ablation as abl
+from analysis import neuron_card as nc
 from analysis import neuron_scan as ns
 from analysis.errors import InputError, LogitscopeError
 from analysis.model_pair import ModelPair, Progress, stage
 from analysis.prompts import PromptSet
 from analysis.unigram import Unigram, unigram_distribution
+from components.charts import cards as card_charts
 from components.charts import neurons as charts
 from components.reports import Report
 from components.settings import as_metadata, compute_key, fields_of, setting
@@ -79,6 +81,13 @@ class NeuronsSettings:
     length: int = setting(30, "random R length in tokens", label="Random R length", lo=2, hi=500)
     random_sets: int = setting(3, "random neuron sets ablated as a baseline", label="Random neuron sets", lo=0, hi=20)
     induction_seed: int = setting(0, "seed of the random sequences and neuron sets", label="Seed", lo=0, hi=10_000)
+    # neuron card
+    card_neuron: str = setting("", "neuron of the neuron card, L{block}.N{index} (0-based block); empty = the top "
+                               "entropy neuron of A's scan (by rho)", label="Neuron (L{block}.N{index})")
+    card_k: int = setting(10, "top tokens and top activating reference prompts shown in the neuron card",
+                          label="Top k", lo=1, hi=nc.TOP_TOKENS, display=True)
+    card_window: int = setting(8, "context tokens shown each side of the marked token in the neuron card's examples",
+                               label="Context tokens each side", lo=0, hi=64, display=True)
 
 
 S = NeuronsSettings
@@ -89,6 +98,7 @@ PART_FIELDS = {
                "skip_first", "as_set"),
     "induction": ("induction_source", "induction_neurons", "induction_auto", "sequences", "length", "random_sets",
                   "induction_seed"),
+    "card": ("max_reference", "processing", "k", "card_neuron"),
 }
 if {n for names in PART_FIELDS.values() for n in names} != {f.name for f in fields_of(S) if not f.spec.display}:
     raise TypeError("PART_FIELDS must cover every compute setting of NeuronsSettings")
@@ -119,6 +129,7 @@ class NeuronsResults:
     scan: ScanResults
     ablation: Mapping[str, abl.AblationResult] | None = None
     induction: Mapping[str, ind.InductionResult] | None = None
+    cards: Mapping[str, nc.NeuronCard] | None = None
 
 
 def reference_prompts(prompt_set: PromptSet | None, max_reference: int) -> tuple[str, ...]:
@@ -201,6 +212,43 @@ def compute_induction(models: ModelPair, induction_set: PromptSet | None, s: Neu
     return out
 
 
+def card_neuron(s: NeuronsSettings, scan: ScanResults) -> str:
+    """The neuron card's neuron: the typed one, else the top entropy neuron of A's scan (by rho)."""
+    a = scan.scans["A"]
+    return s.card_neuron.strip() or ns.neuron_label(a.block, int(a.ranked[0]))
+
+
+def compute_card(models: ModelPair, s: NeuronsSettings, scan: ScanResults) -> tuple[dict[str, nc.NeuronCard], list]:
+    """The neuron card of ``card_neuron`` on every checkpoint over the scan's reference prompts: ({which: card},
+    notes for the checkpoints it failed on); InputError on a bad id (or an empty reference set)."""
+    if not scan.reference:
+        raise InputError("The neuron card needs reference prompts (the page's reference set, the CLI's --prompts).")
+    (block, index), = ns.parse_neuron_ids(card_neuron(s, scan), models.a.adapter)[:1]
+    out, notes = {}, []
+    for which, lm, _card in models.items():
+        try:
+            out[which] = nc.neuron_card(lm, block, index, list(scan.reference))
+        except LogitscopeError as err:
+            if which == "A":
+                raise
+            notes.append(f"{which}, neuron card: {err}")
+    return out, notes
+
+
+def card_report(cards: Mapping[str, nc.NeuronCard], s: NeuronsSettings, names: Mapping[str, str]) -> Report:
+    """Per checkpoint: the neuron's top tokens, its top activating reference prompts (table) and its histogram."""
+    rep = Report()
+    for which, card in cards.items():
+        name = names.get(which, which)
+        rep.add(f"card_tokens_{which}", card_charts.neuron_tokens_figure(card, s.card_k, name),
+                card_charts.neuron_tokens_frame(card, s.card_k))
+        rep.tables[f"card_examples_{which}"] = card_charts.examples_frame(card, s.card_k, s.card_window)
+        rep.add(f"card_histogram_{which}", card_charts.activation_histogram(card, name),
+                card_charts.activation_frame(card))
+        rep.notes.extend(f"{which}, neuron card: {n}" for n in card.notes)
+    return rep
+
+
 def compute(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings, progress: Progress | None = None, *,
             eval_set: PromptSet | None = None, induction_set: PromptSet | None = None,
             parts: tuple[str, ...] = PARTS) -> NeuronsResults:
@@ -214,7 +262,8 @@ def compute(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings,
         ablation = compute_ablation(models, eval_set, s, scan, stage(progress, 0.1, 0.6, "ablate"))
     if "induction" in parts:
         induction = compute_induction(models, induction_set, s, stage(progress, 0.6, 1.0, "induction"))
-    return NeuronsResults(scan, ablation, induction)
+    cards = compute_card(models, s, scan)[0] if scan.reference else None
+    return NeuronsResults(scan, ablation, induction, cards)
 
 
 def spectrum_picks(s: NeuronsSettings, scan: ScanResults) -> dict[str, int]:
@@ -246,6 +295,7 @@ def settings_metadata(s: NeuronsSettings, prompt_set: PromptSet | None, results:
                              and s.induction_source == "prompts" else None)
     meta["induction_neurons_used"] = ({w: ", ".join(r.neurons) for w, r in results.induction.items()}
                                       if results.induction is not None else None)
+    meta["card_neuron_used"] = ns.canonical_neuron_text(card_neuron(s, scan)) if results.cards else None
     return meta
 
 
@@ -262,8 +312,9 @@ def inputs(prompt_set: PromptSet | None, results: NeuronsResults, eval_set: Prom
 def report(results: NeuronsResults, s: NeuronsSettings) -> Report:
     """The page's figures and tables for these results and display settings (no engine call)."""
     scan = results.scan
-    return neurons_report(scan.scans, scan.freqs, picks=spectrum_picks(s, scan), names=scan.names,
-                          ablations=results.ablation, inductions=results.induction)
+    rep = neurons_report(scan.scans, scan.freqs, picks=spectrum_picks(s, scan), names=scan.names,
+                         ablations=results.ablation, inductions=results.induction)
+    return rep.merge(card_report(results.cards, s, scan.names)) if results.cards else rep
 
 
 def run(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings, progress: Progress | None = None, *,
@@ -358,4 +409,5 @@ def neurons_report(scans: Mapping[str, ns.EntropyScan], freqs: Mapping[str, ns.F
 # Settings whose page default comes from the model or the data rather than the declaration (tests/test_declarations).
 PAGE_DEFAULT_EXEMPT = {"neurons": "the top 3 of checkpoint A's scan by rho (default_neurons)",
                        "spectrum_a": "a choice among A's scan's top neurons, default its top one",
-                       "spectrum_b": "a choice among B's scan's top neurons, default its top one"}
+                       "spectrum_b": "a choice among B's scan's top neurons, default its top one",
+                       "card_neuron": "the top entropy neuron of checkpoint A's scan by rho (card_neuron)"}
