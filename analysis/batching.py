@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from analysis.errors import InputError
+from analysis.wording import plural, verb
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def token_rows(tokenizer, prompts: Sequence[str], *, max_length: int | None = No
         if too_long:
             first = ", ".join(str(i + 1) for i in too_long[:5])
             raise InputError(
-                f"{len(too_long)} prompt(s) are longer than the model's context of {max_length} tokens "
+                f"{plural(len(too_long), 'prompt')} {verb(len(too_long), 'is', 'are')} longer than the model's context of {max_length} tokens "
                 f"(prompt {first}{', ...' if len(too_long) > 5 else ''}). Shorten them."
             )
     return rows

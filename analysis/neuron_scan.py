@@ -29,6 +29,7 @@ import torch
 from analysis.architectures import NORM_LAYERNORM, Adapter
 from analysis.errors import InputError
 from analysis.unigram import Unigram
+from analysis.wording import plural, verb
 
 Progress = Callable[[float, str], None] | None
 NeuronId = tuple[int, int]  # (block, index)
@@ -252,7 +253,7 @@ def scan_entropy(adapter: Adapter, *, block: int | None = None, k: int | None = 
     best = int(ranked[0])
     if cand:
         shown = ", ".join(f"{neuron_label(block, i)} (rho {rho_np[i]:.3f}, norm {norms_np[i]:.2f})" for i in cand[:6])
-        message = (f"{len(cand)} neuron(s) of block {block} stand out as entropy-neuron candidates "
+        message = (f"{plural(len(cand), 'neuron')} of block {block} {verb(len(cand), 'stands', 'stand')} out as entropy-neuron candidates "
                    f"(rho >= {thr:.3f} and norm >= median): {shown}{' ...' if len(cand) > 6 else ''}. "
                    f"Median rho {med:.3f}; a random direction gives about {np.sqrt(k / d):.3f}.")
     else:
@@ -322,7 +323,7 @@ def scan_frequency(adapter: Adapter, unigram: Unigram, *, processing: bool = Tru
     b0, i0 = top[0]
     if cand:
         shown = ", ".join(f"{neuron_label(b, i)} (cos {score[b, i]:+.3f})" for b, i in cand[:6])
-        message = (f"{len(cand)} neuron(s) stand out as token-frequency candidates (|cos| >= {thr:.3f}): {shown}. "
+        message = (f"{plural(len(cand), 'neuron')} {verb(len(cand), 'stands', 'stand')} out as token-frequency candidates (|cos| >= {thr:.3f}): {shown}. "
                    f"Median |cos| {np.median(a):.3f}.")
     else:
         message = (f"No neuron stands out along the frequency direction: top |cos| {a[b0, i0]:.3f} "

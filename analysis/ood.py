@@ -56,6 +56,7 @@ from analysis.ood_scores import (
     ViM,
     default_vim_dim,
 )
+from analysis.wording import plural, verb
 
 ProgressFn = Callable[[float, str], None]
 ID_KEY = "ID (held-out)"
@@ -229,11 +230,11 @@ def check_sets(n_id: int, ood: Mapping[str, int]) -> None:
     if not ood:
         raise InputError("Add at least one OOD set to compare the ID set with.")
     if n_id < MIN_ID:
-        raise InputError(f"The ID set has {n_id} distinct prompt(s); at least {MIN_ID} are needed "
+        raise InputError(f"The ID set has {plural(n_id, 'distinct prompt')}; at least {MIN_ID} are needed "
                          f"({MIN_ID // 2} to fit the scores on and {MIN_ID // 2} held out to evaluate them).")
     for name, n in ood.items():
         if n < MIN_OOD:
-            raise InputError(f"The OOD set '{name}' has {n} prompt(s); at least {MIN_OOD} are needed for the "
+            raise InputError(f"The OOD set '{name}' has {plural(n, 'prompt')}; at least {MIN_OOD} are needed for the "
                              "metrics (AUROC, FPR@95) to mean anything.")
 
 
@@ -244,7 +245,7 @@ def _checked_inputs(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures],
     notes: list[str] = []
     keep = _dedupe(id_feats.prompts)
     if keep.size < len(id_feats):
-        notes.append(f"{len(id_feats) - keep.size} duplicate ID prompt(s) were dropped before the split.")
+        notes.append(f"{plural(len(id_feats) - keep.size, 'duplicate ID prompt')} {verb(len(id_feats) - keep.size, 'was', 'were')} dropped before the split.")
         id_feats = _take(id_feats, keep)
     check_sets(len(id_feats), {k: len(v) for k, v in ood_feats.items()})
     for name, f in ood_feats.items():
@@ -254,7 +255,7 @@ def _checked_inputs(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures],
             raise InputError(f"The OOD set '{name}' was computed with another model than the ID set.")
         overlap = len(set(f.prompts) & set(id_feats.prompts))
         if overlap:
-            notes.append(f"{overlap} prompt(s) of the OOD set '{name}' also appear in the ID set.")
+            notes.append(f"{plural(overlap, 'prompt')} of the OOD set '{name}' {verb(overlap, 'also appears', 'also appear')} in the ID set.")
     for p in settings.poolings:
         if p not in ("last", "mean"):
             raise InputError(f"Pooling must be 'last' or 'mean', got {p!r}.")

@@ -39,6 +39,7 @@ from analysis.shift_results import ShiftResult as ShiftResult
 from analysis.shift_results import Similarity as Similarity
 from analysis.shift_results import TokenTotals as TokenTotals
 from analysis.token_map import build_token_map, same_tokenizer
+from analysis.wording import plural, verb
 
 Progress = Callable[[float, str], None] | None
 REFERENCES = ("response", "greedy")
@@ -87,7 +88,7 @@ def _check_inputs(prompts: Sequence[str], responses: Sequence[str | None] | None
     if reference == "response":
         missing = [i + 1 for i, r in enumerate(resp) if not r]
         if missing:
-            raise InputError(f"{len(missing)} prompt(s) have no response (prompt {', '.join(map(str, missing[:5]))}); "
+            raise InputError(f"{plural(len(missing), 'prompt')} {verb(len(missing))} no response (prompt {', '.join(map(str, missing[:5]))}); "
                              "use B's greedy output as the reference, or add a 'response' column.")
     return resp
 

@@ -12,6 +12,7 @@ import streamlit as st
 from analysis import lens as L
 from analysis.model_defaults import default_fact
 from components import page_kit as kit
+from components import tuned_lens_ui
 from components.charts.text import md_literal
 from components.export_ui import export_bundle
 from components.notes import collapse_notes
@@ -44,6 +45,7 @@ left, right = st.columns([3, 2])
 with left:
     prompt_set = prompt_set_input(KEY, help="One prompt, several typed prompts, a built-in set or an uploaded file.")
 with right:
+    lens = widget(S, "lens", KEY)
     c1, c2 = st.columns(2)
     top_k = widget(S, "top_k", KEY, c1)
     positions_shown = widget(S, "positions_shown", KEY, c2)
@@ -56,16 +58,17 @@ with right:
 
 if prompt_set is None:
     st.stop()
+trained = lens == "tuned" and tuned_lens_ui.panel(pair, KEY)  # train the translators on a button press
 
-settings = S(top_k=top_k, target=target, target_text=target_text, colour=colour, positions_shown=positions_shown,
+settings = S(lens=lens, top_k=top_k, target=target, target_text=target_text, colour=colour, positions_shown=positions_shown,
              aggregate=aggregate)
 prompts = tuple(prompt_set.prompts)
-params = (pair.specs(), prompt_set.sha256, compute_key(settings))
-kit.require_run(f"{KEY}_ran", params, run_clicked, "the lens")
+ckey = compute_key(settings) + (tuned_lens_ui.stamps(pair) if lens == "tuned" else ())  # a new translator recomputes
+params = (pair.specs(), prompt_set.sha256, ckey)
+kit.require_run(f"{KEY}_ran", params, run_clicked or trained, "the lens")
 
 with kit.user_errors(), kit.progress_bar("Computing the lens…") as report:
-    results = cached_compute(pair.specs(), prompt_set.sha256, compute_key(settings), prompt_set, settings,
-                             report)
+    results = cached_compute(pair.specs(), prompt_set.sha256, ckey, prompt_set, settings, report)
 
 first = next(iter(results.traces.values()))
 for note in collapse_notes(first.notes):  # one warning per kind, naming the prompts it concerns
@@ -84,8 +87,10 @@ if length > 1:
                                 key=f"{KEY}_position_{show_prompt}", help=field_of(S, "position").spec.help,
                                 format_func=lambda t: f"{t}: {first.tokens(show_prompt - 1)[t]!r}")
     position = None if position == length - 1 else position
-kl_scale = widget(S, "kl_scale", KEY)
-settings = replace(settings, show_prompt=show_prompt, position=position, kl_scale=kl_scale)
+c1, c2 = st.columns(2)
+layer_step = widget(S, "layer_step", KEY, c1)
+kl_scale = widget(S, "kl_scale", KEY, c2)
+settings = replace(settings, show_prompt=show_prompt, position=position, kl_scale=kl_scale, layer_step=layer_step)
 sync_query(settings, KEY, KEY)
 
 with kit.user_errors():
@@ -105,6 +110,8 @@ for (which, lm, card), col in zip(pair.items(), cols):
 
 st.subheader("Over the set", anchor=False)
 kit.show_row(rep, ("mean_kl", "decision_depth"), KEY, bundle=R.BUNDLE)
+for which, _, _ in pair.items():  # the tuned lens: its translator's held-out KL / cross-entropy, logit vs tuned
+    kit.show(rep, f"tuned_vs_logit_{which}", KEY, bundle=R.BUNDLE, optional=True)
 
 if results.comparison is not None:
     st.subheader("A vs B on identical tokens", anchor=False)

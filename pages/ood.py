@@ -21,6 +21,7 @@ from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
 from components.model_state import load_cached
+from components.notes import collapse_notes
 from components.prompt_input import prompt_set_input, render_like
 from components.reports import ood as R
 from components.settings import compute_key, field_of
@@ -190,7 +191,7 @@ for label, lm, card, col in kit.compare_columns(pair):
     which = label.split(":")[0]
     with col:
         st.subheader(label, anchor=False)
-        for note in study_.notes:
+        for note in collapse_notes(study_.notes):  # one note per kind, naming what it concerns
             st.caption("Note: " + md_literal(note))
         where = "final logits" if study_.best_layer is None else f"layer {study_.best_layer}"
         st.metric("Best separation (AUROC, held-out ID vs "

@@ -32,6 +32,7 @@ from analysis.steering_vectors import (
     load_vectors,
     save_vectors,
 )
+from components import card_views
 from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle
@@ -200,6 +201,8 @@ L = lm.adapter.n_layers
 ran: dict[str, PromptSet] = {}  # the prompt sets of the parts that ran (R.SteerSets' fields)
 monitoring: dict[str, Monitoring] = {}
 flagged, generations, sweep, drift = None, None, None, None
+generations_b, sweep_b = None, None  # A's vector applied to B (compare mode)
+vcard = None  # the vector card, once vectors are built or loaded
 
 tab_build, tab_monitor, tab_steer, tab_drift = st.tabs(["Build", "Monitor", "Steer", "Drift"])
 
@@ -263,6 +266,9 @@ with tab_build:
         part = R.build_report(sv, drawn.get("hist_layer"))
         for name in ("separability", "contrast_projection"):
             kit.show(part, name, KEY, bundle=R.BUNDLE, optional=True)
+        with kit.user_errors(stop=False):
+            vcard = card_views.cached_vector_card(lm.spec, sv.fingerprint, sv)
+            card_views.show_vector_card(R.vector_card_report(vcard, sv, drawn.get("hist_layer")), KEY, R.BUNDLE)
 
 # ---------------------------------------------------------------- Monitor
 with tab_monitor:
@@ -330,12 +336,20 @@ with tab_steer:
             s = R.resolve(current(), lm, sv, ps)
             with kit.user_errors(), st.spinner("Generating…"):
                 generations = cached_generate(lm.spec, sv.fingerprint, R.part_key(s, "generate"), sv, s)
-            cols = st.columns(2)
-            cols[0].markdown("**Unsteered**")
-            cols[0].text(generations.unsteered.text)
-            cols[1].markdown(f"**Steered** (layer {generations.layer}, alpha {generations.alpha:g})")
-            cols[1].text(generations.steered.text)
-            kit.show(R.generations_report(generations), "generations", KEY, bundle=R.BUNDLE)
+                if pair.compare:  # A's vector applied to B as well
+                    generations_b = cached_generate(pair.b.spec, sv.fingerprint, R.part_key(s, "generate"), sv, s)
+            gen_rep = R.generations_report(generations, generations_b, ("A", "B") if pair.compare else ("", ""))
+            for which, gen, name in (("A", generations, "generations"), ("B", generations_b, "generations_B")):
+                if gen is None:
+                    continue
+                if pair.compare:
+                    st.markdown(f"**{which}: {md_literal((pair.card_a if which == 'A' else pair.card_b).name)}**")
+                cols = st.columns(2)
+                cols[0].markdown("**Unsteered**")
+                cols[0].text(gen.unsteered.text)
+                cols[1].markdown(f"**Steered** (layer {gen.layer}, alpha {gen.alpha:g})")
+                cols[1].text(gen.steered.text)
+                kit.show(gen_rep, name, KEY, bundle=R.BUNDLE)
         st.subheader("Sweep and global logit shift", anchor=False)
         st.caption("For each layer and alpha: the logit difference z(a) − z(b) at the last prompt token and "
                    "KL(clean ‖ steered) on target prompts, and the same shift on control prompts (a shift that is as "
@@ -367,9 +381,12 @@ with tab_steer:
             with kit.user_errors(), kit.progress_bar("Sweeping…") as report:
                 sweep = cached_sweep(lm.spec, (tps.sha256, cps.sha256), sv.fingerprint, R.part_key(s, "sweep"), tps,
                                      cps, sv, s, _progress=report)
-            part = R.sweep_report(sweep)
-            kit.show(part, "steering_sweep", KEY, bundle=R.BUNDLE)
-            kit.show(part, "targets_vs_controls", KEY, bundle=R.BUNDLE)
+                if pair.compare:  # A's vector applied to B as well
+                    sweep_b = cached_sweep(pair.b.spec, (tps.sha256, cps.sha256), sv.fingerprint,
+                                           R.part_key(s, "sweep"), tps, cps, sv, s, _progress=report)
+            part = R.sweep_report(sweep, sweep_b, ("A", "B") if pair.compare else ("", ""))
+            for name in ("steering_sweep", "steering_sweep_B", "targets_vs_controls", "targets_vs_controls_B"):
+                kit.show(part, name, KEY, bundle=R.BUNDLE, optional=True)
 
 # ---------------------------------------------------------------- Drift
 with tab_drift:
@@ -407,7 +424,7 @@ if sv is not None:
         del st.query_params[RUN_FLAG]
     settings = R.resolve(chosen, lm, sv, ps)
     results = R.SteerResults(settings, sv, monitoring, flagged, generations, sweep, drift, ps, R.SteerSets(**ran),
-                             R.notes_of(pair, settings))
+                             R.notes_of(pair, settings), vcard, generations_b, sweep_b)
     with kit.user_errors():
         rep = R.report(results, settings)
 if rep is not None and rep.figures:

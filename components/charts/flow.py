@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from components.charts.style import BLOCK_AXIS, categorical_axis
+from components.charts.style import BLOCK_AXIS, PROMOTES_RGB, SUPPRESSES_RGB, categorical_axis, heatmap_height
 from components.charts.text import safe_text, token_label
 
-POS, NEG = "rgba(33,102,172,{a})", "rgba(178,24,43,{a})"
+POS, NEG = f"rgba({PROMOTES_RGB},{{a}})", f"rgba({SUPPRESSES_RGB},{{a}})"
 
 
 def position_labels(tokens: Sequence[str]) -> list[str]:
@@ -42,13 +42,11 @@ def grid_heatmap(grid: np.ndarray, x_labels: Sequence[str], title: str, *, units
     fig = go.Figure(go.Heatmap(
         z=g, x=list(x_labels), y=[f"block {i}" for i in range(L)], colorscale="RdBu", zmid=0, zmin=-m, zmax=m,
         colorbar=dict(title=units), hovertemplate="%{y}, %{x}<br>%{z:.4f} " + units + "<extra></extra>"))
-    fig.update_layout(title=safe_text(title), height=max(260, 60 + 34 * L), margin=dict(l=70, r=20, t=60, b=80),
+    subtitle = f"<br><sup>{safe_text(note)}</sup>" if note else ""  # a subtitle, never an annotation over the title
+    fig.update_layout(title=safe_text(title) + subtitle, height=heatmap_height(L, extra=260),
+                      margin=dict(l=70, r=20, t=90, b=80),
                       xaxis=dict(title="source position: token", tickangle=-45), yaxis=dict(title=BLOCK_AXIS))
-    categorical_axis(categorical_axis(fig, "x"), "y")
-    if note:
-        fig.add_annotation(text=safe_text(note), xref="paper", yref="paper", x=0, y=1.0, yanchor="bottom",
-                           showarrow=False, font=dict(size=11, color="#555"))
-    return fig
+    return categorical_axis(categorical_axis(fig, "x"), "y")
 
 
 def layer_bars(attn: np.ndarray, mlp: np.ndarray, title: str, *, embed: float | None = None,
@@ -93,7 +91,7 @@ def head_heatmap(heads: np.ndarray, title: str, *, units: str = "logit") -> go.F
         z=h, x=[f"H{j}" for j in range(H)], y=[f"block {i}" for i in range(L)], colorscale="RdBu", zmid=0,
         zmin=-m, zmax=m, colorbar=dict(title=units),
         hovertemplate="%{y}, head %{x}<br>%{z:.4f} " + units + "<extra></extra>"))
-    fig.update_layout(title=safe_text(title), height=max(260, 60 + 34 * L), xaxis_title="query head",
+    fig.update_layout(title=safe_text(title), height=heatmap_height(L, extra=200), xaxis_title="query head",
                       yaxis_title=BLOCK_AXIS, margin=dict(l=70, r=20, t=60, b=50))
     return categorical_axis(categorical_axis(fig, "x"), "y")
 
@@ -111,9 +109,25 @@ def top_edges(sources: np.ndarray, threshold: float, top_k: int = 24) -> list[tu
     return out
 
 
+def sankey_nodes(*edge_lists: list[tuple[int, int, int, float]]) -> tuple[list[int], list[tuple[int, int]]]:
+    """The source positions and (block, head) nodes of several Sankeys' edges, sorted: A and B drawn with the same
+    nodes in the same places."""
+    edges = [e for el in edge_lists for e in el]
+    return sorted({p for _, _, p, _ in edges}), sorted({(l, h) for l, h, _, _ in edges})
+
+
+def _spread(n: int) -> list[float]:
+    return [0.02 + 0.96 * (i + 0.5) / n for i in range(n)] if n else []
+
+
 def flow_sankey(tokens: Sequence[str], sources: np.ndarray, target: str, *, threshold: float = 0.0,
-                top_k: int = 24, title: str = "", units: str = "logit") -> go.Figure:
-    """Sankey from source tokens through the strongest heads into the final position (width = |contribution|)."""
+                top_k: int = 24, title: str = "", units: str = "logit",
+                nodes: tuple[list[int], list[tuple[int, int]]] | None = None) -> go.Figure:
+    """Sankey from source tokens through the strongest heads into the final position (width = |contribution|).
+
+    Nodes sit at fixed places: sources top to bottom by position, heads by (block, head) in one column per block,
+    the final position on the right; ``nodes`` (from ``sankey_nodes``) fixes them across figures so A and B line up.
+    Hover: a node's net signed contribution, a link's source token, head and signed value."""
     edges = top_edges(sources, threshold, top_k)
     T = len(tokens)
     if not edges:
@@ -122,43 +136,49 @@ def flow_sankey(tokens: Sequence[str], sources: np.ndarray, target: str, *, thre
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
         fig.update_layout(title=safe_text(title), height=300, xaxis_visible=False, yaxis_visible=False)
         return fig
-    src_pos = sorted({p for _, _, p, _ in edges})
-    head_keys = sorted({(l, h) for l, h, _, _ in edges})
+    src_pos, head_keys = nodes if nodes is not None else sankey_nodes(edges)
+    src_pos = [p for p in src_pos if p < T]
     labels = [f"{p}:{token_label(tokens[p])}" for p in src_pos]
     labels += [f"block {l} H{h}" for l, h in head_keys]
-    labels.append(f"{T - 1}:{token_label(tokens[-1])} → {token_label(target)}")
+    labels.append(f"{T - 1}:{token_label(tokens[-1])}")
     idx_src = {p: i for i, p in enumerate(src_pos)}
     idx_head = {k: len(src_pos) + i for i, k in enumerate(head_keys)}
     final = len(labels) - 1
     s_, t_, v_, c_, cd = [], [], [], [], []
-    net: dict = {}
+    net_head: dict = {}
+    net_src: dict = {}
     for l, h, p, v in edges:
         s_.append(idx_src[p])
         t_.append(idx_head[(l, h)])
         v_.append(abs(v))
         c_.append((POS if v > 0 else NEG).format(a=0.55))
-        cd.append(f"source {p} → block {l} H{h}: {v:+.4f} {units}")
-        net[(l, h)] = net.get((l, h), 0.0) + v
-    for k, tot in net.items():
+        cd.append(f"source {p}:{token_label(tokens[p])} → block {l} H{h}: {v:+.4f} {units}")
+        net_head[(l, h)] = net_head.get((l, h), 0.0) + v
+        net_src[p] = net_src.get(p, 0.0) + v
+    for k, tot in net_head.items():
         s_.append(idx_head[k])
         t_.append(final)
         v_.append(sum(abs(v) for l, h, _, v in edges if (l, h) == k))
         c_.append((POS if tot > 0 else NEG).format(a=0.35))
         cd.append(f"block {k[0]} H{k[1]} → final position: net {tot:+.4f} {units} (shown edges)")
-    node_x = [0.02] * len(src_pos) + [0.2 + 0.6 * (l + 0.5) / (1 + max(x[0] for x in head_keys)) for l, _ in head_keys]
-    node_x.append(0.98)
+    blocks = sorted({l for l, _ in head_keys})
+    col = {b: 0.22 + 0.56 * (i + 0.5) / len(blocks) for i, b in enumerate(blocks)}
+    node_x = [0.01] * len(src_pos) + [col[l] for l, _ in head_keys] + [0.99]
+    node_y = _spread(len(src_pos)) + _spread(len(head_keys)) + [0.5]
+    total = sum(v for *_, v in edges)
+    node_net = [net_src.get(p, 0.0) for p in src_pos] + [net_head.get(k, 0.0) for k in head_keys] + [total]
     fig = go.Figure(go.Sankey(
-        arrangement="snap",
-        node=dict(label=labels, pad=14, thickness=14, x=node_x, color="#bbbbbb",
-                  hovertemplate="%{label}<extra></extra>"),
+        arrangement="fixed",
+        node=dict(label=labels, pad=14, thickness=14, x=node_x, y=node_y, color="#bbbbbb", customdata=node_net,
+                  hovertemplate="%{label}<br>net %{customdata:+.4f} " + units + " over the shown edges<extra></extra>"),
         link=dict(source=s_, target=t_, value=v_, color=c_, customdata=cd,
                   hovertemplate="%{customdata}<extra></extra>")))
-    fig.update_layout(title=safe_text(title or "Flow into the final position through the strongest heads"),
-                      height=max(320, 26 * max(len(src_pos), len(head_keys)) + 120), margin=dict(l=20, r=20, t=60, b=40))
-    fig.add_annotation(text=f"blue = pushes toward the target, red = against; width = |{units}|; "
-                            f"{len(edges)} strongest head x source edges with |value| ≥ {threshold:.3g}",
-                       showarrow=False, x=0, y=-0.06, xref="paper", yref="paper", xanchor="left",
-                       font=dict(size=11, color="#555"))
+    key = (f"{token_label(target)}; blue pushes toward it, red against; width = |{units}|; {len(edges)} strongest "
+           f"head x source edges, |value| ≥ {threshold:.3g}")
+    fig.update_layout(title=safe_text(title or "Flow into the final position through the strongest heads")
+                      + "<br><sup>" + safe_text(f"into {key}", max_len=None) + "</sup>",
+                      height=max(340, 26 * max(len(src_pos), len(head_keys)) + 140),
+                      margin=dict(l=20, r=70, t=110, b=20))
     return fig
 
 

@@ -11,12 +11,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from analysis.errors import InputError
 from analysis.lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
 from analysis.wording import plural
-from components.charts.style import heatmap_height, integer_axis, layer_rows_axis, log_integer_axis
+from components.charts.style import heatmap_height, integer_axis, layer_rows, layer_rows_axis, log_integer_axis
 from components.charts.text import safe_text, token_label
 
 COLOR_METRICS = {
@@ -26,6 +27,7 @@ COLOR_METRICS = {
     "log_rank": "log10 rank of the target",
 }
 _LAYER_AXIS = "Layer (0 = embeddings, L = last block)"
+PROMPT_COLOURS = qualitative.Plotly  # one colour per prompt, the same in the probability and the rank panel
 _ROW_TICKS = 20  # up to 20 layers every layer row is labelled; deeper models every 2nd/3rd, the last layer always
 
 
@@ -67,13 +69,18 @@ def _cell_hover(trace: LensTrace, n: int, layer: int, t: int) -> str:
     return "<br>".join(lines) + "<br>" + extra
 
 
+def _rows_note(rows: list[int], n_layers: int) -> str:
+    return "" if len(rows) == n_layers + 1 else f" (a row every {rows[1] - rows[0]} layers of {n_layers + 1}, and L)"
+
+
 def lens_heatmap(trace: LensTrace, n: int = 0, metric: str = "probability", max_positions: int | None = 40,
-                 title: str | None = None) -> go.Figure:
-    """Layer x position heatmap of prompt n, coloured by ``metric``, annotated with the top-1 token; hover = top-k."""
+                 title: str | None = None, layer_step: int = 0) -> go.Figure:
+    """Layer x position heatmap of prompt n, coloured by ``metric``, annotated with the top-1 token; hover = top-k.
+    Deep models draw every ``layer_step``-th layer (0 = auto: at most 40 rows), the last layer always."""
     length = int(trace.lengths[n])
     pos = _positions(length, max_positions)
-    vals = metric_values(trace, n, metric)[:, pos]
-    layers = np.arange(trace.n_layers + 1)
+    layers = np.asarray(layer_rows(trace.n_layers, layer_step))
+    vals = metric_values(trace, n, metric)[layers][:, pos]
     text = [[token_label(trace.token(trace.top_ids[n, l, t, 0]), max_len=8) for t in pos] for l in layers]
     hover = [[_cell_hover(trace, n, int(l), int(t)) for t in pos] for l in layers]
     xlabels = _position_labels(trace.tokens(n), pos)
@@ -86,10 +93,11 @@ def lens_heatmap(trace: LensTrace, n: int = 0, metric: str = "probability", max_
     ))
     shown = "" if len(pos) == length else f" (last {len(pos)} of {length} positions)"
     fig.update_layout(
-        title=safe_text(title) if title else f"Logit lens: top-1 token per layer and position{shown}",
+        title=safe_text(title) if title else f"Logit lens: top-1 token per layer and position{shown}"
+                                             f"{_rows_note(list(layers), trace.n_layers)}",
         xaxis={"title": "Input position: token", "tickangle": -45, "type": "category"},
         yaxis={"title": _LAYER_AXIS},
-        height=heatmap_height(trace.n_layers + 1), margin={"l": 60, "r": 20, "t": 60, "b": 110},
+        height=heatmap_height(len(layers)), margin={"l": 60, "r": 20, "t": 60, "b": 110},
     )
     return layer_rows_axis(fig, trace.n_layers, max_ticks=_ROW_TICKS)
 
@@ -149,9 +157,9 @@ def target_lines(trace: LensTrace, prompts: Sequence[int], position: int | None 
         raise InputError("None of the chosen prompts has a target at that position.")
     many = len(lines) > 1
     legend = len(lines) <= max_legend
-    for n, t, p, r in lines:
+    for j, (n, t, p, r) in enumerate(lines):
         name = f"{n + 1}: {token_label(trace.token(trace.target_ids[n, t]))}"
-        style = {"width": 1 if many else 2.5}
+        style = {"width": 1 if many else 2.5, "color": PROMPT_COLOURS[j % len(PROMPT_COLOURS)]}
         common = dict(mode="lines+markers" if not many else "lines", name=name, legendgroup=name, line=style,
                       opacity=0.45 if many else 1.0)
         fig.add_trace(go.Scatter(x=layers, y=p, showlegend=legend, **common,
@@ -255,19 +263,21 @@ def decision_depth_frame(traces: dict[str, LensTrace], positions: str = "last") 
     return pd.DataFrame(rows)
 
 
-def compare_heatmap(cmp: LensComparison, n: int = 0, max_positions: int | None = 40) -> go.Figure:
-    """KL(A_l || B_l) of prompt n per layer and position (identical token ids)."""
+def compare_heatmap(cmp: LensComparison, n: int = 0, max_positions: int | None = 40, layer_step: int = 0) -> go.Figure:
+    """KL(A_l || B_l) of prompt n per layer and position (identical token ids); rows as in ``lens_heatmap``."""
     length = int(cmp.mask[n].sum())
     pos = _positions(length, max_positions)
+    layers = np.asarray(layer_rows(cmp.n_layers, layer_step))
     fig = go.Figure(go.Heatmap(
-        z=cmp.kl[n][:, pos], x=_position_labels(cmp.tokens(n), pos), y=np.arange(cmp.n_layers + 1),
+        z=cmp.kl[n][layers][:, pos], x=_position_labels(cmp.tokens(n), pos), y=layers,
         colorscale="Magma", zmin=0.0, colorbar={"title": {"text": "KL (nats)"}},
         hovertemplate="layer %{y} · position %{x}<br>KL(A||B) %{z:.4f} nats<extra></extra>"))
     fig.update_layout(
-        title=f"KL(A_l || B_l): {safe_text(cmp.model_a, max_len=40)} vs {safe_text(cmp.model_b, max_len=40)}",
+        title=f"KL(A_l || B_l): {safe_text(cmp.model_a, max_len=40)} vs {safe_text(cmp.model_b, max_len=40)}"
+              f"{_rows_note(list(layers), cmp.n_layers)}",
         xaxis={"title": "Input position: token", "tickangle": -45, "type": "category"},
         yaxis={"title": _LAYER_AXIS},
-        height=heatmap_height(cmp.n_layers + 1), margin={"b": 110})
+        height=heatmap_height(len(layers)), margin={"b": 110})
     return layer_rows_axis(fig, cmp.n_layers, max_ticks=_ROW_TICKS)
 
 

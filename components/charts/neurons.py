@@ -1,5 +1,6 @@
 """Figures for the confidence-neurons page: scans (norm vs rho / LogitVar, W_U spectrum), TE vs DE boxes,
-the induction case study and the A vs B scan comparison. Pure functions: result in, go.Figure out.
+the induction case study and the A vs B scan comparison. Pure functions: result in, go.Figure out. SVG traces only
+(go.Scatter, never Scattergl): a page holds many scatters, and browsers allow only a few WebGL contexts.
 
 Neuron ids are 'L{block}.N{index}' strings with a 0-based block (its write lands in residual layer block + 1);
 an axis that shows ids is always categorical, and tables carry the id as that string (plus integer block and
@@ -42,7 +43,7 @@ def scan_scatter(scan: EntropyScan, y: str = "rho", title: str = "") -> go.Figur
         idx = np.flatnonzero(is_cand == flag)
         if idx.size == 0:
             continue
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(go.Scatter(
             x=scan.norms[idx], y=vals[idx], mode="markers", name=name,
             marker=dict(size=7 if flag else 5, color=COLORS["candidate" if flag else "other"],
                         line=dict(width=0.5, color="#333") if flag else None),
@@ -104,7 +105,7 @@ def frequency_frame(fs: FrequencyScan) -> pd.DataFrame:
                          "norm": fs.norms.ravel(), "freq_cos": fs.score.ravel()})
 
 
-def frequency_figure(fs: FrequencyScan, max_points: int = 20000) -> go.Figure:
+def frequency_figure(fs: FrequencyScan, max_points: int = 6000) -> go.Figure:
     """cos(W_U w_out, f) per block (strip), hover names the neuron id; the top neurons labelled."""
     B, n = fs.score.shape
     fig = go.Figure()
@@ -115,7 +116,7 @@ def frequency_figure(fs: FrequencyScan, max_points: int = 20000) -> go.Figure:
             keep = np.argsort(-np.abs(fs.score[b]))[: max(50, max_points // B)]
             idx = np.sort(keep)
         x = b + rng.uniform(-0.3, 0.3, size=idx.size)
-        fig.add_trace(go.Scattergl(x=x, y=fs.score[b, idx], mode="markers", name=f"block {b}", showlegend=False,
+        fig.add_trace(go.Scatter(x=x, y=fs.score[b, idx], mode="markers", name=f"block {b}", showlegend=False,
                                    marker=dict(size=4, color="#9db4c8"),
                                    customdata=np.stack([[neuron_label(b, i) for i in idx], fs.norms[b, idx]], -1),
                                    hovertemplate="neuron %{customdata[0]}<br>cos %{y:.3f}<br>norm %{customdata[1]:.3f}"
@@ -266,7 +267,7 @@ def compare_scans(a: EntropyScan, b: EntropyScan, label_a: str = "A", label_b: s
                       "block): neuron ids cannot be matched.")
     msg = (f"Top-10 by ρ shared by both checkpoints: {', '.join(shared) if shared else 'none'} "
            f"({len(shared)} of 10). Correlation of ρ across neurons: {np.corrcoef(a.rho, b.rho)[0, 1]:.3f}.")
-    fig = go.Figure(go.Scattergl(
+    fig = go.Figure(go.Scatter(
         x=a.rho, y=b.rho, mode="markers", marker=dict(size=5, color=np.log10(np.maximum(a.norms, 1e-12)),
                                                       colorscale="Viridis", colorbar=dict(title="log10 ‖w_out‖ (A)")),
         customdata=np.stack([a.labels(), a.norms, b.norms], -1),

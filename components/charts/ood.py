@@ -65,9 +65,11 @@ def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None 
     fig.update_layout(
         title=f"{METRIC_LABELS[metric]}: held-out {safe_text(study.id_name)} vs {safe_text(ood_set)} "
               f"<br>best outlined: {safe_text(best_score, max_len=None)}, {best_col}",
-        xaxis_title=LAYER_AXIS + "; logit scores use the final logits; n/d = not defined at that layer",
-        yaxis_title="score",
-        yaxis_autorange="reversed", height=140 + 32 * len(y), margin=dict(l=10, r=10, t=80, b=10))
+        xaxis_title="layer (0 = embeddings, L = last block); logit scores read the final logits; n/d = not defined",
+        yaxis_title="score", yaxis_autorange="reversed", height=200 + 32 * len(y),
+        margin=dict(l=20 + 7 * max((len(r) for r in y), default=8), r=10, t=90, b=80))
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     return categorical_axis(categorical_axis(fig, "x"), "y")  # 'layer l' / 'final logits' columns, score rows
 
 
@@ -152,7 +154,7 @@ def projection_map(proj: Projection2D) -> go.Figure:
     sets = np.array(proj.set_names)
     for n in names:
         idx = np.flatnonzero(sets == n)
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(go.Scatter(
             x=proj.coords[idx, 0], y=proj.coords[idx, 1], mode="markers", name=safe_text(n, max_len=60),
             marker=dict(size=6, color=colors[n], opacity=0.75),
             customdata=[[safe_text(proj.prompts[i], max_len=120)] for i in idx],

@@ -61,6 +61,15 @@ def _hist_data_letter(trace) -> str:
     return "y" if getattr(trace, "orientation", None) == "h" else "x"
 
 
+def _bins_of(trace) -> int:
+    """How many bins a histogram trace asks for (nbins, or its explicit bins' count); 0 when plotly picks."""
+    letter = _hist_data_letter(trace)
+    bins = getattr(trace, f"{letter}bins", None)
+    if bins is not None and bins.size and bins.start is not None and bins.end is not None:
+        return int(round((float(bins.end) - float(bins.start)) / float(bins.size)))
+    return int(getattr(trace, f"nbins{letter}", None) or 0)
+
+
 def _share_histograms(figs: Sequence[go.Figure]) -> set[tuple[int, str]]:
     """Same bins for every histogram of the figures, and the same count range; returns the (figure, axis) count axes
     it set (the data axes are then shared like any other)."""
@@ -73,7 +82,7 @@ def _share_histograms(figs: Sequence[go.Figure]) -> set[tuple[int, str]]:
         return done
     allv = np.concatenate([d for d in data if d.size] or [np.zeros(1)])
     lo, hi = float(allv.min()), float(allv.max())
-    nbins = max((int(getattr(t, "nbinsx", None) or 0) for _, t in hists), default=0) or _HIST_BINS
+    nbins = max((_bins_of(t) for _, t in hists), default=0) or _HIST_BINS
     size = (hi - lo) / nbins if hi > lo else 1.0
     start, end = lo - (0.0 if hi > lo else 0.5), hi + size * 1e-6 + (0.0 if hi > lo else 0.5)
     edges = np.arange(start, end + size, size)
@@ -90,11 +99,16 @@ def _share_histograms(figs: Sequence[go.Figure]) -> set[tuple[int, str]]:
             norm = (t.histnorm or "")
             if norm in ("probability", "percent") and d.size:
                 counts = counts / d.size * (100.0 if norm == "percent" else 1.0)
-            elif norm:
-                return done  # densities: leave the count axis to plotly
+            elif norm == "probability density" and d.size:
+                counts = counts / (d.size * size)
+            elif norm == "density":
+                counts = counts / size
             count_letter = _value_letter(t)
             ref = (getattr(t, f"{count_letter}axis", None) or count_letter)
             per_axis.setdefault(f"{count_letter}axis{ref[1:]}", []).append(counts)
+            data_letter = _hist_data_letter(t)
+            data_ref = getattr(t, f"{data_letter}axis", None) or data_letter
+            f.layout[f"{data_letter}axis{data_ref[1:]}"].update(range=[start, end], autorange=False)
         for key, cs in per_axis.items():
             stacked = (f.layout.barmode or "") == "stack"
             top = max(top, float(np.sum(cs, axis=0).max() if stacked else max(c.max() for c in cs)))
@@ -121,7 +135,13 @@ def _axis_range(figs: Sequence[go.Figure], key: str) -> tuple[float, float, bool
         for t in _traces_on(f, key):
             if t.type in ("histogram", "sankey", "table", "indicator", "pie"):
                 continue
-            v = _numeric(getattr(t, letter, None))
+            raw = getattr(t, letter, None)
+            if raw is None and t.type in ("heatmap", "contour") and t.z is not None:
+                z = np.asarray(t.z, dtype=object)
+                raw = np.arange(z.shape[0] if letter == "y" else (z.shape[1] if z.ndim > 1 else z.shape[0]))
+            elif raw is None:
+                continue
+            v = _numeric(raw)
             if v is None:
                 return None
             if t.type == "bar" and _value_letter(t) == letter:

@@ -12,10 +12,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.shift import LayerKL, PromptShift, Similarity, TokenTotals
-from components.charts.style import categorical_axis, integer_axis
+from components.charts.style import DIVERGING, PROMOTES, SUPPRESSES, categorical_axis, integer_axis
 from components.charts.text import safe_text, token_label
 
-SHIFT_SCALE = "RdBu"  # red = suppressed (negative), blue = promoted (positive) with reversescale off
+SHIFT_SCALE = DIVERGING  # red = suppressed (negative), blue = promoted (positive): the page-wide colour meaning
 
 
 def _sym_range(*arrays: np.ndarray) -> float:
@@ -30,7 +30,8 @@ def _step_labels(ps: PromptShift) -> list[str]:
 
 def shift_heatmap(ps: PromptShift, *, n_cols: int = 30, second: np.ndarray | None = None,
                   title: str = "", label_1: str = "A→B", label_2: str = "second pair") -> go.Figure:
-    """Steps x top-N heatmap of S = log p_B - log p_A (nats); columns per step = B's top-N sorted by shift.
+    """Steps x top-N heatmap of S = log p_B - log p_A (nats); columns per step = B's top-N sorted by shift, every
+    cell labelled with its token (a column is a rank, not a token: each step has its own tokens).
 
     ``second`` [T, N]: another pair's shift at the same tokens (mapped), drawn below in the same column order.
     """
@@ -48,7 +49,7 @@ def shift_heatmap(ps: PromptShift, *, n_cols: int = 30, second: np.ndarray | Non
     fig.add_trace(go.Heatmap(
         z=z1, x=list(range(1, n + 1)), y=ylab, customdata=custom, colorscale=SHIFT_SCALE, zmid=0, zmin=-zmax,
         zmax=zmax, colorbar=dict(title="shift (nats)"),
-        text=toks, texttemplate="%{text}" if n <= 20 else None, textfont=dict(size=9),
+        text=toks, texttemplate="%{text}", textfont=dict(size=9 if n <= 20 else 7),
         hovertemplate="step %{y}<br>token %{customdata[0]}<br>shift %{z:.3f} nats<br>p_A %{customdata[1]:.3g}"
                       " → p_B %{customdata[2]:.3g}<extra></extra>"), row=1, col=1)
     if second is not None:
@@ -56,7 +57,7 @@ def shift_heatmap(ps: PromptShift, *, n_cols: int = 30, second: np.ndarray | Non
         fig.add_trace(go.Heatmap(
             z=z2, x=list(range(1, n + 1)), y=ylab, customdata=np.asarray(toks, dtype=object) if n else None,
             colorscale=SHIFT_SCALE, zmid=0, zmin=-zmax, zmax=zmax, showscale=False,
-            text=toks, texttemplate="%{text}" if n <= 20 else None, textfont=dict(size=9),
+            text=toks, texttemplate="%{text}", textfont=dict(size=9 if n <= 20 else 7),
             hovertemplate="step %{y}<br>token %{customdata} (mapped)<br>shift %{z:.3f} nats<extra></extra>"),
             row=2, col=1)
     for r in range(1, rows + 1):
@@ -80,7 +81,7 @@ def token_bars(totals: TokenTotals, *, k: int = 15, title: str = "") -> go.Figur
     mean = np.concatenate([up.mean, down.mean[::-1]])
     labels = [f"{token_label(t)} #{i + 1}" for i, t in enumerate(toks)]  # unique even if a text repeats
     fig = go.Figure(go.Bar(
-        x=mass, y=labels, orientation="h", marker_color=np.where(mass > 0, "#2166ac", "#b2182b"),
+        x=mass, y=labels, orientation="h", marker_color=np.where(mass > 0, PROMOTES, SUPPRESSES),
         customdata=np.stack([count, total, mean], axis=1) if len(toks) else None,
         hovertemplate="%{y}<br>probability moved %{x:.3f} (sum of p_B − p_A)<br>in top-N at %{customdata[0]} steps"
                       "<br>total shift %{customdata[1]:.2f} nats, mean %{customdata[2]:.3f} nats<extra></extra>"))

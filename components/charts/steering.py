@@ -15,7 +15,8 @@ import plotly.graph_objects as go
 from analysis.persona_drift import Drift, Flagged
 from analysis.steering import GenerationComparison, Sweep
 from analysis.steering_vectors import Monitoring, SteeringVectors
-from components.charts.style import categorical_axis, count_span, integer_axis
+from analysis.wording import plural
+from components.charts.style import PROMOTES_RGB, SUPPRESSES_RGB, categorical_axis, count_span, integer_axis
 from components.charts.text import safe_text, token_label
 
 LAYER_AXIS = "layer (0 = embeddings, l = output of block l-1)"
@@ -89,8 +90,13 @@ def monitoring_table(mon: Monitoring) -> pd.DataFrame:
     return df
 
 
-def sweep_figure(sw: Sweep) -> go.Figure:
-    """Alpha on x; target logit difference (left panel) and KL(clean || steered) on targets (right), a line per layer."""
+def _who(model: str) -> str:
+    return f"{safe_text(model, max_len=40)}: " if model else ""
+
+
+def sweep_figure(sw: Sweep, model: str = "") -> go.Figure:
+    """Alpha on x; target logit difference (left panel) and KL(clean || steered) on targets (right), a line per layer
+    (``model``: the checkpoint's label in the title, when A and B are both shown)."""
     from plotly.subplots import make_subplots
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         f"target logit difference z({token_label(sw.token_a)}) − z({token_label(sw.token_b)})",
@@ -110,12 +116,13 @@ def sweep_figure(sw: Sweep) -> go.Figure:
     fig.update_xaxes(title_text="alpha (steering coefficient)")
     fig.update_yaxes(title_text="mean logit difference (logits)", row=1, col=1)
     fig.update_yaxes(title_text="mean KL (nats)", row=1, col=2)
-    fig.update_layout(title=f"Steering sweep ({sw.n_targets} target prompts; positions: {sw.rule})", height=420,
+    fig.update_layout(title=f"{_who(model)}Steering sweep ({plural(sw.n_targets, 'target prompt')}; positions: {sw.rule})",
+                      height=420,
                       margin=dict(t=80, b=50))
     return fig
 
 
-def targets_vs_controls_figure(sw: Sweep) -> go.Figure:
+def targets_vs_controls_figure(sw: Sweep, model: str = "") -> go.Figure:
     """Change of the logit difference on targets (y) against on controls (x), one point per (layer, alpha)."""
     fig = go.Figure()
     for i, l in enumerate(sw.layers):
@@ -131,8 +138,8 @@ def targets_vs_controls_figure(sw: Sweep) -> go.Figure:
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="grey"),
                              name="y = x (a purely global shift)", hoverinfo="skip"))
     fig.update_layout(
-        title=f"Targets vs controls: Δ[z({token_label(sw.token_a)}) − z({token_label(sw.token_b)})] "
-              f"({sw.n_targets} targets, {sw.n_controls} controls)",
+        title=f"{_who(model)}Targets vs controls: Δ[z({token_label(sw.token_a)}) − z({token_label(sw.token_b)})] "
+              f"({plural(sw.n_targets, 'target')}, {plural(sw.n_controls, 'control')})",
         xaxis_title="change of logit difference on control prompts (logits)",
         yaxis_title="change on target prompts (logits)", height=420, margin=dict(t=60, b=50))
     return fig
@@ -200,28 +207,46 @@ def flagged_figure(f: Flagged, top: int = 30) -> go.Figure:
 
 
 def _shade(shift: float, scale: float) -> str:
-    """Red for a token steering made more likely, blue for less; alpha by |shift| / scale."""
-    a = 0.0 if scale <= 0 else min(1.0, abs(shift) / scale) * 0.8
-    return f"rgba(214,39,40,{a:.2f})" if shift > 0 else f"rgba(31,119,180,{a:.2f})"
+    """The page-wide colour meaning: blue for a token steering made more likely, red for less (as flow and shift
+    draw "promotes" and "suppresses"); alpha by |shift| / scale."""
+    a = 0.0 if scale <= 0 else min(1.0, abs(shift) / scale) * 0.85
+    rgb = PROMOTES_RGB if shift > 0 else SUPPRESSES_RGB
+    return f"rgba({rgb},{a:.2f})"
 
 
-def generations_figure(cmp: GenerationComparison, per_row: int = 8) -> go.Figure:
-    """Unsteered (left) and steered (right) continuations, each token a cell shaded by log p_steered − log p_clean."""
+def _ink(shift: float, scale: float) -> str:
+    """Tile text colour: white on a deep tile, near-black otherwise (readable on every shade)."""
+    return "white" if scale > 0 and min(1.0, abs(shift) / scale) * 0.85 > 0.5 else "#111111"
+
+
+def shift_scale(*cmps: GenerationComparison | None) -> float:
+    """The |log-prob shift| that gets the deepest tile shade: the 95th percentile over every continuation given (so
+    A's and B's tiles share one scale)."""
+    allv = np.concatenate([np.abs(g.logprob_shift) for c in cmps if c is not None for g in (c.unsteered, c.steered)]
+                          + [np.zeros(1)])
+    return float(np.quantile(allv, 0.95)) or 1.0
+
+
+def generations_figure(cmp: GenerationComparison, per_row: int = 8, scale: float | None = None,
+                       model: str = "") -> go.Figure:
+    """Unsteered (left) and steered (right) continuations, each token a cell shaded by log p_steered − log p_clean
+    (``scale``: the |shift| of the deepest shade, default this comparison's own ``shift_scale``)."""
     from plotly.subplots import make_subplots
     gens = [("unsteered", cmp.unsteered), (f"steered (layer {cmp.layer}, alpha {cmp.alpha:g})", cmp.steered)]
-    allv = np.concatenate([np.abs(g.logprob_shift) for _, g in gens] + [np.zeros(1)])
-    scale = float(np.quantile(allv, 0.95)) or 1.0
+    scale = shift_scale(cmp) if scale is None else scale
     fig = make_subplots(rows=1, cols=2, subplot_titles=[t for t, _ in gens], horizontal_spacing=0.04)
     n_rows = max(1, max((len(g.tokens) + per_row - 1) // per_row for _, g in gens))
     for c, (_, g) in enumerate(gens, start=1):
-        xs, ys, texts, colors, cd = [], [], [], [], []
+        xs, ys, texts, colors, inks, cd = [], [], [], [], [], []
         for i, (tok, sh) in enumerate(zip(g.tokens, g.logprob_shift)):
             xs.append(i % per_row)
             ys.append(i // per_row)
             texts.append(token_label(tok, max_len=14))
             colors.append(_shade(float(sh), scale))
+            inks.append(_ink(float(sh), scale))
             cd.append([i + 1, float(sh)])
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=texts, textposition="middle center",
+                                 textfont=dict(color=inks),
                                  marker=dict(symbol="square", size=46, color=colors, line=dict(color="#dddddd", width=1)),
                                  customdata=cd, showlegend=False,
                                  hovertemplate="token %{customdata[0]}: %{text}<br>log p steered − log p clean "
@@ -229,9 +254,9 @@ def generations_figure(cmp: GenerationComparison, per_row: int = 8) -> go.Figure
         fig.update_xaxes(visible=False, range=[-0.6, per_row - 0.4], row=1, col=c)
         fig.update_yaxes(visible=False, autorange="reversed", range=[n_rows - 0.5, -0.5], row=1, col=c)
     fig.update_layout(
-        title=f"Continuations of “{safe_text(cmp.prompt, max_len=60)}” "
+        title=f"{_who(model)}Continuations of “{safe_text(cmp.prompt, max_len=60)}” "
               f"({'greedy' if cmp.temperature == 0 else f'T = {cmp.temperature:g}, seed {cmp.seed}'}; positions: "
-              f"{cmp.rule}). Red: steering made the token more likely; blue: less.",
+              f"{cmp.rule}). Blue: steering made the token more likely; red: less.",
         height=140 + 60 * n_rows, margin=dict(t=90, b=20, l=10, r=10), font=dict(size=11))
     return fig
 

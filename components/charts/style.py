@@ -8,13 +8,20 @@ of block l-1, layer L = last block's output before the final norm.
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 from typing import Iterable
 
 import numpy as np
 import plotly.graph_objects as go
 
 MAX_TICKS = 12
+# One colour meaning on every page: blue = promotes / more likely / pushes toward the target, red = suppresses / less
+# likely / against (plotly's RdBu runs red -> blue, so a diverging scale centred at 0 agrees).
+PROMOTES_RGB, SUPPRESSES_RGB = "33,102,172", "178,24,43"
+PROMOTES, SUPPRESSES = f"rgb({PROMOTES_RGB})", f"rgb({SUPPRESSES_RGB})"
+DIVERGING = "RdBu"
 BLOCK_AXIS = "block (writes layer block+1)"
 
 
@@ -86,6 +93,17 @@ def layer_rows_axis(fig: go.Figure, n_layers: int, axis: str = "y", max_ticks: i
     return _update(fig, axis, dict(tickformat="d", tickmode="array", tickvals=ticks), None, None)
 
 
+MAX_LAYER_ROWS = 40
+
+
+def layer_rows(n_layers: int, step: int = 0, max_rows: int = MAX_LAYER_ROWS) -> list[int]:
+    """The layers a layer-by-position heatmap draws: every ``step``-th from 0 (0 = auto: all of them up to
+    ``max_rows`` rows, else the smallest step giving at most max_rows), and the last layer L always."""
+    if step <= 0:
+        step = max(1, math.ceil((n_layers + 1) / max_rows))
+    return sorted(set(range(0, n_layers + 1, step)) | {n_layers})
+
+
 def heatmap_height(n_rows: int, *, budget: int = 560, min_row: int = 16, max_row: int = 28, extra: int = 200) -> int:
     """The height of a rows-by-columns heatmap: rows of max_row px while they fit in ``budget`` px, then thinner (to
     min_row), so a 30-layer lens fits a 800 px screen with its token axis; at least 360 px."""
@@ -127,10 +145,18 @@ TITLE_CHARS = 52  # a title line that fits a half-width column at 1280 px (about
 AXIS_TITLE_CHARS = 44
 
 
+SUP_WIDTH = 1.4  # a <sup> line (smaller type) holds this many times more characters
+
+
 def wrap_text(text: str, width: int) -> str:
-    """``text`` broken into lines of at most ``width`` characters at spaces (plotly's <br>); existing breaks kept."""
+    """``text`` broken into lines of at most ``width`` characters at spaces (plotly's <br>); existing breaks kept; a
+    line that is all <sup>...</sup> (a subtitle) wraps at SUP_WIDTH x width, each piece in its own <sup>."""
     out = []
     for part in text.split("<br>"):
+        if part.startswith("<sup>") and part.endswith("</sup>") and part.count("<sup>") == 1:
+            inner = wrap_text(part[5:-6], int(width * SUP_WIDTH))
+            out.extend(f"<sup>{x}</sup>" for x in inner.split("<br>"))
+            continue
         line = ""
         for word in part.split(" "):
             if line and len(line) + 1 + len(word) > width:
@@ -143,8 +169,8 @@ def wrap_text(text: str, width: int) -> str:
 
 
 def wrap_titles(fig: go.Figure, width: int = TITLE_CHARS, axis_width: int = AXIS_TITLE_CHARS) -> go.Figure:
-    """Wrap the title and the axis titles so they never run into each other or off a half-width column, and make
-    room above the plot for a title of several lines."""
+    """Wrap the title and the axis titles so they never run into each other or off a half-width column, make room
+    above the plot for a title of several lines, and let every axis push its margin for its labels (automargin)."""
     title = fig.layout.title.text if fig.layout.title is not None else None
     if title:
         wrapped = wrap_text(title, width)
@@ -158,7 +184,20 @@ def wrap_titles(fig: go.Figure, width: int = TITLE_CHARS, axis_width: int = AXIS
             ax = fig.layout[key]
             if ax.title is not None and ax.title.text:
                 ax.title.text = wrap_text(ax.title.text, axis_width)
+            if ax.automargin is None:  # tick labels and axis titles push the margin, on screen and in exports
+                ax.automargin = True
     for ann in fig.layout.annotations or ():  # make_subplots' titles
         if ann.text and ann.yref == "paper" and "<br>" not in ann.text and len(ann.text) > axis_width:
             ann.text = wrap_text(ann.text, axis_width)
     return fig
+
+
+_PLACEHOLDER = re.compile(r'"#0000([0-9a-fA-F]{2})"')
+
+
+def screen_safe(fig: go.Figure) -> dict:
+    """The figure as a dict for st.plotly_chart, with colours "#0000xx" written as rgb(0, 0, n): Streamlit's
+    front end takes those hex codes for its theme placeholders and swaps them (Magma's first stop, #000004, drew
+    a KL of 0 lilac on screen while the export drew it black)."""
+    text = _PLACEHOLDER.sub(lambda m: f'"rgb(0,0,{int(m.group(1), 16)})"', fig.to_json())
+    return json.loads(text)

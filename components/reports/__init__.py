@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis.backend import current_backend
 from components.charts.pairs import share_scales
 from components.charts.style import wrap_titles
 from components.notes import collapse_notes
@@ -41,8 +42,10 @@ class Report:
             self.tables[name] = table
 
     def merge(self, other: "Report") -> "Report":
-        """Add other's figures, tables and notes (later names win); returns self."""
-        self.figures.update(other.figures)
+        """Add other's figures (through ``add``: A/B pairs share their scales), tables and notes (later names win);
+        returns self."""
+        for name, fig in other.figures.items():
+            self.add(name, fig)
         self.tables.update(other.tables)
         self.notes.extend(other.notes)
         return self
@@ -68,6 +71,7 @@ def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, 
         "models": {which: (card.as_dict() if hasattr(card, "as_dict") else dict(card)) for which, card in cards.items()},
         "settings": dict(settings),
         "notes": collapse_notes(notes),  # per-prompt notes of one kind as one note naming the prompts
+        "backend": current_backend().label,  # "process", or "ray <address>" (analysis.backend)
     }
     if prompt_set is not None:
         meta["prompt_set"] = {"name": getattr(prompt_set, "name", None), "sha256": getattr(prompt_set, "sha256", None),

@@ -47,7 +47,7 @@ class ShiftSettings:
                          label="Top-N tokens per step", lo=5, hi=500)
     max_prompts: int = setting(20, "the first N prompts of the set (at most the set's size)", label="Max prompts",
                                lo=1)
-    columns_shown: int = setting(30, "tokens (columns) shown in the shift heatmaps", label="Heatmap columns", lo=5,
+    columns_shown: int = setting(15, "tokens (columns) shown in the shift heatmaps", label="Heatmap columns", lo=5,
                                  hi=200, display=True)
     show_prompt: int = setting(1, "the prompt of the heatmaps and of the KL along the text (1-based)",
                                label="Prompt", lo=1, display=True)

@@ -14,12 +14,15 @@ from dataclasses import dataclass, field, replace
 import analysis.persona_drift as PD
 import analysis.steering as ST
 import analysis.steering_vectors as V
+import analysis.vector_card as VC
 from analysis.errors import InputError
 from analysis.loading import LoadedModel
 from analysis.model_defaults import default_question
 from analysis.model_pair import ModelPair, Progress, stage
 from analysis.prompts import PromptSet
+from components.charts import cards as card_charts
 from components.charts import steering as charts
+from components.charts.pairs import share_scales
 from components.reports import Report
 from components.settings import as_metadata, compute_key, setting
 
@@ -142,6 +145,9 @@ class SteerResults:
     contrast: PromptSet | None = None
     sets: SteerSets = SteerSets()
     notes: tuple[str, ...] = ()
+    card: VC.VectorCard | None = None  # the vector card of every layer (top tokens of W_U N_f(v_l))
+    generations_b: ST.GenerationComparison | None = None  # A's vector applied to checkpoint B (compare mode)
+    sweep_b: ST.Sweep | None = None
 
     @property
     def used(self) -> tuple[PromptSet, ...]:
@@ -288,16 +294,22 @@ def compute(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress
         monitoring = monitor_part(models, _need(sets.monitor, "monitor"), sv, stage(progress, 0.3, 0.4))
     if "flag" in parts:
         flagged = flag_part(lm, _need(sets.flag, "flag"), sv, s, stage(progress, 0.4, 0.55, "flag"))
+    generations_b, sweep_b = None, None
     if "generate" in parts:
         generations = generate_part(lm, sv, s)
+        generations_b = generate_part(models.b, sv, s) if models.compare else None
         if progress is not None:
             progress(0.6, "generated")
     if "sweep" in parts:
+        half = 0.725 if models.compare else 0.85
         sweep = sweep_part(lm, _need(sets.targets, "sweep"), _need(sets.controls, "sweep"), sv, s,
-                           stage(progress, 0.6, 0.85, "sweep"))
+                           stage(progress, 0.6, half, "sweep A" if models.compare else "sweep"))
+        if models.compare:
+            sweep_b = sweep_part(models.b, sets.targets, sets.controls, sv, s, stage(progress, half, 0.85, "sweep B"))
     if "drift" in parts and models.compare:
         drift = drift_part(models, _need(sets.drift, "drift"), sv, s, stage(progress, 0.85, 1.0, "drift"))
-    return SteerResults(s, sv, monitoring, flagged, generations, sweep, drift, prompt_set, ran, notes_of(models, s))
+    return SteerResults(s, sv, monitoring, flagged, generations, sweep, drift, prompt_set, ran, notes_of(models, s),
+                        VC.vector_card(lm, sv), generations_b, sweep_b)
 
 
 # ------------------------------------------------------------------------------------------ the report
@@ -319,6 +331,17 @@ def build_report(sv: V.SteeringVectors, hist_layer: int | None = None) -> Report
     return rep
 
 
+def vector_card_report(card: VC.VectorCard, sv: V.SteeringVectors, layer: int | None = None, k: int = 10) -> Report:
+    """The vector card at ``layer`` (None: the default layer): top +/- tokens of W_U N_f(v), groups along v."""
+    layer = _layer_of(sv, layer)
+    rep = Report()
+    rep.add("vector_tokens", card_charts.vector_tokens_figure(card, layer, k), card_charts.vector_tokens_frame(card,
+                                                                                                          layer, k))
+    if sv.projections.size:
+        rep.add("vector_groups", card_charts.projection_strip(sv, layer), card_charts.projection_frame(sv, layer))
+    return rep
+
+
 def monitoring_report(mon: V.Monitoring, layer: int, which: str) -> Report:
     """Projections of one checkpoint's prompts on the vector at layer."""
     rep = Report()
@@ -333,18 +356,30 @@ def flag_report(flagged: PD.Flagged) -> Report:
     return rep
 
 
-def generations_report(cmp: ST.GenerationComparison) -> Report:
-    """Unsteered vs steered generation."""
+def generations_report(cmp: ST.GenerationComparison, cmp_b: ST.GenerationComparison | None = None,
+                       names: tuple[str, str] = ("", "")) -> Report:
+    """Unsteered vs steered generation ("generations"; with B, A's vector applied to B: "generations_B", its tiles
+    shaded on the same scale as A's)."""
     rep = Report()
-    rep.add("generations", charts.generations_figure(cmp), charts.generations_table(cmp))
+    scale = charts.shift_scale(cmp, cmp_b)
+    rep.add("generations", charts.generations_figure(cmp, scale=scale, model=names[0]), charts.generations_table(cmp))
+    if cmp_b is not None:
+        rep.add("generations_B", charts.generations_figure(cmp_b, scale=scale, model=names[1]),
+                charts.generations_table(cmp_b))
     return rep
 
 
-def sweep_report(sw: ST.Sweep) -> Report:
-    """Logit difference and KL per layer and alpha, targets vs controls."""
+def sweep_report(sw: ST.Sweep, sw_b: ST.Sweep | None = None, names: tuple[str, str] = ("", "")) -> Report:
+    """Logit difference and KL per layer and alpha, targets vs controls (with B: the same for A's vector applied to
+    B, "steering_sweep_B" and "targets_vs_controls_B", on A's axis ranges)."""
     rep = Report()
-    rep.add("steering_sweep", charts.sweep_figure(sw), charts.sweep_table(sw))
-    rep.add("targets_vs_controls", charts.targets_vs_controls_figure(sw))
+    rep.add("steering_sweep", charts.sweep_figure(sw, model=names[0]), charts.sweep_table(sw))
+    rep.add("targets_vs_controls", charts.targets_vs_controls_figure(sw, model=names[0]))
+    if sw_b is not None:
+        rep.add("steering_sweep_B", charts.sweep_figure(sw_b, model=names[1]), charts.sweep_table(sw_b))
+        rep.add("targets_vs_controls_B", charts.targets_vs_controls_figure(sw_b, model=names[1]))
+        for view in ("steering_sweep", "targets_vs_controls"):
+            share_scales([rep.figures[view], rep.figures[f"{view}_B"]])
     return rep
 
 
@@ -360,18 +395,28 @@ def report(results: SteerResults, s: SteerSettings) -> Report:
     settings of s (resolved; no engine call)."""
     sv = results.vectors
     rep = build_report(sv, s.hist_layer)
+    if results.card is not None:
+        rep.merge(vector_card_report(results.card, sv, s.hist_layer))
     for which, mon in results.monitoring.items():
         rep.merge(monitoring_report(mon, _layer_of(sv, s.monitor_layer), which))
     if results.flagged is not None:
         rep.merge(flag_report(results.flagged))
+    names = model_names(results)
     if results.generations is not None:
-        rep.merge(generations_report(results.generations))
+        rep.merge(generations_report(results.generations, results.generations_b, names))
     if results.sweep is not None:
-        rep.merge(sweep_report(results.sweep))
+        rep.merge(sweep_report(results.sweep, results.sweep_b, names))
     if results.drift is not None:
         rep.merge(drift_report(results.drift))
     rep.notes.extend(results.notes)
     return rep
+
+
+def model_names(results: SteerResults) -> tuple[str, str]:
+    """("A: name", "B: name") for figure titles when B's parts ran (the vectors' model is A), else ("", "")."""
+    if results.generations_b is None and results.sweep_b is None:
+        return "", ""
+    return "A", "B"
 
 
 def vector_settings(sv: V.SteeringVectors) -> dict:

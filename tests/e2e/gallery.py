@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 import subprocess
 import sys
 import time
@@ -61,12 +62,51 @@ def worlds() -> dict[str, World]:
 def full_height(page, width: int, height: int) -> None:
     """Grow the viewport to the main area's whole height (Streamlit scrolls inside it, so a plain full-page
     screenshot would stop at the first screen) and let the charts redraw at that size."""
-    tall = page.evaluate("() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
-                         "[data-testid=stAppViewContainer] section, [data-testid=stSidebar] > div')]"
-                         ".map(e => e.scrollHeight))")
+    tall = page.evaluate("() => Math.max(...[...document.querySelectorAll('[data-testid=stMainBlockContainer], "
+                         "[data-testid=stSidebarContent]')].map(e => e.scrollHeight + e.getBoundingClientRect().top))")
     if tall and tall > height:
         page.set_viewport_size({"width": width, "height": min(int(tall) + 40, 30_000)})
         page.wait_for_timeout(1500)
+
+
+RUN_BUTTONS = re.compile(r"^(Run|Build|Generate|Sweep|Compute|Scan)\b")
+
+
+def press_runs(page) -> None:
+    """Press the visible buttons of the open tab that start a computation (Run ablation, Build vectors, ...), once
+    each, and wait for the page to settle, so the shot shows results rather than a prompt to press Run."""
+    from tests.e2e.conftest import _wait_for_app_idle
+
+    pressed: set[str] = set()
+    for _ in range(6):
+        todo = [b for b in page.get_by_test_id("stMain").get_by_role("button").all()
+                if b.is_visible() and RUN_BUTTONS.match((b.inner_text() or "").strip())
+                and (b.inner_text() or "").strip() not in pressed]
+        if not todo:
+            return
+        label = (todo[0].inner_text() or "").strip()
+        pressed.add(label)
+        try:
+            todo[0].click(timeout=5_000)
+            _wait_for_app_idle(page, LONG_MS)
+        except Exception:  # noqa: BLE001 - a button gone with the rerun: the next pass looks again
+            continue
+
+
+def tabs(page, name: str, caption: str, out: Path, width: int, height: int) -> list[tuple[str, str]]:
+    """Click each further tab of the page (the first is in the whole-page shot) and capture the page with it."""
+    shots = []
+    found = page.get_by_test_id("stMain").get_by_role("tab")
+    labels = [t.strip() for t in found.all_inner_texts()]
+    for i, label in enumerate(labels[1:], start=1):
+        found.nth(i).click()
+        page.wait_for_timeout(1200)
+        press_runs(page)
+        full_height(page, width, height)
+        file = name.replace(".png", f"-tab{i}.png")
+        page.screenshot(path=str(out / file), full_page=True)
+        shots.append((file, f"{caption} · tab {label}"))
+    return shots
 
 
 def shoot(url: str, world: World, pages: list[str], sizes, out: Path, log) -> list[tuple[str, str]]:
@@ -87,6 +127,7 @@ def shoot(url: str, world: World, pages: list[str], sizes, out: Path, log) -> li
                         t0 = time.monotonic()
                         try:
                             _goto_app(page, f"{url}/{path}?{urlencode(query)}", LONG_MS)
+                            press_runs(page)
                             name = f"{world.name}-{mode}-{path}-{w}x{h}.png"
                             page.screenshot(path=str(out / name.replace(".png", "-screen.png")))
                             full_height(page, w, h)
@@ -96,6 +137,7 @@ def shoot(url: str, world: World, pages: list[str], sizes, out: Path, log) -> li
                             caption = f"{world.name} · {mode} · {PAGES[path][2]} · {w}x{h}"
                             shots.append((name.replace(".png", "-screen.png"), caption + " · first screen"))
                             shots.append((name, caption + " · whole page" + (f" · ERROR: {err}" if err else "")))
+                            shots += tabs(page, name, caption, out, w, h)
                             log(f"  {name} ({time.monotonic() - t0:.0f} s){' ERROR ' + err if err else ''}")
                         finally:
                             ctx.close()

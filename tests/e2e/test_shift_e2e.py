@@ -65,7 +65,7 @@ def test_shift_page_renders_a_vs_b_and_exports(tmp_path, monkeypatch, serve_scri
             meta = json.loads(zf.read(meta_name))
         assert meta["page"] == "checkpoint_shift" and set(meta["models"]) == {"A", "B"}
         assert meta["settings"]["max_prompts"] == 3 and meta["settings"]["reference"] == "response"
-        assert meta["settings"]["columns_shown"] == 30 and meta["settings"]["second_pair"] is None
+        assert meta["settings"]["columns_shown"] == 15 and meta["settings"]["second_pair"] is None
         assert any(n.endswith(".png") and "token_bars" in n for n in names), names
         assert any(n.endswith(".csv") and "token_totals" in n for n in names), names
         assert any("shift_heatmap" in n for n in names) and any("layer_kl" in n for n in names), names
