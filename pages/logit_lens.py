@@ -13,6 +13,7 @@ from analysis import lens as L
 from analysis.model_defaults import default_fact
 from components import page_kit as kit
 from components import tuned_lens_ui
+from components.charts.style import MAX_LAYER_ROWS
 from components.charts.text import md_literal
 from components.export_ui import export_bundle
 from components.notes import collapse_notes
@@ -88,7 +89,9 @@ if length > 1:
                                 format_func=lambda t: f"{t}: {first.tokens(show_prompt - 1)[t]!r}")
     position = None if position == length - 1 else position
 c1, c2 = st.columns(2)
-layer_step = widget(S, "layer_step", KEY, c1)
+layer_step = S.layer_step
+if first.n_layers + 1 > MAX_LAYER_ROWS // 2:  # deep models only: a 12-layer heatmap has nothing to thin out
+    layer_step = widget(S, "layer_step", KEY, c1)
 kl_scale = widget(S, "kl_scale", KEY, c2)
 settings = replace(settings, show_prompt=show_prompt, position=position, kl_scale=kl_scale, layer_step=layer_step)
 sync_query(settings, KEY, KEY)

@@ -234,3 +234,17 @@ def test_an_80_layer_lens_heatmap_is_subsampled_and_labels_the_last_layer():
     assert np.asarray(fig.data[0].z).shape[0] == len(drawn)
     assert 80 in fig.layout.yaxis.tickvals and "a row every 3 layers of 81" in fig.layout.title.text
     assert fig.layout.height <= 1000
+
+
+def test_report_figures_carry_their_own_template_even_under_streamlits_default():
+    import plotly.io as pio
+
+    import streamlit  # noqa: F401  (importing it makes its placeholder template the default)
+    from components.reports import Report
+
+    assert pio.templates.default == "streamlit"
+    rep = Report()
+    rep.add("f", go.Figure(go.Scatter(y=[1, 2])))
+    fig = rep.figures["f"]
+    assert fig.layout.template == pio.templates[style.THEME]
+    assert not re.search(r"#0000[0-9a-fA-F]{2}\b", str(style.screen_safe(fig)))

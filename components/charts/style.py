@@ -8,13 +8,13 @@ of block l-1, layer L = last block's output before the final norm.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Iterable
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 MAX_TICKS = 12
 # One colour meaning on every page: blue = promotes / more likely / pushes toward the target, red = suppresses / less
@@ -192,12 +192,32 @@ def wrap_titles(fig: go.Figure, width: int = TITLE_CHARS, axis_width: int = AXIS
     return fig
 
 
-_PLACEHOLDER = re.compile(r'"#0000([0-9a-fA-F]{2})"')
+THEME = "plotly_white"
+
+
+def themed(fig: go.Figure) -> go.Figure:
+    """Give the figure Logitscope's own template: importing streamlit makes its "streamlit" template the default,
+    whose colours are placeholders only Streamlit's front end fills in (a bundle PNG made in the app drew them
+    near-black, a CLI PNG did not). With it set here, the screen, the page's export and the CLI's agree."""
+    fig.layout.template = pio.templates[THEME]
+    return fig
+
+
+_PLACEHOLDER = re.compile(r"#0000([0-9a-fA-F]{2})")
 
 
 def screen_safe(fig: go.Figure) -> dict:
     """The figure as a dict for st.plotly_chart, with colours "#0000xx" written as rgb(0, 0, n): Streamlit's
     front end takes those hex codes for its theme placeholders and swaps them (Magma's first stop, #000004, drew
     a KL of 0 lilac on screen while the export drew it black)."""
-    text = _PLACEHOLDER.sub(lambda m: f'"rgb(0,0,{int(m.group(1), 16)})"', fig.to_json())
-    return json.loads(text)
+    def fix(value):
+        if isinstance(value, str):
+            m = _PLACEHOLDER.fullmatch(value)
+            return f"rgb(0,0,{int(m.group(1), 16)})" if m else value
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(fix(v) for v in value)
+        return value
+    # fig.to_dict(), not json.loads(fig.to_json()): Streamlit draws a JSON-decoded dict without its template (black)
+    return fix(fig.to_dict())

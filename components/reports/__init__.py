@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 
 from analysis.backend import current_backend
 from components.charts.pairs import share_scales
-from components.charts.style import wrap_titles
+from components.charts.style import themed, wrap_titles
 from components.notes import collapse_notes
 
 
@@ -31,7 +31,7 @@ class Report:
         """Record a figure and/or a table under name. Titles wrap to fit a half-width column, and a figure named
         "<view>_B" (or "_A") shares its axis ranges and colour scales with its partner already added."""
         if fig is not None:
-            wrap_titles(fig)
+            wrap_titles(themed(fig))
             self.figures[name] = fig
             stem, _, which = name.rpartition("_")
             if stem and which in ("A", "B"):
