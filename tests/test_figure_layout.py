@@ -248,3 +248,16 @@ def test_report_figures_carry_their_own_template_even_under_streamlits_default()
     fig = rep.figures["f"]
     assert fig.layout.template == pio.templates[style.THEME]
     assert not re.search(r"#0000[0-9a-fA-F]{2}\b", str(style.screen_safe(fig)))
+
+
+def test_pages_draw_figures_only_through_page_kit():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bare = [f"{p.relative_to(root)}:{i}" for folder in ("pages", "components") for p in (root / folder).rglob("*.py")
+            for i, line in enumerate(p.read_text().splitlines(), 1)
+            if "st.plotly_chart(" in line and p.name != "page_kit.py"]
+    assert bare == [], "use page_kit.plot (theme=None, screen_safe): " + ", ".join(bare)
+    gl = [str(p.relative_to(root)) for p in (root / "components").rglob("*.py") if "go.Scattergl(" in p.read_text()
+          and p.name != "style.py"]
+    assert gl == []
