@@ -261,3 +261,14 @@ def test_pages_draw_figures_only_through_page_kit():
     gl = [str(p.relative_to(root)) for p in (root / "components").rglob("*.py") if "go.Scattergl(" in p.read_text()
           and p.name != "style.py"]
     assert gl == []
+
+
+def test_a_tall_histograms_integer_count_axis_ticks_from_its_real_tallest_bin():
+    from components.reports import Report
+
+    fig = go.Figure(go.Histogram(x=[0.0] * 48 + [1.0] * 3))
+    style.integer_axis(fig, "y", span=3)  # an estimate far below the real tallest bin (48)
+    rep = Report()
+    rep.add("h", fig)
+    ax = rep.figures["h"].layout.yaxis
+    assert ax.range[1] >= 48 and ax.dtick == style.integer_dtick(48) > 1

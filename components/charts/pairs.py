@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from components.charts.style import integer_dtick
+
 PAD = 0.05  # of the span, on each free side of a scatter axis
 _HIST_BINS = 30
 
@@ -114,8 +116,18 @@ def _share_histograms(figs: Sequence[go.Figure]) -> set[tuple[int, str]]:
             top = max(top, float(np.sum(cs, axis=0).max() if stacked else max(c.max() for c in cs)))
             done.add((i, key))
     for i, key in done:
-        figs[i].layout[key].update(range=[0, top * (1 + PAD)] if top > 0 else [0, 1], autorange=False)
+        ax = figs[i].layout[key]
+        ax.update(range=[0, top * (1 + PAD)] if top > 0 else [0, 1], autorange=False)
+        if ax.tickformat == "d":  # an integer count axis: its tick step from the real tallest bin
+            ax.update(tickmode="linear", tick0=0, dtick=integer_dtick(top))
     return done
+
+
+def fix_histograms(fig: go.Figure) -> go.Figure:
+    """Explicit bins for the figure's histograms, and its count axis sized (and ticked) from the tallest bin those
+    bins give, so an integer count axis never gets a tick per unit on a tall histogram."""
+    _share_histograms([fig])
+    return fig
 
 
 def _axis_range(figs: Sequence[go.Figure], key: str) -> tuple[float, float, bool] | None:

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analysis.backend import current_backend
-from components.charts.pairs import share_scales
+from components.charts.pairs import fix_histograms, share_scales
 from components.charts.style import themed, wrap_titles
 from components.notes import collapse_notes
 
@@ -32,6 +32,8 @@ class Report:
         "<view>_B" (or "_A") shares its axis ranges and colour scales with its partner already added."""
         if fig is not None:
             wrap_titles(themed(fig))
+            if any(t.type == "histogram" for t in fig.data):
+                fix_histograms(fig)
             self.figures[name] = fig
             stem, _, which = name.rpartition("_")
             if stem and which in ("A", "B"):
