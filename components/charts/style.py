@@ -141,7 +141,7 @@ def count_span(*samples: Iterable[float]) -> float:
     return float(best)
 
 
-TITLE_CHARS = 52  # a title line that fits a half-width column at 1280 px (about 420 px of 17 px type)
+TITLE_CHARS = 46  # a title line that fits a half-width column at 1280 px (about 400 px of 17 px type)
 AXIS_TITLE_CHARS = 44
 
 
