@@ -238,8 +238,8 @@ def test_an_80_layer_lens_heatmap_is_subsampled_and_labels_the_last_layer():
 
 def test_report_figures_carry_their_own_template_even_under_streamlits_default():
     import plotly.io as pio
-
     import streamlit  # noqa: F401  (importing it makes its placeholder template the default)
+
     from components.reports import Report
 
     assert pio.templates.default == "streamlit"
