@@ -98,7 +98,8 @@ def title_problems(figures: dict[str, go.Figure]) -> list[str]:
                for x in lines):
             bad.append(f"{key}: title line over {style.TITLE_CHARS} chars: {text!r}")
         top = fig.layout.margin.t if fig.layout.margin.t is not None else 100
-        if lines and top < 18 + LINE_PX * len(lines):
+        over_plot = any(a.yref == "paper" and a.y is not None and a.y >= 1 and a.text for a in fig.layout.annotations)
+        if lines and top < 18 + LINE_PX * len(lines) + (26 if over_plot else 0):
             bad.append(f"{key}: {len(lines)} title lines in a {top} px top margin")
         for name in fig.layout.to_plotly_json():
             if re.fullmatch(r"[xy]axis\d*", name):

@@ -176,9 +176,11 @@ def wrap_titles(fig: go.Figure, width: int = TITLE_CHARS, axis_width: int = AXIS
         wrapped = wrap_text(title, width)
         lines = wrapped.count("<br>") + 1
         fig.layout.title.text = wrapped
-        if lines > 1:
-            top = fig.layout.margin.t if fig.layout.margin.t is not None else 80
-            fig.update_layout(margin={"t": max(top, 40 + 22 * lines)})
+        over_plot = any(a.yref == "paper" and a.y is not None and a.y >= 1 and a.text for a in fig.layout.annotations)
+        need = 40 + 22 * lines + (26 if over_plot else 0)  # subplot titles sit just above the plot, below the title
+        top = fig.layout.margin.t if fig.layout.margin.t is not None else 100
+        if lines > 1 or over_plot:
+            fig.update_layout(margin={"t": max(top, need)})
     for key in fig.layout.to_plotly_json():
         if key.startswith(("xaxis", "yaxis")):
             ax = fig.layout[key]
