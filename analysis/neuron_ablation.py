@@ -39,6 +39,9 @@ from analysis.errors import InputError, NumericalError
 from analysis.forward import run
 from analysis.hooks import capture, input_hook, output_hook, residual_hook
 from analysis.loading import LoadedModel
+from analysis.neuron_means import _by_block as _by_block
+from analysis.neuron_means import activation_sums as activation_sums
+from analysis.neuron_means import mean_activations as mean_activations
 from analysis.neuron_scan import NeuronId, check_neuron, n_neurons, neuron_label
 from analysis.readout import frozen_norm, norm_scale, softcap, unembed
 
@@ -70,14 +73,6 @@ def _replace(a: torch.Tensor, mode: str, values: torch.Tensor, signs: torch.Tens
     if mode == "clipped":
         return torch.where(signs.to(a.device) > 0, torch.minimum(a, v), torch.maximum(a, v))
     raise InputError(f"Unknown ablation mode '{mode}'; use one of {', '.join(MODES)}.")
-
-
-def _by_block(neurons: Sequence[NeuronId]) -> dict[int, list[int]]:
-    """{block: [positions in ``neurons``]}."""
-    out: dict[int, list[int]] = {}
-    for j, (b, _) in enumerate(neurons):
-        out.setdefault(b, []).append(j)
-    return out
 
 
 def _has_post_norm(lm: LoadedModel) -> bool:
@@ -268,41 +263,6 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
     te_all = [results[j][0] for j in range(len(units))]
     de_all = [results[j][1] for j in range(len(units))]
     return {"valid": valid, "clean": clean, "clean_de": clean_de, "acts": acts, "te": te_all, "de": de_all}
-
-
-# ------------------------------------------------------------------------------------------ reference means
-def mean_activations(lm: LoadedModel, prompts: Sequence[str], neurons: Sequence[NeuronId], *, batch_size: int = 8,
-                     bucket: bool = True, progress: Progress = None) -> np.ndarray:
-    """Mean activation of each neuron over every real token of ``prompts``: [len(neurons)] float64.
-
-    ``bucket`` batches prompts of similar token length together (less padding; the mean is the same)."""
-    prompts = [p for p in prompts if p and p.strip()]
-    if not prompts:
-        raise InputError("The reference set for mean ablation is empty: give at least one non-empty prompt.")
-    if not neurons:
-        return np.zeros(0)
-    ad = lm.adapter
-    groups = _by_block(neurons)
-    sums = torch.zeros(len(neurons), dtype=torch.float64)
-    count = 0
-    n_parts = n_batches(len(prompts), batch_size)
-    for n_s, (_, batch) in enumerate(bucketed(lm.tokenizer, prompts, batch_size, max_length=lm.context_length,
-                                              sort=bucket)):
-        B, T = batch.input_ids.shape
-        mask = batch.attention_mask.bool()
-        store: dict = {}
-        hooks = []
-        for b, js in groups.items():
-            c = torch.as_tensor([neurons[j][1] for j in js], dtype=torch.long)
-            hooks.append(input_hook(ad.down_proj(b), capture(store, b, lambda t, c=c: t[..., c.to(t.device)]
-                                                            .detach().double().cpu()), bt=(B, T)))
-        run(lm, batch, hooks)
-        for b, js in groups.items():
-            sums[js] += store[b][mask].sum(dim=0)
-        count += int(mask.sum())
-        if progress:
-            progress((n_s + 1) / n_parts, "reference means")
-    return (sums / max(count, 1)).numpy()
 
 
 # ------------------------------------------------------------------------------------------ the ablation study

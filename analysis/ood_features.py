@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from analysis.backend import current_backend
 from analysis.batching import Batch, bucketed, chunks, n_batches
 from analysis.errors import InputError
 from analysis.forward import run
@@ -25,6 +26,7 @@ from analysis.loading import LoadedModel
 from analysis.model_defaults import adds_bos
 from analysis.ood_scores import DEFAULT_TOP_K, LogitStats, vim_origin
 from analysis.readout import final_norm, logsumexp_rows, softcap, unembed
+from analysis.wording import plural, verb
 
 ProgressFn = Callable[[float, str], None]
 READOUT_ENTRIES = 1 << 24  # logits entries (64 MiB fp32) of one lens readout block (layers x prompts rows)
@@ -139,6 +141,12 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
     layers = tuple(range(ad.n_layers + 1)) if layers is None else tuple(lm.check_layer(int(l)) for l in layers)
     if not layers:
         raise InputError("Choose at least one layer.")
+    if not blood_draws and (backend := current_backend()).shards_for(lm, n_batches(len(prompts), batch_size)) > 1:
+        from analysis.sharding import extract_features_sharded  # whole batches per shard, rows back in place
+
+        return extract_features_sharded(backend, lm, prompts, layers=layers, batch_size=batch_size, top_k=top_k,
+                                        lens_top_k=lens_top_k, padding_side=padding_side, bucket=bucket,
+                                        progress=progress)
     bos_id = lm.tokenizer.bos_token_id if adds_bos(lm.tokenizer) else None  # only a BOS the tokenizer added
     n, d, nl = len(prompts), ad.d_model, len(layers)
     k, k_lens = min(int(top_k), ad.vocab_size), min(int(lens_top_k), ad.vocab_size)
@@ -197,7 +205,7 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
             progress((ci + 1) / n_parts * (0.5 if blood_draws else 1.0), f"{done:,}/{n:,} prompts")
     short = np.flatnonzero(counts == 0)
     if short.size:
-        raise InputError(f"{short.size} prompt(s) have a single token, so no token is predicted and the mean "
+        raise InputError(f"{plural(short.size, 'prompt')} {verb(short.size)} a single token, so no token is predicted and the mean "
                          f"log-likelihood is undefined (prompt {int(short[0]) + 1}: {prompts[short[0]]!r}). "
                          "Use prompts of at least one word.")
     W = ad.W_U.detach().float().cpu().numpy()

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from analysis.backend import current_backend
 from analysis.batching import batch_from_ids, chunks, pad_token_id
 from analysis.errors import InputError, PromptSetError
 from analysis.forward import run
@@ -63,6 +64,10 @@ def pooled_residuals(lm: LoadedModel, encoded: Sequence[tuple[Sequence[int], Seq
     for l in layers:
         lm.check_layer(int(l))
     n, d = len(encoded), lm.adapter.d_model
+    if not hooks_extra and (backend := current_backend()).shards_for(lm, len(chunks(n, batch_size))) > 1:
+        from analysis.sharding import pooled_residuals_sharded  # whole batches per shard, concatenated in order
+
+        return pooled_residuals_sharded(backend, lm, encoded, layers, batch_size=batch_size, progress=progress)
     out = np.zeros((n, len(layers), d), dtype=np.float32)
     pad = pad_token_id(lm.tokenizer)
     parts = chunks(n, batch_size)

@@ -154,6 +154,9 @@ def sidebar_model_picker() -> None:
         if st.session_state.get(KEY_USE_B):
             _spec_form("B")
         _memory_options()
+        from components.backend_ui import backend_sidebar
+
+        backend_sidebar()
     sync_model_link(current_spec("A"), current_spec("B"))
 
 

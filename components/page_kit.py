@@ -22,6 +22,10 @@ def progress_bar(label: str) -> Iterator[ProgressFn]:
     bar in the context captured here, outside the cache's element recording, so a later cache hit does not
     try to replay the bar (which raises CacheReplayClosureError).
     """
+    from analysis.backend import use_backend
+    from components.backend_ui import session_backend
+
+    backend = session_backend()  # the sidebar's compute backend runs the block (BackendError: a bad address)
     bar = st.progress(0.0, text=label)
     ctx = contextvars.copy_context()
 
@@ -31,15 +35,21 @@ def progress_bar(label: str) -> Iterator[ProgressFn]:
     def report(fraction: float, message: str = "") -> None:
         ctx.run(update, fraction, message)
     try:
-        yield report
+        with use_backend(backend):
+            yield report
     finally:
         bar.empty()
 
 
 def plot(fig: Any, key: str, **kwargs: Any) -> Any:
-    """Draw a figure exactly as it exports: plotly's own theme (theme=None), never Streamlit's, which recolours
-    named colour scales on screen (a KL heatmap's 0 drawn pink) while kaleido's PNG keeps them."""
-    return st.plotly_chart(fig, key=key, theme=None, **kwargs)
+    """Draw a figure exactly as it exports: plotly's own theme (theme=None), not Streamlit's, and no colour that
+    Streamlit's front end mistakes for a theme placeholder (components.charts.style.screen_safe)."""
+    import plotly.graph_objects as go
+
+    from components.charts.style import screen_safe, themed
+
+    figure = go.Figure(fig) if not isinstance(fig, go.Figure) else fig
+    return st.plotly_chart(screen_safe(themed(figure)), key=key, theme=None, **kwargs)
 
 
 def show(report: Report, name: str, key: str, *, bundle: str, optional: bool = False, table: str | None = None) -> None:
@@ -177,4 +187,8 @@ def page_metadata(page: str, pair: ModelPair, settings: dict, prompt_set: Any = 
     """Export metadata: the page, both models' cards, the settings, the prompt set's hash, the results' notes and
     every input set by its CLI flag (``inputs``; default: ``prompt_set`` under --prompts), whose exact prompts the
     bundle keeps (see report_metadata)."""
-    return report_metadata(page, pair.cards(), settings, prompt_set, notes, inputs)
+    from components.backend_ui import session_backend_label
+
+    meta = report_metadata(page, pair.cards(), settings, prompt_set, notes, inputs)
+    meta["backend"] = session_backend_label()  # the sidebar's compute backend (the results are the same)
+    return meta

@@ -250,6 +250,7 @@ def add_common(p: argparse.ArgumentParser, default_prompts: str, b_required: boo
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="default auto")
     g.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights: they can run code")
     g.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with the checkpoint")
+    add_ray(g)
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, help="folder for figures/, data/, prompts/ and metadata.json (the bundle's "
                    "layout)")
@@ -258,6 +259,25 @@ def add_common(p: argparse.ArgumentParser, default_prompts: str, b_required: boo
                         "page's bundle; png/svg/pdf need Chromium, else HTML is written and metadata says why)")
     o.add_argument("--force", action="store_true", help="replace figures/, data/ and metadata.json already in --out")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def ray_arg(text: str) -> str:
+    """An argparse type: a --ray address ('auto', 'ray://HOST:PORT' or 'local:N'), checked (one-line error)."""
+    from analysis.backend import check_address
+    from analysis.errors import BackendError
+
+    try:
+        return check_address(text)
+    except BackendError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_ray(g: Any) -> None:
+    """The --ray flag (the compute backend; docs/scaling.md)."""
+    g.add_argument("--ray", type=ray_arg, default=None, metavar="auto|ray://HOST:PORT|local:N",
+                   help="run the prompt-heavy work on Ray actors, one model copy each (lens, ood, steer, neurons "
+                        "shard; flow and shift run in this process): 'local:N' starts N workers here, 'auto' joins "
+                        "a cluster on this machine, ray://HOST:PORT a remote one (default: this process)")
 
 
 def index_arg(one_based: int, count: int, flag: str) -> int:

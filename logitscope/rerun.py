@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="logitscope-rerun-") as tmp:
         argv = command_line(meta, files, Path(tmp))
         argv += ["--out", args.out, "--formats", "html", "--quiet"] + (["--force"] if args.force else [])
+        argv += ["--ray", args.ray] if args.ray else []
         print("rerun: python -m logitscope " + " ".join(argv[:1] + [repr(a) if " " in a or not a else a
                                                                    for a in argv[1:]]), file=sys.stderr)
         rc = main(argv)
@@ -164,4 +165,7 @@ def add(sub: Any) -> None:
     p.add_argument("bundle", help="the bundle zip (Download bundle on a page, or a zipped --out folder)")
     p.add_argument("--out", required=True, help="folder for the recomputed bundle")
     p.add_argument("--force", action="store_true", help="replace an earlier run's files in --out")
+    from logitscope.common import add_ray
+
+    add_ray(p)
     p.set_defaults(func=run)
