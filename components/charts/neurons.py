@@ -63,6 +63,8 @@ def scan_scatter(scan: EntropyScan, y: str = "rho", title: str = "") -> go.Figur
         xaxis_title="‖w_out‖ (norm of the neuron's output weights)",
         yaxis_title="ρ = ‖U₀ᵀ w_out‖ / ‖w_out‖" if y == "rho" else "LogitVar = Var_v cos(w_out, u_v) (log)",
         yaxis_type="log" if y == "logit_var" else "linear", height=420, legend=dict(orientation="h", y=-0.2))
+    if y == "logit_var":
+        fig.update_yaxes(dtick="D2")  # log ticks at 1, 2, 5 per decade: no crowded 2..9 labels
     return fig
 
 
@@ -83,8 +85,8 @@ def spectrum_figure(scan: EntropyScan, index: int) -> go.Figure:
     fig.add_vrect(x0=len(cos) - scan.k - 0.5, x1=len(cos) - 0.5, fillcolor="#ffbf00", opacity=0.15, line_width=0,
                   annotation_text=f"null space U₀ (last k = {scan.k})", annotation_position="top left")
     fig.update_layout(title=safe_text(f"Unembedding spectrum and neuron {neuron_label(scan.block, index)}"),
-                      xaxis_title="singular direction i of W_U (descending singular value)", height=380,
-                      legend=dict(orientation="h", y=-0.25))
+                      xaxis_title="singular direction i of W_U (σ descending)", height=420,
+                      legend=dict(orientation="h", yanchor="top", y=-0.3, x=0))
     fig.update_yaxes(title_text="|cos(w_out, U_i)|", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="singular value", secondary_y=True, rangemode="tozero")
     return integer_axis(fig, "x", span=len(cos))
@@ -125,6 +127,7 @@ def frequency_figure(fs: FrequencyScan, max_points: int = 6000) -> go.Figure:
     ti = np.array([t[1] for t in fs.top])
     fig.add_trace(go.Scatter(x=tb, y=fs.score[tb, ti], mode="markers+text", name="top |cos|",
                              text=[neuron_label(b, i) for b, i in fs.top], textposition="middle right",
+                             texttemplate=["%{text}" if j < 4 else "" for j in range(len(fs.top))],  # 4 labels: no pile-up
                              marker=dict(size=8, color="#d62728"), hovertemplate="neuron %{text}<br>cos %{y:.3f}"
                                                                                 "<extra></extra>"))
     fig.update_layout(title="Token-frequency direction: cos(W_U w_out, log p_freq − mean) per block",

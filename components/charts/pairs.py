@@ -189,6 +189,8 @@ def _share_axis(figs: Sequence[go.Figure], key: str) -> None:
         span = hi - lo if hi > lo else max(abs(hi), 1.0)
         pad = span * PAD
         rng = [lo if (from_zero and lo == 0) else lo - pad, hi if (from_zero and hi == 0) else hi + pad]
+    if not log and lo >= 0 and any(ax.rangemode in ("tozero", "nonnegative") for ax in axes):
+        rng[0] = 0.0  # the axis asked to start at zero: no padding below it
     if reversed_:
         rng = rng[::-1]
     for ax in axes:
