@@ -88,6 +88,7 @@ def press_runs(page) -> None:
         pressed.add(label)
         try:
             todo[0].click(timeout=5_000)
+            page.mouse.move(0, 0)  # no tooltip left open over the shot
             _wait_for_app_idle(page, LONG_MS)
         except Exception:  # noqa: BLE001 - a button gone with the rerun: the next pass looks again
             continue
