@@ -273,3 +273,11 @@ def test_a_tall_histograms_integer_count_axis_ticks_from_its_real_tallest_bin():
     rep.add("h", fig)
     ax = rep.figures["h"].layout.yaxis
     assert ax.range[1] >= 48 and ax.dtick == style.integer_dtick(48) > 1
+
+
+def test_ood_layer_ticks_stay_readable_at_thirty_layers():
+    from components.charts.ood import layer_ticks
+
+    assert layer_ticks(range(5)) == [0, 1, 2, 3, 4]
+    ticks = layer_ticks(range(31))
+    assert ticks[0] == 0 and ticks[-1] == 30 and len(ticks) <= 13

@@ -8,7 +8,7 @@ from plotly.colors import qualitative
 
 from analysis.ood import ALL_OOD, ID_KEY, OODStudy, Projection2D, auroc_table, best_from_table, roc_curve_points
 from analysis.ood_metrics import HIGHER_IS_BETTER, METRIC_LABELS
-from components.charts.style import categorical_axis, integer_axis
+from components.charts.style import categorical_axis, integer_axis, integer_dtick
 from components.charts.text import safe_text, token_label
 
 LAYER_AXIS = "layer (0 = embeddings, L = last block's output before the final norm)"
@@ -32,6 +32,18 @@ def _not_defined_text(study: OODStudy, score: str, col: str) -> str:
     return "" if why is None else f"not defined here: {safe_text(why, max_len=None)}"
 
 
+CELL_TEXT_COLUMNS = 16  # up to this many columns the metrics heatmap prints each value in its cell
+
+
+def layer_ticks(layers) -> list[int]:
+    """About a dozen integer ticks over the layers shown, always the first and the last."""
+    layers = [int(l) for l in layers]
+    if len(layers) <= 13:
+        return layers
+    step = integer_dtick(len(layers) - 1)
+    return sorted(set(layers[::step]) | {layers[-1]})
+
+
 def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None = None) -> go.Figure:
     """Heatmap of ``metric`` over scores (rows) x layers (+ final logits), best cell outlined; cells where a score
     is not defined are grey, marked "n/d", with the reason on hover."""
@@ -45,8 +57,12 @@ def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None 
     hover = [[nd[i][j] or ("not applicable" if np.isnan(v) else f"{metric} {v:.3f}") for j, v in enumerate(row)]
              for i, row in enumerate(z)]
     higher = HIGHER_IS_BETTER[metric]
+    wide = len(x) > CELL_TEXT_COLUMNS  # a 30-layer model: values in the hover, "l" column labels (no "layer l")
+    if wide:
+        x = [c.removeprefix("layer ") if c.startswith("layer ") else c for c in x]
     fig = go.Figure(go.Heatmap(
-        z=z, x=x, y=y, text=text, texttemplate="%{text}", zmin=0, zmax=1, customdata=hover, hoverongaps=False,
+        z=z, x=x, y=y, text=text, texttemplate=None if wide else "%{text}", zmin=0, zmax=1, customdata=hover,
+        hoverongaps=False,
         colorscale="Viridis" if higher else "Viridis_r", colorbar=dict(title=metric.upper()),
         hovertemplate="score %{y}<br>%{x}<br>%{customdata}<extra></extra>"))
     if any(c for row in nd for c in row):  # grey cells on top of the gaps, only where the score is not defined
@@ -60,7 +76,7 @@ def metrics_heatmap(study: OODStudy, metric: str = "auroc", ood_set: str | None 
         best_col = "final logits" if study.best_layer is None else f"layer {study.best_layer}"
     else:
         best_score, best_col = best_from_table(table, metric)
-    i, j = list(table.index).index(best_score), list(table.columns).index(best_col)
+    i, j = list(table.index).index(best_score), list(table.columns).index(best_col)  # by position: labels may change
     fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="red", width=3))
     fig.update_layout(
         title=f"{METRIC_LABELS[metric]}: held-out {safe_text(study.id_name)} vs {safe_text(ood_set)} "
@@ -91,7 +107,7 @@ def auroc_by_layer(study: OODStudy, ood_set: str | None = None, metric: str = "a
     fig.update_layout(title=f"{METRIC_LABELS[metric]} by layer: held-out {safe_text(study.id_name)} vs "
                             f"{safe_text(ood_set)}",
                       xaxis_title=LAYER_AXIS, yaxis_title=metric.upper(), yaxis_range=[0, 1.02], height=420,
-                      xaxis=dict(tickmode="array", tickvals=layers, tickformat="d"))
+                      xaxis=dict(tickmode="array", tickvals=layer_ticks(layers), tickformat="d"))
     return fig
 
 
