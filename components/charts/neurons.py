@@ -64,7 +64,7 @@ def scan_scatter(scan: EntropyScan, y: str = "rho", title: str = "") -> go.Figur
         yaxis_title="ρ = ‖U₀ᵀ w_out‖ / ‖w_out‖" if y == "rho" else "LogitVar = Var_v cos(w_out, u_v) (log)",
         yaxis_type="log" if y == "logit_var" else "linear", height=420, legend=dict(orientation="h", y=-0.2))
     if y == "logit_var":
-        fig.update_yaxes(dtick="D2")  # log ticks at 1, 2, 5 per decade: no crowded 2..9 labels
+        fig.update_yaxes(dtick=1)  # one labelled tick per decade: no crowded 2..9 minor labels
     return fig
 
 
@@ -89,6 +89,7 @@ def spectrum_figure(scan: EntropyScan, index: int) -> go.Figure:
                       legend=dict(orientation="h", yanchor="top", y=-0.3, x=0))
     fig.update_yaxes(title_text="|cos(w_out, U_i)|", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="singular value", secondary_y=True, rangemode="tozero")
+    fig.update_xaxes(range=[-0.5, len(cos) - 0.5])  # the d_model directions, nothing past the last
     return integer_axis(fig, "x", span=len(cos))
 
 
