@@ -27,6 +27,7 @@ COLOR_METRICS = {
     "log_rank": "log10 rank of the target",
 }
 _LAYER_AXIS = "Layer (0 = embeddings, L = last block)"
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0}  # never over the plot
 PROMPT_COLOURS = qualitative.Plotly  # one colour per prompt, the same in the probability and the rank panel
 _ROW_TICKS = 20  # up to 20 layers every layer row is labelled; deeper models every 2nd/3rd, the last layer always
 
@@ -208,9 +209,9 @@ def mean_kl_figure(traces: dict[str, LensTrace], positions: str = "last", log: b
                                  hovertemplate="layer %{x}: %{y:.3f} nats<extra></extra>"))
     where = "each prompt's last position" if positions == "last" else "all positions"
     n = len(next(iter(traces.values())).prompts)
-    fig.update_layout(title=f"Mean KL to the final layer ({plural(n, 'prompt')}, {where})", height=380,
+    fig.update_layout(title=f"Mean KL to the final layer ({plural(n, 'prompt')}, {where})", height=430,
                       xaxis={"title": _LAYER_AXIS}, yaxis={"title": "mean KL(p_L || p_l) (nats)", "rangemode": "tozero"},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1})
+                      legend=LEGEND_BELOW)
     if log:
         fig.update_yaxes(type="log", rangemode=None, title="mean KL(p_L || p_l) (nats, log scale)")
     return integer_axis(fig, "x", span=max(tr.n_layers for tr in traces.values()))
@@ -243,7 +244,7 @@ def decision_depth_histogram(traces: dict[str, LensTrace], positions: str = "las
         fig.add_trace(go.Bar(x=np.arange(tr.n_layers + 1), y=counts, name=safe_text(name, max_len=40),
                              hovertemplate="depth %{x}: %{y} positions<extra></extra>"))
     fig.update_layout(title="Decision depth: first layer from which the final top-1 stays top-1", barmode="group",
-                      height=380, xaxis={"title": _LAYER_AXIS}, yaxis={"title": "number of prompts"
+                      height=430, legend=LEGEND_BELOW, xaxis={"title": _LAYER_AXIS}, yaxis={"title": "number of prompts"
                                                                           if positions == "last" else
                                                                           "number of positions"})
     integer_axis(fig, "x", span=max(tr.n_layers for tr in traces.values()))
@@ -291,7 +292,8 @@ def compare_mean_figure(cmp: LensComparison) -> go.Figure:
                    hovertemplate="layer %{x}: %{y:.4f} nats<extra></extra>"),
     ])
     fig.update_layout(title=f"Where in depth A and B differ: mean KL(A_l || B_l) over {plural(len(cmp.prompts), 'prompt')}",
-                      height=380, xaxis={"title": _LAYER_AXIS}, yaxis={"title": "mean KL (nats)", "rangemode": "tozero"})
+                      height=430, xaxis={"title": _LAYER_AXIS}, yaxis={"title": "mean KL (nats)", "rangemode": "tozero"},
+                      legend=LEGEND_BELOW)
     return integer_axis(fig, "x", span=cmp.n_layers)
 
 
