@@ -101,6 +101,9 @@ def title_problems(figures: dict[str, go.Figure]) -> list[str]:
         over_plot = any(a.yref == "paper" and a.y is not None and a.y >= 1 and a.text for a in fig.layout.annotations)
         if lines and top < 18 + LINE_PX * len(lines) + (26 if over_plot else 0):
             bad.append(f"{key}: {len(lines)} title lines in a {top} px top margin")
+        leg = fig.layout.legend
+        if leg.orientation == "h" and leg.y is not None and leg.y >= 1 and fig.layout.showlegend is not False:
+            bad.append(f"{key}: a horizontal legend above the plot, under the title")
         for name in fig.layout.to_plotly_json():
             if re.fullmatch(r"[xy]axis\d*", name):
                 ax = fig.layout[name]
