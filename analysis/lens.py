@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from analysis.backend import current_backend
 from analysis.batching import batch_from_ids, chunks, pad_token_id
 from analysis.errors import InputError
 from analysis.lens_comparison import _vocab as _vocab
@@ -82,9 +83,16 @@ def _readout(ad, h: torch.Tensor) -> torch.Tensor:
 def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_mode: str = TARGET_NONE,
                targets: str | int | Sequence[str | int | None] | None = None, batch_size: int = 16,
                chunk_rows: int | None = None, block_rows: int | None = None, padding_side: str = "right",
-               token_ids: Sequence[Sequence[int]] | None = None, progress: Progress = None) -> LensTrace:
-    """Logit lens of every layer 0..L at every position of ``prompts`` (see LensTrace for what is kept)."""
+               token_ids: Sequence[Sequence[int]] | None = None, progress: Progress = None,
+               translator=None) -> LensTrace:
+    """Logit lens of every layer 0..L at every position of ``prompts`` (see LensTrace for what is kept); with a
+    ``translator`` (analysis.tuned_lens.Translator, checked against lm) the tuned lens: layers l < L read out
+    T_l(h_l)."""
     ad = lm.adapter
+    if translator is not None:
+        from analysis.tuned_lens import check as check_translator
+
+        check_translator(translator, lm)
     L, V = ad.n_layers, ad.vocab_size
     if target_mode not in TARGET_MODES:
         raise InputError(f"Unknown target mode {target_mode!r}; choose one of {', '.join(TARGET_MODES)}.")
@@ -101,6 +109,12 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
         if bad:
             raise InputError(f"Token id {bad[0]} is outside this model's vocabulary (0..{V - 1}).")
     text_targets, notes = _target_rows(lm, rows, target_mode, targets)
+    if translator is None and (backend := current_backend()).shards_for(lm, len(chunks(len(rows), int(batch_size)))) > 1:
+        from analysis.sharding import lens_trace_sharded  # whole batches per shard, merged exactly
+
+        return lens_trace_sharded(backend, lm, prompts, rows, text_targets, notes, k=k, target_mode=target_mode,
+                                  batch_size=int(batch_size), chunk_rows=chunk_rows, block_rows=block_rows,
+                                  padding_side=padding_side, progress=progress)
     N, T = len(rows), max(len(r) for r in rows)
     rows_per_chunk = int(chunk_rows) if chunk_rows else default_chunk_rows(V)
     block_rows = min(rows_per_chunk, int(block_rows) if block_rows else default_block_rows(V))
@@ -171,7 +185,8 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
                     _store_layer(st, L, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
                                  target_rank, xent)
                 for l in range(L):
-                    z = _readout(ad, flat[l][idx])
+                    h = flat[l][idx]
+                    z = _readout(ad, translator.apply(l, h) if translator is not None else h)
                     for j, b in enumerate(blocks):
                         sl = _layer_stats(z[b], k, last[j], tgt_b[j], nxt_c[b])
                         _store_layer(sl, l, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,

@@ -16,7 +16,8 @@ from typing import Any
 from analysis.errors import LogitscopeError
 
 COMMANDS: dict[str, Callable[[Any], None]] = {name: import_module(f"logitscope.{name}").add for name in
-                                              ("lens", "flow", "steer", "neurons", "shift", "ood", "rerun")}
+                                              ("lens", "flow", "steer", "neurons", "shift", "ood", "rerun",
+                                               "tuned_lens")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        from analysis.backend import parse_backend, use_backend
+
+        if getattr(args, "ray", None) and args.command in ("flow", "shift"):
+            print(f"note: {args.command} runs in this process; --ray shards lens, ood, steer and neurons.",
+                  file=sys.stderr)
+        with use_backend(parse_backend(getattr(args, "ray", None))):  # --ray: the backend of the whole command
+            return int(args.func(args))
     except LogitscopeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

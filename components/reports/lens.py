@@ -9,12 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analysis import lens as L
+from analysis import tuned_lens as TL
 from analysis.errors import InputError, LogitscopeError
 from analysis.model_pair import ModelPair, Progress, stage
 from analysis.prompts import PromptSet
 from analysis.tokens import parse_token_ref
 from analysis.wording import plural
 from components.charts import lens as charts
+from components.charts import tuned_lens as tuned_charts
 from components.notes import collapse_notes
 from components.reports import Report
 from components.settings import as_metadata, setting
@@ -29,12 +31,16 @@ TARGET_LABELS = {
     L.TARGET_NEXT: "The actual next token",
     L.TARGET_NONE: "No target",
 }
+LENS_LABELS = {"logit": "logit", "tuned": "tuned"}
 
 
 @dataclass(frozen=True)
 class LensSettings:
     """Every setting of the logit lens (display-only ones never recompute)."""
 
+    lens: str = setting("logit", "logit = the model's own final norm and unembedding at every layer; tuned = the same "
+                        "after a trained affine translator per layer (python -m logitscope tuned-lens trains one)",
+                        label="Lens", choices=LENS_LABELS, widget="radio")
     top_k: int = setting(10, "top-k tokens kept per layer", label="Top-k", lo=1, hi=50)
     target: str = setting(L.TARGET_TEXT, "what the target lines and ranks follow: text = the set's targets, else "
                           "the target text", label="Target", choices=TARGET_LABELS)
@@ -48,6 +54,9 @@ class LensSettings:
     aggregate: str = setting("last", "set aggregates (mean KL, decision depth) over each prompt's last position or "
                              "all positions", label="Set aggregates over", widget="radio", display=True,
                              choices={"last": "each prompt's last position", "all": "all positions"})
+    layer_step: int = setting(0, "heatmap rows: every k-th layer (0 = auto: every layer up to 40, else about 40 rows); "
+                              "the last layer is always drawn", label="Heatmap layers (every k-th)", lo=0, hi=64,
+                              display=True)
     kl_scale: str = setting("auto", "the mean-KL axis: auto = log when one layer's mean is 20x the median layer's (as at "
                             "layer 0 of real models)", label="Mean KL axis", display=True, widget="radio",
                             choices={"auto": "auto", "linear": "linear", "log": "log"})
@@ -64,6 +73,7 @@ class LensResults:
     traces: Mapping[str, L.LensTrace]
     comparison: L.LensComparison | None = None
     compare_error: str | None = None
+    tuned: Mapping[str, TL.Summary] | None = None  # lens "tuned": each checkpoint's translator ("A: name")
 
 
 def resolve_targets(prompt_set: PromptSet, typed: str) -> tuple:
@@ -88,16 +98,19 @@ def compute(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress:
         except LogitscopeError as err:
             compare_error = str(err)
     parts = len(models.items()) + (1 if models.compare and not compare_error else 0)
+    translators = {which: TL.require(lm) for which, lm, _ in models.items()} if s.lens == "tuned" else {}
     traces = {}
     for i, (which, lm, card) in enumerate(models.items()):
         traces[f"{which}: {card.name}"] = L.lens_trace(
             lm, prompts, k=s.top_k, target_mode=s.target, targets=list(targets) if targets else None,
-            token_ids=token_ids if which == "B" else None, progress=stage(progress, i / parts, (i + 1) / parts, which))
+            token_ids=token_ids if which == "B" else None, progress=stage(progress, i / parts, (i + 1) / parts, which),
+            translator=translators.get(which))
     comparison = None
     if models.compare and not compare_error:
         comparison = L.lens_compare(models.a, models.b, prompts, progress=stage(progress, (parts - 1) / parts, 1.0,
                                                                                 "A vs B"))
-    return LensResults(traces, comparison, compare_error)
+    tuned = {f"{w}: {card.name}": TL.summary(translators[w]) for w, _, card in models.items()} if translators else None
+    return LensResults(traces, comparison, compare_error, tuned)
 
 
 def settings_metadata(s: LensSettings, prompt_set: PromptSet, results: LensResults) -> dict:
@@ -113,6 +126,7 @@ def settings_metadata(s: LensSettings, prompt_set: PromptSet, results: LensResul
     if s.target != L.TARGET_TEXT or all(r.target for r in prompt_set.rows):
         meta["target_text"] = None  # typed but not used by any prompt: not part of what was computed
     meta["layer_convention"] = LAYER_CONVENTION
+    meta["tuned_lens"] = {label.split(":")[0]: t.meta for label, t in results.tuned.items()} if results.tuned else None
     return meta
 
 
@@ -129,9 +143,17 @@ def report(results: LensResults, s: LensSettings) -> Report:
     """The page's figures and tables for these results and display settings (no engine call)."""
     n = shown_prompt(s, results)
     rep = lens_report(results.traces, results.comparison, target_mode=s.target, metric=s.colour,
-                      max_pos=s.positions_shown, positions=s.aggregate, n=n, t_sel=s.position, kl_scale=s.kl_scale)
+                      max_pos=s.positions_shown, positions=s.aggregate, n=n, t_sel=s.position, kl_scale=s.kl_scale,
+                      layer_step=s.layer_step)
     if results.compare_error:
         rep.notes.append(f"KL(A‖B) is not computed: {results.compare_error}")
+    for label, t in (results.tuned or {}).items():  # the translator's held-out curve, logit vs tuned
+        if t.held_out is not None:
+            which = label.split(":")[0]
+            rep.add(f"tuned_vs_logit_{which}", tuned_charts.held_out_figure(t.held_out, label),
+                    tuned_charts.held_out_frame(t.held_out))
+    if results.tuned and results.comparison is not None:
+        rep.notes.append("KL(A‖B) compares the two models' logit lenses (no translator).")
     rep.notes = collapse_notes(rep.notes)
     return rep
 
@@ -152,7 +174,8 @@ def default_position(traces: Mapping[str, L.LensTrace], n: int = 0) -> int:
 def lens_report(traces: Mapping[str, L.LensTrace], comparison: L.LensComparison | None = None, *,
                 target_mode: str = LensSettings.target, metric: str = LensSettings.colour,
                 max_pos: int = LensSettings.positions_shown, positions: str = LensSettings.aggregate, n: int = 0,
-                t_sel: int | None = None, kl_scale: str = LensSettings.kl_scale) -> Report:
+                t_sel: int | None = None, kl_scale: str = LensSettings.kl_scale,
+                layer_step: int = LensSettings.layer_step) -> Report:
     """Bundle figures/tables for traces keyed "A: name" (and "B: name"): heatmap, target, position table per
     checkpoint, mean KL and decision depth over the set, and the A-vs-B KL views when comparison is given."""
     if t_sel is None:
@@ -161,7 +184,8 @@ def lens_report(traces: Mapping[str, L.LensTrace], comparison: L.LensComparison 
     rep = Report()
     for label, tr in traces.items():
         which = label.split(":")[0]
-        rep.add(f"heatmap_{which}", charts.lens_heatmap(tr, n, metric, max_pos), charts.heatmap_frame(tr, n, max_pos))
+        rep.add(f"heatmap_{which}", charts.lens_heatmap(tr, n, metric, max_pos, layer_step=layer_step),
+                charts.heatmap_frame(tr, n, max_pos))
         chosen, at_pos = ([n] if n_prompts == 1 else list(range(n_prompts))), None
         if target_mode == L.TARGET_NEXT:  # the next token exists up to the second-to-last position
             chosen, at_pos = [n], min(t_sel, int(tr.lengths[n]) - 2)
@@ -174,7 +198,7 @@ def lens_report(traces: Mapping[str, L.LensTrace], comparison: L.LensComparison 
     rep.add("decision_depth", charts.decision_depth_histogram(traces, positions),
             charts.decision_depth_frame(traces, positions))
     if comparison is not None:
-        rep.add("kl_a_b_heatmap", charts.compare_heatmap(comparison, n, max_pos))
+        rep.add("kl_a_b_heatmap", charts.compare_heatmap(comparison, n, max_pos, layer_step=layer_step))
         rep.add("kl_a_b_mean", charts.compare_mean_figure(comparison), charts.compare_frame(comparison))
     return rep
 
