@@ -30,6 +30,7 @@ PAGES = {  # url path -> (method key, CLI command, title)
     "checkpoint_shift": ("shift", "shift", "Checkpoint shift"),
     "ood": ("ood", "ood", "OOD separability"),
 }
+VARIANTS = {"logit_lens": ("tuned", {"lens.lens": "tuned"})}  # a second shot of the page with these settings
 SIZES = ((1280, 800), (1440, 900))
 LONG_MS = 900_000
 
@@ -43,6 +44,7 @@ class World:
     b: dict[str, str]
     cli_a: tuple[str, ...]
     cli_b: tuple[str, ...]
+    tuned: bool = False  # train (or reuse) tuned-lens translators and shoot the lens with them
 
 
 def worlds() -> dict[str, World]:
@@ -51,7 +53,7 @@ def worlds() -> dict[str, World]:
     from analysis.real_models import REAL_LORA, REAL_MODEL, real_model_dir
 
     out = {"demo": World("demo", {"a": "gpt2-world-base"}, {"b": "gpt2-world-tuned"},
-                         ("--model", "gpt2-world-base"), ("--model-b", "gpt2-world-tuned"))}
+                         ("--model", "gpt2-world-base"), ("--model-b", "gpt2-world-tuned"), tuned=True)}
     lora = zoo_dir() / REAL_LORA
     if (real_model_dir() / "config.json").is_file() and lora.is_dir():
         out["real"] = World("real", {"a": REAL_MODEL}, {"b": REAL_MODEL, "b.adapter": str(lora)},
@@ -119,9 +121,11 @@ def shoot(url: str, world: World, pages: list[str], sizes, out: Path, log) -> li
         browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         try:
             for mode in ("alone", "compare"):
-                for path in pages:
+                runs = [(path, "", {}) for path in pages]
+                runs += [(path, *VARIANTS[path]) for path in pages if path in VARIANTS and world.tuned]
+                for path, variant, extra in runs:
                     key = PAGES[path][0]
-                    query = {**world.a, **(world.b if mode == "compare" else {}), f"{key}.run": "1"}
+                    query = {**world.a, **(world.b if mode == "compare" else {}), f"{key}.run": "1", **extra}
                     for w, h in sizes:
                         ctx = browser.new_context(viewport={"width": w, "height": h})
                         page = ctx.new_page()
@@ -129,13 +133,13 @@ def shoot(url: str, world: World, pages: list[str], sizes, out: Path, log) -> li
                         try:
                             _goto_app(page, f"{url}/{path}?{urlencode(query)}", LONG_MS)
                             press_runs(page)
-                            name = f"{world.name}-{mode}-{path}-{w}x{h}.png"
+                            name = f"{world.name}-{mode}-{path}{'-' + variant if variant else ''}-{w}x{h}.png"
                             page.screenshot(path=str(out / name.replace(".png", "-screen.png")))
                             full_height(page, w, h)
                             page.screenshot(path=str(out / name), full_page=True)
                             errors = page.get_by_test_id("stMain").get_by_test_id("stAlertContentError")
                             err = "; ".join(errors.all_inner_texts()) if errors.count() else ""
-                            caption = f"{world.name} · {mode} · {PAGES[path][2]} · {w}x{h}"
+                            caption = f"{world.name} · {mode} · {PAGES[path][2]}{' · ' + variant if variant else ''} · {w}x{h}"
                             shots.append((name.replace(".png", "-screen.png"), caption + " · first screen"))
                             shots.append((name, caption + " · whole page" + (f" · ERROR: {err}" if err else "")))
                             shots += tabs(page, name, caption, out, w, h)
@@ -211,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the real model or its LoRA is not installed (make setup)", file=sys.stderr)
         return 2
     sections, failed = {}, False
+    for world in chosen.values():
+        if world.tuned and "logit_lens" in pages:
+            for model in (world.cli_a[1], world.cli_b[1]):  # seconds on the demo models; cached afterwards
+                subprocess.run([sys.executable, "-m", "logitscope", "tuned-lens", "--model", model], cwd=REPO_ROOT,
+                               capture_output=True, text=True)
     with run_streamlit(REPO_ROOT / "app.py", "gallery-server") as url:
         for world in chosen.values():
             print(f"{world.name}: pages", flush=True)
