@@ -98,8 +98,9 @@ def title_problems(figures: dict[str, go.Figure]) -> list[str]:
                for x in lines):
             bad.append(f"{key}: title line over {style.TITLE_CHARS} chars: {text!r}")
         top = fig.layout.margin.t if fig.layout.margin.t is not None else 100
-        over_plot = any(a.yref == "paper" and a.y is not None and a.y >= 1 and a.text for a in fig.layout.annotations)
-        if lines and top < 18 + LINE_PX * len(lines) + (26 if over_plot else 0):
+        above = [a for a in fig.layout.annotations if a.yref == "paper" and a.y is not None and a.y >= 1 and a.text]
+        sub_lines = max((a.text.count("<br>") + 1 for a in above), default=0)  # subplot titles under the title
+        if lines and top < 18 + LINE_PX * len(lines) + 20 * sub_lines:
             bad.append(f"{key}: {len(lines)} title lines in a {top} px top margin")
         leg = fig.layout.legend
         if leg.orientation == "h" and leg.y is not None and leg.y >= 1 and fig.layout.showlegend is not False:

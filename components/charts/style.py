@@ -176,8 +176,10 @@ def wrap_titles(fig: go.Figure, width: int = TITLE_CHARS, axis_width: int = AXIS
         wrapped = wrap_text(title, width)
         lines = wrapped.count("<br>") + 1
         fig.layout.title.text = wrapped
-        over_plot = any(a.yref == "paper" and a.y is not None and a.y >= 1 and a.text for a in fig.layout.annotations)
-        need = 40 + 22 * lines + (26 if over_plot else 0)  # subplot titles sit just above the plot, below the title
+        above = [a for a in fig.layout.annotations if a.yref == "paper" and a.y is not None and a.y >= 1 and a.text]
+        over_plot = bool(above)
+        extra = max((wrap_text(a.text, axis_width).count("<br>") + 1 for a in above), default=0) * 20 + 6 * over_plot
+        need = 40 + 22 * lines + extra  # subplot titles (of any number of lines) sit above the plot, under the title
         top = fig.layout.margin.t if fig.layout.margin.t is not None else 100
         if lines > 1 or over_plot:
             fig.update_layout(margin={"t": max(top, need)})
