@@ -160,14 +160,22 @@ def ablation_boxes(res: AblationResult, title: str = "") -> go.Figure:
         xs, ys = [], []
         for label, units in groups:
             vals = _iqr_clip(np.abs(arr[units]).ravel())
-            xs += [safe_text(label, max_len=40)] * vals.size
+            xs += [_box_label(label)] * vals.size
             ys += vals.tolist()
         fig.add_trace(go.Box(x=xs, y=ys, name="total effect (TE)" if eff == "TE" else "direct effect (DE, frozen scale)",
                              marker_color=COLORS[eff], boxpoints=False))
     fig.update_layout(boxmode="group", height=420, title=safe_text(title or f"|ΔLoss| per token, {res.mode} ablation"),
                       xaxis_title="ablated neuron (L{block}.N{index}, 0-based block)",
-                      yaxis_title="|Δ next-token loss| (nats)", legend=dict(orientation="h", y=-0.25))
-    return categorical_axis(fig, "x", order=[safe_text(g, max_len=40) for g, _ in groups])
+                      yaxis_title="|Δ next-token loss| (nats)",
+                      legend=dict(x=1, y=1, xanchor="right", yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
+    fig.update_xaxes(tickangle=0)  # labels wrapped below: never under the legend
+    return categorical_axis(fig, "x", order=[_box_label(g) for g, _ in groups])
+
+
+def _box_label(label: str) -> str:
+    """An ablated unit's tick label, one neuron per line ("set: a+b+c" -> "set:<br>a<br>+b<br>+c")."""
+    text = safe_text(label, max_len=80)
+    return text.replace("set: ", "set:<br>").replace("+", "<br>+").replace(" (", "<br>(")
 
 
 def ablation_summary_frame(res: AblationResult) -> pd.DataFrame:
