@@ -212,11 +212,10 @@ def test_no_colour_on_screen_is_taken_for_a_streamlit_theme_placeholder(cli_figu
 def test_one_colour_means_promotes_on_every_page():
     from components.charts import flow, shift, steering
 
-    assert steering._shade(1.0, 1.0).startswith(f"rgba({style.PROMOTES_RGB},")  # more likely after steering
-    assert steering._shade(-1.0, 1.0).startswith(f"rgba({style.SUPPRESSES_RGB},")
     assert flow.POS.format(a=1) == f"rgba({style.PROMOTES_RGB},1)"  # pushes toward the target
     assert shift.SHIFT_SCALE == style.DIVERGING == "RdBu"  # plotly's RdBu: negative red, positive blue
-    assert steering._ink(1.0, 1.0) == "white" and steering._ink(0.05, 1.0) == "#111111"
+    tiles = steering.generations_figure.__doc__
+    assert "blue = steering made the token more likely" in tiles and "DIVERGING" in open(steering.__file__).read()
 
 
 @pytest.mark.parametrize("n_layers, step, rows", [(4, 0, [0, 1, 2, 3, 4]), (80, 0, list(range(0, 81, 3)) + [80]),
@@ -285,3 +284,9 @@ def test_ood_layer_ticks_stay_readable_at_thirty_layers():
     assert layer_ticks(range(5)) == [0, 1, 2, 3, 4]
     ticks = layer_ticks(range(31))
     assert ticks[0] == 0 and ticks[-1] == 30 and len(ticks) <= 13
+
+
+def test_a_prompt_in_a_title_stays_on_one_line():
+    from components.charts.text import one_line
+
+    assert one_line("User: hi\nAssistant: <b>") == "User: hi ↵ Assistant: &lt;b&gt;"

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 
 from analysis.shift import LayerKL, PromptShift, Similarity, TokenTotals
 from components.charts.style import DIVERGING, PROMOTES, SUPPRESSES, categorical_axis, integer_axis
-from components.charts.text import safe_text, token_label
+from components.charts.text import one_line, safe_text, token_label
 
 SHIFT_SCALE = DIVERGING  # red = suppressed (negative), blue = promoted (positive): the page-wide colour meaning
 
@@ -105,7 +105,7 @@ def kl_along_text(ps: PromptShift, *, title: str = "") -> go.Figure:
     fig.update_xaxes(tickmode="array", tickvals=x, ticktext=ticks, tickangle=-45,
                      title_text="continuation token predicted at the step")
     fig.update_yaxes(title_text="KL(B‖A) (nats)", rangemode="tozero")
-    fig.update_layout(title=safe_text(title) if title else f"Per-position KL(B‖A) along the text: {safe_text(ps.prompt, max_len=60)}",
+    fig.update_layout(title=safe_text(title) if title else f"Per-position KL(B‖A) along the text: {one_line(ps.prompt)}",
                       height=380, margin=dict(l=10, r=10, t=60, b=90))
     return fig
 

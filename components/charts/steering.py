@@ -16,8 +16,8 @@ from analysis.persona_drift import Drift, Flagged
 from analysis.steering import GenerationComparison, Sweep
 from analysis.steering_vectors import Monitoring, SteeringVectors
 from analysis.wording import plural
-from components.charts.style import PROMOTES_RGB, SUPPRESSES_RGB, categorical_axis, count_span, integer_axis
-from components.charts.text import safe_text, token_label
+from components.charts.style import DIVERGING, categorical_axis, count_span, integer_axis
+from components.charts.text import one_line, safe_text, token_label
 
 LAYER_AXIS = "layer (0 = embeddings, l = output of block l-1)"
 PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
@@ -206,19 +206,6 @@ def flagged_figure(f: Flagged, top: int = 30) -> go.Figure:
     return categorical_axis(fig, "x")
 
 
-def _shade(shift: float, scale: float) -> str:
-    """The page-wide colour meaning: blue for a token steering made more likely, red for less (as flow and shift
-    draw "promotes" and "suppresses"); alpha by |shift| / scale."""
-    a = 0.0 if scale <= 0 else min(1.0, abs(shift) / scale) * 0.85
-    rgb = PROMOTES_RGB if shift > 0 else SUPPRESSES_RGB
-    return f"rgba({rgb},{a:.2f})"
-
-
-def _ink(shift: float, scale: float) -> str:
-    """Tile text colour: white on a deep tile, near-black otherwise (readable on every shade)."""
-    return "white" if scale > 0 and min(1.0, abs(shift) / scale) * 0.85 > 0.5 else "#111111"
-
-
 def shift_scale(*cmps: GenerationComparison | None) -> float:
     """The |log-prob shift| that gets the deepest tile shade: the 95th percentile over every continuation given (so
     A's and B's tiles share one scale)."""
@@ -229,35 +216,35 @@ def shift_scale(*cmps: GenerationComparison | None) -> float:
 
 def generations_figure(cmp: GenerationComparison, per_row: int = 8, scale: float | None = None,
                        model: str = "") -> go.Figure:
-    """Unsteered (left) and steered (right) continuations, each token a cell shaded by log p_steered − log p_clean
-    (``scale``: the |shift| of the deepest shade, default this comparison's own ``shift_scale``)."""
+    """Unsteered (left) and steered (right) continuations as grids of token cells coloured by log p_steered −
+    log p_clean on the page-wide diverging scale (blue = steering made the token more likely, red = less), from
+    −scale to +scale (``scale``: default this comparison's own ``shift_scale``; A and B pass one shared value)."""
     from plotly.subplots import make_subplots
     gens = [("unsteered", cmp.unsteered), (f"steered (layer {cmp.layer}, alpha {cmp.alpha:g})", cmp.steered)]
     scale = shift_scale(cmp) if scale is None else scale
     fig = make_subplots(rows=1, cols=2, subplot_titles=[t for t, _ in gens], horizontal_spacing=0.04)
     n_rows = max(1, max((len(g.tokens) + per_row - 1) // per_row for _, g in gens))
     for c, (_, g) in enumerate(gens, start=1):
-        xs, ys, texts, colors, inks, cd = [], [], [], [], [], []
+        z = np.full((n_rows, per_row), np.nan)
+        text = np.full((n_rows, per_row), "", dtype=object)
+        number = np.full((n_rows, per_row), "", dtype=object)
         for i, (tok, sh) in enumerate(zip(g.tokens, g.logprob_shift)):
-            xs.append(i % per_row)
-            ys.append(i // per_row)
-            texts.append(token_label(tok, max_len=14))
-            colors.append(_shade(float(sh), scale))
-            inks.append(_ink(float(sh), scale))
-            cd.append([i + 1, float(sh)])
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=texts, textposition="middle center",
-                                 textfont=dict(color=inks),
-                                 marker=dict(symbol="square", size=46, color=colors, line=dict(color="#dddddd", width=1)),
-                                 customdata=cd, showlegend=False,
-                                 hovertemplate="token %{customdata[0]}: %{text}<br>log p steered − log p clean "
-                                               "%{customdata[1]:.3f} nats<extra></extra>"), row=1, col=c)
-        fig.update_xaxes(visible=False, range=[-0.6, per_row - 0.4], row=1, col=c)
-        fig.update_yaxes(visible=False, autorange="reversed", range=[n_rows - 0.5, -0.5], row=1, col=c)
+            z[i // per_row, i % per_row] = float(sh)
+            text[i // per_row, i % per_row] = token_label(tok, max_len=12)
+            number[i // per_row, i % per_row] = str(i + 1)
+        fig.add_trace(go.Heatmap(
+            z=z, text=text, texttemplate="%{text}", textfont=dict(size=11), customdata=number, colorscale=DIVERGING,
+            zmin=-scale, zmax=scale, xgap=2, ygap=2, showscale=c == 2, hoverongaps=False,
+            colorbar=dict(title="nats"),
+            hovertemplate="token %{customdata}: %{text}<br>log p steered − log p clean %{z:.3f} nats<extra></extra>"),
+            row=1, col=c)
+        fig.update_xaxes(visible=False, row=1, col=c)
+        fig.update_yaxes(visible=False, autorange="reversed", row=1, col=c)
+    how = "greedy" if cmp.temperature == 0 else f"T = {cmp.temperature:g}, seed {cmp.seed}"
     fig.update_layout(
-        title=f"{_who(model)}Continuations of “{safe_text(cmp.prompt, max_len=60)}” "
-              f"({'greedy' if cmp.temperature == 0 else f'T = {cmp.temperature:g}, seed {cmp.seed}'}; positions: "
-              f"{cmp.rule}). Blue: steering made the token more likely; red: less.",
-        height=140 + 60 * n_rows, margin=dict(t=90, b=20, l=10, r=10), font=dict(size=11))
+        title=f"{_who(model)}Continuations ({how}; steered positions: {cmp.rule})<br><sup>of “"
+              f"{one_line(cmp.prompt)}”; blue: steering made the token more likely, red: less</sup>",
+        height=160 + 44 * n_rows, margin=dict(t=90, b=20, l=10, r=10))
     return fig
 
 

@@ -181,8 +181,9 @@ def wrap_titles(fig: go.Figure, width: int = TITLE_CHARS, axis_width: int = AXIS
         extra = max((wrap_text(a.text, axis_width).count("<br>") + 1 for a in above), default=0) * 20 + 6 * over_plot
         need = 40 + 22 * lines + extra  # subplot titles (of any number of lines) sit above the plot, under the title
         top = fig.layout.margin.t if fig.layout.margin.t is not None else 100
-        if lines > 1 or over_plot:
-            fig.update_layout(margin={"t": max(top, need)})
+        if (lines > 1 or over_plot) and need > top:
+            grow = {"height": fig.layout.height + need - top} if fig.layout.height else {}
+            fig.update_layout(margin={"t": need}, **grow)  # the plot keeps its height under a taller title
     for key in fig.layout.to_plotly_json():
         if key.startswith(("xaxis", "yaxis")):
             ax = fig.layout[key]

@@ -28,6 +28,12 @@ def safe_text(text: str, *, max_len: int | None = 200) -> str:
     return html.escape(text, quote=True).replace("\n", "<br>")
 
 
+def one_line(text: str, *, max_len: int | None = 60) -> str:
+    """User text (a prompt) for a title: its line breaks shown as ↵ on one line (a title's lines are its own), then
+    escaped and truncated like ``safe_text``."""
+    return safe_text(text.replace("\r\n", "\n").replace("\n", " ↵ "), max_len=max_len)
+
+
 _MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:")
 
 
