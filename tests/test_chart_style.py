@@ -107,17 +107,18 @@ def cli_figures(tiny_prompts, tmp_path_factory):  # noqa: F811
     return got
 
 
-@pytest.fixture(scope="module")
-def deep_figures():
-    """Lens and flow report figures on a 30-layer tiny model (the depth where fractional layer ticks appeared)."""
+def deep_report_figures(compare: bool) -> dict[str, go.Figure]:
+    """Lens and flow report figures on a 30-layer tiny model, keyed "lens-30/<name>" (``compare``: A vs B, another
+    30-layer model with other random weights)."""
     from analysis.model_card import model_card
     from analysis.model_pair import ModelPair
     from analysis.prompts import load_builtin
     from analysis.tiny import tiny_model
     from logitscope.common import first_n
 
-    lm = tiny_model("gpt2", layers=30)
-    models = ModelPair(lm, model_card(lm))
+    a = tiny_model("gpt2", layers=30)
+    b = tiny_model("gpt2", seed=1, layers=30) if compare else None
+    models = ModelPair(a, model_card(a), b, model_card(b)) if b is not None else ModelPair(a, model_card(a))
     ps = first_n(load_builtin("facts"), 4)
     got: dict[str, go.Figure] = {}
     for name in ("lens", "flow"):
@@ -125,6 +126,12 @@ def deep_figures():
         rep, _ = m.module.run(models, ps, m.settings())
         got.update({f"{name}-30/{k}": f for k, f in rep.figures.items()})
     return got
+
+
+@pytest.fixture(scope="module")
+def deep_figures():
+    """Lens and flow report figures on a 30-layer tiny model (the depth where fractional layer ticks appeared)."""
+    return deep_report_figures(compare=False)
 
 
 def test_every_method_was_drawn(cli_figures, deep_figures):

@@ -12,8 +12,7 @@ import plotly.graph_objects as go
 import pytest
 
 from components.charts import pairs, style
-from components.methods import METHODS
-from tests.test_chart_style import cli_figures, tiny_prompts  # noqa: F401  (fixtures)
+from tests.test_chart_style import cli_figures, deep_report_figures, tiny_prompts  # noqa: F401  (fixtures)
 
 LINE_PX = 22  # one title line at plotly's default 17 px title font, with its spacing
 
@@ -21,21 +20,7 @@ LINE_PX = 22  # one title line at plotly's default 17 px title font, with its sp
 @pytest.fixture(scope="module")
 def deep_pair_figures():
     """Lens and flow report figures of A vs B, both 30-layer tiny models (different random weights)."""
-    from analysis.model_card import model_card
-    from analysis.model_pair import ModelPair
-    from analysis.prompts import load_builtin
-    from analysis.tiny import tiny_model
-    from logitscope.common import first_n
-
-    a, b = tiny_model("gpt2", layers=30), tiny_model("gpt2", seed=1, layers=30)
-    models = ModelPair(a, model_card(a), b, model_card(b))
-    ps = first_n(load_builtin("facts"), 4)
-    got: dict[str, go.Figure] = {}
-    for name in ("lens", "flow"):
-        m = METHODS[name]
-        rep, _ = m.module.run(models, ps, m.settings())
-        got.update({f"{name}-30/{k}": f for k, f in rep.figures.items()})
-    return got
+    return deep_report_figures(compare=True)
 
 
 def _pairs(figures: dict[str, go.Figure]) -> list[tuple[str, go.Figure, go.Figure]]:
