@@ -92,7 +92,8 @@ c1, c2 = st.columns(2)
 layer_step = S.layer_step
 if first.n_layers + 1 > MAX_LAYER_ROWS // 2:  # deep models only: a 12-layer heatmap has nothing to thin out
     layer_step = widget(S, "layer_step", KEY, c1)
-kl_scale = widget(S, "kl_scale", KEY, c2)
+    c1 = c2
+kl_scale = widget(S, "kl_scale", KEY, c1)
 settings = replace(settings, show_prompt=show_prompt, position=position, kl_scale=kl_scale, layer_step=layer_step)
 sync_query(settings, KEY, KEY)
 

@@ -50,10 +50,10 @@ def held_out_figure(held: HeldOut, label: str = "", log: bool | None = None) -> 
     if label:
         title += f" — {safe_text(label, max_len=60)}"
     sub = f"{held.n_positions} positions of {held.n_texts} held-out lines"
-    fig.update_layout(title=dict(text=f"{title}<br><sup>{sub}</sup>"), height=420, margin=dict(t=90),
-                      legend=dict(orientation="h", yanchor="bottom", y=-0.3, x=0))
+    fig.update_layout(title=dict(text=f"{title}<br><sup>{sub}</sup>"), height=460, margin=dict(t=90),
+                      legend=dict(orientation="h", yanchor="top", y=-0.35, x=0))  # under the wrapped axis titles
     for col in (1, 2):
-        fig.update_xaxes(title_text="layer (0 = embeddings, L = last block before final norm)", row=1, col=col)
+        fig.update_xaxes(title_text="layer (0 = embeddings, L = last block)", row=1, col=col)
         integer_axis(fig, "x", span=L, row=1, col=col)
     fig.update_yaxes(title_text="mean KL to the final layer (nats)", type="log" if log else "linear", row=1, col=1)
     fig.update_yaxes(title_text="mean cross-entropy (nats)", row=1, col=2)
