@@ -55,6 +55,7 @@ def held_out_figure(held: HeldOut, label: str = "", log: bool | None = None) -> 
     for col in (1, 2):
         fig.update_xaxes(title_text="layer (0 = embeddings, L = last block)", row=1, col=col)
         integer_axis(fig, "x", span=L, row=1, col=col)
-    fig.update_yaxes(title_text="mean KL to the final layer (nats)", type="log" if log else "linear", row=1, col=1)
+    fig.update_yaxes(title_text="mean KL to the final layer (nats)", type="log" if log else "linear", row=1, col=1,
+                     **({"dtick": 1} if log else {}))  # log: one labelled tick per decade
     fig.update_yaxes(title_text="mean cross-entropy (nats)", row=1, col=2)
     return fig
