@@ -118,9 +118,16 @@ def _share_histograms(figs: Sequence[go.Figure]) -> set[tuple[int, str]]:
     for i, key in done:
         ax = figs[i].layout[key]
         ax.update(range=[0, top * (1 + PAD)] if top > 0 else [0, 1], autorange=False)
-        if ax.tickformat == "d":  # an integer count axis: its tick step from the real tallest bin
-            ax.update(tickmode="linear", tick0=0, dtick=integer_dtick(top))
+        if ax.tickformat == "d":  # an integer count axis: about 6 round ticks from the real tallest bin
+            ax.update(tickmode="linear", tick0=0, dtick=nice_step(top, 6))
     return done
+
+
+def nice_step(span: float, max_ticks: int = 6) -> int:
+    """An integer tick step of 1, 2 or 5 x 10^k giving at most ``max_ticks`` steps over ``span``."""
+    step = integer_dtick(span, max_ticks)
+    base = 10 ** max(0, len(str(step)) - 1)
+    return next(m * base for m in (1, 2, 5, 10) if m * base >= step)
 
 
 def fix_histograms(fig: go.Figure) -> go.Figure:
