@@ -244,7 +244,7 @@ def test_report_figures_carry_their_own_template_even_under_streamlits_default()
     rep = Report()
     rep.add("f", go.Figure(go.Scatter(y=[1, 2])))
     fig = rep.figures["f"]
-    assert fig.layout.template == pio.templates[style.THEME]
+    assert fig.layout.template == style.TEMPLATE and fig.layout.template.layout.colorway[1] == "#f58518"
     assert not re.search(r"#0000[0-9a-fA-F]{2}\b", str(style.screen_safe(fig)))
 
 

@@ -198,13 +198,19 @@ def wrap_titles(fig: go.Figure, width: int = TITLE_CHARS, axis_width: int = AXIS
 
 
 THEME = "plotly_white"
+# Series colours (checkpoints A, B, then more): blue, orange, green, purple...; red comes late, so that a "B" line
+# is never read as "suppresses" (red's meaning on every page).
+COLORWAY = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#9d755d", "#72b7b2", "#eeca3b", "#ff9da6", "#bab0ac",
+            "#e45756")
+TEMPLATE = go.layout.Template(pio.templates[THEME])
+TEMPLATE.layout.colorway = COLORWAY
 
 
 def themed(fig: go.Figure) -> go.Figure:
     """Give the figure Logitscope's own template: importing streamlit makes its "streamlit" template the default,
     whose colours are placeholders only Streamlit's front end fills in (a bundle PNG made in the app drew them
     near-black, a CLI PNG did not). With it set here, the screen, the page's export and the CLI's agree."""
-    fig.layout.template = pio.templates[THEME]
+    fig.layout.template = TEMPLATE
     return fig
 
 
