@@ -19,7 +19,7 @@ from analysis.neuron_scan import EntropyScan, FrequencyScan, neuron_label
 from components.charts.style import categorical_axis, integer_axis
 from components.charts.text import safe_text
 
-COLORS = {"neuron": "#1f77b4", "set": "#9467bd", "random": "#7f7f7f", "TE": "#d62728", "DE": "#1f77b4",
+COLORS = {"neuron": "#1f77b4", "set": "#9467bd", "random": "#7f7f7f", "TE": "#f58518", "DE": "#4c78a8",
           "clean": "#2ca02c", "candidate": "#d62728", "other": "#9db4c8"}
 
 
