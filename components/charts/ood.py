@@ -106,7 +106,8 @@ def auroc_by_layer(study: OODStudy, ood_set: str | None = None, metric: str = "a
     fig.add_hline(y=0.5, line=dict(color="grey", dash="dash"), annotation_text="chance" if metric == "auroc" else None)
     fig.update_layout(title=f"{METRIC_LABELS[metric]} by layer: held-out {safe_text(study.id_name)} vs "
                             f"{safe_text(ood_set)}",
-                      xaxis_title=LAYER_AXIS, yaxis_title=metric.upper(), yaxis_range=[0, 1.02], height=420,
+                      xaxis_title=LAYER_AXIS, yaxis_title=metric.upper(), yaxis_range=[0, 1.02], height=560,
+                      legend=dict(orientation="h", yanchor="top", y=-0.3, x=0),  # the plot keeps a half column
                       xaxis=dict(tickmode="array", tickvals=layer_ticks(layers), tickformat="d"))
     return fig
 
