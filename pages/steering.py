@@ -316,7 +316,9 @@ with tab_steer:
     if sv is None:
         st.info("Build a vector in the Build tab (or load a saved one) first.")
     else:
-        st.caption(f"Steering runs on checkpoint A ({lm.name}): a hook on block l−1 adds alpha·v_l to h_l.")
+        on_b = f", and with A's vector on checkpoint B ({pair.b.name})" if pair.compare else ""
+        st.caption(md_literal(f"Steering runs on checkpoint A ({lm.name}){on_b}: a hook on block l−1 adds alpha·v_l "
+                              "to h_l."))
         c = st.columns(4)
         page_default("layer", sv.default_layer())
         draw("layer", c[0], help=f"0..{L}; {field_of(S, 'layer').spec.help}")
