@@ -34,10 +34,14 @@ CONNECT_TIMEOUT_S = 5.0
 class _Worker:
     """One Ray actor: the model loaded once, then any engine function run on the shards it is given."""
 
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: Any, threads: int = 0) -> None:
+        import torch
+
         from analysis.loading import load_model
 
         normal_priority()
+        if threads > 0:  # torch would start a thread per machine CPU in every actor: N actors oversubscribe N-fold
+            torch.set_num_threads(threads)
         self.lm = load_model(spec)
 
     def ping(self) -> int:
@@ -207,7 +211,7 @@ class RayBackend(Backend):
                     ray.kill(a)
         cls = ray.remote(_Worker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=max(1, self.max_retries),
                                           max_task_retries=0)
-        actors = [cls.remote(spec) for _ in range(n)]
+        actors = [cls.remote(spec, max(1, int(cpus))) for _ in range(n)]  # torch threads = its CPU share
         try:
             ray.get([a.ping.remote() for a in actors])
         except Exception as err:  # noqa: BLE001 - the creation error, as one line
