@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from analysis.batching import chunks, encode
-from analysis.errors import InputError, UnsupportedArchitectureError
-from analysis.flow_capture import eager_attention
+from analysis.errors import InputError
+from analysis.flow_capture import eager_attention, returned_probs
 from analysis.flow_tokens import _decode
 from analysis.forward import run
 from analysis.hooks import HookSpec
@@ -79,12 +79,7 @@ def _prob_hooks(lm: LoadedModel, store: dict, layers: Sequence[int]) -> list[Hoo
     hooks: list[HookSpec] = []
     for i in layers:
         def probs(mod: torch.nn.Module, args: tuple, out: Any, i: int = i) -> None:
-            w = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
-            if w is None:
-                raise UnsupportedArchitectureError(
-                    "The attention module returned no attention probabilities even in eager mode; attention "
-                    "patterns are not available for this model.")
-            store[i] = w.detach().float().cpu().clone()
+            store[i] = returned_probs(out, "attention patterns are").detach().float().cpu().clone()
         hooks.append((ad.block_part(i, ad.row.attn), "forward", probs))
     return hooks
 

@@ -21,6 +21,17 @@ from analysis.loading import LoadedModel
 ValueFn = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
+def returned_probs(out: Any, what: str) -> torch.Tensor:
+    """The attention probabilities [B, H, T, T] an attention module returned with its output (eager attention);
+    UnsupportedArchitectureError saying that ``what`` ("head x source attribution is", ...) is not available."""
+    w = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
+    if w is None:
+        raise UnsupportedArchitectureError(
+            f"The attention module returned no attention probabilities even in eager mode; {what} not available "
+            "for this model.")
+    return w
+
+
 def _v_plain(out: torch.Tensor, n_heads: int, hd: int) -> torch.Tensor:
     return out.reshape(*out.shape[:2], -1, hd)
 
@@ -98,11 +109,7 @@ def _capture_hooks(ad: Adapter, store: dict, bt: tuple[int, int], last: torch.Te
         hooks.append(output_hook(ad.block_part(i, site), capture(store, ("v", i), full), bt))
 
         def probs(mod: torch.nn.Module, args: tuple, out: Any, i: int = i) -> None:
-            w = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
-            if w is None:
-                raise UnsupportedArchitectureError(
-                    "The attention module returned no attention probabilities even in eager mode; head x source "
-                    "attribution is not available for this model.")
+            w = returned_probs(out, "head x source attribution is")
             idx = last.to(w.device)
             store[("a", i)] = w[torch.arange(w.shape[0], device=w.device), :, idx].detach().float().clone()
         hooks.append((ad.block_part(i, ad.row.attn), "forward", probs))
