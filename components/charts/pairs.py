@@ -55,10 +55,6 @@ def _axis_keys(fig: go.Figure) -> set[str]:
     return keys
 
 
-def _histograms(figs: Sequence[go.Figure], axis_key: str) -> list:
-    return [t for f in figs for t in _traces_on(f, axis_key) if t.type == "histogram"]
-
-
 def _hist_data_letter(trace) -> str:
     return "y" if getattr(trace, "orientation", None) == "h" else "x"
 
