@@ -36,3 +36,11 @@ class ModelBudgetError(ModelLoadError):
 
 class BackendError(LogitscopeError):
     """The compute backend failed: a bad Ray address, an unreachable cluster, or a shard whose retries are spent."""
+
+
+def brief(err: BaseException, limit: int = 240) -> str:
+    """The first non-empty line of an exception's message (or its type), cut to ``limit`` characters: what a
+    one-line error quotes of a library's multi-line message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from analysis.architectures import Adapter, resolve_adapter
-from analysis.errors import InputError, ModelLoadError, UnsupportedArchitectureError
+from analysis.errors import InputError, LogitscopeError, ModelLoadError, UnsupportedArchitectureError, brief
+from analysis.model_files import check_adapter_folder, check_gguf, check_sizes, check_weights, read_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "gpt2-world-base"
@@ -246,49 +247,60 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         return _load_gguf_file(spec, Path(path), device, dtype)
     if local:
         _check_local_weights(path, spec.allow_pickle)
+        raw = read_config(Path(path))  # its sizes checked; then the architecture, then the weights' headers
+        _check_architecture(raw.get("model_type"), spec.source)
+        check_weights(Path(path), raw)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     if not local:
         common["local_files_only"] = _offline()
     try:
         config = AutoConfig.from_pretrained(path, **common)
     except ValueError as err:  # unknown model_type, remote code required, ...
-        raise UnsupportedArchitectureError(f"Could not read the configuration of '{spec.source}': {err}") from err
+        raise UnsupportedArchitectureError(f"Could not read the configuration of '{spec.source}': {brief(err)}") from err
     except OSError as err:
         if local:
-            raise ModelLoadError(f"Could not read config.json in '{path}': {err}") from err
+            raise ModelLoadError(f"Could not read config.json in '{path}': {brief(err)}") from err
         raise ModelLoadError(
             f"Could not fetch '{spec.source}' from the Hugging Face Hub (no network, or no such model id). "
             "Download it where there is network access and pass the local folder instead."
         ) from err
-    # Refuse unsupported architectures before paying for the weights.
-    from analysis.architectures import ARCH_TABLE, SUPPORTED
-    if getattr(config, "model_type", None) not in ARCH_TABLE:
-        raise UnsupportedArchitectureError(
-            f"Architecture '{getattr(config, 'model_type', '?')}' of '{spec.source}' is not supported. "
-            f"Supported: {', '.join(SUPPORTED)}."
-        )
+    if not local:  # a hub config's sizes, checked as a local folder's were
+        check_sizes(config.to_dict(), f"config.json of '{spec.source}'")
+    _check_architecture(getattr(config, "model_type", None), spec.source)  # before paying for the weights
     kwargs: dict[str, Any] = dict(common, dtype=dtype)
     if not spec.allow_pickle:
         kwargs["use_safetensors"] = True
     if device.type == "cuda" and torch.cuda.device_count() > 1:
         kwargs["device_map"] = "auto"
+    try:  # the tokenizer first: a broken one fails before the weights are read
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    except Exception as err:  # noqa: BLE001 - tokenizers raises its own types for damaged files
+        raise ModelLoadError(f"Could not load the tokenizer of '{spec.source}' (tokenizer files): {brief(err)}") from err
     try:
         model = AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs)
     except OSError as err:
         if not local and not spec.allow_pickle and "safetensors" in str(err).lower():
             raise ModelLoadError(f"'{spec.source}' has no safetensors weights; allow pickle weights only if you "
                                  "trust the checkpoint.") from err
-        raise ModelLoadError(f"Could not load the weights of '{spec.source}': {err}") from err
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **common)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"Could not load the tokenizer of '{spec.source}': {err}") from err
+        raise ModelLoadError(f"Could not load the weights of '{spec.source}': {brief(err)}") from err
+    except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers raise many types for bad files
+        raise ModelLoadError(f"Could not load the weights of '{spec.source}' ({type(err).__name__}): "
+                             f"{brief(err)}") from err
     if spec.adapter:
-        model = _apply_lora(model, spec.adapter)
+        model = _apply_lora(model, spec.adapter, spec.allow_pickle)
     if "device_map" not in kwargs:
         model = model.to(device)
     from analysis.real_models import read_source
     return _finish(spec, model, tokenizer, device, dtype, gguf=read_source(path) if local else None)
+
+
+def _check_architecture(model_type: Any, source: str) -> None:
+    """UnsupportedArchitectureError naming the supported architectures unless ``model_type`` is one of them."""
+    from analysis.architectures import ARCH_TABLE, SUPPORTED
+
+    if model_type not in ARCH_TABLE:
+        raise UnsupportedArchitectureError(f"Architecture '{model_type or '?'}' of '{source}' is not supported. "
+                                           f"Supported: {', '.join(SUPPORTED)}.")
 
 
 def _finish(spec: ModelSpec, model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype,
@@ -305,34 +317,35 @@ def _finish(spec: ModelSpec, model: Any, tokenizer: Any, device: torch.device, d
 
 def _load_gguf_file(spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """A local .gguf file, dequantised in memory by transformers (its architecture checked first)."""
-    from analysis.architectures import ARCH_TABLE, SUPPORTED
     from analysis.real_models import GGUFSource, gguf_quantisation, load_gguf, sha256_file
 
     if spec.revision:
         raise InputError("A .gguf file has no revisions; leave the revision empty.")
+    check_gguf(path)  # a readable header with sane sizes, before transformers dequantises anything
     quant = gguf_quantisation(path)
     model, tokenizer = load_gguf(path, dtype)
-    if getattr(model.config, "model_type", None) not in ARCH_TABLE:
-        raise UnsupportedArchitectureError(
-            f"Architecture '{getattr(model.config, 'model_type', '?')}' of '{path.name}' is not supported. "
-            f"Supported: {', '.join(SUPPORTED)}.")
+    _check_architecture(getattr(model.config, "model_type", None), path.name)
     if spec.adapter:
-        model = _apply_lora(model, spec.adapter)
+        model = _apply_lora(model, spec.adapter, spec.allow_pickle)
     model = model.to(device)
     return _finish(spec, model, tokenizer, device, dtype,
                    gguf=GGUFSource(file=path.name, sha256=sha256_file(path), quantisation=quant))
 
 
-def _apply_lora(model: Any, adapter_dir: str) -> Any:
-    """Apply a PEFT LoRA adapter folder and merge it, giving a plain model of the same architecture."""
+def _apply_lora(model: Any, adapter_dir: str, allow_pickle: bool = False) -> Any:
+    """Apply a PEFT LoRA adapter folder and merge it, giving a plain model of the same architecture. Its weights
+    follow the models' pickle policy: safetensors only unless pickle weights are explicitly allowed."""
     p = Path(os.path.expanduser(adapter_dir))
     if not (p / "adapter_config.json").is_file():
         raise ModelLoadError(f"'{adapter_dir}' is not a PEFT adapter folder (no adapter_config.json).")
+    check_adapter_folder(p, allow_pickle)
     try:
         from peft import PeftModel
         return PeftModel.from_pretrained(model, str(p)).merge_and_unload()
+    except LogitscopeError:
+        raise
     except Exception as err:  # peft raises many types for mismatched adapters
-        raise ModelLoadError(f"The adapter in '{adapter_dir}' does not fit this model: {err}") from err
+        raise ModelLoadError(f"The adapter in '{adapter_dir}' does not fit this model: {brief(err)}") from err
 
 
 def model_from_pretrained_object(model: Any, tokenizer: Any, name: str = "in-memory") -> LoadedModel:

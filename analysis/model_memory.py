@@ -8,7 +8,6 @@ and of the free memory on a CUDA GPU.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -21,6 +20,7 @@ import torch
 
 from analysis.errors import InputError
 from analysis.loading import ModelSpec, resolve_device, resolve_dtype, resolve_source
+from analysis.model_files import ST_DTYPES, check_model_folder, check_sizes
 
 ENV_BUDGET = "LOGITSCOPE_MODEL_BUDGET"
 DEFAULT_FRACTION = 0.6
@@ -109,37 +109,15 @@ class SizeEstimate:
     how: str
 
 
-_ST_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F4": 1,
-             "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
-
-
-def safetensors_header(path: Path) -> dict:
-    """The JSON header of a .safetensors file (tensor name -> dtype, shape, offsets), read without the weights."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if not 2 <= n <= 1 << 28:
-            raise ValueError(f"{path.name}: not a safetensors file")
-        return json.loads(f.read(n))
-
-
-def _safetensors_bytes(folder: Path, elem: int) -> int | None:
-    """Bytes of the weights in a folder's safetensors files with floating tensors at ``elem`` bytes each."""
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
-    else:
-        files = sorted(folder.glob("*.safetensors"))
-    if not files:
+def _tensor_bytes(tensors: dict, elem: int) -> int | None:
+    """Bytes of checked safetensors tensors ({file: [Tensor]}) with floating tensors at ``elem`` bytes each."""
+    if not tensors:
         return None
     total = 0
-    for f in files:
-        for name, info in safetensors_header(f).items():
-            if name == "__metadata__":
-                continue
-            numel = math.prod(int(s) for s in info["shape"])
-            dt = str(info["dtype"]).upper()
-            floating = dt.startswith(("F", "BF"))
-            total += numel * (elem if floating else _ST_SIZES.get(dt, 4))
+    for ts in tensors.values():
+        for t in ts:
+            floating = t.dtype.startswith(("F", "BF"))
+            total += math.prod(t.shape) * (elem if floating else ST_DTYPES[t.dtype])
     return total
 
 
@@ -158,6 +136,7 @@ def _config_bytes(path: str, spec: ModelSpec, elem: int) -> int | None:
     from transformers import AutoConfig, AutoModelForCausalLM
     try:
         config = AutoConfig.from_pretrained(path, revision=spec.revision, local_files_only=True, trust_remote_code=False)
+        check_sizes(config.to_dict(), path)  # an absurd config would take minutes to build even on meta
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except Exception:  # noqa: BLE001 - any failure just means "unknown until loaded"
@@ -189,7 +168,7 @@ def estimate_bytes(spec: ModelSpec) -> SizeEstimate:
             n, how = _gguf_bytes(p, elem)
             return SizeEstimate(n, key, how)
         if local and p.is_dir():
-            n = _safetensors_bytes(p, elem)
+            n = _tensor_bytes(check_model_folder(p), elem)  # a config the loader refuses is not trusted here
             if n is not None:
                 return SizeEstimate(n, key, "safetensors headers")
         n = _config_bytes(path, spec, elem)

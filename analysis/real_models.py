@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis.errors import ModelLoadError
+from analysis.errors import ModelLoadError, brief
 
 REAL_MODEL = "smollm2-135m-instruct"
 REAL_MODEL_LABEL = f"{REAL_MODEL} (real, from GGUF)"
@@ -99,7 +99,7 @@ def gguf_quantisation(path: Path) -> str:
     try:
         reader = GGUFReader(str(path))
     except Exception as err:  # a truncated or foreign file raises many types
-        raise ModelLoadError(f"'{path.name}' is not a readable GGUF file: {err}") from err
+        raise ModelLoadError(f"'{path.name}' is not a readable GGUF file: {brief(err)}") from err
     kinds = collections.Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2)
     return kinds.most_common(1)[0][0] if kinds else "unknown"
 
@@ -131,9 +131,9 @@ def load_gguf(path: Path, dtype: Any) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
-    except (ValueError, KeyError, NotImplementedError, RuntimeError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - the GGUF reader and transformers raise many types for bad files
         raise ModelLoadError(
-            f"transformers could not dequantise '{path.name}': {err}. Its GGUF loader supports the Llama, Mistral, "
+            f"transformers could not dequantise '{path.name}': {brief(err)}. Its GGUF loader supports the Llama, Mistral, "
             "Qwen2, Gemma-2 and Phi-3 families among others."
         ) from err
     return model, tokenizer

@@ -294,3 +294,29 @@ def test_sidebar_shows_a_message_for_a_model_folder_that_does_not_exist(tmp_path
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
     assert any(e.startswith("Checkpoint A:") and "No such folder" in e for e in errors), errors
+
+
+def test_sidebar_shows_one_line_for_a_model_folder_with_a_lying_header(tmp_path):
+    """A safetensors header that declares a [10^6, 10^6] tensor: the app says so in one line and keeps working."""
+    import json
+    import struct
+
+    from components.model_state import OTHER
+    from tests.model_folders import write_model_folder
+
+    folder = write_model_folder(tmp_path / "liar", "llama")
+    raw = (folder / "model.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    name = next(k for k in header if k.endswith("embed_tokens.weight"))
+    header[name] = {"dtype": "F32", "shape": [10**6, 10**6], "data_offsets": [0, 4 * 10**12]}
+    text = json.dumps(header).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.selectbox(key="model_choice_A").set_value(OTHER)
+    at.text_input(key="model_other_A").set_value(str(folder))
+    [b for b in at.button if "Load A" in (b.label or "")][0].click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("Checkpoint A:") and name in e and "\n" not in e for e in errors), errors
