@@ -20,13 +20,16 @@ class Method:
     settings: type
     command: str
     page_file: str
+    inputs: tuple[str, ...] = ("--prompts",)  # the CLI flags of its prompt sets (a bundle's "inputs" keys)
 
 
 METHODS: dict[str, Method] = {
     "lens": Method(lens, lens.LensSettings, "lens", "pages/logit_lens.py"),
-    "neurons": Method(neurons, neurons.NeuronsSettings, "neurons", "pages/confidence_neurons.py"),
+    "neurons": Method(neurons, neurons.NeuronsSettings, "neurons", "pages/confidence_neurons.py",
+                      ("--prompts", "--eval-prompts", "--induction-prompts")),
     "shift": Method(shift, shift.ShiftSettings, "shift", "pages/checkpoint_shift.py"),
     "flow": Method(flow, flow.FlowSettings, "flow", "pages/logit_flow.py"),
-    "ood": Method(ood, ood.OODSeparabilitySettings, "ood", "pages/ood.py"),
-    "steer": Method(steering, steering.SteerSettings, "steer", "pages/steering.py"),
+    "ood": Method(ood, ood.OODSeparabilitySettings, "ood", "pages/ood.py", ("--prompts", "--ood-prompts")),
+    "steer": Method(steering, steering.SteerSettings, "steer", "pages/steering.py",
+                    tuple(steering.INPUT_FLAGS.values())),
 }

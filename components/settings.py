@@ -190,13 +190,35 @@ def as_metadata(settings: Any) -> dict[str, Any]:
 
 
 def from_metadata(cls: type, data: Mapping[str, Any]) -> Any:
-    """The settings recorded by ``as_metadata`` (unknown keys ignored, missing ones at their default), checked."""
-    kw = {}
-    for f in fields_of(cls):
-        if f.name in data:
-            v = data[f.name]
-            kw[f.name] = tuple(v) if isinstance(v, list) else v
+    """The settings recorded by ``as_metadata`` (unknown keys ignored, missing ones at their default), each of its
+    field's type (lists as tuples) and checked: InputError naming the setting."""
+    kw = {f.name: _typed(f, data[f.name]) for f in fields_of(cls) if f.name in data}
     return check(cls(**kw))
+
+
+def _is(kind: Any, v: Any) -> bool:
+    if kind is bool:
+        return isinstance(v, bool)
+    if kind is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, kind) if isinstance(kind, type) else False
+
+
+def _typed(f: Field, value: Any) -> Any:
+    """A recorded JSON value as the field's type (a list as a tuple of its item type); InputError otherwise. None
+    for a field that cannot be None records "not used by the computation" (e.g. lens target_text): its default."""
+    if value is None:
+        return None if f.optional else f.default
+    base = f.base
+    if typing.get_origin(base) is tuple:
+        item = typing.get_args(base)[0]
+        if isinstance(value, list) and all(_is(item, v) for v in value):
+            return tuple(float(v) if item is float else v for v in value)
+    elif _is(base, value):
+        return float(value) if base is float else value
+    raise InputError(f"Setting '{f.name}' must be {getattr(base, '__name__', base)}, got {str(value)[:80]!r}.")
 
 
 # ----------------------------------------------------------------------------------------- URL

@@ -4,8 +4,12 @@ alone and say whether every table matches.
 The bundle names its method (metadata "page"), its models (cards: source, revision, adapter, dtype, weights
 sha256), every setting, and holds the exact prompts of every input set (prompts/*.jsonl, metadata "inputs" maps
 each CLI flag to its files). Each set goes into the local prompt store (analysis.prompt_store) under its name and
-sha256 and is passed as 'store:<sha256>'; a set whose content does not match its recorded hash is refused. The rerun runs that method's command with those, writes DIR like any command, then
-compares each data/*.csv: identical, within the dtype's tolerance (the largest difference is printed), or not.
+sha256 and is passed as 'store:<sha256>'; a set whose content does not match its recorded hash is refused. The
+rerun runs that method's command with those, writes DIR like any command, then compares each data/*.csv (inside
+DIR only): identical, within the dtype's tolerance (the largest difference is printed), or not.
+
+A bundle is untrusted input (logitscope.bundle_check): entries of the shapes a bundle writes only, sizes bounded from
+the zip directory before reading, and metadata checked against the method's declaration before anything runs.
 Exit status 0 when every table matches, 1 when one does not, 2 on a project error.
 """
 from __future__ import annotations
@@ -15,7 +19,6 @@ import io
 import json
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,70 +26,40 @@ import numpy as np
 import pandas as pd
 
 from analysis import prompt_store
-from analysis.errors import InputError
+from logitscope.bundle_check import check_metadata, read_bundle
 
 TOLERANCE = {"float32": (1e-4, 1e-6), "bfloat16": (2e-2, 1e-3), "float16": (5e-3, 1e-4)}  # (rtol, atol) by dtype
 
 
-def _read_bundle(path: Path) -> tuple[dict, dict[str, bytes]]:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as err:
-        raise InputError(f"{path} is not a bundle zip ({err}).") from None
-    with zf:
-        names = zf.namelist()
-        if "metadata.json" not in names:
-            raise InputError(f"{path} has no metadata.json: it is not a Logitscope bundle.")
-        files = {n: zf.read(n) for n in names if n.startswith(("data/", "prompts/")) or n == "metadata.json"}
-    return json.loads(files["metadata.json"]), files
+def command_line(meta: Any, files: dict[str, bytes], tmp: Path) -> list[str]:
+    """The command that recomputes the bundle: its method's command, models, input files and every setting, from
+    metadata validated first (bundle_check.check_metadata: nothing is stored or run for a bundle it refuses)."""
+    from components.settings import field_of, to_text
 
-
-def _method_for(page: str) -> Any:
-    from components.methods import METHODS
-
-    for m in METHODS.values():
-        if m.module.PAGE == page:
-            return m
-    known = ", ".join(m.module.PAGE for m in METHODS.values())
-    raise InputError(f"The bundle's page '{page}' has no rerun (known: {known}).")
-
-
-def command_line(meta: dict, files: dict[str, bytes], tmp: Path) -> list[str]:
-    """The command that recomputes the bundle: its method's command, models, input files and every setting."""
-    from components.settings import fields_of, to_text
-
-    m = _method_for(meta.get("page", ""))
+    m, cards, inputs, settings = check_metadata(meta, files)
     argv = [m.command]
     for which, suffix in (("A", ""), ("B", "-b")):
-        card = meta.get("models", {}).get(which)
-        if not card:
+        card = cards.get(which)
+        if card is None:
             continue
-        argv += ["--model" + suffix, card["source"]]
-        if card.get("revision"):
-            argv += ["--revision" + suffix, card["revision"]]
-        if card.get("adapter"):
-            argv += ["--adapter" + suffix, card["adapter"]]
-    dtypes = {c.get("dtype") for c in meta.get("models", {}).values()}
-    if len(dtypes) == 1 and (dtype := dtypes.pop()) in ("float32", "bfloat16", "float16"):
-        argv += ["--dtype", dtype]
-    inputs = meta.get("inputs") or {}
-    if not inputs:
-        raise InputError("The bundle holds no prompts (it was written before bundles kept them): it cannot be rerun.")
+        argv.append(f"--model{suffix}={card.source}")  # '=': a value is never read as a flag
+        if card.revision:
+            argv.append(f"--revision{suffix}={card.revision}")
+        if card.adapter:
+            argv.append(f"--adapter{suffix}={card.adapter}")
+    dtypes = {c.dtype for c in cards.values()}
+    if len(dtypes) == 1 and (dtype := dtypes.pop()) is not None:
+        argv.append(f"--dtype={dtype}")
     for flag, entries in inputs.items():
         refs = []
         for e in entries:
-            if e["file"] not in files:
-                raise InputError(f"The bundle lacks {e['file']} named in its metadata.")
             # into the local prompt store under its own name and hash (names appear in tables: 'facts', not a file)
-            ps = prompt_store.from_jsonl(e["name"], files[e["file"]], e.get("sha256"))
+            ps = prompt_store.from_jsonl(e["name"], files[e["file"]], e["sha256"])
             refs.append(f"store:{prompt_store.save(ps)}")
-        argv += [flag, ",".join(refs)]
-    saved = meta.get("settings", {})
-    for f in fields_of(m.settings):
-        if f.spec.cli and f.name in saved:
-            value = saved[f.name]
-            value = tuple(value) if isinstance(value, list) else value
-            argv.append(f"{f.flag}={to_text(f, value) if value is not None else ''}")  # '=': values may start with '-' 
+        argv.append(f"{flag}={','.join(refs)}")
+    for name, value in settings.items():
+        f = field_of(m.settings, name)
+        argv.append(f"{f.flag}={to_text(f, value)}")
     return argv
 
 
@@ -94,8 +67,12 @@ def compare_tables(original: dict[str, bytes], out: Path, dtype: str = "float32"
     """[(table, verdict, ok)] for every data/*.csv of the bundle against the rerun's."""
     rtol, atol = TOLERANCE.get(dtype, TOLERANCE["float32"])
     rows = []
+    root = out.resolve()
     for name in sorted(n for n in original if n.startswith("data/") and n.endswith(".csv")):
-        new_path = out / name
+        new_path = (out / name).resolve()
+        if root not in new_path.parents:  # names are checked on reading; the folder itself may hold links
+            rows.append((name, "outside the output folder", False))
+            continue
         if not new_path.is_file():
             rows.append((name, "missing from the rerun", False))
             continue
@@ -131,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     """Recompute the bundle into --out and report table by table."""
     from logitscope.cli import main
 
-    meta, files = _read_bundle(Path(args.bundle))
+    meta, files = read_bundle(Path(args.bundle))
     with tempfile.TemporaryDirectory(prefix="logitscope-rerun-") as tmp:
         argv = command_line(meta, files, Path(tmp))
         argv += ["--out", args.out, "--formats", "html", "--quiet"] + (["--force"] if args.force else [])
