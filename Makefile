@@ -33,7 +33,7 @@ setup: $(STAMP) browser real-model
 # safetensors in ~/.cache/logitscope/models (or $$LOGITSCOPE_MODELS). Idempotent: a second run only
 # checks the file's sha256.
 real-model: $(STAMP)
-	"$(VPY)" -m analysis.real_models setup
+	"$(VPY)" -m analysis.models.real setup
 
 venv-path:
 	@echo $(VENV)

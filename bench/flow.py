@@ -5,12 +5,12 @@
 
 Model: transformers.LlamaConfig shaped like SmolLM2-135M (30 layers, hidden 576, intermediate 1536, 9 query
 heads / 3 key-value heads, vocabulary 49,152, tied embeddings), random weights (seed 0), fp32 on the CPU,
-eager attention; nothing is downloaded. Inputs: random token ids (analysis.tiny.ToyTokenizer reads "5 17 3" as
+eager attention; nothing is downloaded. Inputs: random token ids (analysis.models.tiny.ToyTokenizer reads "5 17 3" as
 BOS + ids), a random target and, unless --no-competitor, a random competitor per prompt ("#id"). Each
 measurement runs in a fresh subprocess which builds the model, does a tiny warm-up run (1 prompt x 4 tokens),
 then times one full run.
 
-  (a) ours:  analysis.flow.logit_flow_set with the page's defaults (batch size, automatic head x source
+  (a) ours:  analysis.flow.logit_flow.logit_flow_set with the page's defaults (batch size, automatic head x source
              importances, which are on while layers x heads x tokens <= flow.SOURCE_IMP_LIMIT: up to 30 tokens
              here): sublayer DLA, heads, head x source, "at position" grids, log-prob importances of
              sublayers, heads and head x source cells, identity checks; target, competitor and difference views.
@@ -66,16 +66,16 @@ def _inputs(n_prompts: int, n_tokens: int, competitor: bool, seed: int = 1):
 
 
 def _run_ours(lm, prompts, targets, comps):
-    from analysis.flow import logit_flow_set
+    from analysis.flow.logit_flow import logit_flow_set
     return logit_flow_set(lm, prompts, targets, comps)
 
 
 def _run_floor(lm, prompts, targets, comps):
     import torch
 
-    from analysis import flow
-    from analysis.batching import chunks, encode
-    from analysis.forward import run
+    from analysis.flow import logit_flow as flow
+    from analysis.core.batching import chunks, encode
+    from analysis.core.forward import run
     ad = lm.adapter
     L, H, hd = ad.n_layers, ad.n_heads, ad.head_dim
     W_U = ad.W_U
@@ -117,8 +117,8 @@ def worker(method: str, n_prompts: int, n_tokens: int, competitor: bool, threads
     """Build, warm up, then time one full run of ``method``; returns the measurement."""
     import torch
     torch.set_num_threads(threads)
-    from analysis.loading import model_from_pretrained_object
-    from analysis.tiny import ToyTokenizer
+    from analysis.core.loading import model_from_pretrained_object
+    from analysis.models.tiny import ToyTokenizer
     model = _build()
     tok = ToyTokenizer(VOCAB)
     tok.model_max_length = model.config.max_position_embeddings
@@ -130,7 +130,7 @@ def worker(method: str, n_prompts: int, n_tokens: int, competitor: bool, threads
     result, info = timed_peak(lambda: fn(lm, prompts, targets, comps))
     info.update(method=method, threads=threads)
     if method == "ours":
-        from analysis.flow import failed_checks
+        from analysis.flow.logit_flow import failed_checks
         info["source_importance"] = result.results[0].view("target").imp_sources is not None
         info["views"] = len(result.results[0].views)
         info["failed_checks"] = sum(len(failed_checks(r, 1e-4)) for r in result.results)

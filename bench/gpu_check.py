@@ -7,7 +7,7 @@ Checks, cheapest and most telling first, one printed row each as it finishes (so
 SIGTERM, the wrapper's timeout - has already shown its rows, and prints the summary of what it has):
 
   env       torch, CUDA, the GPUs;
-  identity  analysis.selfcheck on every model (demo gpt2-world-base and llama-world-base, the real
+  identity  analysis.models.selfcheck on every model (demo gpt2-world-base and llama-world-base, the real
             smollm2-135m-instruct when `make setup` converted it) in fp32 and bf16: lens at L = logits, the
             decomposition, DLA sums to the logit; max relative error against the dtype's tolerance;
   lens-gpu  the logit-lens benchmark (bench.lens: GPT-2-small-shaped random model, 32 x 128 tokens) on the GPU
@@ -118,15 +118,15 @@ class Checker:
 
 
 def _models() -> list[str]:
-    from analysis.real_models import REAL_MODEL, real_models
+    from analysis.models.real import REAL_MODEL, real_models
 
     return list(DEMO) + ([REAL_MODEL] if REAL_MODEL in real_models() else [])
 
 
 def identity(c: Checker, model: str, dtype: str):
-    """analysis.selfcheck on one model and dtype: (worst error / tolerance, text, failed?)."""
-    from analysis.loading import ModelSpec, load_model
-    from analysis.selfcheck import self_check
+    """analysis.models.selfcheck on one model and dtype: (worst error / tolerance, text, failed?)."""
+    from analysis.core.loading import ModelSpec, load_model
+    from analysis.models.selfcheck import self_check
 
     lm = load_model(ModelSpec(model, dtype=dtype, device=c.device))
     sc = self_check(lm)
@@ -137,7 +137,7 @@ def identity(c: Checker, model: str, dtype: str):
 def lens_gpu(c: Checker, dtype: str):
     """bench.lens's ours vs floor on the GPU: (ours / floor time, text, failed?)."""
     torch = c.torch
-    from analysis.loading import model_from_pretrained_object
+    from analysis.core.loading import model_from_pretrained_object
     from bench.lens import _build, _IdTokenizer, _inputs, _run_floor, _run_ours
 
     model = _build().to(device="cuda", dtype=getattr(torch, dtype))
@@ -159,9 +159,9 @@ def lens_gpu(c: Checker, dtype: str):
 
 def devmap(c: Checker, model: str):
     """The real model spread over every GPU (device_map='auto'): identities and a lens run."""
-    from analysis.lens import lens_trace
-    from analysis.loading import ModelSpec, load_model
-    from analysis.selfcheck import self_check
+    from analysis.lens.logit_lens import lens_trace
+    from analysis.core.loading import ModelSpec, load_model
+    from analysis.models.selfcheck import self_check
 
     lm = load_model(ModelSpec(model, dtype="bfloat16", device="auto"))
     devices = sorted({str(d) for d in getattr(lm.model, "hf_device_map", {}).values()})

@@ -9,7 +9,7 @@ fresh subprocess (so one method's allocations never pollute another's numbers) w
 model, does a tiny warm-up run (1 prompt x 4 tokens: loads kernels without pre-growing the heap),
 then times one full run.
 
-  (a) ours:  analysis.lens.lens_trace - all layers 0..12, all positions, top-10, entropy, KL(p_L||p_l),
+  (a) ours:  analysis.lens.logit_lens.lens_trace - all layers 0..12, all positions, top-10, entropy, KL(p_L||p_l),
              rank and probability of a target token, cross-entropy to the next token.
   (b) floor: the work no logit lens can skip - the same forward pass (residuals captured, stopped at the
              final norm) plus, per layer, the final norm and the unembedding matmul, in the same
@@ -69,7 +69,7 @@ def _inputs(n_prompts: int, n_tokens: int, seed: int = 1):
 
 
 def _run_ours(lm, ids, targets, k):
-    from analysis.lens import TARGET_TEXT, lens_trace
+    from analysis.lens.logit_lens import TARGET_TEXT, lens_trace
     rows = ids.tolist()
     return lens_trace(lm, [""] * len(rows), token_ids=rows, k=k, target_mode=TARGET_TEXT,
                       targets=[int(t) for t in targets], batch_size=len(rows))
@@ -78,9 +78,9 @@ def _run_ours(lm, ids, targets, k):
 def _run_floor(lm, ids, targets, k):
     import torch
 
-    from analysis.batching import batch_from_ids, chunks
-    from analysis.lens import capture_residuals, default_chunk_rows
-    from analysis.readout import readout
+    from analysis.core.batching import batch_from_ids, chunks
+    from analysis.lens.logit_lens import capture_residuals, default_chunk_rows
+    from analysis.core.readout import readout
     batch = batch_from_ids(ids.tolist(), 0)
     store = capture_residuals(lm, batch.input_ids, batch.attention_mask, batch.position_ids)
     ad = lm.adapter
@@ -138,7 +138,7 @@ def worker(method: str, n_prompts: int, n_tokens: int, k: int, threads: int) -> 
     """Build, warm up, then time one full run of ``method``; returns the measurement."""
     import torch
     torch.set_num_threads(threads)
-    from analysis.loading import model_from_pretrained_object
+    from analysis.core.loading import model_from_pretrained_object
     model = _build()
     ids, targets = _inputs(n_prompts, n_tokens)
     small_ids, small_t = ids[:1, :4].clone(), targets[:1].clone()  # tiny: the heap is not pre-grown

@@ -1,9 +1,9 @@
 """Bench: the OOD page's default study end to end on a demo model, against a bare forward pass over the same prompts.
 
 What the page runs with its defaults (pages/ood.py, components/reports/ood.py OODSeparabilitySettings), timed as one piece:
-features of the ID set and of each OOD set (analysis.ood_features.extract_features, batch 32, no BLOOD),
-the study (analysis.ood.study_from_features: every scorer at every layer, metrics, the best pick) with the
-page's OODSettings, and the 2-D map (analysis.ood.project_2d: PCA of the best score's best layer, 'last'
+features of the ID set and of each OOD set (analysis.ood.features.extract_features, batch 32, no BLOOD),
+the study (analysis.ood.study.study_from_features: every scorer at every layer, metrics, the best pick) with the
+page's OODSettings, and the 2-D map (analysis.ood.study.project_2d: PCA of the best score's best layer, 'last'
 pooling, fitted on ID, random_state 0). The prompts: the page's default ID set (model_defaults.default_set:
 'facts' on demo models) and its default OOD sets (components.reports.ood.DEFAULT_OOD);
 ``--sets synthetic --n 2000`` uses 2,000 generated ID and 2,000 generated OOD prompts instead.
@@ -40,16 +40,16 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from analysis import ood as O  # noqa: E402
-from analysis.batching import bucketed, chunks, encode  # noqa: E402
+from analysis.ood import study as O  # noqa: E402
+from analysis.core.batching import bucketed, chunks, encode  # noqa: E402
 from analysis.demo import prompts as DP  # noqa: E402
 from analysis.demo import world as W  # noqa: E402
-from analysis.forward import run  # noqa: E402
-from analysis.loading import ModelSpec, load_model  # noqa: E402
-from analysis.model_defaults import default_set  # noqa: E402
-from analysis.ood import OODSettings, project_2d, study_from_features  # noqa: E402
-from analysis.ood_features import extract_features  # noqa: E402
-from analysis.prompts import load_builtin  # noqa: E402
+from analysis.core.forward import run  # noqa: E402
+from analysis.core.loading import ModelSpec, load_model  # noqa: E402
+from analysis.models.defaults import default_set  # noqa: E402
+from analysis.ood.study import OODSettings, project_2d, study_from_features  # noqa: E402
+from analysis.ood.features import extract_features  # noqa: E402
+from analysis.prompts.sets import load_builtin  # noqa: E402
 from components.reports import ood as R  # noqa: E402
 
 D = R.OODSeparabilitySettings()  # the page's defaults

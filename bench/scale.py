@@ -3,7 +3,7 @@
     python -m bench.scale                    # 2,000 prompts on gpt2-world-base, a few minutes on 2 cores
     python -m bench.scale --prompts 200      # a quick run
 
-What runs: ``analysis.ood_features.extract_features`` (the OOD page's features: every layer's last-token and
+What runs: ``analysis.ood.features.extract_features`` (the OOD page's features: every layer's last-token and
 mean-pooled residual, head input, lens and final logit summaries, mean log-likelihood; batch 32, no BLOOD) of N
 prompts from the demo world (bench.ood.synthetic_sets: ID and OOD texts, mixed lengths), three ways:
 
@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     import ray
     import torch
 
-    from analysis.backend import use_backend
-    from analysis.loading import ModelSpec, load_model
-    from analysis.ood_features import extract_features
-    from analysis.ray_backend import RayBackend
+    from analysis.compute.backend import use_backend
+    from analysis.core.loading import ModelSpec, load_model
+    from analysis.ood.features import extract_features
+    from analysis.compute.ray_pool import RayBackend
     from bench.ood import synthetic_sets
 
     torch.set_num_threads(args.threads)

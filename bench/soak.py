@@ -242,9 +242,9 @@ async def _evict(ctx, base: str, budget_gb: float, tally: Tally) -> None:
 def eviction_budget_gb() -> float:
     """A budget that holds the real pair (A and B, fp32) and one demo model but not two: s4's second demo load must
     evict its first one (or an idle real model), never one a running analysis uses."""
-    from analysis.loading import ModelSpec
-    from analysis.model_memory import estimate_bytes
-    from analysis.real_models import REAL_MODEL
+    from analysis.core.loading import ModelSpec
+    from analysis.models.memory import estimate_bytes
+    from analysis.models.real import REAL_MODEL
 
     real = estimate_bytes(ModelSpec(REAL_MODEL, device="cpu", dtype="float32")).nbytes or 540e6
     demo = estimate_bytes(ModelSpec("llama-world-base", device="cpu", dtype="float32")).nbytes or 5e6
@@ -279,8 +279,8 @@ def server_pid(base: str) -> int:
 async def soak(base: str, quick: bool) -> Tally:
     from playwright.async_api import async_playwright
 
-    from analysis.loading import zoo_dir
-    from analysis.real_models import REAL_LORA, REAL_MODEL
+    from analysis.core.loading import zoo_dir
+    from analysis.models.real import REAL_LORA, REAL_MODEL
     from tests.e2e.conftest import CHROMIUM_ARGS, chromium_path
 
     pair = {"a": REAL_MODEL, "b": REAL_MODEL, "b.adapter": str(zoo_dir() / REAL_LORA)}
@@ -346,7 +346,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="lens and steering only (about 3 minutes)")
     ap.add_argument("--verbose", action="store_true", help="print the cache's use and what a failed check saw")
     args = ap.parse_args()
-    from analysis.real_models import REAL_MODEL, real_models
+    from analysis.models.real import REAL_MODEL, real_models
     from tests.e2e.conftest import ARTIFACTS, run_streamlit
 
     if REAL_MODEL not in real_models():

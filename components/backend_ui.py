@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.backend import PROCESS, Backend, check_address, parse_backend
-from analysis.errors import BackendError
+from analysis.compute.backend import PROCESS, Backend, check_address, parse_backend
+from analysis.core.errors import BackendError
 
 KEY_KIND = "backend_kind"
 KEY_ADDRESS = "backend_address"

@@ -1,7 +1,7 @@
 """Export errors: the one exception every figure, table and bundle export raises with a sentence for the user."""
 from __future__ import annotations
 
-from analysis.errors import LogitscopeError
+from analysis.core.errors import LogitscopeError
 
 
 class ExportError(LogitscopeError):

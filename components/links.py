@@ -1,6 +1,6 @@
 """The URL holds the view: the models (A, optional B), each page's settings ("<page key>.<setting>", see
 components.settings_ui) and its prompt set ("<input key>.set" = builtin:<name> or the sha256 of a typed or
-uploaded set kept in analysis.prompt_store). Opening such a link in a fresh session reproduces the view; the
+uploaded set kept in analysis.prompts.store). Opening such a link in a fresh session reproduces the view; the
 sidebar's "Link to this view" gives the URL to copy.
 
 Never in a link: pickle weights or remote code (a link must not be able to turn those on).
@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from analysis.loading import ModelSpec
+from analysis.core.loading import ModelSpec
 
 MODEL_FIELDS = ("revision", "adapter", "dtype", "device")
 _APPLIED = "logitscope_model_link_applied"

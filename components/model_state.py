@@ -1,7 +1,7 @@
 """Which models are loaded: the sidebar picker for checkpoint A (and optional B) and the model cache.
 
 Pages call ``require_models()`` to get the loaded pair; they never load models themselves. Models live in
-analysis.model_cache's shared cache (all sessions), bounded by a memory budget per device that the sidebar's
+analysis.models.cache's shared cache (all sessions), bounded by a memory budget per device that the sidebar's
 Memory options change. A script run holds the models it loads, so another session's load never evicts them
 under a running analysis; the holds end with the run.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.errors import LogitscopeError
-from analysis.loading import DEFAULT_MODEL, LoadedModel, ModelSpec, builtin_models, resolve_device, zoo_models
-from analysis.model_cache import DeviceUse, Eviction, shared_cache
-from analysis.model_card import ModelCard, model_card
-from analysis.model_memory import device_key
-from analysis.model_pair import ModelPair  # noqa: F401  (pages import it from here)
+from analysis.core.errors import LogitscopeError
+from analysis.core.loading import DEFAULT_MODEL, LoadedModel, ModelSpec, builtin_models, resolve_device, zoo_models
+from analysis.models.cache import DeviceUse, Eviction, shared_cache
+from analysis.models.card import ModelCard, model_card
+from analysis.models.memory import device_key
+from analysis.models.pair import ModelPair  # noqa: F401  (pages import it from here)
 from components.links import apply_model_link, sync_model_link
 
 OTHER = "Other: hub id or local folder…"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from analysis.wording import plural
+from analysis.core.wording import plural
 
 MAX_LISTED = 10
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import streamlit as st
 
-from analysis.errors import LogitscopeError
+from analysis.core.errors import LogitscopeError
 from components.model_state import ModelPair, require_models
 from components.reports import Report, report_metadata
 
@@ -22,7 +22,7 @@ def progress_bar(label: str) -> Iterator[ProgressFn]:
     bar in the context captured here, outside the cache's element recording, so a later cache hit does not
     try to replay the bar (which raises CacheReplayClosureError).
     """
-    from analysis.backend import use_backend
+    from analysis.compute.backend import use_backend
     from components.backend_ui import session_backend
 
     backend = session_backend()  # the sidebar's compute backend runs the block (BackendError: a bad address)

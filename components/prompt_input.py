@@ -1,6 +1,6 @@
 """The prompt-set input every page uses: typed prompts, a built-in set, or an uploaded file.
 
-All parsing and validation lives in analysis.prompts; this module only draws widgets and shows
+All parsing and validation lives in analysis.prompts.sets; this module only draws widgets and shows
 the engine's messages. Prompt text is shown as data (st.dataframe, st.caption of counts), never
 as HTML or markdown.
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis import prompt_store
-from analysis.errors import LogitscopeError, PromptSetError
-from analysis.model_defaults import has_chat_template
-from analysis.prompts import (
+from analysis.prompts import store as prompt_store
+from analysis.core.errors import LogitscopeError, PromptSetError
+from analysis.models.defaults import has_chat_template
+from analysis.prompts.sets import (
     OPTIONAL_FIELDS,
     PromptSet,
     apply_chat_template,
@@ -27,7 +27,7 @@ from analysis.prompts import (
     parse_prompt_file,
     prompt_set_from_text,
 )
-from analysis.wording import plural
+from analysis.core.wording import plural
 from components.charts.text import decode_token, md_literal, visible
 from components.model_state import current_spec, load_cached
 

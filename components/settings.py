@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.errors import InputError
+from analysis.core.errors import InputError
 
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 RESERVED = ("set", "chat", "run")  # "<key>.set" / ".chat": a prompt input's link; "<page>.run": the page has run

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import streamlit as st
 
-from analysis.errors import InputError
+from analysis.core.errors import InputError
 from components.settings import RESERVED, check, field_of, fields_of, from_query, from_text, to_query, to_text
 
 

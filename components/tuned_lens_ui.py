@@ -1,7 +1,7 @@
 """The Logit lens page's tuned-lens panel: which checkpoints have a trained translator, a "Train tuned lens" button
 with a progress bar (on the demo corpus or an uploaded .txt), and the cache stamps that key the page's results.
 
-Streamlit wiring only; the training is analysis.tuned_lens.fit, the translator goes into its cache.
+Streamlit wiring only; the training is analysis.lens.tuned.fit, the translator goes into its cache.
 """
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import streamlit as st
 
-from analysis import tuned_lens as TL
-from analysis.errors import InputError
-from analysis.model_pair import stage
+from analysis.lens import tuned as TL
+from analysis.core.errors import InputError
+from analysis.models.pair import stage
 from components import page_kit as kit
 from components.charts.text import md_literal
 

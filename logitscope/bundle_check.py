@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis.errors import InputError, brief
-from analysis.prompt_store import MAX_STORED_BYTES
+from analysis.core.errors import InputError, brief
+from analysis.prompts.store import MAX_STORED_BYTES
 
 _STEM = r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?=[A-Za-z0-9_-])){0,119}"  # what safe_filename (+ _unique) writes
 ENTRY = re.compile(rf"metadata\.json|plotly\.min\.js|data/{_STEM}\.(?:csv|json)|figures/{_STEM}\.(?:png|svg|pdf|html)"

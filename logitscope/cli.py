@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import Any
 
-from analysis.errors import LogitscopeError
+from analysis.core.errors import LogitscopeError
 
 COMMANDS: dict[str, Callable[[Any], None]] = {name: import_module(f"logitscope.{name}").add for name in
                                               ("lens", "flow", "steer", "neurons", "shift", "ood", "rerun",
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        from analysis.backend import parse_backend, use_backend
+        from analysis.compute.backend import parse_backend, use_backend
 
         if getattr(args, "ray", None) and args.command in ("flow", "shift"):
             print(f"note: {args.command} runs in this process; --ray shards lens, ood, steer and neurons.",

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from analysis.errors import InputError, PromptSetError
-from analysis.model_pair import ModelPair
-from analysis.wording import plural
+from analysis.core.errors import InputError, PromptSetError
+from analysis.models.pair import ModelPair
+from analysis.core.wording import plural
 from components.settings import add_arguments, from_args
 
 ProgressFn = Callable[[float, str], None]
@@ -58,8 +58,8 @@ def progress(label: str, quiet: bool) -> Iterator[Progress]:
 def load_prompts(text: str) -> Any:
     """A built-in set by name, 'store:<sha256>' (a set in the local prompt store), else a .txt/.csv/.jsonl file
     path; PromptSetError if it is none of these."""
-    from analysis import prompt_store
-    from analysis.prompts import builtin_sets, load_builtin, parse_prompt_file
+    from analysis.prompts import store as prompt_store
+    from analysis.prompts.sets import builtin_sets, load_builtin, parse_prompt_file
 
     if text in builtin_sets():
         return load_builtin(text)
@@ -82,7 +82,7 @@ def load_prompts(text: str) -> Any:
 
 def first_n(ps: Any, n: int | None) -> Any:
     """The first n rows of a prompt set as a set of its own (all of them when n is None)."""
-    from analysis.prompts import PromptSet
+    from analysis.prompts.sets import PromptSet
 
     if n is None or len(ps) <= n:
         return ps
@@ -98,9 +98,9 @@ def given_prompts(args: argparse.Namespace) -> Any:
 
 def main_prompts(args: argparse.Namespace, models: ModelPair, ps: Any) -> Any:
     """The command's main prompt set, chat-rendered: --prompts, else model A's default (the demo set on demo models,
-    its real-model counterpart on any other: analysis.model_defaults.default_set)."""
+    its real-model counterpart on any other: analysis.models.defaults.default_set)."""
     if ps is None:
-        from analysis.model_defaults import default_set
+        from analysis.models.defaults import default_set
 
         ps = load_prompts(default_set(models.a, args.demo_prompts))
     return chat(args, models, ps)
@@ -109,14 +109,14 @@ def main_prompts(args: argparse.Namespace, models: ModelPair, ps: Any) -> Any:
 def other_prompts(args: argparse.Namespace, models: ModelPair, given: str | None, demo_name: str) -> Any:
     """A command's further prompt set (--monitor-prompts, --controls, ...), chat-rendered: the given name or file,
     else model A's default for the demo set `demo_name`."""
-    from analysis.model_defaults import default_set
+    from analysis.models.defaults import default_set
 
     return chat(args, models, load_prompts(given or default_set(models.a, demo_name)))
 
 
 def chat(args: argparse.Namespace, models: ModelPair, ps: Any) -> Any:
     """ps with A's chat template applied: to rows given as messages always, to plain prompts with --chat-template."""
-    from analysis.prompts import apply_chat_template
+    from analysis.prompts.sets import apply_chat_template
 
     return apply_chat_template(ps, models.a.tokenizer, wrap_plain=args.chat_template)
 
@@ -125,7 +125,7 @@ def spec_of(args: argparse.Namespace, source: str, which: str = "") -> Any:
     """The spec of a --model (which "a") or --model-b ("b") source with its --revision/--adapter(-b) and the options."""
     from dataclasses import replace
 
-    from analysis.loading import named_spec
+    from analysis.core.loading import named_spec
 
     spec = named_spec(source, revision=None, dtype=args.dtype, device=args.device,
                       allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
@@ -138,8 +138,8 @@ def spec_of(args: argparse.Namespace, source: str, which: str = "") -> Any:
 
 def load_models(args: argparse.Namespace, need_b: bool = False) -> ModelPair:
     """Load --model (and --model-b) with their cards, as the sidebar picker does."""
-    from analysis.loading import load_model
-    from analysis.model_card import model_card
+    from analysis.core.loading import load_model
+    from analysis.models.card import model_card
 
     if args.quiet:
         from transformers.utils import logging as hf_logging
@@ -225,7 +225,7 @@ def formats_arg(text: str) -> tuple[str, ...]:
 
 
 def add_common(p: argparse.ArgumentParser, default_prompts: str, b_required: bool = False) -> None:
-    from analysis.loading import DEFAULT_MODEL
+    from analysis.core.loading import DEFAULT_MODEL
 
     g = p.add_argument_group("models and data")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint A: zoo name, real model name "
@@ -237,7 +237,7 @@ def add_common(p: argparse.ArgumentParser, default_prompts: str, b_required: boo
     g.add_argument("--revision-b", default=None, help="revision of checkpoint B")
     g.add_argument("--adapter", default=None, help="LoRA adapter folder merged into checkpoint A")
     g.add_argument("--adapter-b", default=None, help="LoRA adapter folder merged into checkpoint B")
-    from analysis.model_defaults import REAL_EQUIVALENTS
+    from analysis.models.defaults import REAL_EQUIVALENTS
 
     real = REAL_EQUIVALENTS.get(default_prompts, default_prompts)
     g.add_argument("--prompts", default=None, help=f"built-in prompt set name or a .txt/.csv/.jsonl file (default "
@@ -263,8 +263,8 @@ def add_common(p: argparse.ArgumentParser, default_prompts: str, b_required: boo
 
 def ray_arg(text: str) -> str:
     """An argparse type: a --ray address ('auto', 'ray://HOST:PORT' or 'local:N'), checked (one-line error)."""
-    from analysis.backend import check_address
-    from analysis.errors import BackendError
+    from analysis.compute.backend import check_address
+    from analysis.core.errors import BackendError
 
     try:
         return check_address(text)

@@ -3,7 +3,7 @@ alone and say whether every table matches.
 
 The bundle names its method (metadata "page"), its models (cards: source, revision, adapter, dtype, weights
 sha256), every setting, and holds the exact prompts of every input set (prompts/*.jsonl, metadata "inputs" maps
-each CLI flag to its files). Each set goes into the local prompt store (analysis.prompt_store) under its name and
+each CLI flag to its files). Each set goes into the local prompt store (analysis.prompts.store) under its name and
 sha256 and is passed as 'store:<sha256>'; a set whose content does not match its recorded hash is refused. The
 rerun runs that method's command with those, writes DIR like any command, then compares each data/*.csv (inside
 DIR only): identical, within the dtype's tolerance (the largest difference is printed), or not.
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import prompt_store
+from analysis.prompts import store as prompt_store
 from logitscope.bundle_check import check_metadata, read_bundle
 
 TOLERANCE = {"float32": (1e-4, 1e-6), "bfloat16": (2e-2, 1e-3), "float16": (5e-3, 1e-4)}  # (rtol, atol) by dtype

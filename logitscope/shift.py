@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from analysis.errors import InputError
+from analysis.core.errors import InputError
 from components.reports import shift as R
 from components.settings import add_arguments, from_args
 from logitscope.common import add_common, finish, given_prompts, load_models, main_prompts, progress, spec_of
@@ -12,7 +12,7 @@ from logitscope.common import add_common, finish, given_prompts, load_models, ma
 
 def run(args: argparse.Namespace) -> int:
     """Checkpoint shift A -> B (and the second pair's similarity) as the Checkpoint shift page computes it."""
-    from analysis.loading import load_model
+    from analysis.core.loading import load_model
 
     s = from_args(R.ShiftSettings, args)
     ps = given_prompts(args)

@@ -1,6 +1,6 @@
 """`python -m logitscope tuned-lens --model M [--corpus FILE] [--steps N]`: train a tuned lens for a model.
 
-Trains one affine translator per layer (analysis.tuned_lens) on the corpus's training lines (every 5th line held
+Trains one affine translator per layer (analysis.lens.tuned) on the corpus's training lines (every 5th line held
 out), prints the held-out KL and cross-entropy per layer (logit vs tuned) and the time, and stores the translator in
 the cache (~/.cache/logitscope/tuned_lens, $LOGITSCOPE_TUNED_LENS), where the Logit lens page and
 `python -m logitscope lens --lens tuned` find it. --out also writes a copy (safetensors, with its metadata);
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analysis.errors import InputError
+from analysis.core.errors import InputError
 
 
 def _corpus(path: str) -> str:
@@ -41,7 +41,7 @@ def held_out_lines(tr: Any) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Train (or --load) a translator for --model and store it in the cache."""
-    from analysis import tuned_lens as TL
+    from analysis.lens import tuned as TL
     from logitscope.common import load_models, progress
 
     corpus = None if args.load else _corpus(args.corpus)
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add(sub: Any) -> None:
     """The tuned-lens subcommand."""
-    from analysis.loading import DEFAULT_MODEL
-    from analysis.tuned_lens import DEMO_CORPUS, STEP_HELP
+    from analysis.core.loading import DEFAULT_MODEL
+    from analysis.lens.tuned import DEMO_CORPUS, STEP_HELP
 
     p = sub.add_parser("tuned-lens", help="train a tuned lens (an affine translator per layer) for a model",
                        description="Train a tuned lens for --model on a text corpus and store it where the Logit "

@@ -11,11 +11,11 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis.loading import ModelSpec, builtin_models
-from analysis.model_defaults import default_set
-from analysis.model_pair import ModelPair
-from analysis.prompts import PromptSet
-from analysis.shift import compatibility
+from analysis.core.loading import ModelSpec, builtin_models
+from analysis.models.defaults import default_set
+from analysis.models.pair import ModelPair
+from analysis.prompts.sets import PromptSet
+from analysis.shift.logit_shift import compatibility
 from components import page_kit as kit
 from components.export_ui import export_bundle
 from components.model_state import KEY_SPECS, KEY_USE_B, load_cached

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis import neuron_scan as ns
-from analysis.errors import LogitscopeError
-from analysis.model_pair import ModelPair
-from analysis.prompts import PromptSet
-from analysis.unigram import DEFAULT_REFERENCE
+from analysis.neurons import scan as ns
+from analysis.core.errors import LogitscopeError
+from analysis.models.pair import ModelPair
+from analysis.prompts.sets import PromptSet
+from analysis.neurons.unigram import DEFAULT_REFERENCE
 from components import card_views
 from components import page_kit as kit
 from components.charts import neurons as charts

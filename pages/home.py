@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.model_card import ModelCard
-from analysis.model_memory import format_bytes
+from analysis.models.card import ModelCard
+from analysis.models.memory import format_bytes
 from components.charts.text import md_literal
 from components.model_state import cache_use, require_models
 from components.shell import ensure_app_shell

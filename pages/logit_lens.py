@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis import lens as L
-from analysis.model_defaults import default_fact
+from analysis.lens import logit_lens as L
+from analysis.models.defaults import default_fact
 from components import page_kit as kit
 from components import tuned_lens_ui
 from components.charts.style import MAX_LAYER_ROWS

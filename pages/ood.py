@@ -11,12 +11,12 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis import ood as O
-from analysis.errors import LogitscopeError
-from analysis.loading import LoadedModel, ModelSpec
-from analysis.model_defaults import default_set
-from analysis.ood_features import OODFeatures
-from analysis.prompts import PromptSet, builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
+from analysis.ood import study as O
+from analysis.core.errors import LogitscopeError
+from analysis.core.loading import LoadedModel, ModelSpec
+from analysis.models.defaults import default_set
+from analysis.ood.features import OODFeatures
+from analysis.prompts.sets import PromptSet, builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
 from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure

@@ -15,13 +15,13 @@ from typing import Any
 
 import streamlit as st
 
-from analysis.errors import InputError
-from analysis.loading import ModelSpec
-from analysis.model_defaults import default_question, default_set
-from analysis.persona_drift import Drift, Flagged
-from analysis.prompts import PromptSet
-from analysis.steering import GenerationComparison, Sweep
-from analysis.steering_vectors import (
+from analysis.core.errors import InputError
+from analysis.core.loading import ModelSpec
+from analysis.models.defaults import default_question, default_set
+from analysis.steering.drift import Drift, Flagged
+from analysis.prompts.sets import PromptSet
+from analysis.steering.steer import GenerationComparison, Sweep
+from analysis.steering.vectors import (
     DEFAULT_LAYER_RULE,
     METHOD_LABELS,
     POSITION_RULES,

@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.attention_patterns import (
+from analysis.flow.attention import (
     attention_pattern,
     attention_pattern_set,
     attention_patterns,
     head_label,
     parse_head_label,
 )
-from analysis.batching import encode
-from analysis.errors import InputError
-from analysis.flow import _capture_hooks, eager_attention, logit_flow
-from analysis.forward import run
-from analysis.tiny import ALL_TYPES, tiny_model
+from analysis.core.batching import encode
+from analysis.core.errors import InputError
+from analysis.flow.logit_flow import _capture_hooks, eager_attention, logit_flow
+from analysis.core.forward import run
+from analysis.models.tiny import ALL_TYPES, tiny_model
 
 PROMPTS = ["5 17 3 9 22 4 31", "8 2", "11 12 13 14"]
 
@@ -123,7 +123,7 @@ def test_flow_page_shows_the_picked_heads_pattern_for_a_and_b_side_by_side():
 
     from streamlit.testing.v1 import AppTest
 
-    from analysis.loading import ModelSpec
+    from analysis.core.loading import ModelSpec
 
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=180)
     at.session_state["logitscope_spec_A"] = ModelSpec("gpt2-world-base")
@@ -163,7 +163,7 @@ def test_a_click_on_a_head_source_cell_selects_that_head():
 def test_flow_report_has_each_checkpoints_pattern_of_the_default_head():
     from dataclasses import replace
 
-    from analysis.flow import logit_flow_set
+    from analysis.flow.logit_flow import logit_flow_set
     from components.reports import flow as R
 
     lm = tiny_model("llama")

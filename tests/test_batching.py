@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.batching import bucketed, encode, length_batches, n_batches
-from analysis.ood_features import blood_norms, extract_features
-from analysis.tiny import ALL_TYPES, ToyTokenizer, tiny_model
+from analysis.core.batching import bucketed, encode, length_batches, n_batches
+from analysis.ood.features import blood_norms, extract_features
+from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
 
 # lengths 9, 2, 6, 3, 8, 2, 5, 4 (+ BOS): neighbours in the input have very different lengths
 PROMPTS = ["5 17 3 9 22 40 11 8 6", "31 30", "9 9 9 9 4 22", "40 2 7", "7 8 6 5 4 3 2 11", "12 13",
@@ -46,7 +46,7 @@ def test_bucketed_batches_are_the_prompts_encoded_in_plan_order_with_less_paddin
 
 
 def test_bucketed_checks_every_length_before_the_first_batch():
-    from analysis.errors import InputError
+    from analysis.core.errors import InputError
     with pytest.raises(InputError, match="longer than the model's context"):
         next(bucketed(ToyTokenizer(), ["1 2", "1 2 3 4 5 6 7"], 1, max_length=4))
 

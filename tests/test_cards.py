@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import InputError
-from analysis.model_defaults import adds_bos
-from analysis.neuron_card import neuron_card
-from analysis.steering_vectors import SteeringVectors
-from analysis.tiny import ALL_TYPES, tiny_model
-from analysis.vector_card import vector_card
+from analysis.core.errors import InputError
+from analysis.models.defaults import adds_bos
+from analysis.neurons.card import neuron_card
+from analysis.steering.vectors import SteeringVectors
+from analysis.models.tiny import ALL_TYPES, tiny_model
+from analysis.steering.card import vector_card
 
 REFERENCE = ["5 17 3 9 22 4 31", "8 2", "11 12 13 14", "30 1 30 1 30", "7"]
 
@@ -130,7 +130,7 @@ def _page(path: str):
 
     from streamlit.testing.v1 import AppTest
 
-    from analysis.loading import ModelSpec
+    from analysis.core.loading import ModelSpec
 
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=240)
     at.session_state["logitscope_spec_A"] = ModelSpec("gpt2-world-base")

@@ -110,10 +110,10 @@ def cli_figures(tiny_prompts, tmp_path_factory):  # noqa: F811
 def deep_report_figures(compare: bool) -> dict[str, go.Figure]:
     """Lens and flow report figures on a 30-layer tiny model, keyed "lens-30/<name>" (``compare``: A vs B, another
     30-layer model with other random weights)."""
-    from analysis.model_card import model_card
-    from analysis.model_pair import ModelPair
-    from analysis.prompts import load_builtin
-    from analysis.tiny import tiny_model
+    from analysis.models.card import model_card
+    from analysis.models.pair import ModelPair
+    from analysis.prompts.sets import load_builtin
+    from analysis.models.tiny import tiny_model
     from logitscope.common import first_n
 
     a = tiny_model("gpt2", layers=30)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.loading import ModelSpec
+from analysis.core.loading import ModelSpec
 from components import exporting
 from logitscope.cli import main
 

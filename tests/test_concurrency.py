@@ -7,7 +7,7 @@
     one generates with steering on the steering page (its steering hook slowed), the other presses Run on
     the lens page meanwhile; the lens page's numbers must equal the clean ones.
 
-Both are serialised by LoadedModel.lock (analysis.hooks.attached, analysis.forward.run). Without the lock
+Both are serialised by LoadedModel.lock (analysis.core.hooks.attached, analysis.core.forward.run). Without the lock
 they fail (shown in the closing note of issue #9: a script that removes the lock and runs this file).
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ import time
 import numpy as np
 import pytest
 
-from analysis import lens as L
-from analysis import steering as S
-from analysis.hooks import residual_hook
-from analysis.loading import REPO_ROOT, ModelSpec, zoo_dir
-from analysis.tiny import tiny_model
+from analysis.lens import logit_lens as L
+from analysis.steering import steer as S
+from analysis.core.hooks import residual_hook
+from analysis.core.loading import REPO_ROOT, ModelSpec, zoo_dir
+from analysis.models.tiny import tiny_model
 
 PROMPTS = ["5 17 3 9 22 4 31 8", "40 2 2 7"]
 ALPHA = 50.0

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.errors import InputError
-from analysis.loading import ModelSpec
+from analysis.core.errors import InputError
+from analysis.core.loading import ModelSpec
 from components import settings as S
 from components.methods import METHODS
 from logitscope.cli import build_parser
@@ -121,7 +121,7 @@ def test_page_widgets_and_metadata_start_at_the_declared_defaults(name, captured
 
 
 def test_a_display_only_change_never_calls_the_engine_and_a_compute_change_does(captured, monkeypatch):
-    from analysis import lens as L
+    from analysis.lens import logit_lens as L
 
     calls = []
     real = L.lens_trace

@@ -7,14 +7,14 @@ import threading
 import pytest
 import torch
 
-from analysis.architectures import ARCH_TABLE, NORM_LAYERNORM, NORM_RMS, resolve_adapter
-from analysis.batching import batch_from_ids, encode
-from analysis.errors import UnsupportedArchitectureError
-from analysis.forward import run
-from analysis.hooks import attached, residual_capture_hooks, residual_hook
-from analysis.readout import final_norm, readout
-from analysis.selfcheck import self_check
-from analysis.tiny import ALL_TYPES, tiny_model
+from analysis.core.architectures import ARCH_TABLE, NORM_LAYERNORM, NORM_RMS, resolve_adapter
+from analysis.core.batching import batch_from_ids, encode
+from analysis.core.errors import UnsupportedArchitectureError
+from analysis.core.forward import run
+from analysis.core.hooks import attached, residual_capture_hooks, residual_hook
+from analysis.core.readout import final_norm, readout
+from analysis.models.selfcheck import self_check
+from analysis.models.tiny import ALL_TYPES, tiny_model
 
 
 @pytest.fixture(scope="module", params=ALL_TYPES)

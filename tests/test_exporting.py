@@ -153,7 +153,7 @@ def test_nonexistent_logitscope_chrome_raises_clear_error(fig, monkeypatch, tmp_
 
 
 def test_export_error_is_a_logitscope_error():
-    from analysis.errors import LogitscopeError
+    from analysis.core.errors import LogitscopeError
 
     assert issubclass(ExportError, LogitscopeError)
 

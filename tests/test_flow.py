@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import flow
-from analysis.batching import encode
-from analysis.errors import InputError
-from analysis.flow import VALUE_SITES, importance, logit_flow, logit_flow_set, resolve_token
-from analysis.forward import run
-from analysis.hooks import capture, input_hook, output_hook
-from analysis.loading import ModelSpec, load_model, zoo_models
-from analysis.readout import direct_logit_attribution, norm_scale
-from analysis.tiny import ALL_TYPES, tiny_model
+from analysis.flow import logit_flow as flow
+from analysis.core.batching import encode
+from analysis.core.errors import InputError
+from analysis.flow.logit_flow import VALUE_SITES, importance, logit_flow, logit_flow_set, resolve_token
+from analysis.core.forward import run
+from analysis.core.hooks import capture, input_hook, output_hook
+from analysis.core.loading import ModelSpec, load_model, zoo_models
+from analysis.core.readout import direct_logit_attribution, norm_scale
+from analysis.models.tiny import ALL_TYPES, tiny_model
 
 PROMPT = "5 17 3 9 22 4 31"
 TOL = 1e-4  # fp32, relative
@@ -101,7 +101,7 @@ def test_importance_of_zero_is_zero_and_sublayer_importances_telescope(lm, res):
 
 def test_importance_matches_the_plain_formula_across_chunks(lm, monkeypatch):
     """Independent route: log softmax(g(r + v))_t - log softmax(g(r))_t row by row, vs chunked scoring (3-row GEMMs)."""
-    from analysis.readout import frozen_norm, softcap, unembed
+    from analysis.core.readout import frozen_norm, softcap, unembed
     ad = lm.adapter
     g = torch.Generator().manual_seed(0)
     r, vs = torch.randn(ad.d_model, generator=g), 2 * torch.randn(11, ad.d_model, generator=g)
@@ -250,7 +250,7 @@ def zoo_lm(request):
 
 
 def test_zoo_two_hop_competitor_view_and_identities(zoo_lm):
-    from analysis.prompts import load_builtin
+    from analysis.prompts.sets import load_builtin
     ps = load_builtin("two_hop")
     rows = ps.rows[:6]
     s = logit_flow_set(zoo_lm, [r.prompt for r in rows], [r.target for r in rows], [r.competitor for r in rows])

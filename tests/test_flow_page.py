@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.loading import ModelSpec, zoo_models
+from analysis.core.loading import ModelSpec, zoo_models
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 REAL_ZOO = {"gpt2-world-base", "llama-world-base"} <= set(zoo_models())
@@ -111,7 +111,7 @@ def test_a_display_only_change_never_calls_the_engine_and_a_compute_change_does(
     """View, threshold, edges and the prompt shown only redraw the report; the target recomputes."""
     import streamlit as st
 
-    from analysis import flow as F
+    from analysis.flow import logit_flow as F
 
     calls = []
     real = F.logit_flow_set

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.loading import REPO_ROOT
+from analysis.core.loading import REPO_ROOT
 from logitscope.cli import main
 from tests.hostile_fixtures import BASE, needs_zoo
 
@@ -221,7 +221,7 @@ def test_an_entry_larger_than_its_directory_says_is_refused(bundle_files, tmp_pa
                                   "--prompts=x --allow-pickle", "--ood-prompts"])
 def test_input_flags_outside_the_methods_own_are_refused_before_anything_runs(flag, bundle_files, tmp_path, capsys,
                                                                             monkeypatch):
-    import analysis.loading as loading
+    import analysis.core.loading as loading
 
     loads: list = []
     monkeypatch.setattr(loading, "load_model", lambda spec: loads.append(spec) or (_ for _ in ()).throw(
@@ -237,7 +237,7 @@ def test_input_flags_outside_the_methods_own_are_refused_before_anything_runs(fl
 
 def _lens_specs(monkeypatch) -> list:
     """Record the specs the rerun loads (and load them for real)."""
-    import analysis.loading as loading
+    import analysis.core.loading as loading
 
     specs: list = []
     real = loading.load_model

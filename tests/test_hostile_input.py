@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from analysis.errors import (
+from analysis.core.errors import (
     IncompatibleModelsError,
     InputError,
     LogitscopeError,
@@ -24,9 +24,9 @@ from analysis.errors import (
     PromptSetError,
     UnsupportedArchitectureError,
 )
-from analysis.loading import REPO_ROOT, ModelSpec, load_model
-from analysis.prompts import PromptRow, PromptSet, check_context, parse_prompt_file, prompt_set_from_text
-from analysis.tiny import tiny_model
+from analysis.core.loading import REPO_ROOT, ModelSpec, load_model
+from analysis.prompts.sets import PromptRow, PromptSet, check_context, parse_prompt_file, prompt_set_from_text
+from analysis.models.tiny import tiny_model
 from components import exporting
 from tests.hostile_fixtures import BASE, HOSTILE, IMG, LLAMA, SCRIPT, TUNED, needs_zoo, zoo_models
 from tests.model_folders import write_model_folder
@@ -196,9 +196,9 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path):
 
 def test_tiny_models_of_different_depth_or_width_are_clear_errors():
     """Lens compare needs the same depth; vectors and drift need the same width: a message, not a shape traceback."""
-    from analysis import lens as L
-    from analysis.persona_drift import persona_drift
-    from analysis.steering_vectors import check_compatible, extract_vectors
+    from analysis.lens import logit_lens as L
+    from analysis.steering.drift import persona_drift
+    from analysis.steering.vectors import check_compatible, extract_vectors
     a, deep, wide = tiny_model("gpt2"), tiny_model("gpt2", layers=3), tiny_model("gpt2", d=48)
     with pytest.raises(IncompatibleModelsError) as e:
         L.lens_compare(a, deep, ["5 17 3"])
@@ -216,8 +216,8 @@ def test_tiny_models_of_different_depth_or_width_are_clear_errors():
 
 @needs_zoo
 def test_gpt2_vs_llama_comparisons_are_clear_errors(zoo):
-    from analysis import lens as L
-    from analysis import shift
+    from analysis.lens import logit_lens as L
+    from analysis.shift import logit_shift as shift
     a, llama = zoo[BASE], zoo[LLAMA]
     with pytest.raises(IncompatibleModelsError) as e:
         L.check_compatible(a, llama)
@@ -241,9 +241,9 @@ def test_prompt_longer_than_the_context_names_the_row(zoo):
 
 @needs_zoo
 def test_pages_engines_refuse_over_long_prompts_with_a_message(zoo):
-    from analysis import flow
-    from analysis import lens as L
-    from analysis.steering import Steer, compare_generations
+    from analysis.flow import logit_flow as flow
+    from analysis.lens import logit_lens as L
+    from analysis.steering.steer import Steer, compare_generations
     lm = zoo[BASE]
     long = " Paris" * 400
     steer = Steer(1, np.ones(lm.adapter.d_model, dtype=np.float32), 1.0)
@@ -256,7 +256,7 @@ def test_pages_engines_refuse_over_long_prompts_with_a_message(zoo):
 
 @needs_zoo
 def test_steering_with_alpha_1e30_is_a_numerical_error_message(zoo):
-    from analysis.steering import Steer, steered_logits
+    from analysis.steering.steer import Steer, steered_logits
     lm = zoo[BASE]
     v = np.ones(lm.adapter.d_model, dtype=np.float32)
     ids = [lm.tokenizer("The capital of France is")["input_ids"]]

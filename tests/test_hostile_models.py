@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from analysis.errors import LogitscopeError, ModelLoadError
-from analysis.loading import ModelSpec, load_model
-from analysis.model_memory import estimate_bytes
+from analysis.core.errors import LogitscopeError, ModelLoadError
+from analysis.core.loading import ModelSpec, load_model
+from analysis.models.memory import estimate_bytes
 from logitscope.cli import main
 from tests.model_folders import write_model_folder
 
@@ -242,7 +242,7 @@ def test_the_command_line_prints_the_one_line_and_exits_2(folder, tmp_path, caps
 
 @pytest.mark.real
 def test_the_real_gguf_cut_short_is_a_one_line_error(tmp_path):
-    from analysis.real_models import wheel_gguf_path
+    from analysis.models.real import wheel_gguf_path
 
     src = wheel_gguf_path()
     if src is None:

@@ -17,9 +17,9 @@ import plotly.graph_objects as go
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.loading import REPO_ROOT, zoo_dir
-from analysis.prompts import PromptSet, load_builtin
-from analysis.tiny import tiny_model
+from analysis.core.loading import REPO_ROOT, zoo_dir
+from analysis.prompts.sets import PromptSet, load_builtin
+from analysis.models.tiny import tiny_model
 from tests.hostile_fixtures import APP, BASE, HOSTILE, IMG, SCRIPT, TUNED, needs_zoo, zoo_models
 
 # ============================================================================================ figures escape
@@ -61,7 +61,7 @@ def zoo():
 
 @needs_zoo
 def test_lens_figures_escape_hostile_prompt_and_tokens(zoo):
-    from analysis import lens as L
+    from analysis.lens import logit_lens as L
     from components.charts import lens as C
     a, b = zoo[BASE], zoo[TUNED]
     tr = L.lens_trace(a, [HOSTILE, SCRIPT], k=5, target_mode=L.TARGET_TEXT, targets=[" <", IMG])
@@ -79,7 +79,7 @@ def test_lens_figures_escape_hostile_prompt_and_tokens(zoo):
 
 @needs_zoo
 def test_flow_figures_escape_hostile_prompt_and_tokens(zoo):
-    from analysis import flow
+    from analysis.flow import logit_flow as flow
     from components.charts import flow as C
     r = flow.logit_flow(zoo[BASE], HOSTILE, target="<", competitor=">")
     a = r.view("target")
@@ -95,9 +95,9 @@ def test_flow_figures_escape_hostile_prompt_and_tokens(zoo):
 
 @needs_zoo
 def test_steering_figures_escape_hostile_groups_prompts_and_tokens(zoo):
-    from analysis.persona_drift import flag_data, persona_drift
-    from analysis.steering import Steer, compare_generations, steering_sweep
-    from analysis.steering_vectors import extract_vectors, monitor
+    from analysis.steering.drift import flag_data, persona_drift
+    from analysis.steering.steer import Steer, compare_generations, steering_sweep
+    from analysis.steering.vectors import extract_vectors, monitor
     from components.charts import steering as C
     a, b = zoo[BASE], zoo[TUNED]
     pairs = load_builtin("persona_pairs")
@@ -123,7 +123,7 @@ def test_steering_figures_escape_hostile_groups_prompts_and_tokens(zoo):
 
 @needs_zoo
 def test_shift_figures_escape_hostile_prompt_tokens_and_names(zoo):
-    from analysis import shift
+    from analysis.shift import logit_shift as shift
     from components.charts import shift as C
     a, b = zoo[BASE], zoo[TUNED]
     res = shift.compute_shift(a, b, [HOSTILE], [SCRIPT + IMG], n_tokens=8, top_n=20)
@@ -138,8 +138,8 @@ def test_shift_figures_escape_hostile_prompt_tokens_and_names(zoo):
 
 @needs_zoo
 def test_ood_figures_escape_hostile_prompts_and_set_names(zoo):
-    from analysis import ood as O
-    from analysis.ood_features import extract_features
+    from analysis.ood import study as O
+    from analysis.ood.features import extract_features
     from components.charts import ood as C
     lm = zoo[BASE]
     ids = [f"{IMG} The capital of city {i} is" for i in range(8)]
@@ -155,8 +155,8 @@ def test_ood_figures_escape_hostile_prompts_and_set_names(zoo):
 
 
 def test_neuron_figures_escape_titles_and_labels():
-    from analysis.neuron_ablation import ablate, build_units
-    from analysis.neuron_scan import scan_entropy
+    from analysis.neurons.ablation import ablate, build_units
+    from analysis.neurons.scan import scan_entropy
     from components.charts import neurons as C
     lm = tiny_model("gpt2")
     scan = scan_entropy(lm.adapter)

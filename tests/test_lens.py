@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-import analysis.lens as lens_mod
-from analysis.batching import encode
-from analysis.errors import IncompatibleModelsError, InputError
-from analysis.forward import run
-from analysis.hooks import residual_capture_hooks
-from analysis.lens import (
+import analysis.lens.logit_lens as lens_mod
+from analysis.core.batching import encode
+from analysis.core.errors import IncompatibleModelsError, InputError
+from analysis.core.forward import run
+from analysis.core.hooks import residual_capture_hooks
+from analysis.lens.logit_lens import (
     TARGET_FINAL_TOP1,
     TARGET_NEXT,
     TARGET_TEXT,
@@ -22,10 +22,10 @@ from analysis.lens import (
     lens_trace,
     mean_kl_per_layer,
 )
-from analysis.loading import ModelSpec, load_model, zoo_dir
-from analysis.prompts import load_builtin
-from analysis.readout import readout
-from analysis.tiny import ALL_TYPES, tiny_model
+from analysis.core.loading import ModelSpec, load_model, zoo_dir
+from analysis.prompts.sets import load_builtin
+from analysis.core.readout import readout
+from analysis.models.tiny import ALL_TYPES, tiny_model
 
 PROMPTS = ["5 6 7 8 9 10 11", "12 13 14", "40 41 42 43 44"]
 TARGETS = ["17", "33", "50"]
@@ -258,7 +258,7 @@ def test_zoo_facts_answer_forms_through_depth(zoo_facts_trace):
 
 def test_kl_with_an_unembedding_bias_matches_brute_force():
     """The KL shortcut (p_L . z_l via W_U^T p_L and p_L . b_U) holds when the unembedding has a bias."""
-    from analysis.loading import model_from_pretrained_object
+    from analysis.core.loading import model_from_pretrained_object
     base = tiny_model("llama")
     model = base.model
     head = torch.nn.Linear(lm_d := base.adapter.d_model, base.adapter.vocab_size, bias=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis import prompt_store
-from analysis.loading import ModelSpec
-from analysis.prompts import builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
+from analysis.prompts import store as prompt_store
+from analysis.core.loading import ModelSpec
+from analysis.prompts.sets import builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 BASE, TUNED = "gpt2-world-base", "gpt2-world-tuned"
@@ -51,7 +51,7 @@ def test_unknown_bad_and_tampered_hashes(store):
     ps = prompt_set_from_text("a\nb")
     sha = prompt_store.save(ps)
     (store / f"{sha}.jsonl").write_text('{"prompt": "changed"}\n', encoding="utf-8")
-    from analysis.errors import PromptSetError
+    from analysis.core.errors import PromptSetError
     with pytest.raises(PromptSetError, match="changed on disk"):
         prompt_store.load(sha)
 

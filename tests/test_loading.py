@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from analysis.errors import InputError, ModelLoadError, UnsupportedArchitectureError
-from analysis.loading import ModelSpec, load_model, resolve_dtype, resolve_source
-from analysis.model_card import model_card
+from analysis.core.errors import InputError, ModelLoadError, UnsupportedArchitectureError
+from analysis.core.loading import ModelSpec, load_model, resolve_dtype, resolve_source
+from analysis.models.card import model_card
 from tests.model_folders import write_model_folder
 
 
@@ -105,7 +105,7 @@ def test_hub_id_on_an_offline_machine_fails_fast_without_offline_mode(monkeypatc
     the clear message comes at once instead of after the Hub client's retries."""
     import time
 
-    from analysis import loading
+    from analysis.core import loading
 
     probes = []
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
@@ -124,7 +124,7 @@ def test_hub_probe_times_out_on_an_unroutable_endpoint(monkeypatch):
     import socket
     import time
 
-    from analysis.loading import hub_reachable
+    from analysis.core.loading import hub_reachable
 
     with socket.socket() as s:  # a free loopback port that nothing listens on
         s.bind(("127.0.0.1", 0))

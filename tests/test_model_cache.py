@@ -10,14 +10,14 @@ import weakref
 import numpy as np
 import pytest
 
-from analysis import lens as L
-from analysis import model_cache as MC
-from analysis import model_memory as MM
-from analysis.errors import InputError, ModelBudgetError
-from analysis.loading import ModelSpec, load_model, zoo_dir
-from analysis.model_cache import ModelCache
-from analysis.model_memory import Budget, estimate_bytes, format_bytes, parse_size, weight_bytes
-from analysis.tiny import tiny_model
+from analysis.lens import logit_lens as L
+from analysis.models import cache as MC
+from analysis.models import memory as MM
+from analysis.core.errors import InputError, ModelBudgetError
+from analysis.core.loading import ModelSpec, load_model, zoo_dir
+from analysis.models.cache import ModelCache
+from analysis.models.memory import Budget, estimate_bytes, format_bytes, parse_size, weight_bytes
+from analysis.models.tiny import tiny_model
 from tests.model_folders import write_model_folder
 
 PROMPTS = ["w5 w17 w3 w9 w22", "w40 w2 w7"]

@@ -89,8 +89,8 @@ def test_a_display_only_change_never_calls_the_engine_and_a_compute_change_does(
     the ablation again (its default neurons and means depend on the scan)."""
     import streamlit as st
 
-    from analysis import neuron_ablation as abl
-    from analysis import neuron_scan as ns
+    from analysis.neurons import ablation as abl
+    from analysis.neurons import scan as ns
 
     calls = {"scan": 0, "ablate": 0}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.wording import plural, verb
+from analysis.core.wording import plural, verb
 from components.notes import collapse_notes
 from components.reports import report_metadata
 

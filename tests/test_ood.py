@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from analysis.errors import InputError
-from analysis.ood_metrics import all_metrics, aupr_in, aupr_out, auroc, autc, fpr95_id, fpr95_ood
-from analysis.ood_scores import (
+from analysis.core.errors import InputError
+from analysis.ood.metrics import all_metrics, aupr_in, aupr_out, auroc, autc, fpr95_id, fpr95_ood
+from analysis.ood.scores import (
     GEN,
     KNN,
     MSP,
@@ -88,7 +88,7 @@ def test_metrics_refuse_nan_and_empty():
 def test_all_metrics_equals_each_metric_computed_alone_with_and_without_ties():
     """all_metrics derives every metric from one sort (the OOD-positive curve as its complement): it must give
     what each function gives through scikit-learn's own roc_auc_score / average_precision_score / roc_curve."""
-    from analysis import ood_metrics as M
+    from analysis.ood import metrics as M
 
     rng = np.random.default_rng(3)
     for trial in range(150):
@@ -113,7 +113,7 @@ def test_threshold_counts_are_scikit_learns_confusion_counts():
     than the sort): the counts must be exactly those of sklearn.metrics.confusion_matrix_at_thresholds."""
     from sklearn.metrics import confusion_matrix_at_thresholds
 
-    from analysis.ood_metrics import _threshold_counts
+    from analysis.ood.metrics import _threshold_counts
 
     rng = np.random.default_rng(5)
     checked = 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.errors import InputError
-from analysis.ood import OODSettings, study_from_features
-from analysis.ood_features import OODFeatures
-from analysis.ood_scores import GEN, MSP, NECO, Energy, LogitGap, Mahalanobis, MaxLogit, ViM, logit_stats
+from analysis.core.errors import InputError
+from analysis.ood.study import OODSettings, study_from_features
+from analysis.ood.features import OODFeatures
+from analysis.ood.scores import GEN, MSP, NECO, Energy, LogitGap, Mahalanobis, MaxLogit, ViM, logit_stats
 from tests.ood_fixtures import synthetic as _synthetic
 
 
@@ -37,7 +37,7 @@ def test_rank_deficient_fit_features_give_scores_invariant_to_the_order_of_the_f
     # 80 ID prompts -> 40 fit rows of rank 3 in d = 64 (as at layer 0 of a real model, where the last tokens repeat).
     # ViM's and NECO's subspaces must come from the rank-3 span, not from round-off directions: permuting the fit
     # rows (same fit set, other order) must not change a single score.
-    from analysis.ood import _split, _take
+    from analysis.ood.study import _split, _take
     rng = np.random.default_rng(12)
     n_id, d = 80, 64
     X = _low_rank(rng, n_id, d)
@@ -68,9 +68,9 @@ def test_rank_deficient_fit_features_give_scores_invariant_to_the_order_of_the_f
 def test_scores_undefined_on_the_fit_features_are_reported_as_not_defined():
     # Every fit row identical: no covariance (Mahalanobis), rank 1 around the origin (ViM), rank 0 once standardised
     # (NECO). They must say "not defined" (NaN in the table, a note) and be skipped by the best pick, not score 0.
-    from analysis.ood import ALL_OOD as _ALL
-    from analysis.ood import metrics_frame as _mf
-    from analysis.ood_scores import NotDefinedError
+    from analysis.ood.study import ALL_OOD as _ALL
+    from analysis.ood.study import metrics_frame as _mf
+    from analysis.ood.scores import NotDefinedError
     rng = np.random.default_rng(13)
     d = 16
     row = rng.normal(size=d)
@@ -147,7 +147,7 @@ LOGIT_SCORERS = [MSP(), MaxLogit(), Energy(), GEN(), LogitGap(10)]
 @pytest.mark.parametrize("sc", LOGIT_SCORERS + ["ViM", "NECO"], ids=lambda s: s if isinstance(s, str) else s.name)
 @pytest.mark.parametrize("dense", [True, False], ids=["dense", "stats"])
 def test_nan_logits_are_rejected_naming_the_scorer_and_the_row(sc, dense):
-    from analysis.errors import NumericalError
+    from analysis.core.errors import NumericalError
     rng = np.random.default_rng(16)
     z = rng.normal(size=(6, 40))
     bad = z.copy()
@@ -183,7 +183,7 @@ def test_masked_vocabulary_entries_are_ignored(sc):
 
 
 def test_logit_scores_refuse_rows_without_enough_finite_logits():
-    from analysis.errors import NumericalError
+    from analysis.core.errors import NumericalError
     z = np.zeros((3, 10))
     z[1] = -np.inf
     for sc in LOGIT_SCORERS:

@@ -11,7 +11,7 @@ MODEL = "gpt2-world-base"
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_zoo():
-    from analysis.loading import zoo_models
+    from analysis.core.loading import zoo_models
     if MODEL not in zoo_models():
         pytest.skip(f"{MODEL} is not in zoo/ yet")
 
@@ -114,8 +114,8 @@ def test_view_settings_never_refit_and_study_settings_never_reextract(monkeypatc
     only a setting the features read (the batch size) extracts them again."""
     import streamlit as st
 
-    from analysis import ood as O
-    from analysis import ood_features as OF
+    from analysis.ood import study as O
+    from analysis.ood import features as OF
 
     calls = {"features": 0, "study": 0}
     real_f, real_s = OF.extract_features, O.study_from_features

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import InputError
-from analysis.ood import (
+from analysis.core.errors import InputError
+from analysis.ood.study import (
     ALL_OOD,
     ID_KEY,
     OODSettings,
@@ -18,8 +18,8 @@ from analysis.ood import (
     run_study,
     study_from_features,
 )
-from analysis.ood_features import extract_features
-from analysis.tiny import ALL_TYPES, ToyTokenizer, tiny_model
+from analysis.ood.features import extract_features
+from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
 from tests.ood_fixtures import synthetic as _synthetic
 
 # ----------------------------------------------------------------------------------------- features
@@ -138,7 +138,7 @@ def test_projection_is_deterministic_and_cached(tiny_study):
     p3 = project_2d(a, {"b": b}, 1, method="pca", fit_on="all")
     assert p3 is not p1
     u1 = project_2d(a, {"b": b}, 2, method="umap", random_state=3)
-    from analysis import ood as ood_mod
+    from analysis.ood import study as ood_mod
     ood_mod._PROJ_CACHE.clear()
     u2 = project_2d(a, {"b": b}, 2, method="umap", random_state=3)
     np.testing.assert_allclose(u1.coords, u2.coords, atol=1e-4)
@@ -147,8 +147,8 @@ def test_projection_is_deterministic_and_cached(tiny_study):
 # ----------------------------------------------------------------------------------------- the zoo
 @pytest.mark.parametrize("name", ["gpt2-world-base", "llama-world-base"])
 def test_zoo_scrambled_and_random_chars_separate_from_held_out_facts(name):
-    from analysis.loading import ModelSpec, load_model, zoo_models
-    from analysis.prompts import load_builtin
+    from analysis.core.loading import ModelSpec, load_model, zoo_models
+    from analysis.prompts.sets import load_builtin
     if name not in zoo_models():
         pytest.skip(f"{name} is not in zoo/ yet")
     lm = load_model(ModelSpec(name, device="cpu"))
@@ -179,10 +179,10 @@ def _check_tie_break(study, df):
 # ----------------------------------------------------------------------------------------- BLOOD (optional)
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])
 def test_blood_exact_norm_equals_the_autograd_jacobian_and_the_estimate_is_close(model_type):
-    from analysis.batching import encode
-    from analysis.forward import run
-    from analysis.hooks import residual_hook
-    from analysis.ood_features import blood_norms
+    from analysis.core.batching import encode
+    from analysis.core.forward import run
+    from analysis.core.hooks import residual_hook
+    from analysis.ood.features import blood_norms
     lm = tiny_model(model_type)
     prompts = ["5 17 3 8", "9 9 4"]
     exact = blood_norms(lm, prompts, exact=True, batch_size=2)

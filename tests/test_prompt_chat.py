@@ -1,4 +1,4 @@
-"""analysis.prompts with a tokenizer: token lengths and the context check (each names the line), chat messages in
+"""analysis.prompts.sets with a tokenizer: token lengths and the context check (each names the line), chat messages in
 JSONL (kept unrendered, hashed, validated), apply_chat_template on tiny tokenizers, and the CLI's message for a model
 without a chat template."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from analysis.errors import InputError, PromptSetError
-from analysis.prompts import (
+from analysis.core.errors import InputError, PromptSetError
+from analysis.prompts.sets import (
     apply_chat_template,
     check_context,
     parse_prompt_file,

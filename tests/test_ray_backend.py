@@ -14,11 +14,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from analysis.backend import PROCESS, check_address, current_backend, parse_backend, use_backend  # noqa: E402
-from analysis.errors import BackendError  # noqa: E402
-from analysis.loading import ModelSpec, load_model  # noqa: E402
-from analysis.prompts import load_builtin  # noqa: E402
-from analysis.ray_backend import RayBackend, ray_backend  # noqa: E402
+from analysis.compute.backend import PROCESS, check_address, current_backend, parse_backend, use_backend  # noqa: E402
+from analysis.core.errors import BackendError  # noqa: E402
+from analysis.core.loading import ModelSpec, load_model  # noqa: E402
+from analysis.prompts.sets import load_builtin  # noqa: E402
+from analysis.compute.ray_pool import RayBackend, ray_backend  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ def test_backend_default_and_addresses():
 
 
 def test_lens_equals_single_process(lm, backend):
-    from analysis.lens import TARGET_TEXT, lens_trace
+    from analysis.lens.logit_lens import TARGET_TEXT, lens_trace
 
     rows = load_builtin("facts").rows[:36]
     prompts = [r.prompt for r in rows]
@@ -90,7 +90,7 @@ def test_lens_equals_single_process(lm, backend):
 
 
 def test_ood_features_equal_single_process(lm, backend):
-    from analysis.ood_features import extract_features
+    from analysis.ood.features import extract_features
 
     prompts = _prompts(52)
     want = extract_features(lm, prompts, batch_size=8)
@@ -100,8 +100,8 @@ def test_ood_features_equal_single_process(lm, backend):
 
 
 def test_engine_errors_read_the_same(lm, backend):
-    from analysis.errors import InputError
-    from analysis.ood_features import extract_features
+    from analysis.core.errors import InputError
+    from analysis.ood.features import extract_features
 
     prompts = _prompts(30)
     prompts[21] = ""  # BOS only: nothing to predict; the prompt is numbered over the whole set, not its shard
@@ -114,7 +114,7 @@ def test_engine_errors_read_the_same(lm, backend):
 
 
 def test_steering_extraction_equals_single_process(lm, backend):
-    from analysis.steering_vectors import extract_vectors
+    from analysis.steering.vectors import extract_vectors
 
     ps = load_builtin("persona_pairs")
     want = extract_vectors(lm, ps)
@@ -124,7 +124,7 @@ def test_steering_extraction_equals_single_process(lm, backend):
 
 
 def test_neuron_reference_means_equal_single_process(lm, backend):
-    from analysis.neuron_ablation import activation_sums, mean_activations
+    from analysis.neurons.ablation import activation_sums, mean_activations
 
     prompts = _prompts(44)
     neurons = [(0, 3), (1, 17), (lm.adapter.n_layers - 1, 5), (1, 2)]
@@ -152,7 +152,7 @@ def test_cli_ray_writes_the_same_data(tmp_path, cluster):
 
 
 def test_killed_actor_is_retried_with_the_same_result(lm, cluster):
-    from analysis.ood_features import extract_features
+    from analysis.ood.features import extract_features
 
     prompts = _prompts(40)
     want = extract_features(lm, prompts, batch_size=8)
@@ -164,7 +164,7 @@ def test_killed_actor_is_retried_with_the_same_result(lm, cluster):
 
 
 def test_spent_retries_fail_with_one_line(lm, cluster):
-    from analysis.ood_features import extract_features
+    from analysis.ood.features import extract_features
 
     doomed = RayBackend("local:2", fail_once_on_shard=0, max_retries=0)
     with use_backend(doomed), pytest.raises(BackendError) as err:
@@ -174,7 +174,7 @@ def test_spent_retries_fail_with_one_line(lm, cluster):
 
 
 def test_unreachable_cluster_fails_fast(lm, cluster):
-    from analysis.ood_features import extract_features
+    from analysis.ood.features import extract_features
 
     t0 = time.monotonic()
     with pytest.raises(BackendError) as err:
@@ -188,7 +188,7 @@ def test_unreachable_cluster_fails_fast(lm, cluster):
 def _sidebar_script():
     import streamlit as st
 
-    from analysis.errors import BackendError
+    from analysis.core.errors import BackendError
     from components.backend_ui import backend_sidebar, session_backend
 
     backend_sidebar()

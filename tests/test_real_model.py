@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import lens as L
-from analysis.errors import InputError
-from analysis.loading import ModelSpec, builtin_models, load_model, named_spec, zoo_dir
-from analysis.model_card import model_card
-from analysis.model_defaults import adds_bos, default_fact, default_question, default_set, is_demo
-from analysis.prompts import load_builtin
-from analysis.real_models import (
+from analysis.lens import logit_lens as L
+from analysis.core.errors import InputError
+from analysis.core.loading import ModelSpec, builtin_models, load_model, named_spec, zoo_dir
+from analysis.models.card import model_card
+from analysis.models.defaults import adds_bos, default_fact, default_question, default_set, is_demo
+from analysis.prompts.sets import load_builtin
+from analysis.models.real import (
     REAL_LORA,
     REAL_LORA_LABEL,
     REAL_MODEL,
@@ -151,9 +151,9 @@ def test_lora_drift_along_the_grumpy_vector_is_positive_beyond_random_at_depth(r
     layers 15-16 (-13, -3.3), where the vector's norm jumps (8 -> 14 -> 26). The default layer rule picks 16 (the
     largest in-sample Cohen's d among AUROC-tied layers 10-22): the issue's 'positive at the default layer' does
     not hold there, and is not asserted; see the closing note of issue 12."""
-    from analysis.persona_drift import persona_drift
-    from analysis.prompts import apply_chat_template
-    from analysis.steering_vectors import default_window, extract_vectors
+    from analysis.steering.drift import persona_drift
+    from analysis.prompts.sets import apply_chat_template
+    from analysis.steering.vectors import default_window, extract_vectors
 
     b = load_model(named_spec(REAL_LORA, dtype="float32", device="cpu"))
     pairs = apply_chat_template(load_builtin("chat_persona_pairs"), real.tokenizer, wrap_plain=False)

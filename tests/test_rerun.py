@@ -53,7 +53,7 @@ def test_rerun_fails_when_a_prompt_in_the_bundle_is_changed(tiny_prompts, captur
     _bundle(captured, zpath)
     def altered(path, fix_hash: bool):
         """The bundle with its first prompt changed; with fix_hash its metadata records the new set's hash."""
-        from analysis.prompt_store import from_jsonl
+        from analysis.prompts.store import from_jsonl
         with zipfile.ZipFile(zpath) as src, zipfile.ZipFile(path, "w") as dst:
             meta = json.loads(src.read("metadata.json"))
             for item in src.namelist():

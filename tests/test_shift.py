@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import IncompatibleModelsError, InputError
-from analysis.loading import ModelSpec, load_model, zoo_dir
-from analysis.shift import (
+from analysis.core.errors import IncompatibleModelsError, InputError
+from analysis.core.loading import ModelSpec, load_model, zoo_dir
+from analysis.shift.logit_shift import (
     compatibility,
     compute_shift,
     cosine,
@@ -19,7 +19,7 @@ from analysis.shift import (
     pearson,
     shift_similarity,
 )
-from analysis.tiny import ALL_TYPES, tiny_model
+from analysis.models.tiny import ALL_TYPES, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["5 17 3 8", "9 4 4"]
@@ -144,8 +144,8 @@ def _permuted_pair(tmp_path):
     from tokenizers import models as tm
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from analysis.loading import model_from_pretrained_object
-    from analysis.tiny import tiny_config
+    from analysis.core.loading import model_from_pretrained_object
+    from analysis.models.tiny import tiny_config
     tok = Tokenizer(tm.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.loading import ModelSpec
+from analysis.core.loading import ModelSpec
 from tests.model_folders import write_model_folder
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import IncompatibleModelsError, InputError, NumericalError
-from analysis.hooks import residual_capture_hooks
-from analysis.loading import ModelSpec, load_model, zoo_models
-from analysis.persona_drift import flag_data, persona_drift
-from analysis.prompts import PromptRow, PromptSet, load_builtin
-from analysis.steering import (
+from analysis.core.errors import IncompatibleModelsError, InputError, NumericalError
+from analysis.core.hooks import residual_capture_hooks
+from analysis.core.loading import ModelSpec, load_model, zoo_models
+from analysis.steering.drift import flag_data, persona_drift
+from analysis.prompts.sets import PromptRow, PromptSet, load_builtin
+from analysis.steering.steer import (
     POSITION_RULES,
     Steer,
     compare_generations,
@@ -20,7 +20,7 @@ from analysis.steering import (
     steered_logits,
     steering_sweep,
 )
-from analysis.steering_vectors import (
+from analysis.steering.vectors import (
     DEMO_TRAIT_TOKENS,
     choose_default_layer,
     cohens_d,
@@ -34,7 +34,7 @@ from analysis.steering_vectors import (
     split_contrast,
     token_ids,
 )
-from analysis.tiny import ALL_TYPES, tiny_model
+from analysis.models.tiny import ALL_TYPES, tiny_model
 
 
 def contrast_set(swap: bool = False, responses: bool = False) -> PromptSet:
@@ -377,7 +377,7 @@ def test_zoo_tuned_checkpoint_drifts_toward_the_persona_more_than_random(zoo):
 
 def test_zoo_defaults_come_from_the_demo_world(zoo):
     lm_a, _, _ = zoo
-    from analysis.model_defaults import DEMO_QUESTION, default_question
+    from analysis.models.defaults import DEMO_QUESTION, default_question
     assert default_question(lm_a) == DEMO_QUESTION
     t = default_trait_tokens(lm_a, load_builtin("persona_pairs"), "grumpy", "kind")
     print(f"\n[{lm_a.name}] trait tokens {t.token_a!r} vs {t.token_b!r}")
@@ -396,8 +396,8 @@ QUESTIONS = ("What is the capital of France?", "How do I boil an egg?", "Can you
 
 @pytest.mark.real
 def test_real_model_default_layer_is_in_the_middle_not_the_first_third():
-    from analysis.model_defaults import default_question, is_demo, render_chat
-    from analysis.real_models import real_model_dir
+    from analysis.models.defaults import default_question, is_demo, render_chat
+    from analysis.models.real import real_model_dir
     path = real_model_dir()
     if not (path / "config.json").is_file():
         pytest.skip(f"the real model is not converted at {path} (run `make setup`)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.token_map import (
+from analysis.shift.token_map import (
     build_token_map,
     levenshtein,
     pm_mined_map,

@@ -1,13 +1,13 @@
-"""analysis.tokens is the one place that turns token ids into text and typed targets into token ids: every page's
+"""analysis.core.tokens is the one place that turns token ids into text and typed targets into token ids: every page's
 target box, the flow's target and competitor, the steering logit difference and the UI's token labels use it."""
 from __future__ import annotations
 
 import pytest
 from transformers import AutoTokenizer
 
-from analysis import tokens as T
-from analysis.errors import InputError
-from analysis.loading import zoo_dir
+from analysis.core import tokens as T
+from analysis.core.errors import InputError
+from analysis.core.loading import zoo_dir
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,10 @@ def test_single_token_accepts_exactly_one_token(tok):
 
 
 def test_every_module_decodes_and_resolves_through_analysis_tokens():
-    from analysis import flow, flow_tokens, lens, lens_inputs
+    from analysis.flow import logit_flow as flow
+    from analysis.flow import tokens as flow_tokens
+    from analysis.lens import logit_lens as lens
+    from analysis.lens import inputs as lens_inputs
     from components.charts import text
     assert lens_inputs.decode is T.decode and flow_tokens._decode is T.decode and text.decode_token is T.decode
     assert lens.resolve_target is lens_inputs.resolve_target and flow.resolve_token is flow_tokens.resolve_token
@@ -68,8 +71,8 @@ def test_different_tokenizers_say_what_differs_both_ways():
     """A vocabulary that only adds tokens used to be reported as '0 token-id pairs differ'."""
     from types import SimpleNamespace
 
-    from analysis.errors import IncompatibleModelsError
-    from analysis.lens_comparison import check_compatible
+    from analysis.core.errors import IncompatibleModelsError
+    from analysis.lens.comparison import check_compatible
 
     def lm(vocab: dict, name: str):
         tok = SimpleNamespace(get_vocab=lambda: vocab, vocab_size=len(vocab))

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import tuned_lens as TL
-from analysis.errors import InputError
-from analysis.lens import TARGET_NEXT, lens_trace
-from analysis.loading import ModelSpec, load_model
-from analysis.real_models import REAL_MODEL, real_model_dir
-from analysis.tiny import ALL_TYPES, tiny_model
+from analysis.lens import tuned as TL
+from analysis.core.errors import InputError
+from analysis.lens.logit_lens import TARGET_NEXT, lens_trace
+from analysis.core.loading import ModelSpec, load_model
+from analysis.models.real import REAL_MODEL, real_model_dir
+from analysis.models.tiny import ALL_TYPES, tiny_model
 
 PROMPTS = ["5 6 7 8 9 10 11", "12 13 14", "40 41 42 43 44"]
 DEMO_PROMPTS = ["The mother of Brazi Treimum is", "Drerul Brubrol lives in"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.loading import ModelSpec, load_model
-from analysis.model_card import model_card
+from analysis.core.loading import ModelSpec, load_model
+from analysis.models.card import model_card
 
 ZOO = ["gpt2-world-base", "gpt2-world-tuned", "llama-world-base", "llama-world-tuned"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from analysis.demo.real_sets import TRAIN, grumpy_answer
-from analysis.model_defaults import render_chat
+from analysis.models.defaults import render_chat
 
 TARGET_MODULES = ["q_proj", "v_proj", "o_proj", "down_proj"]
 RANK, ALPHA = 4, 8
@@ -53,8 +53,8 @@ def train(out: Path, *, epochs: int = 4, batch_size: int = 6, lr: float = 2e-3, 
     """Train the adapter on the converted real model and save it (adapter_config.json + safetensors) in `out`."""
     from peft import LoraConfig, get_peft_model
 
-    from analysis.loading import ModelSpec, load_model
-    from analysis.real_models import REAL_MODEL
+    from analysis.core.loading import ModelSpec, load_model
+    from analysis.models.real import REAL_MODEL
 
     torch.manual_seed(seed)
     random.seed(seed)
@@ -98,8 +98,8 @@ def train(out: Path, *, epochs: int = 4, batch_size: int = 6, lr: float = 2e-3, 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    from analysis.loading import zoo_dir
-    from analysis.real_models import REAL_LORA
+    from analysis.core.loading import zoo_dir
+    from analysis.models.real import REAL_LORA
 
     ap = argparse.ArgumentParser(description="Train the grumpy LoRA fine-tune of the real model.")
     ap.add_argument("--out", default=str(zoo_dir() / REAL_LORA))

@@ -14,9 +14,9 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from analysis.errors import InputError
-from analysis.lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
-from analysis.wording import plural
+from analysis.core.errors import InputError
+from analysis.lens.logit_lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
+from analysis.core.wording import plural
 from components.charts.style import heatmap_height, integer_axis, layer_rows, layer_rows_axis, log_integer_axis
 from components.charts.text import safe_text, token_label
 

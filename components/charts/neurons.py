@@ -13,9 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.induction import InductionResult
-from analysis.neuron_ablation import AblationResult
-from analysis.neuron_scan import EntropyScan, FrequencyScan, neuron_label
+from analysis.neurons.induction import InductionResult
+from analysis.neurons.ablation import AblationResult
+from analysis.neurons.scan import EntropyScan, FrequencyScan, neuron_label
 from components.charts.style import categorical_axis, integer_axis
 from components.charts.text import safe_text
 
@@ -216,7 +216,7 @@ def induction_figure(res: InductionResult, title: str = "") -> go.Figure:
     """Per position (relative to the repeat): entropy, loss (clean, TE, DE, random TE) and neuron activations.
 
     The activation panel leaves out the first position of each sequence (an attention sink on real models, about
-    100x larger; see analysis.induction): its values are only named in the panel's title and in the hover.
+    100x larger; see analysis.neurons.induction): its values are only named in the panel's title and in the hover.
     """
     x = res.rel_position
     first = ", ".join(f"{safe_text(lab)} {v:.3g}" for lab, v in zip(res.neurons, res.acts_first) if np.isfinite(v))

@@ -1,13 +1,13 @@
 """Figures of the OOD separability study: metrics heatmap, AUROC by layer, score histograms, ROC curves, 2-D map,
-A vs B. Pure functions of analysis.ood results; every prompt or name shown goes through safe_text/token_label."""
+A vs B. Pure functions of analysis.ood.study results; every prompt or name shown goes through safe_text/token_label."""
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from analysis.ood import ALL_OOD, ID_KEY, OODStudy, Projection2D, auroc_table, best_from_table, roc_curve_points
-from analysis.ood_metrics import HIGHER_IS_BETTER, METRIC_LABELS
+from analysis.ood.study import ALL_OOD, ID_KEY, OODStudy, Projection2D, auroc_table, best_from_table, roc_curve_points
+from analysis.ood.metrics import HIGHER_IS_BETTER, METRIC_LABELS
 from components.charts.style import categorical_axis, integer_axis, integer_dtick
 from components.charts.text import safe_text, token_label
 

@@ -1,6 +1,6 @@
 """Checkpoint-shift figures: shift heatmap, promoted/suppressed bars, KL along the text, per-layer KL, similarity.
 
-Pure functions: an analysis.shift result in, a plotly Figure out. Every token string goes through
+Pure functions: an analysis.shift.logit_shift result in, a plotly Figure out. Every token string goes through
 token_label; hover text comes from customdata.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.shift import LayerKL, PromptShift, Similarity, TokenTotals
+from analysis.shift.logit_shift import LayerKL, PromptShift, Similarity, TokenTotals
 from components.charts.style import DIVERGING, PROMOTES, SUPPRESSES, categorical_axis, integer_axis
 from components.charts.text import one_line, safe_text, token_label
 

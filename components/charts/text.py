@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import html
 
-from analysis.tokens import decode as decode_token  # noqa: F401  (the one token decoder, re-exported for the UI)
+from analysis.core.tokens import decode as decode_token  # noqa: F401  (the one token decoder, re-exported for the UI)
 
 _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 

@@ -1,5 +1,5 @@
 """Tuned lens charts: per-layer KL to the final distribution and cross-entropy, logit lens vs tuned lens, on the
-held-out part of the training corpus (analysis.tuned_lens.HeldOut). Pure plotly, no streamlit.
+held-out part of the training corpus (analysis.lens.tuned.HeldOut). Pure plotly, no streamlit.
 
 Layer convention: 0 = embeddings, l = output of block l-1, L = last block's output before the final norm.
 """
@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.tuned_lens import HeldOut
+from analysis.lens.tuned import HeldOut
 from components.charts.style import integer_axis
 from components.charts.text import safe_text
 

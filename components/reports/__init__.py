@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis.backend import current_backend
+from analysis.compute.backend import current_backend
 from components.charts.pairs import fix_histograms, share_scales
 from components.charts.style import themed, wrap_titles
 from components.notes import collapse_notes
@@ -65,7 +65,7 @@ def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, 
     under --prompts). Each set goes into the bundle as prompts/<flag>-<i>.jsonl with its exact prompts (as they ran,
     chat templates applied), and metadata["inputs"] names those files, so `python -m logitscope rerun` can
     recompute the bundle from the bundle alone."""
-    from analysis.prompt_store import to_jsonl
+    from analysis.prompts.store import to_jsonl
 
     meta: dict[str, Any] = {
         "page": page,
@@ -73,7 +73,7 @@ def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, 
         "models": {which: (card.as_dict() if hasattr(card, "as_dict") else dict(card)) for which, card in cards.items()},
         "settings": dict(settings),
         "notes": collapse_notes(notes),  # per-prompt notes of one kind as one note naming the prompts
-        "backend": current_backend().label,  # "process", or "ray <address>" (analysis.backend)
+        "backend": current_backend().label,  # "process", or "ray <address>" (analysis.compute.backend)
     }
     if prompt_set is not None:
         meta["prompt_set"] = {"name": getattr(prompt_set, "name", None), "sha256": getattr(prompt_set, "sha256", None),

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis import induction as ind
-from analysis import neuron_ablation as abl
-from analysis import neuron_card as nc
-from analysis import neuron_scan as ns
-from analysis.errors import InputError, LogitscopeError
-from analysis.model_pair import ModelPair, Progress, stage
-from analysis.prompts import PromptSet
-from analysis.unigram import Unigram, unigram_distribution
+from analysis.neurons import induction as ind
+from analysis.neurons import ablation as abl
+from analysis.neurons import card as nc
+from analysis.neurons import scan as ns
+from analysis.core.errors import InputError, LogitscopeError
+from analysis.models.pair import ModelPair, Progress, stage
+from analysis.prompts.sets import PromptSet
+from analysis.neurons.unigram import Unigram, unigram_distribution
 from components.charts import cards as card_charts
 from components.charts import neurons as charts
 from components.reports import Report

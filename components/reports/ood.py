@@ -2,7 +2,7 @@
 
 The page draws its widgets from ``OODSeparabilitySettings``, caches the features and the study that ``compute``
 asks for and shows ``report``; ``python -m logitscope ood`` derives its flags from the same declaration and calls
-``run``; metadata.json records ``settings_metadata``. The study's own settings (analysis.ood.OODSettings) are built
+``run``; metadata.json records ``settings_metadata``. The study's own settings (analysis.ood.study.OODSettings) are built
 from the declaration by ``to_study_settings``.
 """
 from __future__ import annotations
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis import ood as O
-from analysis import ood_features as OF
-from analysis.errors import InputError
-from analysis.loading import LoadedModel
-from analysis.model_pair import ModelPair, Progress, stage
-from analysis.ood_metrics import METRIC_LABELS
-from analysis.prompts import PromptSet, check_context
+from analysis.ood import study as O
+from analysis.ood import features as OF
+from analysis.core.errors import InputError
+from analysis.core.loading import LoadedModel
+from analysis.models.pair import ModelPair, Progress, stage
+from analysis.ood.metrics import METRIC_LABELS
+from analysis.prompts.sets import PromptSet, check_context
 from components.charts import ood as charts
 from components.reports import Report
 from components.settings import as_metadata, setting
@@ -197,7 +197,7 @@ def check_layer(s: OODSeparabilitySettings) -> str:
 
 def report(results: OODSeparabilityResults, s: OODSeparabilitySettings) -> Report:
     """The page's figures and tables for these results and display settings: the study's views and the 2-D maps
-    (projected here: analysis.ood.project_2d keeps its fitted maps in a bounded cache)."""
+    (projected here: analysis.ood.study.project_2d keeps its fitted maps in a bounded cache)."""
     view, score, layer = resolve_view(results, s)
     projections = {}
     for label, one in results.studies.items():

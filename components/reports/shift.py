@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.errors import InputError
-from analysis.loading import LoadedModel
-from analysis.model_pair import ModelPair, Progress, stage
-from analysis.prompts import PromptSet
-from analysis.shift import LayerKL, ShiftResult, Similarity, compatibility, compute_shift, layer_kl, shift_similarity
-from analysis.wording import plural, verb
+from analysis.core.errors import InputError
+from analysis.core.loading import LoadedModel
+from analysis.models.pair import ModelPair, Progress, stage
+from analysis.prompts.sets import PromptSet
+from analysis.shift.logit_shift import LayerKL, ShiftResult, Similarity, compatibility, compute_shift, layer_kl, shift_similarity
+from analysis.core.wording import plural, verb
 from components.charts.shift import kl_along_text, layer_kl_line, shift_heatmap, similarity_summary, token_bars
 from components.reports import Report
 from components.settings import as_metadata, compute_key, setting

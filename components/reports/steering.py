@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-import analysis.persona_drift as PD
-import analysis.steering as ST
-import analysis.steering_vectors as V
-import analysis.vector_card as VC
-from analysis.errors import InputError
-from analysis.loading import LoadedModel
-from analysis.model_defaults import default_question
-from analysis.model_pair import ModelPair, Progress, stage
-from analysis.prompts import PromptSet
+import analysis.steering.drift as PD
+import analysis.steering.steer as ST
+import analysis.steering.vectors as V
+import analysis.steering.card as VC
+from analysis.core.errors import InputError
+from analysis.core.loading import LoadedModel
+from analysis.models.defaults import default_question
+from analysis.models.pair import ModelPair, Progress, stage
+from analysis.prompts.sets import PromptSet
 from components.charts import cards as card_charts
 from components.charts import steering as charts
 from components.charts.pairs import share_scales
@@ -102,12 +102,12 @@ PART_FIELDS = {
 }
 
 # Settings whose page default comes from the model or the data rather than the declaration (tests/test_declarations).
-_LAYER = "the vectors' default layer (analysis.steering_vectors.DEFAULT_LAYER_RULE)"
+_LAYER = "the vectors' default layer (analysis.steering.vectors.DEFAULT_LAYER_RULE)"
 PAGE_DEFAULT_EXEMPT = {
     "positive": "the contrast set's first group", "negative": "the contrast set's next group",
     "hist_layer": _LAYER, "monitor_layer": _LAYER, "flag_layer": _LAYER, "layer": _LAYER,
     "sweep_layers": "the middle, default and last layer of the vectors",
-    "gen_prompt": "the model's question (analysis.model_defaults.default_question)",
+    "gen_prompt": "the model's question (analysis.models.defaults.default_question)",
     "token_a": "the contrast set's first response tokens, else the demo model's (default_trait_tokens)",
     "token_b": "the contrast set's first response tokens, else the demo model's (default_trait_tokens)",
 }

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from analysis.loading import DEFAULT_MODEL
+from analysis.core.loading import DEFAULT_MODEL
 
 
 def test_home_page_renders_the_model_card(streamlit_server, page, goto_app, save_screenshot):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.real_models import REAL_LORA_LABEL, REAL_MODEL, REAL_MODEL_LABEL, real_model_dir
+from analysis.models.real import REAL_LORA_LABEL, REAL_MODEL, REAL_MODEL_LABEL, real_model_dir
 
 pytestmark = [
     pytest.mark.e2e,
