@@ -73,9 +73,9 @@ def _run_ours(lm, prompts, targets, comps):
 def _run_floor(lm, prompts, targets, comps):
     import torch
 
-    from analysis.flow import logit_flow as flow
     from analysis.core.batching import chunks, encode
     from analysis.core.forward import run
+    from analysis.flow import logit_flow as flow
     ad = lm.adapter
     L, H, hd = ad.n_layers, ad.n_heads, ad.head_dim
     W_U = ad.W_U

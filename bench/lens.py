@@ -79,8 +79,8 @@ def _run_floor(lm, ids, targets, k):
     import torch
 
     from analysis.core.batching import batch_from_ids, chunks
-    from analysis.lens.logit_lens import capture_residuals, default_chunk_rows
     from analysis.core.readout import readout
+    from analysis.lens.logit_lens import capture_residuals, default_chunk_rows
     batch = batch_from_ids(ids.tolist(), 0)
     store = capture_residuals(lm, batch.input_ids, batch.attention_mask, batch.position_ids)
     ad = lm.adapter

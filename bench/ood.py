@@ -40,15 +40,15 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from analysis.ood import study as O  # noqa: E402
 from analysis.core.batching import bucketed, chunks, encode  # noqa: E402
-from analysis.demo import prompts as DP  # noqa: E402
-from analysis.demo import world as W  # noqa: E402
 from analysis.core.forward import run  # noqa: E402
 from analysis.core.loading import ModelSpec, load_model  # noqa: E402
+from analysis.demo import prompts as DP  # noqa: E402
+from analysis.demo import world as W  # noqa: E402
 from analysis.models.defaults import default_set  # noqa: E402
-from analysis.ood.study import OODSettings, project_2d, study_from_features  # noqa: E402
+from analysis.ood import study as O  # noqa: E402
 from analysis.ood.features import extract_features  # noqa: E402
+from analysis.ood.study import OODSettings, project_2d, study_from_features  # noqa: E402
 from analysis.prompts.sets import load_builtin  # noqa: E402
 from components.reports import ood as R  # noqa: E402
 

@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from analysis.compute.backend import use_backend
+    from analysis.compute.ray_pool import RayBackend
     from analysis.core.loading import ModelSpec, load_model
     from analysis.ood.features import extract_features
-    from analysis.compute.ray_pool import RayBackend
     from bench.ood import synthetic_sets
 
     torch.set_num_threads(args.threads)

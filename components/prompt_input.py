@@ -15,9 +15,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.prompts import store as prompt_store
 from analysis.core.errors import LogitscopeError, PromptSetError
+from analysis.core.wording import plural
 from analysis.models.defaults import has_chat_template
+from analysis.prompts import store as prompt_store
 from analysis.prompts.sets import (
     OPTIONAL_FIELDS,
     PromptSet,
@@ -27,7 +28,6 @@ from analysis.prompts.sets import (
     parse_prompt_file,
     prompt_set_from_text,
 )
-from analysis.core.wording import plural
 from components.charts.text import decode_token, md_literal, visible
 from components.model_state import current_spec, load_cached
 

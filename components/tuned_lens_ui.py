@@ -9,8 +9,8 @@ from typing import Any
 
 import streamlit as st
 
-from analysis.lens import tuned as TL
 from analysis.core.errors import InputError
+from analysis.lens import tuned as TL
 from analysis.models.pair import stage
 from components import page_kit as kit
 from components.charts.text import md_literal

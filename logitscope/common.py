@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from analysis.core.errors import InputError, PromptSetError
-from analysis.models.pair import ModelPair
 from analysis.core.wording import plural
+from analysis.models.pair import ModelPair
 from components.settings import add_arguments, from_args
 
 ProgressFn = Callable[[float, str], None]

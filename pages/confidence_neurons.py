@@ -10,11 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.neurons import scan as ns
 from analysis.core.errors import LogitscopeError
 from analysis.models.pair import ModelPair
-from analysis.prompts.sets import PromptSet
+from analysis.neurons import scan as ns
 from analysis.neurons.unigram import DEFAULT_REFERENCE
+from analysis.prompts.sets import PromptSet
 from components import card_views
 from components import page_kit as kit
 from components.charts import neurons as charts

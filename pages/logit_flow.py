@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import streamlit as st
 
+from analysis.core.wording import plural
 from analysis.flow.logit_flow import CHECK_NAMES, FlowResult, failed_checks, tolerance
 from analysis.models.defaults import default_set
-from analysis.core.wording import plural
 from components import page_kit as kit
 from components import pattern_view
 from components.export_ui import export_bundle

@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis.ood import study as O
 from analysis.core.errors import LogitscopeError
 from analysis.core.loading import LoadedModel, ModelSpec
 from analysis.models.defaults import default_set
+from analysis.ood import study as O
 from analysis.ood.features import OODFeatures
 from analysis.prompts.sets import PromptSet, builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
 from components import page_kit as kit

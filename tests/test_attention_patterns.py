@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.core.batching import encode
+from analysis.core.errors import InputError
+from analysis.core.forward import run
 from analysis.flow.attention import (
     attention_pattern,
     attention_pattern_set,
@@ -13,10 +16,7 @@ from analysis.flow.attention import (
     head_label,
     parse_head_label,
 )
-from analysis.core.batching import encode
-from analysis.core.errors import InputError
 from analysis.flow.logit_flow import _capture_hooks, eager_attention, logit_flow
-from analysis.core.forward import run
 from analysis.models.tiny import ALL_TYPES, tiny_model
 
 PROMPTS = ["5 17 3 9 22 4 31", "8 2", "11 12 13 14"]

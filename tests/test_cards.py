@@ -8,10 +8,10 @@ import torch
 
 from analysis.core.errors import InputError
 from analysis.models.defaults import adds_bos
-from analysis.neurons.card import neuron_card
-from analysis.steering.vectors import SteeringVectors
 from analysis.models.tiny import ALL_TYPES, tiny_model
+from analysis.neurons.card import neuron_card
 from analysis.steering.card import vector_card
+from analysis.steering.vectors import SteeringVectors
 
 REFERENCE = ["5 17 3 9 22 4 31", "8 2", "11 12 13 14", "30 1 30 1 30", "7"]
 

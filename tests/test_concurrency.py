@@ -19,11 +19,11 @@ import time
 import numpy as np
 import pytest
 
-from analysis.lens import logit_lens as L
-from analysis.steering import steer as S
 from analysis.core.hooks import residual_hook
 from analysis.core.loading import REPO_ROOT, ModelSpec, zoo_dir
+from analysis.lens import logit_lens as L
 from analysis.models.tiny import tiny_model
+from analysis.steering import steer as S
 
 PROMPTS = ["5 17 3 9 22 4 31 8", "40 2 2 7"]
 ALPHA = 50.0

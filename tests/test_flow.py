@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.flow import logit_flow as flow
 from analysis.core.batching import encode
 from analysis.core.errors import InputError
-from analysis.flow.logit_flow import VALUE_SITES, importance, logit_flow, logit_flow_set, resolve_token
 from analysis.core.forward import run
 from analysis.core.hooks import capture, input_hook, output_hook
 from analysis.core.loading import ModelSpec, load_model, zoo_models
 from analysis.core.readout import direct_logit_attribution, norm_scale
+from analysis.flow import logit_flow as flow
+from analysis.flow.logit_flow import VALUE_SITES, importance, logit_flow, logit_flow_set, resolve_token
 from analysis.models.tiny import ALL_TYPES, tiny_model
 
 PROMPT = "5 17 3 9 22 4 31"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.prompts import store as prompt_store
 from analysis.core.loading import ModelSpec
+from analysis.prompts import store as prompt_store
 from analysis.prompts.sets import builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

@@ -10,11 +10,11 @@ import weakref
 import numpy as np
 import pytest
 
+from analysis.core.errors import InputError, ModelBudgetError
+from analysis.core.loading import ModelSpec, load_model, zoo_dir
 from analysis.lens import logit_lens as L
 from analysis.models import cache as MC
 from analysis.models import memory as MM
-from analysis.core.errors import InputError, ModelBudgetError
-from analysis.core.loading import ModelSpec, load_model, zoo_dir
 from analysis.models.cache import ModelCache
 from analysis.models.memory import Budget, estimate_bytes, format_bytes, parse_size, weight_bytes
 from analysis.models.tiny import tiny_model

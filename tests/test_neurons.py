@@ -6,15 +6,17 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.neurons import ablation as neuron_ablation
 from analysis.core.architectures import NORM_LAYERNORM
 from analysis.core.batching import encode
 from analysis.core.errors import InputError, PromptSetError
 from analysis.core.forward import run
 from analysis.core.hooks import capture, input_hook, residual_hook
-from analysis.neurons.induction import induction_study, prompt_sequences, random_sequences, select_neurons
 from analysis.core.loading import ModelSpec, load_model, zoo_models
+from analysis.core.readout import frozen_norm
+from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
+from analysis.neurons import ablation as neuron_ablation
 from analysis.neurons.ablation import ablate, build_units, mean_activations
+from analysis.neurons.induction import induction_study, prompt_sequences, random_sequences, select_neurons
 from analysis.neurons.scan import (
     canonical_neuron_text,
     logit_var,
@@ -28,10 +30,8 @@ from analysis.neurons.scan import (
     unembed_matrix,
     unembed_svd,
 )
-from analysis.prompts.sets import load_builtin, prompt_set_from_text
-from analysis.core.readout import frozen_norm
-from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
 from analysis.neurons.unigram import kl_to_unigram, unigram_distribution
+from analysis.prompts.sets import load_builtin, prompt_set_from_text
 
 PROMPTS = ["5 17 3 9 22 40 11 8", "8 8 1 3 90 4", "33 2 7 7 19"]
 

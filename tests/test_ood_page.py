@@ -114,8 +114,8 @@ def test_view_settings_never_refit_and_study_settings_never_reextract(monkeypatc
     only a setting the features read (the batch size) extracts them again."""
     import streamlit as st
 
-    from analysis.ood import study as O
     from analysis.ood import features as OF
+    from analysis.ood import study as O
 
     calls = {"features": 0, "study": 0}
     real_f, real_s = OF.extract_features, O.study_from_features

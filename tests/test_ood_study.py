@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from analysis.core.errors import InputError
+from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
+from analysis.ood.features import extract_features
 from analysis.ood.study import (
     ALL_OOD,
     ID_KEY,
@@ -18,8 +20,6 @@ from analysis.ood.study import (
     run_study,
     study_from_features,
 )
-from analysis.ood.features import extract_features
-from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
 from tests.ood_fixtures import synthetic as _synthetic
 
 # ----------------------------------------------------------------------------------------- features

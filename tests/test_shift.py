@@ -11,6 +11,7 @@ import torch
 
 from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import ModelSpec, load_model, zoo_dir
+from analysis.models.tiny import ALL_TYPES, tiny_model
 from analysis.shift.logit_shift import (
     compatibility,
     compute_shift,
@@ -19,7 +20,6 @@ from analysis.shift.logit_shift import (
     pearson,
     shift_similarity,
 )
-from analysis.models.tiny import ALL_TYPES, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["5 17 3 8", "9 4 4"]

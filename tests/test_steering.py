@@ -8,8 +8,9 @@ import torch
 from analysis.core.errors import IncompatibleModelsError, InputError, NumericalError
 from analysis.core.hooks import residual_capture_hooks
 from analysis.core.loading import ModelSpec, load_model, zoo_models
-from analysis.steering.drift import flag_data, persona_drift
+from analysis.models.tiny import ALL_TYPES, tiny_model
 from analysis.prompts.sets import PromptRow, PromptSet, load_builtin
+from analysis.steering.drift import flag_data, persona_drift
 from analysis.steering.steer import (
     POSITION_RULES,
     Steer,
@@ -34,7 +35,6 @@ from analysis.steering.vectors import (
     split_contrast,
     token_ids,
 )
-from analysis.models.tiny import ALL_TYPES, tiny_model
 
 
 def contrast_set(swap: bool = False, responses: bool = False) -> PromptSet:

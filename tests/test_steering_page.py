@@ -21,8 +21,8 @@ def standin_folder(path: Path, seed: int) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from analysis.prompts.sets import load_builtin
     from analysis.models.tiny import tiny_config
+    from analysis.prompts.sets import load_builtin
     words = ["<pad>", "<bos>", "<eos>", "<unk>"]
     for name in ("persona_pairs", "persona_eval", "facts"):
         for r in load_builtin(name).rows:

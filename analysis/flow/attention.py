@@ -16,11 +16,11 @@ import torch
 
 from analysis.core.batching import chunks, encode
 from analysis.core.errors import InputError
-from analysis.flow.capture import eager_attention, returned_probs
-from analysis.flow.tokens import _decode
 from analysis.core.forward import run
 from analysis.core.hooks import HookSpec
 from analysis.core.loading import LoadedModel
+from analysis.flow.capture import eager_attention, returned_probs
+from analysis.flow.tokens import _decode
 
 BATCH_SIZE = 8
 PATTERN_BUDGET = 64 * 2**20  # bytes of fp32 patterns kept per model by attention_pattern_set (a cached result)

@@ -43,6 +43,10 @@ import torch
 from analysis.core.architectures import NORM_LAYERNORM, Adapter
 from analysis.core.batching import Batch, chunks, encode
 from analysis.core.errors import InputError
+from analysis.core.forward import run
+from analysis.core.loading import LoadedModel
+from analysis.core.readout import bias_term, direct_logit_attribution, frozen_norm, norm_scale, unembed
+from analysis.core.wording import plural, verb
 from analysis.flow.capture import VALUE_SITES as VALUE_SITES
 from analysis.flow.capture import ValueFn as ValueFn
 from analysis.flow.capture import _capture_hooks as _capture_hooks
@@ -63,10 +67,6 @@ from analysis.flow.results import FlowResult as FlowResult
 from analysis.flow.results import FlowSetResult as FlowSetResult
 from analysis.flow.tokens import _decode as _decode
 from analysis.flow.tokens import resolve_token as resolve_token
-from analysis.core.forward import run
-from analysis.core.loading import LoadedModel
-from analysis.core.readout import bias_term, direct_logit_attribution, frozen_norm, norm_scale, unembed
-from analysis.core.wording import plural, verb
 
 Progress = Callable[[float, str], None]
 BATCH_SIZE = 8

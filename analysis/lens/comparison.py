@@ -12,11 +12,11 @@ import torch
 
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
 from analysis.core.errors import IncompatibleModelsError, InputError
+from analysis.core.loading import LoadedModel
+from analysis.core.readout import readout
 from analysis.lens.inputs import capture_residuals, decode, encode_prompts
 from analysis.lens.results import LensComparison, _position_mask
 from analysis.lens.stats import default_chunk_rows
-from analysis.core.loading import LoadedModel
-from analysis.core.readout import readout
 
 Progress = Callable[[float, str], None] | None
 

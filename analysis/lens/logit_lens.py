@@ -40,6 +40,8 @@ import torch
 from analysis.compute.backend import current_backend
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
 from analysis.core.errors import InputError
+from analysis.core.loading import LoadedModel
+from analysis.core.readout import readout
 from analysis.lens.comparison import _vocab as _vocab
 from analysis.lens.comparison import check_compatible as check_compatible
 from analysis.lens.comparison import lens_compare as lens_compare
@@ -68,8 +70,6 @@ from analysis.lens.stats import _rowdot as _rowdot
 from analysis.lens.stats import _store_layer as _store_layer
 from analysis.lens.stats import default_block_rows as default_block_rows
 from analysis.lens.stats import default_chunk_rows as default_chunk_rows
-from analysis.core.loading import LoadedModel
-from analysis.core.readout import readout
 
 Progress = Callable[[float, str], None] | None
 

@@ -36,9 +36,9 @@ import torch
 
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
 from analysis.core.errors import IncompatibleModelsError, InputError
-from analysis.lens.inputs import capture_residuals
 from analysis.core.loading import REPO_ROOT, LoadedModel
 from analysis.core.readout import center, norm_scale, readout
+from analysis.lens.inputs import capture_residuals
 
 Progress = Callable[[float, str], None] | None
 CACHE_ENV = "LOGITSCOPE_TUNED_LENS"

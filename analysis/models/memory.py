@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from analysis.core.errors import InputError
-from analysis.core.loading import ModelSpec, resolve_device, resolve_dtype, resolve_source
 from analysis.core.files import ST_DTYPES, check_model_folder, check_sizes
+from analysis.core.loading import ModelSpec, resolve_device, resolve_dtype, resolve_source
 
 ENV_BUDGET = "LOGITSCOPE_MODEL_BUDGET"
 DEFAULT_FRACTION = 0.6

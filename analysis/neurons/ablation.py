@@ -39,11 +39,11 @@ from analysis.core.errors import InputError, NumericalError
 from analysis.core.forward import run
 from analysis.core.hooks import capture, input_hook, output_hook, residual_hook
 from analysis.core.loading import LoadedModel
+from analysis.core.readout import frozen_norm, norm_scale, softcap, unembed
 from analysis.neurons.means import _by_block as _by_block
 from analysis.neurons.means import activation_sums as activation_sums
 from analysis.neurons.means import mean_activations as mean_activations
 from analysis.neurons.scan import NeuronId, check_neuron, n_neurons, neuron_label
-from analysis.core.readout import frozen_norm, norm_scale, softcap, unembed
 
 Progress = Callable[[float, str], None] | None
 MODES = ("zero", "mean", "clipped")

@@ -28,8 +28,8 @@ import torch
 
 from analysis.core.architectures import NORM_LAYERNORM, Adapter
 from analysis.core.errors import InputError
-from analysis.neurons.unigram import Unigram
 from analysis.core.wording import plural, verb
+from analysis.neurons.unigram import Unigram
 
 Progress = Callable[[float, str], None] | None
 NeuronId = tuple[int, int]  # (block, index)

@@ -23,10 +23,10 @@ from analysis.core.errors import InputError
 from analysis.core.forward import run
 from analysis.core.hooks import residual_hook
 from analysis.core.loading import LoadedModel
-from analysis.models.defaults import adds_bos
-from analysis.ood.scores import DEFAULT_TOP_K, LogitStats, vim_origin
 from analysis.core.readout import final_norm, logsumexp_rows, softcap, unembed
 from analysis.core.wording import plural, verb
+from analysis.models.defaults import adds_bos
+from analysis.ood.scores import DEFAULT_TOP_K, LogitStats, vim_origin
 
 ProgressFn = Callable[[float, str], None]
 READOUT_ENTRIES = 1 << 24  # logits entries (64 MiB fp32) of one lens readout block (layers x prompts rows)

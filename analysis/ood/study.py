@@ -36,6 +36,7 @@ import pandas as pd
 
 from analysis.core.errors import InputError, NumericalError
 from analysis.core.loading import LoadedModel
+from analysis.core.wording import plural, verb
 from analysis.ood.features import OODFeatures, extract_features
 from analysis.ood.maps import _PROJ_CACHE as _PROJ_CACHE  # noqa: F401  (re-exported: tests clear it)
 from analysis.ood.maps import Projection2D as Projection2D
@@ -56,7 +57,6 @@ from analysis.ood.scores import (
     ViM,
     default_vim_dim,
 )
-from analysis.core.wording import plural, verb
 
 ProgressFn = Callable[[float, str], None]
 ID_KEY = "ID (held-out)"

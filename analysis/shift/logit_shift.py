@@ -24,6 +24,7 @@ import torch
 
 from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
+from analysis.core.wording import plural, verb
 from analysis.shift.pair import _Accumulator as _Accumulator
 from analysis.shift.pair import _encode as _encode
 from analysis.shift.pair import _kl_rows as _kl_rows
@@ -39,7 +40,6 @@ from analysis.shift.results import ShiftResult as ShiftResult
 from analysis.shift.results import Similarity as Similarity
 from analysis.shift.results import TokenTotals as TokenTotals
 from analysis.shift.token_map import build_token_map, same_tokenizer
-from analysis.core.wording import plural, verb
 
 Progress = Callable[[float, str], None] | None
 REFERENCES = ("response", "greedy")

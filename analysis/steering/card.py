@@ -15,8 +15,8 @@ import torch
 
 from analysis.core.loading import LoadedModel
 from analysis.core.readout import center
-from analysis.steering.vectors import SteeringVectors, check_compatible
 from analysis.core.tokens import decode
+from analysis.steering.vectors import SteeringVectors, check_compatible
 
 TOP_TOKENS = 50  # promoted and suppressed tokens kept per layer (the page shows the first k)
 

@@ -15,8 +15,8 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from analysis.core.errors import InputError
-from analysis.lens.logit_lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
 from analysis.core.wording import plural
+from analysis.lens.logit_lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
 from components.charts.style import heatmap_height, integer_axis, layer_rows, layer_rows_axis, log_integer_axis
 from components.charts.text import safe_text, token_label
 

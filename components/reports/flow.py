@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.core.errors import InputError, LogitscopeError
+from analysis.core.wording import plural, verb
 from analysis.flow import attention as AP
 from analysis.flow import logit_flow as F
-from analysis.core.errors import InputError, LogitscopeError
 from analysis.flow.logit_flow import FlowSetResult
 from analysis.models.pair import ModelPair, Progress, stage
 from analysis.prompts.sets import PromptSet
-from analysis.core.wording import plural, verb
 from components.charts import attention as attn_charts
 from components.charts import flow as charts
 from components.notes import collapse_notes

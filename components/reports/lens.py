@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from analysis.lens import logit_lens as L
-from analysis.lens import tuned as TL
 from analysis.core.errors import InputError, LogitscopeError
-from analysis.models.pair import ModelPair, Progress, stage
-from analysis.prompts.sets import PromptSet
 from analysis.core.tokens import parse_token_ref
 from analysis.core.wording import plural
+from analysis.lens import logit_lens as L
+from analysis.lens import tuned as TL
+from analysis.models.pair import ModelPair, Progress, stage
+from analysis.prompts.sets import PromptSet
 from components.charts import lens as charts
 from components.charts import tuned_lens as tuned_charts
 from components.notes import collapse_notes

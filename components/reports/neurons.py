@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.neurons import induction as ind
-from analysis.neurons import ablation as abl
-from analysis.neurons import card as nc
-from analysis.neurons import scan as ns
 from analysis.core.errors import InputError, LogitscopeError
 from analysis.models.pair import ModelPair, Progress, stage
-from analysis.prompts.sets import PromptSet
+from analysis.neurons import ablation as abl
+from analysis.neurons import card as nc
+from analysis.neurons import induction as ind
+from analysis.neurons import scan as ns
 from analysis.neurons.unigram import Unigram, unigram_distribution
+from analysis.prompts.sets import PromptSet
 from components.charts import cards as card_charts
 from components.charts import neurons as charts
 from components.reports import Report

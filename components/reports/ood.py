@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.ood import study as O
-from analysis.ood import features as OF
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
 from analysis.models.pair import ModelPair, Progress, stage
+from analysis.ood import features as OF
+from analysis.ood import study as O
 from analysis.ood.metrics import METRIC_LABELS
 from analysis.prompts.sets import PromptSet, check_context
 from components.charts import ood as charts

@@ -15,10 +15,18 @@ import pandas as pd
 
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
+from analysis.core.wording import plural, verb
 from analysis.models.pair import ModelPair, Progress, stage
 from analysis.prompts.sets import PromptSet
-from analysis.shift.logit_shift import LayerKL, ShiftResult, Similarity, compatibility, compute_shift, layer_kl, shift_similarity
-from analysis.core.wording import plural, verb
+from analysis.shift.logit_shift import (
+    LayerKL,
+    ShiftResult,
+    Similarity,
+    compatibility,
+    compute_shift,
+    layer_kl,
+    shift_similarity,
+)
 from components.charts.shift import kl_along_text, layer_kl_line, shift_heatmap, similarity_summary, token_bars
 from components.reports import Report
 from components.settings import as_metadata, compute_key, setting

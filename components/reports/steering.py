@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+import analysis.steering.card as VC
 import analysis.steering.drift as PD
 import analysis.steering.steer as ST
 import analysis.steering.vectors as V
-import analysis.steering.card as VC
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
 from analysis.models.defaults import default_question
