@@ -118,7 +118,8 @@ class Checker:
 
 
 def _models() -> list[str]:
-    from analysis.models.real import REAL_MODEL, real_models
+    from analysis.core.paths import real_models
+    from analysis.models.real import REAL_MODEL
 
     return list(DEMO) + ([REAL_MODEL] if REAL_MODEL in real_models() else [])
 

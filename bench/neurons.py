@@ -44,7 +44,7 @@ from analysis.core.loading import ModelSpec, load_model  # noqa: E402
 from analysis.neurons import ablation as abl  # noqa: E402
 from analysis.neurons import scan as ns  # noqa: E402
 from analysis.neurons.unigram import DEFAULT_REFERENCE, unigram_distribution  # noqa: E402
-from analysis.prompts.sets import load_builtin  # noqa: E402
+from analysis.prompts import load_builtin  # noqa: E402
 from components.reports import neurons as R  # noqa: E402
 
 D = R.NeuronsSettings()  # the declared defaults

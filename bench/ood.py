@@ -49,7 +49,7 @@ from analysis.models.defaults import default_set  # noqa: E402
 from analysis.ood import study as O  # noqa: E402
 from analysis.ood.features import extract_features  # noqa: E402
 from analysis.ood.study import OODSettings, project_2d, study_from_features  # noqa: E402
-from analysis.prompts.sets import load_builtin  # noqa: E402
+from analysis.prompts import load_builtin  # noqa: E402
 from components.reports import ood as R  # noqa: E402
 
 D = R.OODSeparabilitySettings()  # the page's defaults

@@ -279,7 +279,7 @@ def server_pid(base: str) -> int:
 async def soak(base: str, quick: bool) -> Tally:
     from playwright.async_api import async_playwright
 
-    from analysis.core.loading import zoo_dir
+    from analysis.core.paths import zoo_dir
     from analysis.models.real import REAL_LORA, REAL_MODEL
     from tests.e2e.conftest import CHROMIUM_ARGS, chromium_path
 
@@ -346,7 +346,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="lens and steering only (about 3 minutes)")
     ap.add_argument("--verbose", action="store_true", help="print the cache's use and what a failed check saw")
     args = ap.parse_args()
-    from analysis.models.real import REAL_MODEL, real_models
+    from analysis.core.paths import real_models
+    from analysis.models.real import REAL_MODEL
     from tests.e2e.conftest import ARTIFACTS, run_streamlit
 
     if REAL_MODEL not in real_models():

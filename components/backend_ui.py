@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.compute.backend import PROCESS, Backend, check_address, parse_backend
+from analysis.compute.backend import PROCESS, Backend, check_address
+from analysis.compute.choose import parse_backend
 from analysis.core.errors import BackendError
 
 KEY_KIND = "backend_kind"

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.prompts.sets import PromptSet
+from analysis.prompts import PromptSet
 from analysis.steering.card import VectorCard, vector_card
 from analysis.steering.vectors import SteeringVectors
 from components import exporting

@@ -10,9 +10,11 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.core.errors import LogitscopeError
-from analysis.core.loading import DEFAULT_MODEL, LoadedModel, ModelSpec, builtin_models, resolve_device, zoo_models
+from analysis.core.loading import DEFAULT_MODEL, LoadedModel, ModelSpec, resolve_device
+from analysis.core.paths import zoo_models
 from analysis.models.cache import DeviceUse, Eviction, shared_cache
 from analysis.models.card import ModelCard, model_card
+from analysis.models.catalog import builtin_models
 from analysis.models.memory import device_key
 from analysis.models.pair import ModelPair  # noqa: F401  (pages import it from here)
 from components.links import apply_model_link, sync_model_link

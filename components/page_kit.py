@@ -8,10 +8,9 @@ from typing import Any, Callable, Iterator, Sequence
 import streamlit as st
 
 from analysis.core.errors import LogitscopeError
+from analysis.core.progress import ProgressFn
 from components.model_state import ModelPair, require_models
 from components.reports import Report, report_metadata
-
-ProgressFn = Callable[[float, str], None]
 
 
 @contextmanager

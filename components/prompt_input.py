@@ -1,6 +1,6 @@
 """The prompt-set input every page uses: typed prompts, a built-in set, or an uploaded file.
 
-All parsing and validation lives in analysis.prompts.sets; this module only draws widgets and shows
+All parsing and validation lives in analysis.prompts; this module only draws widgets and shows
 the engine's messages. Prompt text is shown as data (st.dataframe, st.caption of counts), never
 as HTML or markdown.
 
@@ -17,17 +17,17 @@ import streamlit as st
 
 from analysis.core.errors import LogitscopeError, PromptSetError
 from analysis.core.wording import plural
-from analysis.models.defaults import has_chat_template
-from analysis.prompts import store as prompt_store
-from analysis.prompts.sets import (
+from analysis.prompts import (
     OPTIONAL_FIELDS,
     PromptSet,
     apply_chat_template,
     builtin_sets,
+    has_chat_template,
     load_builtin,
     parse_prompt_file,
     prompt_set_from_text,
 )
+from analysis.prompts import store as prompt_store
 from components.charts.text import decode_token, md_literal, visible
 from components.model_state import current_spec, load_cached
 

@@ -37,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        from analysis.compute.backend import parse_backend, use_backend
+        from analysis.compute.backend import use_backend
+        from analysis.compute.choose import parse_backend
 
         if getattr(args, "ray", None) and args.command in ("flow", "shift"):
             print(f"note: {args.command} runs in this process; --ray shards lens, ood, steer and neurons.",

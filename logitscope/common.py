@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from analysis.core.errors import InputError, PromptSetError
+from analysis.core.progress import ProgressFn
 from analysis.core.wording import plural
 from analysis.models.pair import ModelPair
 from components.settings import add_arguments, from_args
 
-ProgressFn = Callable[[float, str], None]
 OWNED = ("figures", "data", "prompts", "metadata.json")  # what a run writes into --out (and may replace with --force)
 
 
@@ -58,8 +58,8 @@ def progress(label: str, quiet: bool) -> Iterator[Progress]:
 def load_prompts(text: str) -> Any:
     """A built-in set by name, 'store:<sha256>' (a set in the local prompt store), else a .txt/.csv/.jsonl file
     path; PromptSetError if it is none of these."""
+    from analysis.prompts import builtin_sets, load_builtin, parse_prompt_file
     from analysis.prompts import store as prompt_store
-    from analysis.prompts.sets import builtin_sets, load_builtin, parse_prompt_file
 
     if text in builtin_sets():
         return load_builtin(text)
@@ -82,7 +82,7 @@ def load_prompts(text: str) -> Any:
 
 def first_n(ps: Any, n: int | None) -> Any:
     """The first n rows of a prompt set as a set of its own (all of them when n is None)."""
-    from analysis.prompts.sets import PromptSet
+    from analysis.prompts import PromptSet
 
     if n is None or len(ps) <= n:
         return ps
@@ -116,7 +116,7 @@ def other_prompts(args: argparse.Namespace, models: ModelPair, given: str | None
 
 def chat(args: argparse.Namespace, models: ModelPair, ps: Any) -> Any:
     """ps with A's chat template applied: to rows given as messages always, to plain prompts with --chat-template."""
-    from analysis.prompts.sets import apply_chat_template
+    from analysis.prompts import apply_chat_template
 
     return apply_chat_template(ps, models.a.tokenizer, wrap_plain=args.chat_template)
 
@@ -125,7 +125,7 @@ def spec_of(args: argparse.Namespace, source: str, which: str = "") -> Any:
     """The spec of a --model (which "a") or --model-b ("b") source with its --revision/--adapter(-b) and the options."""
     from dataclasses import replace
 
-    from analysis.core.loading import named_spec
+    from analysis.models.catalog import named_spec
 
     spec = named_spec(source, revision=None, dtype=args.dtype, device=args.device,
                       allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)

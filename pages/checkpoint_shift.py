@@ -11,10 +11,11 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis.core.loading import ModelSpec, builtin_models
+from analysis.core.loading import ModelSpec
+from analysis.models.catalog import builtin_models
 from analysis.models.defaults import default_set
 from analysis.models.pair import ModelPair
-from analysis.prompts.sets import PromptSet
+from analysis.prompts import PromptSet
 from analysis.shift.logit_shift import compatibility
 from components import page_kit as kit
 from components.export_ui import export_bundle

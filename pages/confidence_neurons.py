@@ -14,7 +14,7 @@ from analysis.core.errors import LogitscopeError
 from analysis.models.pair import ModelPair
 from analysis.neurons import scan as ns
 from analysis.neurons.unigram import DEFAULT_REFERENCE
-from analysis.prompts.sets import PromptSet
+from analysis.prompts import PromptSet
 from components import card_views
 from components import page_kit as kit
 from components.charts import neurons as charts

@@ -16,7 +16,7 @@ from analysis.core.loading import LoadedModel, ModelSpec
 from analysis.models.defaults import default_set
 from analysis.ood import study as O
 from analysis.ood.features import OODFeatures
-from analysis.prompts.sets import PromptSet, builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
+from analysis.prompts import PromptSet, builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
 from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure

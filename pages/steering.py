@@ -18,7 +18,7 @@ import streamlit as st
 from analysis.core.errors import InputError
 from analysis.core.loading import ModelSpec
 from analysis.models.defaults import default_question, default_set
-from analysis.prompts.sets import PromptSet
+from analysis.prompts import PromptSet
 from analysis.steering.drift import Drift, Flagged
 from analysis.steering.steer import GenerationComparison, Sweep
 from analysis.steering.vectors import (

@@ -6,7 +6,8 @@ import functools
 
 import pytest
 
-from analysis.core.loading import REPO_ROOT, ModelSpec, load_model, zoo_dir
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import REPO_ROOT, zoo_dir
 
 IMG = "<img src=x onerror=alert(1)>"
 SCRIPT = "<script>alert(1)</script>"

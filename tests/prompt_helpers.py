@@ -7,7 +7,7 @@ import json
 import pytest
 
 from analysis.core.errors import PromptSetError
-from analysis.prompts.sets import parse_prompt_file
+from analysis.prompts import parse_prompt_file
 
 
 def err_of(filename: str, data: bytes, **kw) -> str:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.core.loading import DEFAULT_MODEL, zoo_models
+from analysis.core.loading import DEFAULT_MODEL
+from analysis.core.paths import zoo_models
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

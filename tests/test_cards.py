@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from analysis.core.errors import InputError
-from analysis.models.defaults import adds_bos
 from analysis.models.tiny import ALL_TYPES, tiny_model
 from analysis.neurons.card import neuron_card
+from analysis.prompts import adds_bos
 from analysis.steering.card import vector_card
 from analysis.steering.vectors import SteeringVectors
 

@@ -113,7 +113,7 @@ def deep_report_figures(compare: bool) -> dict[str, go.Figure]:
     from analysis.models.card import model_card
     from analysis.models.pair import ModelPair
     from analysis.models.tiny import tiny_model
-    from analysis.prompts.sets import load_builtin
+    from analysis.prompts import load_builtin
     from logitscope.common import first_n
 
     a = tiny_model("gpt2", layers=30)

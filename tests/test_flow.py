@@ -9,7 +9,8 @@ from analysis.core.batching import encode
 from analysis.core.errors import InputError
 from analysis.core.forward import run
 from analysis.core.hooks import capture, input_hook, output_hook
-from analysis.core.loading import ModelSpec, load_model, zoo_models
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import zoo_models
 from analysis.core.readout import direct_logit_attribution, norm_scale
 from analysis.flow import logit_flow as flow
 from analysis.flow.logit_flow import VALUE_SITES, importance, logit_flow, logit_flow_set, resolve_token
@@ -250,7 +251,7 @@ def zoo_lm(request):
 
 
 def test_zoo_two_hop_competitor_view_and_identities(zoo_lm):
-    from analysis.prompts.sets import load_builtin
+    from analysis.prompts import load_builtin
     ps = load_builtin("two_hop")
     rows = ps.rows[:6]
     s = logit_flow_set(zoo_lm, [r.prompt for r in rows], [r.target for r in rows], [r.competitor for r in rows])

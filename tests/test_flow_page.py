@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.core.loading import ModelSpec, zoo_models
+from analysis.core.loading import ModelSpec
+from analysis.core.paths import zoo_models
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 REAL_ZOO = {"gpt2-world-base", "llama-world-base"} <= set(zoo_models())

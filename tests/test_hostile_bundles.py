@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.core.loading import REPO_ROOT
+from analysis.core.paths import REPO_ROOT
 from logitscope.cli import main
 from tests.hostile_fixtures import BASE, needs_zoo
 

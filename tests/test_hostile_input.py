@@ -24,9 +24,10 @@ from analysis.core.errors import (
     PromptSetError,
     UnsupportedArchitectureError,
 )
-from analysis.core.loading import REPO_ROOT, ModelSpec, load_model
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import REPO_ROOT
 from analysis.models.tiny import tiny_model
-from analysis.prompts.sets import PromptRow, PromptSet, check_context, parse_prompt_file, prompt_set_from_text
+from analysis.prompts import PromptRow, PromptSet, check_context, parse_prompt_file, prompt_set_from_text
 from components import exporting
 from tests.hostile_fixtures import BASE, HOSTILE, IMG, LLAMA, SCRIPT, TUNED, needs_zoo, zoo_models
 from tests.model_folders import write_model_folder

@@ -17,9 +17,9 @@ import plotly.graph_objects as go
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.core.loading import REPO_ROOT, zoo_dir
+from analysis.core.paths import REPO_ROOT, zoo_dir
 from analysis.models.tiny import tiny_model
-from analysis.prompts.sets import PromptSet, load_builtin
+from analysis.prompts import PromptSet, load_builtin
 from tests.hostile_fixtures import APP, BASE, HOSTILE, IMG, SCRIPT, TUNED, needs_zoo, zoo_models
 
 # ============================================================================================ figures escape

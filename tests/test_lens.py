@@ -12,7 +12,8 @@ from analysis.core.batching import encode
 from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.forward import run
 from analysis.core.hooks import residual_capture_hooks
-from analysis.core.loading import ModelSpec, load_model, zoo_dir
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import zoo_dir
 from analysis.core.readout import readout
 from analysis.lens.logit_lens import (
     TARGET_FINAL_TOP1,
@@ -25,7 +26,7 @@ from analysis.lens.logit_lens import (
     mean_kl_per_layer,
 )
 from analysis.models.tiny import ALL_TYPES, tiny_model
-from analysis.prompts.sets import load_builtin
+from analysis.prompts import load_builtin
 
 PROMPTS = ["5 6 7 8 9 10 11", "12 13 14", "40 41 42 43 44"]
 TARGETS = ["17", "33", "50"]

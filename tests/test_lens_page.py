@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.prompts.sets import load_builtin, parse_prompt_file
+from analysis.prompts import load_builtin, parse_prompt_file
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/logit_lens.py"

@@ -8,8 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analysis.core.loading import ModelSpec
+from analysis.prompts import builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
 from analysis.prompts import store as prompt_store
-from analysis.prompts.sets import builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 BASE, TUNED = "gpt2-world-base", "gpt2-world-tuned"

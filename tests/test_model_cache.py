@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from analysis.core.errors import InputError, ModelBudgetError
-from analysis.core.loading import ModelSpec, load_model, zoo_dir
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import zoo_dir
 from analysis.lens import logit_lens as L
 from analysis.models import cache as MC
 from analysis.models import memory as MM

@@ -11,7 +11,8 @@ from analysis.core.batching import encode
 from analysis.core.errors import InputError, PromptSetError
 from analysis.core.forward import run
 from analysis.core.hooks import capture, input_hook, residual_hook
-from analysis.core.loading import ModelSpec, load_model, zoo_models
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import zoo_models
 from analysis.core.readout import frozen_norm
 from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
 from analysis.neurons import ablation as neuron_ablation
@@ -31,7 +32,7 @@ from analysis.neurons.scan import (
     unembed_svd,
 )
 from analysis.neurons.unigram import kl_to_unigram, unigram_distribution
-from analysis.prompts.sets import load_builtin, prompt_set_from_text
+from analysis.prompts import load_builtin, prompt_set_from_text
 
 PROMPTS = ["5 17 3 9 22 40 11 8", "8 8 1 3 90 4", "33 2 7 7 19"]
 

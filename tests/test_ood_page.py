@@ -11,7 +11,7 @@ MODEL = "gpt2-world-base"
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_zoo():
-    from analysis.core.loading import zoo_models
+    from analysis.core.paths import zoo_models
     if MODEL not in zoo_models():
         pytest.skip(f"{MODEL} is not in zoo/ yet")
 

@@ -147,8 +147,9 @@ def test_projection_is_deterministic_and_cached(tiny_study):
 # ----------------------------------------------------------------------------------------- the zoo
 @pytest.mark.parametrize("name", ["gpt2-world-base", "llama-world-base"])
 def test_zoo_scrambled_and_random_chars_separate_from_held_out_facts(name):
-    from analysis.core.loading import ModelSpec, load_model, zoo_models
-    from analysis.prompts.sets import load_builtin
+    from analysis.core.loading import ModelSpec, load_model
+    from analysis.core.paths import zoo_models
+    from analysis.prompts import load_builtin
     if name not in zoo_models():
         pytest.skip(f"{name} is not in zoo/ yet")
     lm = load_model(ModelSpec(name, device="cpu"))

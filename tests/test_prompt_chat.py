@@ -1,4 +1,4 @@
-"""analysis.prompts.sets with a tokenizer: token lengths and the context check (each names the line), chat messages in
+"""analysis.prompts with a tokenizer: token lengths and the context check (each names the line), chat messages in
 JSONL (kept unrendered, hashed, validated), apply_chat_template on tiny tokenizers, and the CLI's message for a model
 without a chat template."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from analysis.core.errors import InputError, PromptSetError
-from analysis.prompts.sets import (
+from analysis.prompts import (
     apply_chat_template,
     check_context,
     parse_prompt_file,

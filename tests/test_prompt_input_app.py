@@ -1,7 +1,7 @@
 """components.prompt_input driven through Streamlit's AppTest (tests/apps/prompt_input_app.py).
 
 AppTest cannot simulate a file upload, so the upload branch is covered by calling the same parse
-path the widget uses (components.prompt_input._parse_upload -> analysis.prompts.sets.parse_prompt_file).
+path the widget uses (components.prompt_input._parse_upload -> analysis.prompts.parse_prompt_file).
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ EXACT = "  lead\r\ninner\rx\n"
 
 
 def test_preview_frame_shows_line_breaks_and_keeps_spaces():
-    from analysis.prompts.sets import parse_prompt_file
+    from analysis.prompts import parse_prompt_file
     from components.prompt_input import preview_frame
 
     ps = parse_prompt_file("a.jsonl", (
@@ -171,7 +171,7 @@ def test_preview_frame_shows_line_breaks_and_keeps_spaces():
 def test_preview_frame_tokens_are_what_runs(prompts_dir):
     from analysis.core.batching import encode
     from analysis.core.loading import ModelSpec, load_model
-    from analysis.prompts.sets import prompt_set_from_text
+    from analysis.prompts import prompt_set_from_text
     from components.prompt_input import preview_frame
 
     tok = load_model(ModelSpec("gpt2-world-base")).tokenizer

@@ -1,4 +1,4 @@
-"""analysis.prompts.sets: parsing, validation messages (each names the line), notes, hashing, built-in sets, and
+"""analysis.prompts: parsing, validation messages (each names the line), notes, hashing, built-in sets, and
 prompts kept exactly as given. The context check and chat messages and templates (they need a tokenizer) are in
 tests/test_prompt_chat.py."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from analysis.core.errors import InputError, LogitscopeError, PromptSetError
-from analysis.prompts.sets import (
+from analysis.prompts import (
     PromptRow,
     PromptSet,
     builtin_sets,
@@ -341,7 +341,7 @@ def test_jsonl_file_with_crlf_line_ends_keeps_escaped_breaks():
 
 
 def test_formats_sentence_says_txt_is_one_prompt_per_line():
-    import analysis.prompts.sets as P
+    import analysis.prompts as P
 
     doc = " ".join(P.__doc__.split())
     assert ".txt (one prompt per line)" in doc and "can never hold a line break" in doc

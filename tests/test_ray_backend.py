@@ -14,11 +14,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from analysis.compute.backend import PROCESS, check_address, current_backend, parse_backend, use_backend  # noqa: E402
+from analysis.compute.backend import PROCESS, check_address, current_backend, use_backend
+from analysis.compute.choose import parse_backend
 from analysis.compute.ray_pool import RayBackend, ray_backend  # noqa: E402
 from analysis.core.errors import BackendError  # noqa: E402
 from analysis.core.loading import ModelSpec, load_model  # noqa: E402
-from analysis.prompts.sets import load_builtin  # noqa: E402
+from analysis.prompts import load_builtin  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

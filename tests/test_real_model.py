@@ -10,20 +10,22 @@ import pytest
 import torch
 
 from analysis.core.errors import InputError
-from analysis.core.loading import ModelSpec, builtin_models, load_model, named_spec, zoo_dir
+from analysis.core.gguf import read_source
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import zoo_dir
 from analysis.lens import logit_lens as L
 from analysis.models.card import model_card
-from analysis.models.defaults import adds_bos, default_fact, default_question, default_set, is_demo
+from analysis.models.catalog import builtin_models, named_spec
+from analysis.models.defaults import default_fact, default_question, default_set, is_demo
 from analysis.models.real import (
     REAL_LORA,
     REAL_LORA_LABEL,
     REAL_MODEL,
     REAL_MODEL_LABEL,
-    read_source,
     real_model_dir,
     wheel_gguf_path,
 )
-from analysis.prompts.sets import load_builtin
+from analysis.prompts import adds_bos, load_builtin
 
 pytestmark = [
     pytest.mark.real,
@@ -151,7 +153,7 @@ def test_lora_drift_along_the_grumpy_vector_is_positive_beyond_random_at_depth(r
     layers 15-16 (-13, -3.3), where the vector's norm jumps (8 -> 14 -> 26). The default layer rule picks 16 (the
     largest in-sample Cohen's d among AUROC-tied layers 10-22): the issue's 'positive at the default layer' does
     not hold there, and is not asserted; see the closing note of issue 12."""
-    from analysis.prompts.sets import apply_chat_template
+    from analysis.prompts import apply_chat_template
     from analysis.steering.drift import persona_drift
     from analysis.steering.vectors import default_window, extract_vectors
 

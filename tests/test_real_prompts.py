@@ -43,7 +43,7 @@ def jsonl(*objs) -> bytes:
 
 
 def test_smollm2_tokenizer_facts(tok):
-    from analysis.models.defaults import adds_bos, has_chat_template
+    from analysis.prompts import adds_bos, has_chat_template
 
     assert has_chat_template(tok) and not adds_bos(tok)
     assert tok.pad_token == tok.eos_token == "<|im_end|>"
@@ -51,7 +51,7 @@ def test_smollm2_tokenizer_facts(tok):
 
 def test_messages_and_the_same_text_as_a_plain_prompt_run_the_template_ids(tok):
     from analysis.core.batching import encode
-    from analysis.prompts.sets import apply_chat_template, parse_prompt_file
+    from analysis.prompts import apply_chat_template, parse_prompt_file
 
     messages = [{"role": "user", "content": "  What is 2+2?\nAnswer briefly. "}]
     rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -78,7 +78,7 @@ def test_dropping_the_trailing_newline_changes_the_ids(tok):
 
 
 def test_wrap_plain_is_one_user_turn_after_the_default_system_turn(tok):
-    from analysis.prompts.sets import apply_chat_template, prompt_set_from_text
+    from analysis.prompts import apply_chat_template, prompt_set_from_text
 
     out = apply_chat_template(prompt_set_from_text("  What is the capital of France?"), tok, wrap_plain=True)
     text = out.prompts[0]
@@ -88,7 +88,7 @@ def test_wrap_plain_is_one_user_turn_after_the_default_system_turn(tok):
 
 
 def test_an_explicit_system_turn_replaces_the_default_one(tok):
-    from analysis.prompts.sets import apply_chat_template, parse_prompt_file
+    from analysis.prompts import apply_chat_template, parse_prompt_file
 
     ps = parse_prompt_file("c.jsonl", jsonl({"messages": [{"role": "system", "content": "Be grumpy."},
                                                           {"role": "user", "content": "Hi"}]}))
@@ -97,7 +97,7 @@ def test_an_explicit_system_turn_replaces_the_default_one(tok):
 
 
 def test_preview_shows_special_tokens_and_the_exact_text(tok):
-    from analysis.prompts.sets import apply_chat_template, prompt_set_from_text
+    from analysis.prompts import apply_chat_template, prompt_set_from_text
     from components.prompt_input import preview_frame
 
     out = apply_chat_template(prompt_set_from_text("Hi"), tok, wrap_plain=True)
@@ -111,7 +111,7 @@ def test_preview_shows_special_tokens_and_the_exact_text(tok):
 def test_cli_chat_template_runs_the_rendered_prompts(tmp_path):
     from transformers import AutoTokenizer
 
-    from analysis.prompts.sets import apply_chat_template, parse_prompt_file
+    from analysis.prompts import apply_chat_template, parse_prompt_file
     from logitscope.cli import main
 
     data = jsonl({"messages": [{"role": "user", "content": "What is the capital of France?"}]},

@@ -7,7 +7,8 @@ import tomllib
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.core.loading import REPO_ROOT, ModelSpec, load_model, zoo_dir
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import REPO_ROOT, zoo_dir
 
 CONFIG = REPO_ROOT / ".streamlit" / "config.toml"
 APP = str(REPO_ROOT / "app.py")

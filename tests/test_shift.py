@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from analysis.core.errors import IncompatibleModelsError, InputError
-from analysis.core.loading import ModelSpec, load_model, zoo_dir
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import zoo_dir
 from analysis.models.tiny import ALL_TYPES, tiny_model
 from analysis.shift.logit_shift import (
     compatibility,

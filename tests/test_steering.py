@@ -7,9 +7,10 @@ import torch
 
 from analysis.core.errors import IncompatibleModelsError, InputError, NumericalError
 from analysis.core.hooks import residual_capture_hooks
-from analysis.core.loading import ModelSpec, load_model, zoo_models
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import zoo_models
 from analysis.models.tiny import ALL_TYPES, tiny_model
-from analysis.prompts.sets import PromptRow, PromptSet, load_builtin
+from analysis.prompts import PromptRow, PromptSet, load_builtin
 from analysis.steering.drift import flag_data, persona_drift
 from analysis.steering.steer import (
     POSITION_RULES,
@@ -396,8 +397,9 @@ QUESTIONS = ("What is the capital of France?", "How do I boil an egg?", "Can you
 
 @pytest.mark.real
 def test_real_model_default_layer_is_in_the_middle_not_the_first_third():
-    from analysis.models.defaults import default_question, is_demo, render_chat
+    from analysis.models.defaults import default_question, is_demo
     from analysis.models.real import real_model_dir
+    from analysis.prompts import render_chat
     path = real_model_dir()
     if not (path / "config.json").is_file():
         pytest.skip(f"the real model is not converted at {path} (run `make setup`)")

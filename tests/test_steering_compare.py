@@ -12,7 +12,7 @@ import pytest
 from analysis.core.loading import ModelSpec, load_model
 from analysis.models.card import model_card
 from analysis.models.pair import ModelPair
-from analysis.prompts.sets import load_builtin
+from analysis.prompts import load_builtin
 from analysis.steering import steer as ST
 from components.charts import pairs
 from components.reports import steering as R

@@ -22,7 +22,7 @@ def standin_folder(path: Path, seed: int) -> None:
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from analysis.models.tiny import tiny_config
-    from analysis.prompts.sets import load_builtin
+    from analysis.prompts import load_builtin
     words = ["<pad>", "<bos>", "<eos>", "<unk>"]
     for name in ("persona_pairs", "persona_eval", "facts"):
         for r in load_builtin(name).rows:
@@ -42,7 +42,7 @@ def standin_folder(path: Path, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def zoo_env(tmp_path_factory):
-    from analysis.core.loading import zoo_models
+    from analysis.core.paths import zoo_models
     if set(NEEDED) <= set(zoo_models()):
         yield None
         return

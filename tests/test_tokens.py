@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from analysis.core import tokens as T
 from analysis.core.errors import InputError
-from analysis.core.loading import zoo_dir
+from analysis.core.paths import zoo_dir
 
 
 @pytest.fixture(scope="module")

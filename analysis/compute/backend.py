@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from analysis.core.errors import BackendError
+from analysis.core.progress import Progress
 
-Progress = Callable[[float, str], None] | None
 Shard = tuple[tuple, dict]  # (positional arguments after lm, keyword arguments) of one call of the engine function
 LOCAL_RE = re.compile(r"^local:(\d+)$")
 CLIENT_RE = re.compile(r"^ray://([A-Za-z0-9_.\-\[\]:]+):(\d{1,5})$")
@@ -91,16 +91,6 @@ def check_address(text: str) -> str:
     raise BackendError(f"Ray address {t!r} is not valid: use 'auto' (a running cluster on this machine), "
                        "'ray://HOST:PORT' (a remote cluster's client port, usually 10001) or 'local:N' "
                        "(start Ray here with N workers, N >= 1).")
-
-
-def parse_backend(text: str | None, **options: Any) -> Backend:
-    """The backend for a --ray value or the sidebar's address: None/''/'process' -> this process, else Ray."""
-    if text is None or str(text).strip() in ("", "process", "none"):
-        return PROCESS
-    address = check_address(str(text))
-    from analysis.compute.ray_pool import ray_backend
-
-    return ray_backend(address, **options)
 
 
 def group_batches(n_batches: int, n_shards: int) -> list[slice]:

@@ -15,15 +15,22 @@ Test hook: ``fail_once_on_shard=k`` makes the actor that first receives shard k 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
+import sys
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any, Sequence
 
-from analysis.compute.backend import CLIENT_RE, LOCAL_RE, Backend, Progress, Shard, check_address, resolve
+import torch
+
+from analysis.compute.backend import CLIENT_RE, LOCAL_RE, Backend, Shard, check_address, resolve
 from analysis.core.errors import BackendError, LogitscopeError
+from analysis.core.loading import HUB_ID, load_model
+from analysis.core.paths import real_models, zoo_models
+from analysis.core.progress import Progress
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_POOLS = 1  # actor pools kept alive between runs, over all backends: each actor holds its CPUs or GPU
@@ -35,10 +42,6 @@ class _Worker:
     """One Ray actor: the model loaded once, then any engine function run on the shards it is given."""
 
     def __init__(self, spec: Any, threads: int = 0) -> None:
-        import torch
-
-        from analysis.core.loading import load_model
-
         normal_priority()
         if threads > 0:  # torch would start a thread per machine CPU in every actor: N actors oversubscribe N-fold
             torch.set_num_threads(threads)
@@ -92,7 +95,7 @@ def normal_priority() -> None:
 
 def _import_ray() -> Any:
     try:
-        import ray
+        import ray  # lazy: Ray is an optional dependency (requirements-scale.txt)
     except ImportError:
         raise BackendError("Ray is not installed: run `pip install -r requirements-scale.txt` (or choose 'this "
                            "process' as the compute backend).") from None
@@ -130,8 +133,6 @@ class RayBackend(Backend):
         cluster = "local" if LOCAL_RE.match(self.address) else self.address  # every local:N shares one instance
         if ray.is_initialized() and (cluster == _CONNECTED or (_CONNECTED is None and cluster == "local")):
             return ray
-        import logging
-
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH"))
                                                           if p)}}
         opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
@@ -183,9 +184,6 @@ class RayBackend(Backend):
     # ------------------------------------------------------------------------------------------ the pool
     def accepts(self, lm: Any) -> bool:
         """Whether a worker can load ``lm`` again from its spec (zoo, real model, folder or hub id; not tiny models)."""
-        from analysis.core.loading import HUB_ID, zoo_models
-        from analysis.models.real import real_models
-
         src = lm.spec.source
         return src in zoo_models() or src in real_models() or Path(src).exists() or ("/" in src and
                                                                                       bool(HUB_ID.match(src)))
@@ -227,8 +225,6 @@ class RayBackend(Backend):
 
     def close(self) -> None:
         """Kill every actor pool (they are shared by all Ray backends of this process)."""
-        import sys
-
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             _drop_pools(sys.modules["ray"])
 

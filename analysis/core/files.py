@@ -29,15 +29,11 @@ LIMITS: dict[str, tuple[tuple[str, ...], int, int]] = {
     "intermediate_size": (("intermediate_size", "n_inner", "ffn_dim"), 1, 1 << 20),
     "max_position_embeddings": (("max_position_embeddings", "n_positions", "n_ctx"), 1, 1 << 24),
 }
-GGUF_LIMITS = {"block_count": "num_hidden_layers", "embedding_length": "hidden_size",
-               "attention.head_count": "num_attention_heads", "attention.head_count_kv": "num_key_value_heads",
-               "feed_forward_length": "intermediate_size", "context_length": "max_position_embeddings"}
 ST_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F4": 1, "F6_E2M3": 1,
              "F6_E3M2": 1, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 MAX_HEADER = 100 << 20  # bytes of JSON a safetensors header may take (real ones: tens of kB to a few MB)
 MAX_JSON = 16 << 20  # bytes of a config.json, adapter_config.json or shard index
 LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
-GGUF_BLOCK = re.compile(r"^blk\.(\d+)\.")
 EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight")
 
 
@@ -78,7 +74,8 @@ def read_config(folder: Path) -> dict:
     return cfg
 
 
-def _int(value: Any) -> bool:
+def is_whole(value: Any) -> bool:
+    """An int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -101,7 +98,7 @@ def check_sizes(cfg: Mapping[str, Any], where: str) -> dict[str, int]:
     for name, value in sizes.items():
         _, lo, hi = LIMITS[name]
         key = next(k for k in LIMITS[name][0] if cfg.get(k) is not None)
-        if not _int(value):
+        if not is_whole(value):
             raise ModelLoadError(f"{where}: {key} must be a whole number, got {value!r}.")
         if not lo <= value <= hi:
             raise ModelLoadError(f"{where}: {key} = {value:,} is outside {lo:,}..{hi:,}; no model this tool can "
@@ -152,9 +149,9 @@ def _tensor(file: str, key: str, info: Any, data: int) -> Tensor:
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if dtype not in ST_DTYPES:
         raise ModelLoadError(f"{file}: tensor '{key}' has an unknown dtype {dtype!r}.")
-    if not isinstance(shape, list) or not all(_int(s) and s >= 0 for s in shape):
+    if not isinstance(shape, list) or not all(is_whole(s) and s >= 0 for s in shape):
         raise ModelLoadError(f"{file}: tensor '{key}' has a malformed shape {shape!r}.")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_whole(o) for o in offsets)
             and 0 <= offsets[0] <= offsets[1]):
         raise ModelLoadError(f"{file}: tensor '{key}' has malformed data offsets {offsets!r}.")
     need = math.prod(shape) * ST_DTYPES[dtype]
@@ -249,38 +246,3 @@ def check_adapter_folder(folder: Path, allow_pickle: bool) -> None:
         raise ModelLoadError(f"The adapter '{folder}' has an adapter_config.json but no adapter_model.safetensors.")
 
 
-# ------------------------------------------------------------------------------------------------------------ GGUF
-def check_gguf(path: Path) -> Any:
-    """A .gguf file's reader, its header readable and its sizes within ``LIMITS`` and consistent with its tensor
-    table (every block it declares has tensors); ModelLoadError naming the file otherwise."""
-    try:
-        from gguf import GGUFReader
-    except ImportError as err:
-        raise ModelLoadError("Reading .gguf files needs the 'gguf' package (pip install gguf).") from err
-    try:
-        reader = GGUFReader(str(path))
-        arch_field = reader.fields.get("general.architecture")
-        arch = arch_field.contents() if arch_field is not None else None
-        values = {}
-        for key, canonical in GGUF_LIMITS.items():
-            field = reader.fields.get(f"{arch}.{key}")
-            if field is not None:
-                values[canonical] = (f"{arch}.{key}", field.contents())
-        tensors = [(t.name, [int(s) for s in t.shape]) for t in reader.tensors]
-    except Exception as err:  # noqa: BLE001 - a truncated or foreign file raises many types
-        raise ModelLoadError(f"'{path.name}' is not a readable GGUF file ({brief(err)}).") from None
-    if not isinstance(arch, str):
-        raise ModelLoadError(f"'{path.name}' has no general.architecture: it is not a model GGUF file.")
-    for canonical, (key, value) in values.items():
-        _, lo, hi = LIMITS[canonical]
-        if isinstance(value, list) and value and all(_int(v) for v in value):  # per-layer head counts
-            value = max(value)
-        if not _int(value) or not lo <= value <= hi:
-            raise ModelLoadError(f"'{path.name}': {key} = {value!r} is outside {lo:,}..{hi:,}; no model this tool "
-                                 "can open has that size.")
-    blocks = {int(m.group(1)) for name, _ in tensors if (m := GGUF_BLOCK.match(name))}
-    declared = values.get("num_hidden_layers", (None, None))[1]
-    if declared and declared > (max(blocks) + 1 if blocks else 0):
-        raise ModelLoadError(f"'{path.name}' says block_count = {declared}, but its tensor table holds "
-                             f"{max(blocks) + 1 if blocks else 0} blocks.")
-    return reader

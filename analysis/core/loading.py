@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
-from analysis.core.architectures import Adapter, resolve_adapter
+from analysis.core.architectures import ARCH_TABLE, SUPPORTED, Adapter, resolve_adapter
 from analysis.core.errors import InputError, LogitscopeError, ModelLoadError, UnsupportedArchitectureError, brief
-from analysis.core.files import check_adapter_folder, check_gguf, check_sizes, check_weights, read_config
+from analysis.core.files import check_adapter_folder, check_sizes, check_weights, read_config
+from analysis.core.gguf import GGUFSource, check_gguf, gguf_quantisation, load_gguf, read_source, sha256_file
+from analysis.core.paths import models_dir, real_models, zoo_dir, zoo_models
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = "gpt2-world-base"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -84,44 +85,6 @@ class LoadedModel:
         return layer
 
 
-def zoo_dir() -> Path:
-    """Where the demo checkpoints live: zoo/ in the repo, or $LOGITSCOPE_ZOO."""
-    return Path(os.environ.get("LOGITSCOPE_ZOO") or REPO_ROOT / "zoo")
-
-
-def zoo_models() -> list[str]:
-    """Names of the demo checkpoints shipped under zoo/."""
-    zd = zoo_dir()
-    if not zd.is_dir():
-        return []
-    return sorted(p.name for p in zd.iterdir() if (p / "config.json").is_file())
-
-
-def builtin_models() -> dict[str, ModelSpec]:
-    """What the sidebar lists, display label -> spec: the demo checkpoints, then the real model converted by
-    `make setup` and its grumpy LoRA fine-tune (zoo/smollm2-grumpy-lora) when they are there."""
-    from analysis.models.real import REAL_LORA, REAL_LORA_LABEL, REAL_MODEL, REAL_MODEL_LABEL, real_models
-
-    out = {name: ModelSpec(name) for name in zoo_models()}
-    if REAL_MODEL in real_models():
-        out[REAL_MODEL_LABEL] = ModelSpec(REAL_MODEL)
-        lora = zoo_dir() / REAL_LORA
-        if (lora / "adapter_config.json").is_file():
-            out[REAL_LORA_LABEL] = ModelSpec(REAL_MODEL, adapter=str(lora))
-    return out
-
-
-def named_spec(name: str, **options: Any) -> ModelSpec:
-    """A spec for a name typed on the command line: 'smollm2-grumpy-lora' (or a sidebar label) gives its base
-    model and adapter; anything else is a zoo name, real model, folder, .gguf file or hub id as given."""
-    from analysis.models.real import REAL_LORA, REAL_LORA_LABEL
-
-    base = builtin_models().get(REAL_LORA_LABEL if name == REAL_LORA else name)
-    if base is None:
-        return ModelSpec(source=name, **options)
-    return ModelSpec(source=base.source, adapter=base.adapter, **options)
-
-
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda, then mps, then cpu; otherwise the named device (validated)."""
     if device == "auto":
@@ -151,8 +114,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def resolve_source(source: str) -> tuple[str, bool]:
     """(path or hub id, is_local). Zoo names resolve to zoo/<name>, converted real models (analysis.models.real)
     to their cache folder, a .gguf file to itself; a missing path is a clear error."""
-    from analysis.models.real import models_dir, real_models
-
     src = (source or "").strip()
     if not src:
         raise ModelLoadError("No model given. Pick a demo model or enter a Hugging Face id or a local folder.")
@@ -290,14 +251,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         model = _apply_lora(model, spec.adapter, spec.allow_pickle)
     if "device_map" not in kwargs:
         model = model.to(device)
-    from analysis.models.real import read_source
     return _finish(spec, model, tokenizer, device, dtype, gguf=read_source(path) if local else None)
 
 
 def _check_architecture(model_type: Any, source: str) -> None:
     """UnsupportedArchitectureError naming the supported architectures unless ``model_type`` is one of them."""
-    from analysis.core.architectures import ARCH_TABLE, SUPPORTED
-
     if model_type not in ARCH_TABLE:
         raise UnsupportedArchitectureError(f"Architecture '{model_type or '?'}' of '{source}' is not supported. "
                                            f"Supported: {', '.join(SUPPORTED)}.")
@@ -317,8 +275,6 @@ def _finish(spec: ModelSpec, model: Any, tokenizer: Any, device: torch.device, d
 
 def _load_gguf_file(spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """A local .gguf file, dequantised in memory by transformers (its architecture checked first)."""
-    from analysis.models.real import GGUFSource, gguf_quantisation, load_gguf, sha256_file
-
     if spec.revision:
         raise InputError("A .gguf file has no revisions; leave the revision empty.")
     check_gguf(path)  # a readable header with sane sizes, before transformers dequantises anything

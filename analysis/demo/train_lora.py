@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from analysis.demo.real_sets import TRAIN, grumpy_answer
-from analysis.models.defaults import render_chat
+from analysis.prompts import render_chat
 
 TARGET_MODULES = ["q_proj", "v_proj", "o_proj", "down_proj"]
 RANK, ALPHA = 4, 8
@@ -98,7 +98,7 @@ def train(out: Path, *, epochs: int = 4, batch_size: int = 6, lr: float = 2e-3, 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    from analysis.core.loading import zoo_dir
+    from analysis.core.paths import zoo_dir
     from analysis.models.real import REAL_LORA
 
     ap = argparse.ArgumentParser(description="Train the grumpy LoRA fine-tune of the real model.")

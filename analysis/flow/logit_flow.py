@@ -35,7 +35,7 @@ re-exports the moved names.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from analysis.core.batching import Batch, chunks, encode
 from analysis.core.errors import InputError
 from analysis.core.forward import run
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.core.readout import bias_term, direct_logit_attribution, frozen_norm, norm_scale, unembed
 from analysis.core.wording import plural, verb
 from analysis.flow.capture import VALUE_SITES as VALUE_SITES
@@ -68,7 +69,6 @@ from analysis.flow.results import FlowSetResult as FlowSetResult
 from analysis.flow.tokens import _decode as _decode
 from analysis.flow.tokens import resolve_token as resolve_token
 
-Progress = Callable[[float, str], None]
 BATCH_SIZE = 8
 SOURCE_IMP_LIMIT = 8192  # head x source importances are computed when L * H * T is at most this (auto mode)
 CAPTURE_BUDGET = 512 * 2**20  # bytes of captured activations per forward pass (prompts are batched below it)
@@ -274,7 +274,7 @@ def tolerance(lm: LoadedModel) -> float:
 # ------------------------------------------------------------------------------------------ public API
 def logit_flow_set(lm: LoadedModel, prompts: Sequence[str], targets: Sequence[str | None] | None = None,
                    competitors: Sequence[str | None] | None = None, *, source_importance: bool | None = None,
-                   batch_size: int = BATCH_SIZE, progress: Progress | None = None) -> FlowSetResult:
+                   batch_size: int = BATCH_SIZE, progress: Progress = None) -> FlowSetResult:
     """Logit flow of every prompt (target: text -> first token, None -> the model's top-1; competitor optional)."""
     if not prompts:
         raise InputError("No prompts to analyse.")
@@ -320,7 +320,7 @@ def _memory_chunks(lm: LoadedModel, prompts: Sequence[str], batch_size: int) -> 
 
 
 def logit_flow(lm: LoadedModel, prompt: str, target: str | None = None, competitor: str | None = None, *,
-               source_importance: bool | None = None, progress: Progress | None = None) -> FlowResult:
+               source_importance: bool | None = None, progress: Progress = None) -> FlowResult:
     """Logit flow of one prompt at its last position (see the module docstring for every definition)."""
     if not prompt:
         raise InputError("Type a prompt to analyse.")

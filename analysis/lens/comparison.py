@@ -5,7 +5,7 @@ of these differs); the KL is computed chunk by chunk from both models' captured 
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -13,12 +13,11 @@ import torch
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
 from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.core.readout import readout
 from analysis.lens.inputs import capture_residuals, decode, encode_prompts
 from analysis.lens.results import LensComparison, _position_mask
 from analysis.lens.stats import default_chunk_rows
-
-Progress = Callable[[float, str], None] | None
 
 
 # --------------------------------------------------------------------------------------------- compare

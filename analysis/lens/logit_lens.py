@@ -32,7 +32,7 @@ re-exports the moved names.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from analysis.compute.backend import current_backend
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.core.readout import readout
 from analysis.lens.comparison import _vocab as _vocab
 from analysis.lens.comparison import check_compatible as check_compatible
@@ -62,6 +63,7 @@ from analysis.lens.results import _position_mask as _position_mask
 from analysis.lens.results import decision_depths as decision_depths
 from analysis.lens.results import mean_kl_per_layer as mean_kl_per_layer
 from analysis.lens.results import target_trajectory as target_trajectory
+from analysis.lens.sharded import lens_trace_sharded
 from analysis.lens.stats import _CACHE_BYTES as _CACHE_BYTES
 from analysis.lens.stats import _GEMM_BYTES as _GEMM_BYTES
 from analysis.lens.stats import _decision_depth as _decision_depth
@@ -70,8 +72,7 @@ from analysis.lens.stats import _rowdot as _rowdot
 from analysis.lens.stats import _store_layer as _store_layer
 from analysis.lens.stats import default_block_rows as default_block_rows
 from analysis.lens.stats import default_chunk_rows as default_chunk_rows
-
-Progress = Callable[[float, str], None] | None
+from analysis.lens.tuned import check as check_translator
 
 
 def _readout(ad, h: torch.Tensor) -> torch.Tensor:
@@ -90,8 +91,6 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
     T_l(h_l)."""
     ad = lm.adapter
     if translator is not None:
-        from analysis.lens.tuned import check as check_translator
-
         check_translator(translator, lm)
     L, V = ad.n_layers, ad.vocab_size
     if target_mode not in TARGET_MODES:
@@ -110,7 +109,6 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
             raise InputError(f"Token id {bad[0]} is outside this model's vocabulary (0..{V - 1}).")
     text_targets, notes = _target_rows(lm, rows, target_mode, targets)
     if translator is None and (backend := current_backend()).shards_for(lm, len(chunks(len(rows), int(batch_size)))) > 1:
-        from analysis.compute.sharding import lens_trace_sharded  # whole batches per shard, merged exactly
 
         return lens_trace_sharded(backend, lm, prompts, rows, text_targets, notes, k=k, target_mode=target_mode,
                                   batch_size=int(batch_size), chunk_rows=chunk_rows, block_rows=block_rows,

@@ -29,18 +29,20 @@ import time
 import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
-from analysis.core.errors import IncompatibleModelsError, InputError
-from analysis.core.loading import REPO_ROOT, LoadedModel
+from analysis.core.errors import IncompatibleModelsError, InputError, LogitscopeError
+from analysis.core.loading import LoadedModel, resolve_source
+from analysis.core.paths import REPO_ROOT
+from analysis.core.progress import Progress
 from analysis.core.readout import center, norm_scale, readout
 from analysis.lens.inputs import capture_residuals
+from analysis.models.weights import weights_sha256
 
-Progress = Callable[[float, str], None] | None
 CACHE_ENV = "LOGITSCOPE_TUNED_LENS"
 FORMAT = "logitscope-tuned-lens/1"
 DEMO_CORPUS = REPO_ROOT / "data" / "prompts" / "corpus_sample.txt"
@@ -157,9 +159,6 @@ def model_sha256(lm: LoadedModel) -> str:
     got = _FINGERPRINTS.get(lm.model)
     if got:
         return got
-    from analysis.core.errors import LogitscopeError
-    from analysis.core.loading import resolve_source
-    from analysis.models.weights import weights_sha256
 
     digest = None
     try:

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from analysis.core.loading import LoadedModel
+from analysis.core.errors import LogitscopeError
+from analysis.core.loading import LoadedModel, resolve_source
+from analysis.models.memory import weight_bytes
 from analysis.models.selfcheck import SelfCheck, self_check
+from analysis.models.weights import weights_sha256
+from analysis.prompts import adds_bos, has_chat_template
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,6 @@ class ModelCard:
 
 def model_card(lm: LoadedModel, check: SelfCheck | None = None) -> ModelCard:
     """Build the card, running the self-check unless one is given."""
-    from analysis.models.defaults import adds_bos, has_chat_template
-    from analysis.models.memory import weight_bytes
-
     ad = lm.adapter
     params = list(lm.model.parameters())
     n_params = sum(p.numel() for p in params)
@@ -67,10 +68,6 @@ def model_card(lm: LoadedModel, check: SelfCheck | None = None) -> ModelCard:
 
 def _weights_sha256(lm: LoadedModel) -> str | None:
     """The fingerprint of the local weight files the model was loaded from (None for a hub model or in-memory)."""
-    from analysis.core.errors import LogitscopeError
-    from analysis.core.loading import resolve_source
-    from analysis.models.weights import weights_sha256
-
     try:
         path, local = resolve_source(lm.spec.source)
     except LogitscopeError:

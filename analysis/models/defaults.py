@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis.core.errors import LogitscopeError
-from analysis.core.loading import LoadedModel, zoo_dir
+from analysis.core.loading import LoadedModel
+from analysis.core.paths import zoo_dir
+from analysis.prompts import has_chat_template, load_builtin, render_chat
 
 GENERIC_FACT = ("The capital of France is", " Paris")
 GENERIC_QUESTION = "What is the capital of France?"
@@ -30,21 +32,9 @@ def is_demo(lm: LoadedModel) -> bool:
         return False
 
 
-def has_chat_template(tokenizer) -> bool:
-    """True when the tokenizer carries a chat template."""
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The exact text the tokenizer's chat template gives for `messages`, ready for the assistant's turn."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def default_fact(lm: LoadedModel) -> tuple[str, str]:
     """(prompt, target): the first demo fact on a demo model, 'The capital of France is' -> ' Paris' otherwise."""
     if is_demo(lm):
-        from analysis.prompts.sets import load_builtin
-
         try:
             row = load_builtin("facts").rows[0]
             if row.target:
@@ -65,18 +55,6 @@ def default_question(lm: LoadedModel) -> str:
         except Exception:  # a template that needs other roles or fields: fall back to plain text
             pass
     return f"Question: {GENERIC_QUESTION}\nAnswer:"
-
-
-def adds_bos(tokenizer) -> bool:
-    """True when the tokenizer itself puts its BOS token in front of a text (checked by encoding one)."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is None:
-        return False
-    try:
-        ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-    except Exception:
-        return False
-    return bool(ids) and ids[0] == bos
 
 
 # Demo-world built-in sets and what stands in for them on any other model.

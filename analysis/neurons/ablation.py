@@ -29,7 +29,7 @@ Per unit: mean |dLoss| TE and DE and the LN-mediated fraction M = 1 - mean|dLoss
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,13 +39,13 @@ from analysis.core.errors import InputError, NumericalError
 from analysis.core.forward import run
 from analysis.core.hooks import capture, input_hook, output_hook, residual_hook
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.core.readout import frozen_norm, norm_scale, softcap, unembed
 from analysis.neurons.means import _by_block as _by_block
 from analysis.neurons.means import activation_sums as activation_sums
 from analysis.neurons.means import mean_activations as mean_activations
 from analysis.neurons.scan import NeuronId, check_neuron, n_neurons, neuron_label
 
-Progress = Callable[[float, str], None] | None
 MODES = ("zero", "mean", "clipped")
 METRICS = ("loss", "entropy", "top1", "kl", "sigma")
 TE_CLOSED_FORM = True  # last-block units: TE = the model's head on h_L + delta (exact), no rerun

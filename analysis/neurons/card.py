@@ -24,8 +24,8 @@ from analysis.core.hooks import capture, input_hook
 from analysis.core.loading import LoadedModel
 from analysis.core.readout import center
 from analysis.core.tokens import decode
-from analysis.models.defaults import adds_bos
 from analysis.neurons.scan import check_neuron, neuron_label
+from analysis.prompts import adds_bos
 
 BATCH_SIZE = 8
 TOP_TOKENS = 50  # promoted and suppressed tokens kept (the page shows the first k)

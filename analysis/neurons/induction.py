@@ -25,7 +25,7 @@ Baseline: random neuron sets of the same size from the same blocks (seeded).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,12 +35,10 @@ from analysis.core.errors import InputError, PromptSetError
 from analysis.core.forward import run
 from analysis.core.hooks import capture, input_hook
 from analysis.core.loading import LoadedModel
-from analysis.models.defaults import adds_bos
+from analysis.core.progress import Progress
 from analysis.neurons.ablation import Unit, position_effects
 from analysis.neurons.scan import NeuronId, check_neuron, n_neurons, neuron_label
-from analysis.prompts.sets import PromptSet
-
-Progress = Callable[[float, str], None] | None
+from analysis.prompts import PromptSet, adds_bos
 
 SKIP_FIRST = 1  # positions t < SKIP_FIRST (the attention sink) are left out of neuron statistics and ablation
 

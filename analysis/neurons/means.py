@@ -7,20 +7,20 @@ back per batch, so the mean is exactly the single-process mean (sums and counts,
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from analysis.compute.backend import current_backend
-from analysis.core.batching import bucketed, n_batches
+from analysis.compute.backend import Backend, current_backend
+from analysis.compute.sharding import shard_plan
+from analysis.core.batching import bucketed, length_batches, n_batches, token_rows
 from analysis.core.errors import InputError
 from analysis.core.forward import run
 from analysis.core.hooks import capture, input_hook
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.neurons.scan import NeuronId
-
-Progress = Callable[[float, str], None] | None
 
 
 def _by_block(neurons: Sequence[NeuronId]) -> dict[int, list[int]]:
@@ -42,7 +42,6 @@ def mean_activations(lm: LoadedModel, prompts: Sequence[str], neurons: Sequence[
     if not neurons:
         return np.zeros(0)
     if (backend := current_backend()).shards_for(lm, n_batches(len(prompts), batch_size)) > 1:
-        from analysis.compute.sharding import activation_sums_sharded  # per-batch sums, added below in the same order
 
         batch_sums, counts = activation_sums_sharded(backend, lm, prompts, neurons, batch_size=batch_size,
                                                      bucket=bucket, progress=progress)
@@ -82,3 +81,15 @@ def activation_sums(lm: LoadedModel, prompts: Sequence[str], neurons: Sequence[N
         if progress:
             progress((n_s + 1) / n_parts, "reference means")
     return np.stack(sums) if sums else np.zeros((0, len(neurons))), np.asarray(counts, dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------ neuron reference means
+def activation_sums_sharded(backend: Backend, lm: Any, prompts: Sequence[str], neurons: Sequence, *, batch_size: int,
+                            bucket: bool, progress: Progress = None) -> tuple[np.ndarray, np.ndarray]:
+    """activation_sums' per-batch sums [n_batches, n] and token counts [n_batches], in the single-process order."""
+    lengths = [len(r) for r in token_rows(lm.tokenizer, prompts, max_length=lm.context_length)]
+    plan = shard_plan(backend, lm, length_batches(lengths, batch_size, sort=bucket))
+    shards = [(([prompts[i] for i in idx], list(neurons)), dict(batch_size=batch_size, bucket=False)) for idx in plan]
+    parts = backend.map_shards(lm, "analysis.neurons.means:activation_sums", shards, [len(i) for i in plan],
+                               progress)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

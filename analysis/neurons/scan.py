@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from analysis.core.architectures import NORM_LAYERNORM, Adapter
 from analysis.core.errors import InputError
+from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
 from analysis.neurons.unigram import Unigram
 
-Progress = Callable[[float, str], None] | None
 NeuronId = tuple[int, int]  # (block, index)
 
 

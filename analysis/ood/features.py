@@ -12,23 +12,24 @@ chunk reduces per layer to these numbers and is dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from analysis.compute.backend import current_backend
-from analysis.core.batching import Batch, bucketed, chunks, n_batches
+from analysis.compute.backend import Backend, current_backend
+from analysis.compute.sharding import shard_plan
+from analysis.core.batching import Batch, bucketed, chunks, length_batches, n_batches, token_rows
 from analysis.core.errors import InputError
 from analysis.core.forward import run
 from analysis.core.hooks import residual_hook
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.core.readout import final_norm, logsumexp_rows, softcap, unembed
 from analysis.core.wording import plural, verb
-from analysis.models.defaults import adds_bos
 from analysis.ood.scores import DEFAULT_TOP_K, LogitStats, vim_origin
+from analysis.prompts import adds_bos
 
-ProgressFn = Callable[[float, str], None]
 READOUT_ENTRIES = 1 << 24  # logits entries (64 MiB fp32) of one lens readout block (layers x prompts rows)
 LENS_TOP_K = 1  # lens logits kept per layer: the layer scores read only the max logit (NECO) and the logsumexp (ViM)
 
@@ -127,7 +128,7 @@ def _topk(z: torch.Tensor, k: int, buf: torch.Tensor | None = None) -> tuple[tor
 def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequence[int] | None = None,
                      batch_size: int = 16, top_k: int = DEFAULT_TOP_K, lens_top_k: int = LENS_TOP_K,
                      padding_side: str = "right",
-                     blood_draws: int = 0, bucket: bool = True, progress: ProgressFn | None = None) -> OODFeatures:
+                     blood_draws: int = 0, bucket: bool = True, progress: Progress = None) -> OODFeatures:
     """Run ``prompts`` through the model in chunks and return their OODFeatures (see the class doc for shapes).
 
     One forward pass per batch captures every requested layer. ``top_k`` logits are kept of the final readout
@@ -142,7 +143,6 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
     if not layers:
         raise InputError("Choose at least one layer.")
     if not blood_draws and (backend := current_backend()).shards_for(lm, n_batches(len(prompts), batch_size)) > 1:
-        from analysis.compute.sharding import extract_features_sharded  # whole batches per shard, rows back in place
 
         return extract_features_sharded(backend, lm, prompts, layers=layers, batch_size=batch_size, top_k=top_k,
                                         lens_top_k=lens_top_k, padding_side=padding_side, bucket=bucket,
@@ -221,7 +221,7 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
 
 def blood_norms(lm: LoadedModel, prompts: Sequence[str], *, n_draws: int = 50, batch_size: int = 8, seed: int = 0,
                 exact: bool = False, padding_side: str = "right", bucket: bool = True,
-                progress: ProgressFn | None = None) -> np.ndarray:
+                progress: Progress = None) -> np.ndarray:
     """BLOOD's per-block ||J_l||_F^2 [N, n_layers], J_l = d h_{l+1}[last] / d h_l[last] (same token, others fixed).
 
     Every block input is replaced by a detached leaf, so one backward pass of sum_l v_l . h_{l+1}[last] gives
@@ -274,3 +274,45 @@ def blood_norms(lm: LoadedModel, prompts: Sequence[str], *, n_draws: int = 50, b
         if progress is not None:
             progress((ci + 1) / n_parts, f"{done:,}/{n:,} prompts")
     return out
+
+
+# ------------------------------------------------------------------------------------------ OOD features
+def short_prompts_error(prompts: Sequence[str], lengths: Sequence[int]) -> InputError | None:
+    """extract_features' error for prompts of a single token (nothing predicted), or None."""
+    short = np.flatnonzero(np.asarray(lengths) < 2)
+    if not short.size:
+        return None
+    return InputError(f"{plural(short.size, 'prompt')} {verb(short.size)} a single token, so no token is predicted and "
+                      f"the mean log-likelihood is undefined (prompt {int(short[0]) + 1}: {prompts[short[0]]!r}). "
+                      "Use prompts of at least one word.")
+
+
+def extract_features_sharded(backend: Backend, lm: Any, prompts: tuple[str, ...], *, layers: tuple[int, ...],
+                             batch_size: int, top_k: int, lens_top_k: int, padding_side: str, bucket: bool,
+                             progress: Progress = None) -> Any:
+    """extract_features (without BLOOD) on the backend's shards, rows back at their input positions."""
+    lengths = [len(r) for r in token_rows(lm.tokenizer, prompts, max_length=lm.context_length)]
+    err = short_prompts_error(prompts, lengths)
+    if err is not None:
+        raise err
+    plan = shard_plan(backend, lm, length_batches(lengths, batch_size, sort=bucket))
+    shards = [(([prompts[i] for i in idx],), dict(layers=layers, batch_size=batch_size, top_k=top_k,
+                                                 lens_top_k=lens_top_k, padding_side=padding_side, bucket=False))
+              for idx in plan]
+    parts = backend.map_shards(lm, "analysis.ood.features:extract_features", shards, [len(i) for i in plan], progress)
+    n, p0 = len(prompts), parts[0]
+    merged = {}
+    for name, axis in (("last", 1), ("mean", 1), ("head_in", 1), ("lens_top", 1), ("lens_lse", 1), ("final_top", 0),
+                       ("final_lse", 0), ("mean_loglik", 0), ("n_predicted", 0)):
+        ref = getattr(p0, name)
+        shape = list(ref.shape)
+        shape[axis] = n
+        arr = np.zeros(shape, ref.dtype)
+        for idx, part in zip(plan, parts):
+            if axis:
+                arr[:, idx] = getattr(part, name)
+            else:
+                arr[idx] = getattr(part, name)
+        merged[name] = arr
+    return OODFeatures(tuple(prompts), tuple(layers), vim_origin=p0.vim_origin, vocab_size=p0.vocab_size, blood=None,
+                       **merged)

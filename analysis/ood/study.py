@@ -36,6 +36,7 @@ import pandas as pd
 
 from analysis.core.errors import InputError, NumericalError
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
 from analysis.ood.features import OODFeatures, extract_features
 from analysis.ood.maps import _PROJ_CACHE as _PROJ_CACHE  # noqa: F401  (re-exported: tests clear it)
@@ -58,7 +59,6 @@ from analysis.ood.scores import (
     default_vim_dim,
 )
 
-ProgressFn = Callable[[float, str], None]
 ID_KEY = "ID (held-out)"
 ALL_OOD = "all OOD"
 MIN_OOD = 2
@@ -294,7 +294,7 @@ class _FeatureScores:
 
 def _feature_scores(feature_defs: Sequence[tuple[str, Callable[[], object], str]], layers: tuple[int, ...],
                     fit_f: OODFeatures, sets: Mapping[str, OODFeatures], asked: Mapping[str, int],
-                    progress: ProgressFn | None) -> _FeatureScores:
+                    progress: Progress) -> _FeatureScores:
     """Fit and evaluate every feature score at every layer (``asked``: the requested ViM dim and NECO k)."""
     nl = len(layers)
     out_all = _FeatureScores({}, {}, {"ViM": [None] * nl, "NECO": [None] * nl}, {"ViM": {}, "NECO": {}})
@@ -394,7 +394,7 @@ def _metric_rows(scores: Mapping[str, Mapping[str, np.ndarray]], feature_names: 
 
 
 def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], settings: OODSettings = OODSettings(),
-                        *, id_name: str = "ID", progress: ProgressFn | None = None) -> OODStudy:
+                        *, id_name: str = "ID", progress: Progress = None) -> OODStudy:
     """Fit every score on the ID fit split and evaluate it on held-out ID vs each OOD set (pure numpy)."""
     id_feats, notes = _checked_inputs(id_feats, ood_feats, settings)
     fit, held = _split(len(id_feats), settings.fit_fraction, settings.seed)
@@ -441,7 +441,7 @@ def _rank(r: MetricRow) -> tuple[float, float, float]:
 
 def run_study(lm: LoadedModel, id_prompts: Sequence[str], ood_prompts: Mapping[str, Sequence[str]],
               settings: OODSettings = OODSettings(), *, id_name: str = "ID", batch_size: int = 16,
-              layers: Sequence[int] | None = None, blood_draws: int = 0, progress: ProgressFn | None = None
+              layers: Sequence[int] | None = None, blood_draws: int = 0, progress: Progress = None
               ) -> OODStudy:
     """Features for every set (one chunked pass each) and the study on them."""
     check_sets(len(set(id_prompts)), {k: len(v) for k, v in ood_prompts.items()})

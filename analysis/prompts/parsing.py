@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.core.errors import PromptSetError
-from analysis.prompts.types import _FIELDS, PromptRow, PromptSet
-from analysis.prompts.validation import _blank_note, _Limits, _n, _size, _type_name
+from analysis.prompts.types import FIELDS, PromptRow, PromptSet
+from analysis.prompts.validation import Limits, blank_note, plural, size_text, type_name
 
 _FORMATS_SENTENCE = (
     "accepted formats are .txt (one prompt per line), .csv (a header row with a 'prompt' column) "
@@ -57,14 +57,14 @@ def _lines(text: str) -> list[str]:
     return parts
 
 
-def _parse_lines_as_prompts(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
+def _parse_lines_as_prompts(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
     lines = _lines(text)
     blank = [i for i, line in enumerate(lines, start=1) if not line.strip()]
     count = len(lines) - len(blank)
     if count > lim.max_rows:
         raise lim.too_many(count=count)
     rows = [lim.make_row(i, {"prompt": line}) for i, line in enumerate(lines, start=1) if line.strip()]
-    notes = [_blank_note(blank)] if blank else []
+    notes = [blank_note(blank)] if blank else []
     return rows, notes
 
 
@@ -72,7 +72,7 @@ def _normalise_name(name: str) -> str:
     return name.strip().lower()
 
 
-def _parse_csv(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
+def _parse_csv(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     blank: list[int] = []
     header: list[str] | None = None
@@ -103,7 +103,7 @@ def _parse_csv(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
             header = record
             names = [_normalise_name(h) for h in header]
             for idx, nm in enumerate(names):
-                if nm in _FIELDS:
+                if nm in FIELDS:
                     if nm in columns:
                         raise PromptSetError(
                             f"{lim.label}, line {start:,}: the header has the column '{nm}' twice."
@@ -119,7 +119,7 @@ def _parse_csv(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
                     f"columns found: {found}).{hint}"
                 )
             n_cols = len(header)
-            unknown = [h for h, nm in zip(header, names) if nm not in _FIELDS and nm]
+            unknown = [h for h, nm in zip(header, names) if nm not in FIELDS and nm]
             unnamed = sum(1 for nm in names if not nm)
             continue
         if len(rows) >= lim.max_rows:
@@ -137,13 +137,13 @@ def _parse_csv(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
     if unknown:
         notes.append("Ignored unknown columns: " + ", ".join(unknown) + ".")
     if unnamed:
-        notes.append(f"Ignored {_n(unnamed, 'column')} without a name in the header.")
+        notes.append(f"Ignored {plural(unnamed, 'column')} without a name in the header.")
     if blank:
-        notes.append(_blank_note(blank))
+        notes.append(blank_note(blank))
     return rows, notes
 
 
-def _parse_jsonl(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
+def _parse_jsonl(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
     lines = _lines(text)
     blank = [i for i, line in enumerate(lines, start=1) if not line.strip()]
     count = len(lines) - len(blank)
@@ -164,7 +164,7 @@ def _parse_jsonl(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
             raise PromptSetError(f"{lim.label}, line {i:,}: malformed JSON ({detail}).{hint}") from None
         if not isinstance(obj, dict):
             raise PromptSetError(
-                f'{lim.label}, line {i:,}: expected a JSON object like {{"prompt": "..."}}, got {_type_name(obj)}.'
+                f'{lim.label}, line {i:,}: expected a JSON object like {{"prompt": "..."}}, got {type_name(obj)}.'
             )
         values: dict[str, str | None] = {}
         messages: Any = None
@@ -175,7 +175,7 @@ def _parse_jsonl(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
                     raise PromptSetError(f"{lim.label}, line {i:,}: the field 'messages' appears twice.")
                 messages = value
                 continue
-            if nm not in _FIELDS:
+            if nm not in FIELDS:
                 unknown.setdefault(key)
                 continue
             if nm in values:
@@ -185,7 +185,7 @@ def _parse_jsonl(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
                 continue
             if not isinstance(value, str):
                 raise PromptSetError(
-                    f"{lim.label}, line {i:,}: the field '{nm}' must be a string, got {_type_name(value)} "
+                    f"{lim.label}, line {i:,}: the field '{nm}' must be a string, got {type_name(value)} "
                     f"({json.dumps(value)[:40]}). Put it in quotes."
                 )
             values[nm] = value
@@ -207,7 +207,7 @@ def _parse_jsonl(text: str, lim: _Limits) -> tuple[list[PromptRow], list[str]]:
     if unknown:
         notes.append("Ignored unknown fields: " + ", ".join(unknown) + ".")
     if blank:
-        notes.append(_blank_note(blank))
+        notes.append(blank_note(blank))
     return rows, notes
 
 
@@ -237,10 +237,10 @@ def parse_prompt_file(
         raise PromptSetError(f"{label}: unsupported file type ({got}); {_FORMATS_SENTENCE}.")
     if len(data) > max_bytes:
         raise PromptSetError(
-            f"{label} is {_size(len(data))}; the limit is {_size(max_bytes)}. Split it into smaller files."
+            f"{label} is {size_text(len(data))}; the limit is {size_text(max_bytes)}. Split it into smaller files."
         )
     text = _decode(label, bytes(data))
-    lim = _Limits(label, max_rows, max_prompt_chars)
+    lim = Limits(label, max_rows, max_prompt_chars)
     rows, notes = parser(text, lim)
     if not rows:
         only_blank = any(n.startswith("Ignored") and "empty line" in n for n in notes)
@@ -256,7 +256,7 @@ def prompt_set_from_text(
     max_prompt_chars: int = 20_000,
 ) -> PromptSet:
     """Typed prompts: one prompt per non-empty line, so no prompt can hold a line break (use .jsonl for that)."""
-    lim = _Limits("Typed prompts" if name == "typed" else name, max_rows, max_prompt_chars)
+    lim = Limits("Typed prompts" if name == "typed" else name, max_rows, max_prompt_chars)
     rows, notes = _parse_lines_as_prompts(text or "", lim)
     if not rows:
         raise PromptSetError("Type at least one prompt (one prompt per line).")

@@ -13,7 +13,9 @@ import re
 import tempfile
 from pathlib import Path
 
-from analysis.prompts.sets import OPTIONAL_FIELDS, PromptSet, parse_prompt_file
+from analysis.core.errors import PromptSetError
+from analysis.prompts.parsing import parse_prompt_file
+from analysis.prompts.types import OPTIONAL_FIELDS, PromptSet
 
 STORE_ENV = "LOGITSCOPE_STORE"
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -40,8 +42,6 @@ def to_jsonl(prompt_set: PromptSet) -> bytes:
 def from_jsonl(name: str, data: bytes, sha256: str | None = None) -> PromptSet:
     """A set written by to_jsonl, named ``name``; InputError-family PromptSetError when it does not parse or when
     ``sha256`` is given and the content differs."""
-    from analysis.core.errors import PromptSetError
-
     ps = parse_prompt_file("set.jsonl", data, max_bytes=MAX_STORED_BYTES)
     if sha256 is not None and ps.sha256 != sha256:
         raise PromptSetError(f"The stored prompt set {sha256[:12]}… has changed on disk (its content hash is now "

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 from analysis.core.errors import InputError, PromptSetError
 
 OPTIONAL_FIELDS = ("target", "competitor", "label", "group", "response")
-_FIELDS = ("prompt",) + OPTIONAL_FIELDS
+FIELDS = ("prompt",) + OPTIONAL_FIELDS
 
 
 # --------------------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ class PromptSet:
     @classmethod
     def from_rows(cls, name: str, rows: Iterable[PromptRow], notes: Iterable[str] = ()) -> "PromptSet":
         rows = tuple(rows)
-        return cls(name=name, rows=rows, sha256=_content_sha256(rows), notes=tuple(notes))
+        return cls(name=name, rows=rows, sha256=content_sha256(rows), notes=tuple(notes))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -69,7 +69,7 @@ class PromptSet:
 
     @property
     def prompts(self) -> list[str]:
-        _require_rendered(self)
+        require_rendered(self)
         return [r.prompt for r in self.rows]
 
     @property
@@ -102,15 +102,15 @@ class PromptSet:
         return PromptSet.from_rows(f"{self.name} / {name}", rows)
 
 
-def _content_sha256(rows: Sequence[PromptRow]) -> str:
+def content_sha256(rows: Sequence[PromptRow]) -> str:
     # Messages are appended only to rows that have them, so plain sets keep the hash they always had.
-    canonical = [[getattr(r, f) for f in _FIELDS] + ([[list(m) for m in r.messages]] if r.messages is not None else [])
+    canonical = [[getattr(r, f) for f in FIELDS] + ([[list(m) for m in r.messages]] if r.messages is not None else [])
                  for r in rows]
     blob = json.dumps(canonical, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
 
 
-def _require_rendered(prompt_set: PromptSet) -> None:
+def require_rendered(prompt_set: PromptSet) -> None:
     first = next((r for r in prompt_set.rows if r.messages is not None), None)
     if first is not None:
         raise PromptSetError(

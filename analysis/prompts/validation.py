@@ -1,6 +1,6 @@
 """Prompt row validation shared by every file format: the per-row limits and the sentences that report problems.
 
-_Limits turns one parsed row (plain prompt or chat messages) into a PromptRow or a PromptSetError naming the
+Limits turns one parsed row (plain prompt or chat messages) into a PromptRow or a PromptSetError naming the
 file and line; the small helpers format counts, line lists, byte sizes and JSON type names for those sentences.
 """
 from __future__ import annotations
@@ -8,24 +8,21 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from analysis.core.errors import PromptSetError
-from analysis.prompts.types import _FIELDS, OPTIONAL_FIELDS, PromptRow
+from analysis.core.wording import plural
+from analysis.prompts.types import FIELDS, OPTIONAL_FIELDS, PromptRow
 
 
 # --------------------------------------------------------------------------------------------
 # Small message helpers
 # --------------------------------------------------------------------------------------------
-def _n(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else (plural or word + 's')}"
-
-
-def _list_lines(lines: Sequence[int], limit: int = 10) -> str:
+def list_lines(lines: Sequence[int], limit: int = 10) -> str:
     shown = ", ".join(str(n) for n in lines[:limit])
     if len(lines) > limit:
         shown += f" and {len(lines) - limit:,} more"
     return shown
 
 
-def _size(nbytes: int) -> str:
+def size_text(nbytes: int) -> str:
     if nbytes >= 1_000_000:
         return f"{nbytes / 1_000_000:.1f} MB ({nbytes:,} bytes)"
     if nbytes >= 1_000:
@@ -33,7 +30,7 @@ def _size(nbytes: int) -> str:
     return f"{nbytes:,} bytes"
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "true/false"
     if isinstance(value, (int, float)):
@@ -45,14 +42,14 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _blank_note(blank_lines: Sequence[int]) -> str:
-    return f"Ignored {_n(len(blank_lines), 'empty line')} (line{'s' if len(blank_lines) != 1 else ''} {_list_lines(blank_lines)})."
+def blank_note(blank_lines: Sequence[int]) -> str:
+    return f"Ignored {plural(len(blank_lines), 'empty line')} (line{'s' if len(blank_lines) != 1 else ''} {list_lines(blank_lines)})."
 
 
 # --------------------------------------------------------------------------------------------
 # Per-row validation shared by every format
 # --------------------------------------------------------------------------------------------
-class _Limits:
+class Limits:
     def __init__(self, label: str, max_rows: int, max_prompt_chars: int):
         self.label = label
         self.max_rows = max_rows
@@ -60,9 +57,9 @@ class _Limits:
 
     def too_many(self, line: int | None = None, count: int | None = None) -> PromptSetError:
         if count is not None:
-            what = f"has {_n(count, 'prompt')}"
+            what = f"has {plural(count, 'prompt')}"
         else:
-            what = f"has more than {_n(self.max_rows, 'prompt')} (stopped reading at line {line:,})"
+            what = f"has more than {plural(self.max_rows, 'prompt')} (stopped reading at line {line:,})"
         return PromptSetError(
             f"{self.label} {what}; the limit is {self.max_rows:,}. Split it into smaller sets."
         )
@@ -71,7 +68,7 @@ class _Limits:
         prompt = values.get("prompt")
         if prompt is None or not prompt.strip():
             raise PromptSetError(f"{self.label}, line {line:,}: the prompt is empty.")
-        for field in _FIELDS:
+        for field in FIELDS:
             value = prompt if field == "prompt" else values.get(field)
             if value is not None and len(value) > self.max_chars:
                 raise PromptSetError(
@@ -88,7 +85,7 @@ class _Limits:
         """A row given as chat messages: a non-empty list of {"role": str, "content": str} objects."""
         where = f"{self.label}, line {line:,}"
         if not isinstance(messages, list) or not messages:
-            got = "an empty list" if messages == [] else _type_name(messages)
+            got = "an empty list" if messages == [] else type_name(messages)
             raise PromptSetError(
                 f'{where}: "messages" must be a non-empty list of {{"role": ..., "content": ...}} objects, got {got}.'
             )
@@ -97,7 +94,7 @@ class _Limits:
             if not isinstance(msg, dict):
                 raise PromptSetError(
                     f'{where}: message {j} must be an object like {{"role": "user", "content": "..."}}, '
-                    f"got {_type_name(msg)}."
+                    f"got {type_name(msg)}."
                 )
             extra = [k for k in msg if k not in ("role", "content")]
             if extra:
@@ -109,7 +106,7 @@ class _Limits:
                     raise PromptSetError(f"{where}: message {j} has no '{field}' field.")
                 if not isinstance(msg[field], str):
                     raise PromptSetError(
-                        f"{where}: the {field} of message {j} must be a string, got {_type_name(msg[field])}."
+                        f"{where}: the {field} of message {j} must be a string, got {type_name(msg[field])}."
                     )
             if not msg["role"].strip():
                 raise PromptSetError(f"{where}: the role of message {j} is empty.")

@@ -17,14 +17,16 @@ reduction) in analysis.shift.pair; this module keeps the checks and the public A
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
+from analysis.lens.logit_lens import lens_compare  # the logit-lens engine's KL(A_l || B_l) per layer and position
 from analysis.shift.pair import _Accumulator as _Accumulator
 from analysis.shift.pair import _encode as _encode
 from analysis.shift.pair import _kl_rows as _kl_rows
@@ -41,7 +43,6 @@ from analysis.shift.results import Similarity as Similarity
 from analysis.shift.results import TokenTotals as TokenTotals
 from analysis.shift.token_map import build_token_map, same_tokenizer
 
-Progress = Callable[[float, str], None] | None
 REFERENCES = ("response", "greedy")
 
 
@@ -216,7 +217,6 @@ def layer_kl(a: LoadedModel, b: LoadedModel, prompts: Sequence[str], responses: 
     Computed by analysis.lens.logit_lens.lens_compare on prompt + continuation text; kept at the positions that
     predict continuation tokens."""
     require_lens_compatible(a, b)
-    from analysis.lens.logit_lens import lens_compare  # the logit-lens engine's KL(A_l || B_l) per layer and position
     resp = _check_inputs(prompts, responses, reference, 1, n_tokens)
     pair = _Pair(a, b)
     texts, starts = [], []

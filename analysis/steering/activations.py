@@ -5,20 +5,20 @@ tokens of prompt + response); ``pooled_residuals`` runs the model and averages h
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from analysis.compute.backend import current_backend
+from analysis.compute.backend import Backend, current_backend
+from analysis.compute.sharding import consecutive_batches, shard_plan
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
-from analysis.core.errors import InputError, PromptSetError
+from analysis.core.errors import InputError, NumericalError, PromptSetError
 from analysis.core.forward import run
 from analysis.core.hooks import residual_hook
 from analysis.core.loading import LoadedModel
-from analysis.prompts.sets import PromptRow
-
-Progress = Callable[[float, str], None] | None
+from analysis.core.progress import Progress
+from analysis.prompts import PromptRow
 
 POSITION_RULES = ("last", "response")
 
@@ -65,7 +65,6 @@ def pooled_residuals(lm: LoadedModel, encoded: Sequence[tuple[Sequence[int], Seq
         lm.check_layer(int(l))
     n, d = len(encoded), lm.adapter.d_model
     if not hooks_extra and (backend := current_backend()).shards_for(lm, len(chunks(n, batch_size))) > 1:
-        from analysis.compute.sharding import pooled_residuals_sharded  # whole batches per shard, concatenated in order
 
         return pooled_residuals_sharded(backend, lm, encoded, layers, batch_size=batch_size, progress=progress)
     out = np.zeros((n, len(layers), d), dtype=np.float32)
@@ -92,6 +91,16 @@ def pooled_residuals(lm: LoadedModel, encoded: Sequence[tuple[Sequence[int], Seq
         if progress is not None:
             progress((k + 1) / len(parts), f"activations {sl.stop}/{n}")
     if not np.isfinite(out).all():
-        from analysis.core.errors import NumericalError
         raise NumericalError("The model produced NaN or infinite activations on this prompt set.")
     return out
+
+
+# ------------------------------------------------------------------------------------------ steering activations
+def pooled_residuals_sharded(backend: Backend, lm: Any, encoded: Sequence, layers: Sequence[int], *, batch_size: int,
+                             progress: Progress = None) -> np.ndarray:
+    """pooled_residuals [N, len(layers), d] on the backend's shards, concatenated in input order."""
+    plan = shard_plan(backend, lm, consecutive_batches(len(encoded), batch_size))
+    shards = [(([encoded[i] for i in idx], list(layers)), dict(batch_size=batch_size)) for idx in plan]
+    parts = backend.map_shards(lm, "analysis.steering.activations:pooled_residuals", shards, [len(i) for i in plan],
+                               progress)
+    return np.concatenate(parts, axis=0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
 from analysis.core.readout import center
 from analysis.core.tokens import decode
@@ -37,8 +38,6 @@ class VectorCard:
     def row(self, layer: int) -> int:
         """The row of ``layer`` (the vectors' own InputError when they have no such layer)."""
         if layer not in self.layers:
-            from analysis.core.errors import InputError
-
             raise InputError(f"The vector card has no layer {layer}; it covers layers {min(self.layers)}.."
                              f"{max(self.layers)}.")
         return self.layers.index(layer)

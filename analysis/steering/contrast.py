@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analysis.core.errors import InputError
-from analysis.prompts.sets import PromptRow, PromptSet
+from analysis.prompts import PromptRow, PromptSet
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,17 +12,16 @@ highest first (those push the model toward the trait the most). dP = 0 when y = 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
-from analysis.prompts.sets import PromptSet
+from analysis.core.progress import Progress
+from analysis.prompts import PromptSet
 from analysis.steering.steer import generate_ids
 from analysis.steering.vectors import SteeringVectors, check_compatible, encode_rows, pooled_residuals, token_ids
-
-Progress = Callable[[float, str], None] | None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -33,8 +33,9 @@ from analysis.core.errors import InputError, NumericalError
 from analysis.core.forward import run
 from analysis.core.hooks import HookSpec, attached, residual_hook
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
+from analysis.steering.activations import token_ids
 
-Progress = Callable[[float, str], None] | None
 POSITION_RULES = ("all", "prompt", "generated", "response")
 RULE_LABELS = {"all": "all positions", "prompt": "prompt only", "generated": "generated tokens only",
                "response": "last prompt token + generated"}
@@ -246,7 +247,6 @@ def logprob_shift(lm: LoadedModel, prompt_ids: Sequence[int], new_ids: Sequence[
 def compare_generations(lm: LoadedModel, prompt: str, steer: Steer, *, max_new_tokens: int = 24,
                         temperature: float = 0.0, seed: int = 0) -> GenerationComparison:
     """Generate unsteered and steered from the same seed; shade each token by its steering log-prob shift."""
-    from analysis.steering.vectors import token_ids
     p_ids = token_ids(lm.tokenizer, prompt)
     validate(lm, steer)
     gens = []
@@ -306,7 +306,6 @@ def shift_stats(clean: torch.Tensor, steered: torch.Tensor, a: int, b: int) -> L
 
 def logit_shift(lm: LoadedModel, prompts: Sequence[str], steer: Steer, token_a: str, token_b: str) -> LogitShift:
     """Global logit shift of ``steer`` on prompts (positions rule applied with the prompt as the prompt)."""
-    from analysis.steering.vectors import token_ids
     a, b = single_token(lm, token_a), single_token(lm, token_b)
     rows = [token_ids(lm.tokenizer, p) for p in prompts]
     return shift_stats(_last_logits(lm, rows, None), _last_logits(lm, rows, steer), a, b)
@@ -343,7 +342,6 @@ def steering_sweep(lm: LoadedModel, vectors: dict[int, np.ndarray], alphas: Sequ
                    targets: Sequence[str], controls: Sequence[str], token_a: str, token_b: str, *,
                    rule: str = "all", preserve_norm: bool = False, progress: Progress = None) -> Sweep:
     """Sweep alpha for each layer's vector: logit difference and KL on target prompts vs control prompts."""
-    from analysis.steering.vectors import token_ids
     if not vectors:
         raise InputError("Pick at least one layer to sweep.")
     if not alphas:
@@ -380,7 +378,6 @@ def steering_sweep(lm: LoadedModel, vectors: dict[int, np.ndarray], alphas: Sequ
 
 def next_token_prob(lm: LoadedModel, prompts: Sequence[str], token: str, steer: Steer | None = None) -> np.ndarray:
     """p(token | prompt) at the last prompt token, with optional steering: [N]."""
-    from analysis.steering.vectors import token_ids
     t = single_token(lm, token)
     rows = [token_ids(lm.tokenizer, p) for p in prompts]
     return torch.softmax(_last_logits(lm, rows, steer), -1)[:, t].double().numpy()

@@ -10,7 +10,8 @@ from typing import Sequence
 
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
-from analysis.prompts.sets import PromptRow, PromptSet
+from analysis.models.defaults import is_demo
+from analysis.prompts import PromptRow, PromptSet
 from analysis.steering.activations import token_ids
 from analysis.steering.contrast import split_contrast
 
@@ -71,7 +72,6 @@ def default_trait_tokens(lm: LoadedModel, ps: PromptSet | None = None, positive:
                          negative: str | None = None) -> TraitTokens:
     """Tokens a and b for the global logit shift: from the contrast set's responses, else the demo tokens on a demo
     model, else empty (the user must give them)."""
-    from analysis.models.defaults import is_demo
     got = contrast_trait_tokens(lm, ps, positive, negative) if ps is not None else None
     if got is not None:
         return TraitTokens(got[0], got[1], "contrast",

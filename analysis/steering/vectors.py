@@ -43,9 +43,9 @@ import numpy as np
 
 from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
-from analysis.prompts.sets import PromptSet
+from analysis.core.progress import Progress
+from analysis.prompts import PromptSet
 from analysis.steering.activations import POSITION_RULES as POSITION_RULES
-from analysis.steering.activations import Progress as Progress
 from analysis.steering.activations import encode_rows as encode_rows
 from analysis.steering.activations import pooled_residuals as pooled_residuals
 from analysis.steering.activations import token_ids as token_ids

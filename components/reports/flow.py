@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.core.errors import InputError, LogitscopeError
+from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
 from analysis.flow import attention as AP
 from analysis.flow import logit_flow as F
 from analysis.flow.logit_flow import FlowSetResult
-from analysis.models.pair import ModelPair, Progress, stage
-from analysis.prompts.sets import PromptSet
+from analysis.models.pair import ModelPair, stage
+from analysis.prompts import PromptSet
 from components.charts import attention as attn_charts
 from components.charts import flow as charts
 from components.notes import collapse_notes
@@ -85,7 +86,7 @@ def default_view(results: Mapping[str, FlowSetResult]) -> str:
     return "difference" if has_competitor(results) else "target"
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress: Progress | None = None
+def compute(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress: Progress = None
             ) -> FlowResults:
     """The logit flow of the first ``max_prompts`` prompts on every checkpoint: the typed target/competitor
     override the set's own (blank: the set's target, else the model's top-1; the set's competitor, if any)."""
@@ -180,7 +181,7 @@ def settings_metadata(s: FlowSettings, results: FlowResults) -> dict:
     return meta
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress: Progress | None = None
+def run(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress: Progress = None
         ) -> tuple[Report, dict]:
     """compute + report, as the CLI runs it: (report, metadata settings)."""
     results = compute(models, prompt_set, s, progress)

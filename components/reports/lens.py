@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analysis.core.errors import InputError, LogitscopeError
+from analysis.core.progress import Progress
 from analysis.core.tokens import parse_token_ref
 from analysis.core.wording import plural
 from analysis.lens import logit_lens as L
 from analysis.lens import tuned as TL
-from analysis.models.pair import ModelPair, Progress, stage
-from analysis.prompts.sets import PromptSet
+from analysis.models.pair import ModelPair, stage
+from analysis.prompts import PromptSet
 from components.charts import lens as charts
 from components.charts import tuned_lens as tuned_charts
 from components.notes import collapse_notes
@@ -86,7 +87,7 @@ def resolve_targets(prompt_set: PromptSet, typed: str) -> tuple:
     return per
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress: Progress | None = None) -> LensResults:
+def compute(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress: Progress = None) -> LensResults:
     """The lens of every checkpoint on the set, and KL(A||B) when both read the same tokens."""
     prompts = list(prompt_set.prompts)
     targets = resolve_targets(prompt_set, s.target_text) if s.target == L.TARGET_TEXT else None
@@ -158,7 +159,7 @@ def report(results: LensResults, s: LensSettings) -> Report:
     return rep
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress: Progress | None = None
+def run(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress: Progress = None
         ) -> tuple[Report, dict]:
     """compute + report, as the CLI runs it: (report, metadata settings)."""
     results = compute(models, prompt_set, s, progress)

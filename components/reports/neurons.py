@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.core.errors import InputError, LogitscopeError
-from analysis.models.pair import ModelPair, Progress, stage
+from analysis.core.progress import Progress
+from analysis.models.pair import ModelPair, stage
 from analysis.neurons import ablation as abl
 from analysis.neurons import card as nc
 from analysis.neurons import induction as ind
 from analysis.neurons import scan as ns
 from analysis.neurons.unigram import Unigram, unigram_distribution
-from analysis.prompts.sets import PromptSet
+from analysis.prompts import PromptSet
 from components.charts import cards as card_charts
 from components.charts import neurons as charts
 from components.reports import Report
@@ -148,7 +149,7 @@ def ablation_neurons(s: NeuronsSettings, scan: ScanResults) -> str:
 
 
 def compute_scan(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings,
-                 progress: Progress | None = None) -> ScanResults:
+                 progress: Progress = None) -> ScanResults:
     """scan_entropy of the last block of every checkpoint and, with a reference set (``prompt_set``), its unigram
     distribution and scan_frequency over every block (a failed frequency scan is recorded, not raised)."""
     reference = reference_prompts(prompt_set, s.max_reference)
@@ -168,7 +169,7 @@ def compute_scan(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSett
 
 
 def compute_ablation(models: ModelPair, eval_set: PromptSet, s: NeuronsSettings, scan: ScanResults,
-                     progress: Progress | None = None) -> dict[str, abl.AblationResult]:
+                     progress: Progress = None) -> dict[str, abl.AblationResult]:
     """build_units + ablate on the first max_prompts prompts of ``eval_set``, per checkpoint (InputError on bad
     neuron ids, or an empty reference set with mean or clipped-mean ablation)."""
     reference = scan.reference
@@ -192,7 +193,7 @@ def compute_ablation(models: ModelPair, eval_set: PromptSet, s: NeuronsSettings,
 
 
 def compute_induction(models: ModelPair, induction_set: PromptSet | None, s: NeuronsSettings,
-                      progress: Progress | None = None) -> dict[str, ind.InductionResult]:
+                      progress: Progress = None) -> dict[str, ind.InductionResult]:
     """The induction study per checkpoint on the set's "R R" prompts (source 'prompts') or random R + R tokens
     (BOS first when the tokenizer adds one); neurons typed, else the induction_auto that change most."""
     items = models.items()
@@ -249,7 +250,7 @@ def card_report(cards: Mapping[str, nc.NeuronCard], s: NeuronsSettings, names: M
     return rep
 
 
-def compute(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings, progress: Progress | None = None, *,
+def compute(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings, progress: Progress = None, *,
             eval_set: PromptSet | None = None, induction_set: PromptSet | None = None,
             parts: tuple[str, ...] = PARTS) -> NeuronsResults:
     """The scan on the reference set ``prompt_set``, then the ablation on ``eval_set`` and the induction study, as
@@ -317,7 +318,7 @@ def report(results: NeuronsResults, s: NeuronsSettings) -> Report:
     return rep.merge(card_report(results.cards, s, scan.names)) if results.cards else rep
 
 
-def run(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings, progress: Progress | None = None, *,
+def run(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings, progress: Progress = None, *,
         eval_set: PromptSet | None = None, induction_set: PromptSet | None = None, parts: tuple[str, ...] = PARTS
         ) -> tuple[Report, dict]:
     """compute + report, as the CLI runs it: (report, metadata settings)."""

@@ -14,11 +14,12 @@ import pandas as pd
 
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
-from analysis.models.pair import ModelPair, Progress, stage
+from analysis.core.progress import Progress
+from analysis.models.pair import ModelPair, stage
 from analysis.ood import features as OF
 from analysis.ood import study as O
 from analysis.ood.metrics import METRIC_LABELS
-from analysis.prompts.sets import PromptSet, check_context
+from analysis.prompts import PromptSet, check_context
 from components.charts import ood as charts
 from components.reports import Report
 from components.settings import as_metadata, setting
@@ -100,13 +101,13 @@ class OODSeparabilityResults:
     id_name: str
 
 
-FeaturesFn = Callable[[LoadedModel, PromptSet, int, int, Progress | None], OF.OODFeatures]
+FeaturesFn = Callable[[LoadedModel, PromptSet, int, int, Progress], OF.OODFeatures]
 StudyFn = Callable[[LoadedModel, PromptSet, Mapping[str, PromptSet], O.OODSettings, int, int, OF.OODFeatures,
-                    Mapping[str, OF.OODFeatures], Progress | None], O.OODStudy]
+                    Mapping[str, OF.OODFeatures], Progress], O.OODStudy]
 
 
 def features(lm: LoadedModel, ps: PromptSet, batch_size: int, blood_draws: int,
-             progress: Progress | None = None) -> OF.OODFeatures:
+             progress: Progress = None) -> OF.OODFeatures:
     """The features of one prompt set (every layer, BLOOD's norms when blood_draws > 0)."""
     return OF.extract_features(lm, list(ps.prompts), batch_size=batch_size, blood_draws=blood_draws,
                                progress=progress)
@@ -114,7 +115,7 @@ def features(lm: LoadedModel, ps: PromptSet, batch_size: int, blood_draws: int,
 
 def study(lm: LoadedModel, id_set: PromptSet, ood_sets: Mapping[str, PromptSet], settings: O.OODSettings,
           batch_size: int, blood_draws: int, id_f: OF.OODFeatures, ood_f: Mapping[str, OF.OODFeatures],
-          progress: Progress | None = None) -> O.OODStudy:
+          progress: Progress = None) -> O.OODStudy:
     """The study on the features of the ID set and of each OOD set. The computation reads only the features and
     the names; the model, the sets, the batch size and the draws say which features they are (a cache key)."""
     return O.study_from_features(id_f, ood_f, settings, id_name=id_set.name, progress=progress)
@@ -141,7 +142,7 @@ def check_inputs(models: ModelPair, id_set: PromptSet, ood_sets: Mapping[str, Pr
             check_context(ps, lm.tokenizer, lm.context_length)
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: OODSeparabilitySettings, progress: Progress | None = None,
+def compute(models: ModelPair, prompt_set: PromptSet, s: OODSeparabilitySettings, progress: Progress = None,
             *, ood_sets: Mapping[str, PromptSet], features: FeaturesFn = features, study: StudyFn = study
             ) -> OODSeparabilityResults:
     """The features of the ID set (``prompt_set``) and of every OOD set on each checkpoint, and the study on them.
@@ -222,7 +223,7 @@ def settings_metadata(s: OODSeparabilitySettings, results: OODSeparabilityResult
     return meta
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: OODSeparabilitySettings, progress: Progress | None = None, *,
+def run(models: ModelPair, prompt_set: PromptSet, s: OODSeparabilitySettings, progress: Progress = None, *,
         ood_sets: Mapping[str, PromptSet], id_group: str | None = None) -> tuple[Report, dict]:
     """check + compute + report, as the CLI runs it: (report, metadata settings). ``prompt_set`` and ``ood_sets``
     are the sets studied (split_sets first for a group column; ``id_group`` is recorded)."""

@@ -15,9 +15,10 @@ import pandas as pd
 
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
-from analysis.models.pair import ModelPair, Progress, stage
-from analysis.prompts.sets import PromptSet
+from analysis.models.pair import ModelPair, stage
+from analysis.prompts import PromptSet
 from analysis.shift.logit_shift import (
     LayerKL,
     ShiftResult,
@@ -116,7 +117,7 @@ def _inputs(prompt_set: PromptSet, s: ShiftSettings) -> tuple[str, list[str], li
     return reference, [r.prompt for r in rows], responses
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: ShiftSettings, progress: Progress | None = None
+def compute(models: ModelPair, prompt_set: PromptSet, s: ShiftSettings, progress: Progress = None
             ) -> ShiftResults:
     """A -> B's shift teacher-forced on the reference, and the per-layer lens KL when A and B allow it."""
     a, b = models.a, models.b
@@ -135,7 +136,7 @@ def compute(models: ModelPair, prompt_set: PromptSet, s: ShiftSettings, progress
 
 
 def compute_similarity(models: ModelPair, second: tuple[LoadedModel, LoadedModel], prompt_set: PromptSet,
-                       s: ShiftSettings, progress: Progress | None = None) -> SimilarityResults:
+                       s: ShiftSettings, progress: Progress = None) -> SimilarityResults:
     """Whether the second pair (base, tuned) shifts like A -> B on the same prompts and reference."""
     if models.b is None:
         raise InputError("The checkpoint shift compares two checkpoints: load checkpoint B.")
@@ -184,7 +185,7 @@ def settings_metadata(s: ShiftSettings, results: ShiftResults, similarity: Simil
     return meta
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: ShiftSettings, progress: Progress | None = None, *,
+def run(models: ModelPair, prompt_set: PromptSet, s: ShiftSettings, progress: Progress = None, *,
         second: tuple[LoadedModel, LoadedModel] | None = None) -> tuple[Report, dict]:
     """compute (+ compute_similarity with a second pair) + report, as the CLI runs it: (report, metadata settings)."""
     split = 0.6 if second is not None else 1.0

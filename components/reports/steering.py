@@ -17,9 +17,10 @@ import analysis.steering.steer as ST
 import analysis.steering.vectors as V
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
+from analysis.core.progress import Progress
 from analysis.models.defaults import default_question
-from analysis.models.pair import ModelPair, Progress, stage
-from analysis.prompts.sets import PromptSet
+from analysis.models.pair import ModelPair, stage
+from analysis.prompts import PromptSet
 from components.charts import cards as card_charts
 from components.charts import steering as charts
 from components.charts.pairs import share_scales
@@ -211,19 +212,19 @@ def first_rows(ps: PromptSet, n: int) -> PromptSet:
 
 
 # ------------------------------------------------------------------------------------------ the parts
-def build(lm: LoadedModel, ps: PromptSet, s: SteerSettings, progress: Progress | None = None) -> V.SteeringVectors:
+def build(lm: LoadedModel, ps: PromptSet, s: SteerSettings, progress: Progress = None) -> V.SteeringVectors:
     """Steering vectors per layer on checkpoint A from the contrast set."""
     return V.extract_vectors(lm, ps, positive=s.positive, negative=s.negative, method=s.method, position_rule=s.rule,
                              seed=s.seed, progress=progress)
 
 
-def monitor_model(lm: LoadedModel, ps: PromptSet, sv: V.SteeringVectors, progress: Progress | None = None
+def monitor_model(lm: LoadedModel, ps: PromptSet, sv: V.SteeringVectors, progress: Progress = None
                   ) -> V.Monitoring:
     """One checkpoint's prompts projected on the vectors."""
     return V.monitor(lm, ps, sv, progress=progress)
 
 
-def monitor_part(models: ModelPair, ps: PromptSet, sv: V.SteeringVectors, progress: Progress | None = None
+def monitor_part(models: ModelPair, ps: PromptSet, sv: V.SteeringVectors, progress: Progress = None
                  ) -> dict[str, V.Monitoring]:
     """{"A": Monitoring, "B": ...}: every loaded checkpoint's prompts projected on the vectors."""
     items = models.items()
@@ -232,7 +233,7 @@ def monitor_part(models: ModelPair, ps: PromptSet, sv: V.SteeringVectors, progre
 
 
 def flag_part(lm: LoadedModel, ps: PromptSet, sv: V.SteeringVectors, s: SteerSettings,
-              progress: Progress | None = None) -> PD.Flagged:
+              progress: Progress = None) -> PD.Flagged:
     """The first flag_rows rows ranked by how far their responses push checkpoint A toward the trait (s resolved)."""
     return PD.flag_data(lm, first_rows(ps, s.flag_rows), sv, s.flag_layer, max_new_tokens=s.flag_tokens,
                         progress=progress)
@@ -247,7 +248,7 @@ def generate_part(lm: LoadedModel, sv: V.SteeringVectors, s: SteerSettings) -> S
 
 
 def sweep_part(lm: LoadedModel, targets: PromptSet, controls: PromptSet, sv: V.SteeringVectors, s: SteerSettings,
-               progress: Progress | None = None) -> ST.Sweep:
+               progress: Progress = None) -> ST.Sweep:
     """Logit difference z(a) − z(b) and KL per layer and alpha on the first sweep_prompts targets vs controls."""
     for layer in s.sweep_layers:
         lm.check_layer(layer)
@@ -262,7 +263,7 @@ def sweep_part(lm: LoadedModel, targets: PromptSet, controls: PromptSet, sv: V.S
 
 
 def drift_part(models: ModelPair, ps: PromptSet, sv: V.SteeringVectors, s: SteerSettings,
-               progress: Progress | None = None) -> PD.Drift:
+               progress: Progress = None) -> PD.Drift:
     """B − A along the vectors per layer against random directions."""
     return PD.persona_drift(models.a, models.b, ps, sv, seed=s.drift_seed, progress=progress)
 
@@ -278,7 +279,7 @@ def _need(ps: PromptSet | None, part: str) -> PromptSet:
     return ps
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress: Progress | None = None,
+def compute(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress: Progress = None,
             sets: SteerSets = SteerSets()) -> SteerResults:
     """Build the vectors on A from the contrast set, then every part of s.parts on its prompt set (``sets``)."""
     lm = models.a
@@ -442,7 +443,7 @@ def settings_metadata(s: SteerSettings, results: SteerResults, model_name: str) 
     return meta
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress: Progress | None = None,
+def run(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress: Progress = None,
         sets: SteerSets = SteerSets()) -> tuple[Report, dict]:
     """compute + report, as the CLI runs it: (report, metadata settings)."""
     results = compute(models, prompt_set, s, progress, sets)

@@ -3,7 +3,7 @@ import os
 
 import streamlit as st
 
-from analysis.prompts.sets import prompt_set_from_text
+from analysis.prompts import prompt_set_from_text
 from components.prompt_input import prompt_set_input, render_like
 
 first = prompt_set_input("first", default_builtin=os.environ.get("LOGITSCOPE_TEST_DEFAULT_BUILTIN") or None)

@@ -49,7 +49,7 @@ class World:
 
 def worlds() -> dict[str, World]:
     """The demo world, and the real model with its LoRA when both are installed."""
-    from analysis.core.loading import zoo_dir
+    from analysis.core.paths import zoo_dir
     from analysis.models.real import REAL_LORA, REAL_MODEL, real_model_dir
 
     out = {"demo": World("demo", {"a": "gpt2-world-base"}, {"b": "gpt2-world-tuned"},

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.core.loading import zoo_models
+from analysis.core.paths import zoo_models
 from tests.e2e.conftest import download_bundle as prepare_and_download
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ MODEL = "gpt2-world-base"
 
 def test_ood_page_runs_the_study_and_downloads_the_bundle(streamlit_server, page, goto_app, wait_for_app_idle,
                                                           save_screenshot):
-    from analysis.core.loading import zoo_models
+    from analysis.core.paths import zoo_models
     if MODEL not in zoo_models():
         pytest.skip(f"{MODEL} is not in zoo/ yet")
     from playwright.sync_api import expect
