@@ -161,7 +161,7 @@ def lens_gpu(c: Checker, dtype: str):
 def devmap(c: Checker, model: str):
     """The real model spread over every GPU (device_map='auto'): identities and a lens run."""
     from analysis.core.loading import ModelSpec, load_model
-    from analysis.lens.logit_lens import lens_trace
+    from analysis.lens import lens_trace
     from analysis.models.selfcheck import self_check
 
     lm = load_model(ModelSpec(model, dtype="bfloat16", device="auto"))

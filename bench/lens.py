@@ -69,7 +69,7 @@ def _inputs(n_prompts: int, n_tokens: int, seed: int = 1):
 
 
 def _run_ours(lm, ids, targets, k):
-    from analysis.lens.logit_lens import TARGET_TEXT, lens_trace
+    from analysis.lens import TARGET_TEXT, lens_trace
     rows = ids.tolist()
     return lens_trace(lm, [""] * len(rows), token_ids=rows, k=k, target_mode=TARGET_TEXT,
                       targets=[int(t) for t in targets], batch_size=len(rows))
@@ -80,7 +80,7 @@ def _run_floor(lm, ids, targets, k):
 
     from analysis.core.batching import batch_from_ids, chunks
     from analysis.core.readout import readout
-    from analysis.lens.logit_lens import capture_residuals, default_chunk_rows
+    from analysis.lens import capture_residuals, default_chunk_rows
     batch = batch_from_ids(ids.tolist(), 0)
     store = capture_residuals(lm, batch.input_ids, batch.attention_mask, batch.position_ids)
     ad = lm.adapter

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis.lens import logit_lens as L
+import analysis.lens as L
 from analysis.models.defaults import default_fact
 from components import page_kit as kit
 from components import tuned_lens_ui

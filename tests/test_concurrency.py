@@ -19,10 +19,10 @@ import time
 import numpy as np
 import pytest
 
+import analysis.lens as L
 from analysis.core.hooks import residual_hook
 from analysis.core.loading import ModelSpec
 from analysis.core.paths import REPO_ROOT, zoo_dir
-from analysis.lens import logit_lens as L
 from analysis.models.tiny import tiny_model
 from analysis.steering import steer as S
 

@@ -220,7 +220,7 @@ def test_deep_heatmaps_draw_a_row_every_k_layers_and_always_the_last(n_layers, s
 
 
 def test_an_80_layer_lens_heatmap_is_subsampled_and_labels_the_last_layer():
-    from analysis.lens.logit_lens import lens_trace
+    from analysis.lens import lens_trace
     from analysis.models.tiny import tiny_model
     from components.charts.lens import lens_heatmap
 

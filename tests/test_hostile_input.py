@@ -197,7 +197,7 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path):
 
 def test_tiny_models_of_different_depth_or_width_are_clear_errors():
     """Lens compare needs the same depth; vectors and drift need the same width: a message, not a shape traceback."""
-    from analysis.lens import logit_lens as L
+    import analysis.lens as L
     from analysis.steering.drift import persona_drift
     from analysis.steering.vectors import check_compatible, extract_vectors
     a, deep, wide = tiny_model("gpt2"), tiny_model("gpt2", layers=3), tiny_model("gpt2", d=48)
@@ -217,7 +217,7 @@ def test_tiny_models_of_different_depth_or_width_are_clear_errors():
 
 @needs_zoo
 def test_gpt2_vs_llama_comparisons_are_clear_errors(zoo):
-    from analysis.lens import logit_lens as L
+    import analysis.lens as L
     from analysis.shift import logit_shift as shift
     a, llama = zoo[BASE], zoo[LLAMA]
     with pytest.raises(IncompatibleModelsError) as e:
@@ -242,8 +242,8 @@ def test_prompt_longer_than_the_context_names_the_row(zoo):
 
 @needs_zoo
 def test_pages_engines_refuse_over_long_prompts_with_a_message(zoo):
+    import analysis.lens as L
     from analysis.flow import logit_flow as flow
-    from analysis.lens import logit_lens as L
     from analysis.steering.steer import Steer, compare_generations
     lm = zoo[BASE]
     long = " Paris" * 400

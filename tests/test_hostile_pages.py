@@ -61,7 +61,7 @@ def zoo():
 
 @needs_zoo
 def test_lens_figures_escape_hostile_prompt_and_tokens(zoo):
-    from analysis.lens import logit_lens as L
+    import analysis.lens as L
     from components.charts import lens as C
     a, b = zoo[BASE], zoo[TUNED]
     tr = L.lens_trace(a, [HOSTILE, SCRIPT], k=5, target_mode=L.TARGET_TEXT, targets=[" <", IMG])

@@ -15,7 +15,7 @@ from analysis.core.hooks import residual_capture_hooks
 from analysis.core.loading import ModelSpec, load_model
 from analysis.core.paths import zoo_dir
 from analysis.core.readout import readout
-from analysis.lens.logit_lens import (
+from analysis.lens import (
     TARGET_FINAL_TOP1,
     TARGET_NEXT,
     TARGET_TEXT,

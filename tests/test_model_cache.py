@@ -10,10 +10,10 @@ import weakref
 import numpy as np
 import pytest
 
+import analysis.lens as L
 from analysis.core.errors import InputError, ModelBudgetError
 from analysis.core.loading import ModelSpec, load_model
 from analysis.core.paths import zoo_dir
-from analysis.lens import logit_lens as L
 from analysis.models import cache as MC
 from analysis.models import memory as MM
 from analysis.models.cache import ModelCache

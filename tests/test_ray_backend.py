@@ -75,7 +75,7 @@ def test_backend_default_and_addresses():
 
 
 def test_lens_equals_single_process(lm, backend):
-    from analysis.lens.logit_lens import TARGET_TEXT, lens_trace
+    from analysis.lens import TARGET_TEXT, lens_trace
 
     rows = load_builtin("facts").rows[:36]
     prompts = [r.prompt for r in rows]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+import analysis.lens as L
 from analysis.core.errors import InputError
 from analysis.core.gguf import read_source
 from analysis.core.loading import ModelSpec, load_model
 from analysis.core.paths import zoo_dir
-from analysis.lens import logit_lens as L
 from analysis.models.card import model_card
 from analysis.models.catalog import builtin_models, named_spec
 from analysis.models.defaults import default_fact, default_question, default_set, is_demo

@@ -58,10 +58,10 @@ def test_single_token_accepts_exactly_one_token(tok):
 
 
 def test_every_module_decodes_and_resolves_through_analysis_tokens():
+    import analysis.lens as lens
     from analysis.flow import logit_flow as flow
     from analysis.flow import tokens as flow_tokens
     from analysis.lens import inputs as lens_inputs
-    from analysis.lens import logit_lens as lens
     from components.charts import text
     assert lens_inputs.decode is T.decode and flow_tokens._decode is T.decode and text.decode_token is T.decode
     assert lens.resolve_target is lens_inputs.resolve_target and flow.resolve_token is flow_tokens.resolve_token
@@ -72,7 +72,7 @@ def test_different_tokenizers_say_what_differs_both_ways():
     from types import SimpleNamespace
 
     from analysis.core.errors import IncompatibleModelsError
-    from analysis.lens.comparison import check_compatible
+    from analysis.lens import check_compatible
 
     def lm(vocab: dict, name: str):
         tok = SimpleNamespace(get_vocab=lambda: vocab, vocab_size=len(vocab))

@@ -13,8 +13,8 @@ import torch
 
 from analysis.core.errors import InputError
 from analysis.core.loading import ModelSpec, load_model
+from analysis.lens import TARGET_NEXT, lens_trace
 from analysis.lens import tuned as TL
-from analysis.lens.logit_lens import TARGET_NEXT, lens_trace
 from analysis.models.real import REAL_MODEL, real_model_dir
 from analysis.models.tiny import ALL_TYPES, tiny_model
 

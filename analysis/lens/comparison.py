@@ -16,7 +16,7 @@ from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.core.readout import readout
 from analysis.lens.inputs import capture_residuals, decode, encode_prompts
-from analysis.lens.results import LensComparison, _position_mask
+from analysis.lens.results import LensComparison, position_mask
 from analysis.lens.stats import default_chunk_rows
 
 
@@ -95,7 +95,7 @@ def lens_compare(lm_a: LoadedModel, lm_b: LoadedModel, prompts: Sequence[str], *
                     val = (lpa.exp() * (lpa - lpb)).sum(-1).clamp(min=0.0)
                     kl[n_idx[c], l, t_idx[c]] = val.float().cpu().numpy()
         del store_a, store_b
-    last = _position_mask(mask, "last")
+    last = position_mask(mask, "last")
     mean_all = np.nanmean(np.where(mask[:, None, :], kl, np.nan), axis=(0, 2)).astype(np.float32)
     mean_last = np.nanmean(np.where(last[:, None, :], kl, np.nan), axis=(0, 2)).astype(np.float32)
     strings = {int(i): decode(lm_a.tokenizer, int(i)) for i in np.unique(input_ids[mask]).tolist()}

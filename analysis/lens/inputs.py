@@ -47,7 +47,7 @@ def resolve_target(tokenizer, target: str | int, vocab_size: int) -> tuple[int, 
     return first_token(tokenizer, target, vocab_size)
 
 
-def _target_rows(lm: LoadedModel, rows: list[list[int]], mode: str,
+def target_rows(lm: LoadedModel, rows: list[list[int]], mode: str,
                  targets: str | int | Sequence[str | int | None] | None) -> tuple[list[int], list[str]]:
     """Per prompt the text-mode target id (-1 for none) and the notes to show."""
     if mode != TARGET_TEXT:

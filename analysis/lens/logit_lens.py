@@ -25,9 +25,9 @@ log-probabilities are never materialised. The statistics run on blocks of a chun
 to stay in cache (about 12 MB), so their several passes over the vocabulary do not go to memory.
 
 Where the parts live: the result types and aggregates in analysis.lens.results, target modes, token ids and the
-residual capture in analysis.lens.inputs, the per-layer statistics in analysis.lens.stats and the two-checkpoint
-comparison in analysis.lens.comparison; this module keeps ``lens_trace`` (and ``_readout``, its one readout), and
-re-exports the moved names.
+residual capture in analysis.lens.inputs, the per-layer statistics in analysis.lens.stats, the two-checkpoint
+comparison in analysis.lens.comparison and the sharded run in analysis.lens.sharded; this module keeps
+``lens_trace`` (and ``_readout``, its one readout).
 """
 from __future__ import annotations
 
@@ -43,35 +43,20 @@ from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.core.readout import readout
-from analysis.lens.comparison import _vocab as _vocab
-from analysis.lens.comparison import check_compatible as check_compatible
-from analysis.lens.comparison import lens_compare as lens_compare
-from analysis.lens.inputs import TARGET_FINAL_TOP1 as TARGET_FINAL_TOP1
-from analysis.lens.inputs import TARGET_MODES as TARGET_MODES
-from analysis.lens.inputs import TARGET_NEXT as TARGET_NEXT
-from analysis.lens.inputs import TARGET_NONE as TARGET_NONE
-from analysis.lens.inputs import TARGET_TEXT as TARGET_TEXT
-from analysis.lens.inputs import _StopForward as _StopForward
-from analysis.lens.inputs import _target_rows as _target_rows
-from analysis.lens.inputs import capture_residuals as capture_residuals
-from analysis.lens.inputs import decode as decode
-from analysis.lens.inputs import encode_prompts as encode_prompts
-from analysis.lens.inputs import resolve_target as resolve_target
-from analysis.lens.results import LensComparison as LensComparison
-from analysis.lens.results import LensTrace as LensTrace
-from analysis.lens.results import _position_mask as _position_mask
-from analysis.lens.results import decision_depths as decision_depths
-from analysis.lens.results import mean_kl_per_layer as mean_kl_per_layer
-from analysis.lens.results import target_trajectory as target_trajectory
+from analysis.lens.inputs import (
+    TARGET_FINAL_TOP1,
+    TARGET_MODES,
+    TARGET_NEXT,
+    TARGET_NONE,
+    TARGET_TEXT,
+    capture_residuals,
+    decode,
+    encode_prompts,
+    target_rows,
+)
+from analysis.lens.results import LensTrace
 from analysis.lens.sharded import lens_trace_sharded
-from analysis.lens.stats import _CACHE_BYTES as _CACHE_BYTES
-from analysis.lens.stats import _GEMM_BYTES as _GEMM_BYTES
-from analysis.lens.stats import _decision_depth as _decision_depth
-from analysis.lens.stats import _layer_stats as _layer_stats
-from analysis.lens.stats import _rowdot as _rowdot
-from analysis.lens.stats import _store_layer as _store_layer
-from analysis.lens.stats import default_block_rows as default_block_rows
-from analysis.lens.stats import default_chunk_rows as default_chunk_rows
+from analysis.lens.stats import decision_depth, default_block_rows, default_chunk_rows, layer_stats, store_layer
 from analysis.lens.tuned import check as check_translator
 
 
@@ -107,7 +92,7 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
         bad = [t for r in rows for t in r if not 0 <= t < V]
         if bad:
             raise InputError(f"Token id {bad[0]} is outside this model's vocabulary (0..{V - 1}).")
-    text_targets, notes = _target_rows(lm, rows, target_mode, targets)
+    text_targets, notes = target_rows(lm, rows, target_mode, targets)
     if translator is None and (backend := current_backend()).shards_for(lm, len(chunks(len(rows), int(batch_size)))) > 1:
 
         return lens_trace_sharded(backend, lm, prompts, rows, text_targets, notes, k=k, target_mode=target_mode,
@@ -172,7 +157,7 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
                 p_last = _readout(ad, flat[L][idx])  # its blocks become p_L, kept for the other layers' KL
                 for b in blocks:
                     tgt = tgt_c[b] if tgt_c is not None else None
-                    st = _layer_stats(p_last[b], k, None, tgt, nxt_c[b])
+                    st = layer_stats(p_last[b], k, None, tgt, nxt_c[b])
                     last.append({"p": st.pop("p"), "s": st.pop("s"), "neg_h": st.pop("neg_h")})
                     if target_mode == TARGET_FINAL_TOP1:  # at layer L the target is the top-1 itself
                         tgt = st["top_i"][:, 0]
@@ -180,14 +165,14 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
                         st["t_prob"] = st["top_p"][:, 0]
                         st["t_rank"] = torch.ones_like(tgt, dtype=torch.int32)
                     tgt_b.append(tgt)
-                    _store_layer(st, L, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
+                    store_layer(st, L, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
                                  target_rank, xent)
                 for l in range(L):
                     h = flat[l][idx]
                     z = _readout(ad, translator.apply(l, h) if translator is not None else h)
                     for j, b in enumerate(blocks):
-                        sl = _layer_stats(z[b], k, last[j], tgt_b[j], nxt_c[b])
-                        _store_layer(sl, l, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
+                        sl = layer_stats(z[b], k, last[j], tgt_b[j], nxt_c[b])
+                        store_layer(sl, l, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
                                      target_rank, xent)
                     del z
                 del last, p_last
@@ -197,7 +182,7 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
         del store, flat
 
     top1 = top_ids[..., 0]
-    depth = _decision_depth(top1)
+    depth = decision_depth(top1)
     depth[~mask] = -1
     used = set(np.unique(top_ids[top_ids >= 0]).tolist()) | set(np.unique(input_ids[mask]).tolist())
     used |= set(np.unique(target_ids[target_ids >= 0]).tolist())

@@ -99,7 +99,7 @@ class LensComparison:
 
 
 # --------------------------------------------------------------------------------------------- aggregates
-def _position_mask(mask: np.ndarray, positions: str) -> np.ndarray:
+def position_mask(mask: np.ndarray, positions: str) -> np.ndarray:
     """[N, T] bool of the positions an aggregate uses: 'last' (each prompt's last token) or 'all' real ones."""
     if positions == "all":
         return mask
@@ -112,14 +112,14 @@ def _position_mask(mask: np.ndarray, positions: str) -> np.ndarray:
 
 def mean_kl_per_layer(trace: LensTrace, positions: str = "last") -> np.ndarray:
     """Mean KL(p_L || p_l) per layer over the set: [L+1] nats (positions 'last' or 'all')."""
-    sel = _position_mask(trace.mask, positions)
+    sel = position_mask(trace.mask, positions)
     vals = np.where(sel[:, None, :], trace.kl, np.nan)
     return np.nanmean(vals, axis=(0, 2)).astype(np.float32)
 
 
 def decision_depths(trace: LensTrace, positions: str = "last") -> np.ndarray:
     """Decision depth of every selected position (first layer from which the final top-1 stays top-1): [M] int."""
-    sel = _position_mask(trace.mask, positions)
+    sel = position_mask(trace.mask, positions)
     return trace.decision_depth[sel]
 
 

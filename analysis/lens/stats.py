@@ -28,7 +28,7 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(a, b)
 
 
-def _layer_stats(z: torch.Tensor, k: int, last: dict[str, torch.Tensor] | None, target: torch.Tensor | None,
+def layer_stats(z: torch.Tensor, k: int, last: dict[str, torch.Tensor] | None, target: torch.Tensor | None,
                  nxt: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Statistics of one layer's lens logits z [r, V] fp32, which are overwritten with p; see the module docstring.
 
@@ -63,7 +63,7 @@ def _layer_stats(z: torch.Tensor, k: int, last: dict[str, torch.Tensor] | None, 
     return out
 
 
-def _decision_depth(top1: np.ndarray) -> np.ndarray:
+def decision_depth(top1: np.ndarray) -> np.ndarray:
     """top1 [..., L+1, T] -> first layer from which top1 equals top1 at L through L: [..., T]."""
     agree = top1 == top1[..., -1:, :]
     # trailing run of agreement, counted from layer L downwards
@@ -71,7 +71,7 @@ def _decision_depth(top1: np.ndarray) -> np.ndarray:
     return (top1.shape[-2] - run).astype(np.int64)
 
 
-def _store_layer(st: dict[str, torch.Tensor], layer: int, nn: np.ndarray, tt: np.ndarray, log_v: float, top_ids,
+def store_layer(st: dict[str, torch.Tensor], layer: int, nn: np.ndarray, tt: np.ndarray, log_v: float, top_ids,
                  top_probs, entropy, kl, target_prob, target_rank, xent) -> None:
     """Write one layer's per-position statistics of a chunk into the result arrays (left-aligned)."""
     top_ids[nn, layer, tt] = st["top_i"].cpu().numpy()

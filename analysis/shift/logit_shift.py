@@ -26,7 +26,7 @@ from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
-from analysis.lens.logit_lens import lens_compare  # the logit-lens engine's KL(A_l || B_l) per layer and position
+from analysis.lens import lens_compare
 from analysis.shift.pair import _Accumulator as _Accumulator
 from analysis.shift.pair import _encode as _encode
 from analysis.shift.pair import _kl_rows as _kl_rows

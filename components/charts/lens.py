@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from analysis.core.errors import InputError
 from analysis.core.wording import plural
-from analysis.lens.logit_lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
+from analysis.lens import LensComparison, LensTrace, decision_depths, mean_kl_per_layer
 from components.charts.style import heatmap_height, integer_axis, layer_rows, layer_rows_axis, log_integer_axis
 from components.charts.text import safe_text, token_label
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import analysis.lens as L
 from analysis.core.errors import InputError, LogitscopeError
 from analysis.core.progress import Progress
 from analysis.core.tokens import parse_token_ref
 from analysis.core.wording import plural
-from analysis.lens import logit_lens as L
 from analysis.lens import tuned as TL
 from analysis.models.pair import ModelPair, stage
 from analysis.prompts import PromptSet
