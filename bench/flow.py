@@ -10,12 +10,12 @@ BOS + ids), a random target and, unless --no-competitor, a random competitor per
 measurement runs in a fresh subprocess which builds the model, does a tiny warm-up run (1 prompt x 4 tokens),
 then times one full run.
 
-  (a) ours:  analysis.flow.logit_flow.logit_flow_set with the page's defaults (batch size, automatic head x source
+  (a) ours:  analysis.flow.attribution.logit_flow_set with the page's defaults (batch size, automatic head x source
              importances, which are on while layers x heads x tokens <= flow.SOURCE_IMP_LIMIT: up to 30 tokens
              here): sublayer DLA, heads, head x source, "at position" grids, log-prob importances of
              sublayers, heads and head x source cells, identity checks; target, competitor and difference views.
   (b) floor: the work no implementation can skip - the same forward pass with the same captures
-             (flow._capture_hooks under eager attention, the same prompt batches), the component vectors at T
+             (flow.capture_hooks under eager attention, the same prompt batches), the component vectors at T
              (embedding, attention and MLP writes, head writes, head x source writes when (a) computes their
              importances), then ONE matrix product of every component vector with W_U, in the same row chunks
              as (a) (flow.imp_chunk_rows), and one logsumexp per component row (taken from torch.log_softmax in
@@ -66,33 +66,33 @@ def _inputs(n_prompts: int, n_tokens: int, competitor: bool, seed: int = 1):
 
 
 def _run_ours(lm, prompts, targets, comps):
-    from analysis.flow.logit_flow import logit_flow_set
+    from analysis.flow import logit_flow_set
     return logit_flow_set(lm, prompts, targets, comps)
 
 
 def _run_floor(lm, prompts, targets, comps):
     import torch
 
+    import analysis.flow as flow
     from analysis.core.batching import chunks, encode
     from analysis.core.forward import run
-    from analysis.flow import logit_flow as flow
     ad = lm.adapter
     L, H, hd = ad.n_layers, ad.n_heads, ad.head_dim
     W_U = ad.W_U
     rows_per_gemm = flow.imp_chunk_rows(ad.vocab_size)
     block = max(1, min(rows_per_gemm, flow.IMP_BLOCK_BYTES // (4 * ad.vocab_size)))
-    W_O = [flow._o_proj_weight(ad, i)[0].reshape(ad.d_model, H, hd).permute(1, 2, 0) for i in range(L)]  # [H, hd, d]
-    _, vfn = flow._value_site(ad)
+    W_O = [flow.o_proj_weight(ad, i)[0].reshape(ad.d_model, H, hd).permute(1, 2, 0) for i in range(L)]  # [H, hd, d]
+    _, vfn = flow.value_site(ad)
     z_buf, lsm_buf = torch.empty(rows_per_gemm, ad.vocab_size), torch.empty(block, ad.vocab_size)  # reused, as in ours
     sink = 0.0
     with torch.inference_mode():
-        for sl in flow._memory_chunks(lm, prompts, flow.BATCH_SIZE):
+        for sl in flow.memory_chunks(lm, prompts, flow.BATCH_SIZE):
             batch = encode(lm.tokenizer, list(prompts[sl]), padding_side="right", max_length=lm.context_length)
             B, Tmax = batch.input_ids.shape
             last = batch.last_index()
             store: dict = {}
             with flow.eager_attention(lm):
-                run(lm, batch, flow._capture_hooks(ad, store, (B, Tmax), last))
+                run(lm, batch, flow.capture_hooks(ad, store, (B, Tmax), last))
             for b in range(B):
                 T = int(last[b]) + 1
                 parts = [store[("h", 0)][b][None]]
@@ -130,7 +130,7 @@ def worker(method: str, n_prompts: int, n_tokens: int, competitor: bool, threads
     result, info = timed_peak(lambda: fn(lm, prompts, targets, comps))
     info.update(method=method, threads=threads)
     if method == "ours":
-        from analysis.flow.logit_flow import failed_checks
+        from analysis.flow import failed_checks
         info["source_importance"] = result.results[0].view("target").imp_sources is not None
         info["views"] = len(result.results[0].views)
         info["failed_checks"] = sum(len(failed_checks(r, 1e-4)) for r in result.results)

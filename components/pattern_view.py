@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from analysis.flow.attention import head_label
+from analysis.flow import head_label
 from components import page_kit as kit
 from components.charts.attention import head_from_selection
 from components.export_ui import export_figure

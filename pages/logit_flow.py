@@ -10,7 +10,7 @@ from dataclasses import replace
 import streamlit as st
 
 from analysis.core.wording import plural
-from analysis.flow.logit_flow import CHECK_NAMES, FlowResult, failed_checks, tolerance
+from analysis.flow import CHECK_NAMES, FlowResult, failed_checks, tolerance
 from analysis.models.defaults import default_set
 from components import page_kit as kit
 from components import pattern_view

@@ -9,14 +9,16 @@ import torch
 from analysis.core.batching import encode
 from analysis.core.errors import InputError
 from analysis.core.forward import run
-from analysis.flow.attention import (
+from analysis.flow import (
     attention_pattern,
     attention_pattern_set,
     attention_patterns,
+    capture_hooks,
+    eager_attention,
     head_label,
+    logit_flow,
     parse_head_label,
 )
-from analysis.flow.logit_flow import _capture_hooks, eager_attention, logit_flow
 from analysis.models.tiny import ALL_TYPES, tiny_model
 
 PROMPTS = ["5 17 3 9 22 4 31", "8 2", "11 12 13 14"]
@@ -59,7 +61,7 @@ def test_last_row_is_the_array_the_flow_uses(lm):
     store: dict = {}
     B, T = batch.input_ids.shape
     with eager_attention(lm):
-        run(lm, batch, _capture_hooks(ad, store, (B, T), batch.last_index()))
+        run(lm, batch, capture_hooks(ad, store, (B, T), batch.last_index()))
     pats = attention_patterns(lm, PROMPTS)
     for b, p in enumerate(pats):
         n = len(p.tokens)
@@ -163,7 +165,7 @@ def test_a_click_on_a_head_source_cell_selects_that_head():
 def test_flow_report_has_each_checkpoints_pattern_of_the_default_head():
     from dataclasses import replace
 
-    from analysis.flow.logit_flow import logit_flow_set
+    from analysis.flow import logit_flow_set
     from components.reports import flow as R
 
     lm = tiny_model("llama")

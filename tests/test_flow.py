@@ -12,8 +12,8 @@ from analysis.core.hooks import capture, input_hook, output_hook
 from analysis.core.loading import ModelSpec, load_model
 from analysis.core.paths import zoo_models
 from analysis.core.readout import direct_logit_attribution, norm_scale
-from analysis.flow import logit_flow as flow
-from analysis.flow.logit_flow import VALUE_SITES, importance, logit_flow, logit_flow_set, resolve_token
+from analysis.flow import VALUE_SITES, importance, logit_flow, logit_flow_set, resolve_token
+from analysis.flow import attribution as flow
 from analysis.models.tiny import ALL_TYPES, tiny_model
 
 PROMPT = "5 17 3 9 22 4 31"
@@ -192,9 +192,9 @@ def test_batched_set_equals_single_prompts(lm, budget, monkeypatch):
     prompts = [PROMPT, "8 8 41", "3 4 5 6 7 8 9 10 11"]
     if budget is not None:  # a tiny capture budget: every prompt gets its own forward pass
         monkeypatch.setattr(flow, "CAPTURE_BUDGET", budget)
-        assert len(flow._memory_chunks(lm, prompts, 8)) == 3
+        assert len(flow.memory_chunks(lm, prompts, 8)) == 3
     else:
-        assert len(flow._memory_chunks(lm, prompts, 8)) == 1
+        assert len(flow.memory_chunks(lm, prompts, 8)) == 1
     s = logit_flow_set(lm, prompts, [None, "12", None], [None, "13", "14"], batch_size=3)
     for p, t, c, r in zip(prompts, [None, "12", None], [None, "13", "14"], s.results):
         one = logit_flow(lm, p, t, c)

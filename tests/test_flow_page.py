@@ -112,7 +112,7 @@ def test_a_display_only_change_never_calls_the_engine_and_a_compute_change_does(
     """View, threshold, edges and the prompt shown only redraw the report; the target recomputes."""
     import streamlit as st
 
-    from analysis.flow import logit_flow as F
+    import analysis.flow as F  # the package: what components.reports.flow calls
 
     calls = []
     real = F.logit_flow_set

@@ -242,8 +242,8 @@ def test_prompt_longer_than_the_context_names_the_row(zoo):
 
 @needs_zoo
 def test_pages_engines_refuse_over_long_prompts_with_a_message(zoo):
+    import analysis.flow as flow
     import analysis.lens as L
-    from analysis.flow import logit_flow as flow
     from analysis.steering.steer import Steer, compare_generations
     lm = zoo[BASE]
     long = " Paris" * 400

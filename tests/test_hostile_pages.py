@@ -79,7 +79,7 @@ def test_lens_figures_escape_hostile_prompt_and_tokens(zoo):
 
 @needs_zoo
 def test_flow_figures_escape_hostile_prompt_and_tokens(zoo):
-    from analysis.flow import logit_flow as flow
+    import analysis.flow as flow
     from components.charts import flow as C
     r = flow.logit_flow(zoo[BASE], HOSTILE, target="<", competitor=">")
     a = r.view("target")

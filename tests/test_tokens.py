@@ -58,12 +58,12 @@ def test_single_token_accepts_exactly_one_token(tok):
 
 
 def test_every_module_decodes_and_resolves_through_analysis_tokens():
+    import analysis.flow as flow_tokens
     import analysis.lens as lens
-    from analysis.flow import logit_flow as flow
-    from analysis.flow import tokens as flow_tokens
+    from analysis.flow import attribution as flow
     from analysis.lens import inputs as lens_inputs
     from components.charts import text
-    assert lens_inputs.decode is T.decode and flow_tokens._decode is T.decode and text.decode_token is T.decode
+    assert lens_inputs.decode is T.decode and flow.decode is T.decode and text.decode_token is T.decode
     assert lens.resolve_target is lens_inputs.resolve_target and flow.resolve_token is flow_tokens.resolve_token
 
 

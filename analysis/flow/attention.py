@@ -19,10 +19,10 @@ from analysis.core.errors import InputError
 from analysis.core.forward import run
 from analysis.core.hooks import HookSpec
 from analysis.core.loading import LoadedModel
+from analysis.core.tokens import decode
 from analysis.flow.capture import eager_attention, returned_probs
-from analysis.flow.tokens import _decode
 
-BATCH_SIZE = 8
+PATTERN_BATCH = 8
 PATTERN_BUDGET = 64 * 2**20  # bytes of fp32 patterns kept per model by attention_pattern_set (a cached result)
 
 
@@ -85,7 +85,7 @@ def _prob_hooks(lm: LoadedModel, store: dict, layers: Sequence[int]) -> list[Hoo
 
 
 def attention_patterns(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequence[int] | None = None,
-                       batch_size: int = BATCH_SIZE, padding_side: str = "right") -> tuple[AttentionPatterns, ...]:
+                       batch_size: int = PATTERN_BATCH, padding_side: str = "right") -> tuple[AttentionPatterns, ...]:
     """Every query head's [T, T] pattern for each prompt (layers: all blocks by default; probs [len(layers), H, T, T])."""
     if not prompts:
         raise InputError("No prompts to analyse.")
@@ -104,7 +104,7 @@ def attention_patterns(lm: LoadedModel, prompts: Sequence[str], *, layers: Seque
             real = batch.real_positions(b)
             ids = batch.input_ids[b, real].tolist()
             probs = np.stack([store[i][b][:, real][:, :, real].numpy() for i in layers]).astype(np.float32)
-            out.append(AttentionPatterns(prompt, tuple(_decode(lm.tokenizer, t) for t in ids),
+            out.append(AttentionPatterns(prompt, tuple(decode(lm.tokenizer, t) for t in ids),
                                          tuple(int(t) for t in ids), probs))
     return tuple(out)
 

@@ -2,7 +2,7 @@
 
 It records the residual stream at the final position T, the full attention and MLP writes, the o_proj input and
 output at T, the attention probabilities of T and every source's value vectors (VALUE_SITES says where each
-architecture keeps them), and holds one prompt's trimmed copy of them in a _Row.
+architecture keeps them), and holds one prompt's trimmed copy of them in a CapturedRow.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def eager_attention(lm: LoadedModel) -> Iterator[None]:
                 lm.model.set_attn_implementation(prev)
 
 
-def _value_site(ad: Adapter) -> tuple[str, ValueFn]:
+def value_site(ad: Adapter) -> tuple[str, ValueFn]:
     if ad.model_type not in VALUE_SITES:
         raise UnsupportedArchitectureError(f"Logit flow does not know where '{ad.model_type}' keeps its value vectors.")
     return VALUE_SITES[ad.model_type]
@@ -95,11 +95,11 @@ def _gather_last(last: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return fn
 
 
-def _capture_hooks(ad: Adapter, store: dict, bt: tuple[int, int], last: torch.Tensor) -> list[HookSpec]:
+def capture_hooks(ad: Adapter, store: dict, bt: tuple[int, int], last: torch.Tensor) -> list[HookSpec]:
     """Hooks for one pass: residuals at T, full sublayer writes, o_proj input/output at T, probabilities, values."""
     at_T = _gather_last(last)
     full = lambda t: t.detach().float().clone()  # noqa: E731
-    site, _ = _value_site(ad)
+    site, _ = value_site(ad)
     hooks: list[HookSpec] = [residual_hook(ad, l, capture(store, ("h", l), at_T)) for l in range(ad.n_layers + 1)]
     for i in range(ad.n_layers):
         hooks.append(output_hook(ad.attn_write(i), capture(store, ("attn", i), full), bt))
@@ -117,7 +117,7 @@ def _capture_hooks(ad: Adapter, store: dict, bt: tuple[int, int], last: torch.Te
 
 
 @dataclass
-class _Row:
+class CapturedRow:
     """Everything one prompt's attribution needs, in fp32 on the CPU, trimmed to its T real tokens."""
 
     h: list[torch.Tensor]  # L+1 of [d] at T

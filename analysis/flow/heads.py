@@ -11,10 +11,10 @@ import torch
 
 from analysis.core.architectures import Adapter
 from analysis.core.errors import UnsupportedArchitectureError
-from analysis.flow.capture import _Row
+from analysis.flow.capture import CapturedRow
 
 
-def _o_proj_weight(ad: Adapter, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def o_proj_weight(ad: Adapter, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """W_O as [d, H*hd] (fp32) and its bias [d] or None."""
     mod = ad.o_proj(layer)
     w = mod.weight.float()
@@ -35,10 +35,10 @@ def _post_norm_map(ad: Adapter, layer: int, a_T: torch.Tensor) -> Callable[[torc
     return lambda x: gain * x / scale
 
 
-def _head_parts(ad: Adapter, row: _Row, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Callable]:
+def head_parts(ad: Adapter, row: CapturedRow, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Callable]:
     """(head writes [H, d], head x source writes [H, T, d], bias write [d] or None, post map) at T, as written."""
     H, hd = ad.n_heads, ad.head_dim
-    W, b = _o_proj_weight(ad, layer)
+    W, b = o_proj_weight(ad, layer)
     W = W.to(row.z[layer].device)
     post = _post_norm_map(ad, layer, row.o[layer])
     Wh = W.reshape(W.shape[0], H, hd)  # [d, H, hd]

@@ -1,6 +1,6 @@
 """Logit flow result types: the per-direction Attribution, one prompt's FlowResult and a prompt set's FlowSetResult.
 
-They hold the contributions computed by analysis.flow.logit_flow (see its module docstring for every definition) and the
+They hold the contributions computed by analysis.flow.attribution (see its module docstring for every definition) and the
 set-level views: means over prompts, grids aligned at the final token, and one summary row per prompt.
 """
 from __future__ import annotations

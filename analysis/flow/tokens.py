@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.core.tokens import decode as _decode  # noqa: F401  (flow decodes tokens through it)
 from analysis.core.tokens import first_token
 
 

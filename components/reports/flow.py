@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+import analysis.flow as AP
+import analysis.flow as F
 from analysis.core.errors import InputError, LogitscopeError
 from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
-from analysis.flow import attention as AP
-from analysis.flow import logit_flow as F
-from analysis.flow.logit_flow import FlowSetResult
+from analysis.flow import FlowSetResult
 from analysis.models.pair import ModelPair, stage
 from analysis.prompts import PromptSet
 from components.charts import attention as attn_charts

@@ -30,8 +30,7 @@ are averaged after aligning prompts at their final token (columns count back fro
 
 Where the parts live: the result types in analysis.flow.results, token resolution in analysis.flow.tokens, the
 forward-pass capture (value sites, hooks) in analysis.flow.capture and the head / head x source writes in
-analysis.flow.heads; this module keeps the readout maths, the log-probability importances and the public API, and
-re-exports the moved names.
+analysis.flow.heads; this module keeps the readout maths, the log-probability importances and the entry points.
 """
 from __future__ import annotations
 
@@ -47,27 +46,12 @@ from analysis.core.forward import run
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.core.readout import bias_term, direct_logit_attribution, frozen_norm, norm_scale, unembed
+from analysis.core.tokens import decode
 from analysis.core.wording import plural, verb
-from analysis.flow.capture import VALUE_SITES as VALUE_SITES
-from analysis.flow.capture import ValueFn as ValueFn
-from analysis.flow.capture import _capture_hooks as _capture_hooks
-from analysis.flow.capture import _gather_last as _gather_last
-from analysis.flow.capture import _Row as _Row
-from analysis.flow.capture import _v_gpt2 as _v_gpt2
-from analysis.flow.capture import _v_neox as _v_neox
-from analysis.flow.capture import _v_phi3 as _v_phi3
-from analysis.flow.capture import _v_plain as _v_plain
-from analysis.flow.capture import _value_site as _value_site
-from analysis.flow.capture import eager_attention as eager_attention
-from analysis.flow.heads import _head_parts as _head_parts
-from analysis.flow.heads import _o_proj_weight as _o_proj_weight
-from analysis.flow.heads import _post_norm_map as _post_norm_map
-from analysis.flow.results import VIEWS as VIEWS
-from analysis.flow.results import Attribution as Attribution
-from analysis.flow.results import FlowResult as FlowResult
-from analysis.flow.results import FlowSetResult as FlowSetResult
-from analysis.flow.tokens import _decode as _decode
-from analysis.flow.tokens import resolve_token as resolve_token
+from analysis.flow.capture import CapturedRow, capture_hooks, eager_attention, value_site
+from analysis.flow.heads import head_parts
+from analysis.flow.results import Attribution, FlowResult, FlowSetResult
+from analysis.flow.tokens import resolve_token
 
 BATCH_SIZE = 8
 SOURCE_IMP_LIMIT = 8192  # head x source importances are computed when L * H * T is at most this (auto mode)
@@ -176,7 +160,7 @@ def _rel(err: float, scale: float) -> float:
     return float(err) / max(1.0, float(scale))
 
 
-def _attribute_all(ad: Adapter, row: _Row, directions: Sequence[tuple[str, int, int | None]],
+def _attribute_all(ad: Adapter, row: CapturedRow, directions: Sequence[tuple[str, int, int | None]],
                    source_imp: bool) -> tuple[dict[str, Attribution], dict[str, float]]:
     """Attributions for each (name, t, c) readout direction, and the identity checks, in one pass over the layers.
 
@@ -202,7 +186,7 @@ def _attribute_all(ad: Adapter, row: _Row, directions: Sequence[tuple[str, int, 
     slots: list[tuple[slice, slice, slice, slice, slice | None]] = []
     route = heads_err = src_err = 0.0
     for i in range(L):
-        hw, sw, bw, _ = _head_parts(ad, row, i)
+        hw, sw, bw, _ = head_parts(ad, row, i)
         r_in, a_T, m_T = row.h[i], row.attn[i][T - 1], row.mlp[i][T - 1]
         for x in acc.values():
             rvec = x["rvec"]
@@ -284,11 +268,11 @@ def logit_flow_set(lm: LoadedModel, prompts: Sequence[str], targets: Sequence[st
     if len(targets) != n or len(competitors) != n:
         raise InputError("Give one target and one competitor (or None) per prompt.")
     ad = lm.adapter
-    _value_site(ad)
+    value_site(ad)
     tok = lm.tokenizer
     results: list[FlowResult] = []
     set_notes: list[str] = []
-    for sl in _memory_chunks(lm, prompts, batch_size):
+    for sl in memory_chunks(lm, prompts, batch_size):
         if progress:
             progress(sl.start / n, f"prompts {sl.start + 1}-{sl.stop} of {n}")
         batch = encode(tok, list(prompts[sl]), padding_side="right", max_length=lm.context_length)
@@ -303,7 +287,7 @@ def logit_flow_set(lm: LoadedModel, prompts: Sequence[str], targets: Sequence[st
     return FlowSetResult(tuple(results), tuple(set_notes))
 
 
-def _memory_chunks(lm: LoadedModel, prompts: Sequence[str], batch_size: int) -> list[slice]:
+def memory_chunks(lm: LoadedModel, prompts: Sequence[str], batch_size: int) -> list[slice]:
     """Consecutive prompt slices of at most batch_size prompts whose captured activations fit CAPTURE_BUDGET bytes."""
     ad = lm.adapter
     per_token = ad.n_layers * 3 * ad.d_model * 4  # attention write, MLP write and value vectors, fp32
@@ -335,15 +319,15 @@ def _run_batch(lm: LoadedModel, batch: Batch, prompts: list[str], targets: list,
     last = batch.last_index()
     store: dict = {}
     with eager_attention(lm):
-        logits_all = run(lm, batch, _capture_hooks(ad, store, (B, Tmax), last))
+        logits_all = run(lm, batch, capture_hooks(ad, store, (B, Tmax), last))
     logits_T = logits_all[torch.arange(B, device=logits_all.device), last.to(logits_all.device)].cpu()  # [B, V]
     del logits_all  # [B, T, V]: only the final positions are read
-    _, vfn = _value_site(ad)
+    _, vfn = value_site(ad)
     out = []
     for b in range(B):
         T = int(last[b]) + 1
         logits = logits_T[b]
-        row = _Row(
+        row = CapturedRow(
             h=[store[("h", l)][b].cpu() for l in range(ad.n_layers + 1)],
             attn=[store[("attn", i)][b, :T].cpu() for i in range(ad.n_layers)],
             mlp=[store[("mlp", i)][b, :T].cpu() for i in range(ad.n_layers)],
@@ -363,7 +347,7 @@ def _run_batch(lm: LoadedModel, batch: Batch, prompts: list[str], targets: list,
     return out
 
 
-def _one(lm: LoadedModel, row: _Row, prompt: str, ids: list[int], target: str | None, competitor: str | None,
+def _one(lm: LoadedModel, row: CapturedRow, prompt: str, ids: list[int], target: str | None, competitor: str | None,
          source_importance: bool | None) -> FlowResult:
     ad = lm.adapter
     tok = lm.tokenizer
@@ -372,7 +356,7 @@ def _one(lm: LoadedModel, row: _Row, prompt: str, ids: list[int], target: str | 
     top = int(row.logits.argmax())
     if target is None or target == "":
         t = top
-        notes.append(f"Target = the model's top-1 prediction {_decode(tok, t)!r}.")
+        notes.append(f"Target = the model's top-1 prediction {decode(tok, t)!r}.")
     else:
         t, note = resolve_token(tok, target, "target")
         if note:
@@ -401,9 +385,9 @@ def _one(lm: LoadedModel, row: _Row, prompt: str, ids: list[int], target: str | 
     lp = torch.log_softmax(row.logits.float(), dim=-1)
     sigma = float(norm_scale(ad.final_norm, row.h[L]))
     return FlowResult(
-        prompt=prompt, tokens=tuple(_decode(tok, i) for i in ids), token_ids=tuple(int(i) for i in ids),
-        target=_decode(tok, t), target_id=t, competitor=_decode(tok, c) if c is not None else None, competitor_id=c,
-        top_token=_decode(tok, top), target_logprob=float(lp[t]), target_rank=int((row.logits > row.logits[t]).sum()) + 1,
+        prompt=prompt, tokens=tuple(decode(tok, i) for i in ids), token_ids=tuple(int(i) for i in ids),
+        target=decode(tok, t), target_id=t, competitor=decode(tok, c) if c is not None else None, competitor_id=c,
+        top_token=decode(tok, top), target_logprob=float(lp[t]), target_rank=int((row.logits > row.logits[t]).sum()) + 1,
         sigma=sigma, n_layers=L, n_heads=H, model_type=ad.model_type, notes=tuple(notes), checks=checks,
         by_view=by_view)
 
