@@ -9,8 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.prompts import PromptSet
-from analysis.steering.card import VectorCard, vector_card
-from analysis.steering.vectors import SteeringVectors
+from analysis.steering import SteeringVectors, VectorCard, vector_card
 from components import exporting
 from components import page_kit as kit
 from components.reports import Report

@@ -19,15 +19,17 @@ from analysis.core.errors import InputError
 from analysis.core.loading import ModelSpec
 from analysis.models.defaults import default_question, default_set
 from analysis.prompts import PromptSet
-from analysis.steering.drift import Drift, Flagged
-from analysis.steering.steer import GenerationComparison, Sweep
-from analysis.steering.vectors import (
+from analysis.steering import (
     DEFAULT_LAYER_RULE,
     METHOD_LABELS,
-    POSITION_RULES,
-    RULE_LABELS,
+    READ_RULE_LABELS,
+    READ_RULES,
+    Drift,
+    Flagged,
+    GenerationComparison,
     Monitoring,
     SteeringVectors,
+    Sweep,
     check_compatible,
     load_vectors,
     save_vectors,
@@ -221,7 +223,7 @@ with tab_build:
     draw("negative", c[1], choices=neg_opts, format_func=group_name)
     draw("method", c[2])
     has_resp = ps is not None and all(r.response for r in ps.rows)
-    draw("rule", c[3], choices=list(POSITION_RULES) if has_resp else ["last"])
+    draw("rule", c[3], choices=list(READ_RULES) if has_resp else ["last"])
     draw("seed")
     b = st.columns([1, 1, 2])
     build_clicked = b[0].button("Build vectors", type="primary", key="steer_build_btn", disabled=ps is None)
@@ -251,7 +253,7 @@ with tab_build:
         choice = sv.default_layer_choice()
         lo, hi = choice.window
         st.success(f"Vectors for layers {sv.layers[0]}..{sv.layers[-1]} from '{sv.prompt_set_name}' "
-                   f"({METHOD_LABELS.get(sv.method, sv.method)}, {RULE_LABELS.get(sv.position_rule, sv.position_rule)}"
+                   f"({METHOD_LABELS.get(sv.method, sv.method)}, {READ_RULE_LABELS.get(sv.position_rule, sv.position_rule)}"
                    f"; {sv.positive} vs {sv.negative}). Default layer {choice.layer}"
                    + (f": the best layer by held-out AUROC in the middle of the model (layers {lo}..{hi})."
                       if choice.in_window and choice.has_auroc else " (why below)."))

@@ -10,8 +10,7 @@ from analysis.core.errors import InputError
 from analysis.models.tiny import ALL_TYPES, tiny_model
 from analysis.neurons.card import neuron_card
 from analysis.prompts import adds_bos
-from analysis.steering.card import vector_card
-from analysis.steering.vectors import SteeringVectors
+from analysis.steering import SteeringVectors, vector_card
 
 REFERENCE = ["5 17 3 9 22 4 31", "8 2", "11 12 13 14", "30 1 30 1 30", "7"]
 

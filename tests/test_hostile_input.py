@@ -198,8 +198,7 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path):
 def test_tiny_models_of_different_depth_or_width_are_clear_errors():
     """Lens compare needs the same depth; vectors and drift need the same width: a message, not a shape traceback."""
     import analysis.lens as L
-    from analysis.steering.drift import persona_drift
-    from analysis.steering.vectors import check_compatible, extract_vectors
+    from analysis.steering import check_compatible, extract_vectors, persona_drift
     a, deep, wide = tiny_model("gpt2"), tiny_model("gpt2", layers=3), tiny_model("gpt2", d=48)
     with pytest.raises(IncompatibleModelsError) as e:
         L.lens_compare(a, deep, ["5 17 3"])
@@ -244,7 +243,7 @@ def test_prompt_longer_than_the_context_names_the_row(zoo):
 def test_pages_engines_refuse_over_long_prompts_with_a_message(zoo):
     import analysis.flow as flow
     import analysis.lens as L
-    from analysis.steering.steer import Steer, compare_generations
+    from analysis.steering import Steer, compare_generations
     lm = zoo[BASE]
     long = " Paris" * 400
     steer = Steer(1, np.ones(lm.adapter.d_model, dtype=np.float32), 1.0)
@@ -257,7 +256,7 @@ def test_pages_engines_refuse_over_long_prompts_with_a_message(zoo):
 
 @needs_zoo
 def test_steering_with_alpha_1e30_is_a_numerical_error_message(zoo):
-    from analysis.steering.steer import Steer, steered_logits
+    from analysis.steering import Steer, steered_logits
     lm = zoo[BASE]
     v = np.ones(lm.adapter.d_model, dtype=np.float32)
     ids = [lm.tokenizer("The capital of France is")["input_ids"]]

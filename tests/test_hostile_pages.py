@@ -95,9 +95,15 @@ def test_flow_figures_escape_hostile_prompt_and_tokens(zoo):
 
 @needs_zoo
 def test_steering_figures_escape_hostile_groups_prompts_and_tokens(zoo):
-    from analysis.steering.drift import flag_data, persona_drift
-    from analysis.steering.steer import Steer, compare_generations, steering_sweep
-    from analysis.steering.vectors import extract_vectors, monitor
+    from analysis.steering import (
+        Steer,
+        compare_generations,
+        extract_vectors,
+        flag_data,
+        monitor,
+        persona_drift,
+        steering_sweep,
+    )
     from components.charts import steering as C
     a, b = zoo[BASE], zoo[TUNED]
     pairs = load_builtin("persona_pairs")

@@ -115,7 +115,7 @@ def test_engine_errors_read_the_same(lm, backend):
 
 
 def test_steering_extraction_equals_single_process(lm, backend):
-    from analysis.steering.vectors import extract_vectors
+    from analysis.steering import extract_vectors
 
     ps = load_builtin("persona_pairs")
     want = extract_vectors(lm, ps)

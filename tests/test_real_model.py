@@ -154,8 +154,7 @@ def test_lora_drift_along_the_grumpy_vector_is_positive_beyond_random_at_depth(r
     largest in-sample Cohen's d among AUROC-tied layers 10-22): the issue's 'positive at the default layer' does
     not hold there, and is not asserted; see the closing note of issue 12."""
     from analysis.prompts import apply_chat_template
-    from analysis.steering.drift import persona_drift
-    from analysis.steering.vectors import default_window, extract_vectors
+    from analysis.steering import default_window, extract_vectors, persona_drift
 
     b = load_model(named_spec(REAL_LORA, dtype="float32", device="cpu"))
     pairs = apply_chat_template(load_builtin("chat_persona_pairs"), real.tokenizer, wrap_plain=False)

@@ -11,29 +11,28 @@ from analysis.core.loading import ModelSpec, load_model
 from analysis.core.paths import zoo_models
 from analysis.models.tiny import ALL_TYPES, tiny_model
 from analysis.prompts import PromptRow, PromptSet, load_builtin
-from analysis.steering.drift import flag_data, persona_drift
-from analysis.steering.steer import (
-    POSITION_RULES,
-    Steer,
-    compare_generations,
-    generate_ids,
-    logit_shift,
-    next_token_prob,
-    steered_logits,
-    steering_sweep,
-)
-from analysis.steering.vectors import (
+from analysis.steering import (
     DEMO_TRAIT_TOKENS,
+    STEER_RULES,
+    Steer,
     choose_default_layer,
     cohens_d,
+    compare_generations,
     default_trait_tokens,
     default_window,
     extract_vectors,
     fit_direction,
+    flag_data,
+    generate_ids,
     load_vectors,
+    logit_shift,
     monitor,
+    next_token_prob,
+    persona_drift,
     save_vectors,
     split_contrast,
+    steered_logits,
+    steering_sweep,
     token_ids,
 )
 
@@ -69,12 +68,12 @@ def capture_all(lm, ids, steer, prompt_lens=None):
 def test_alpha_zero_leaves_logits_identical(lm, sv):
     ids = [token_ids(lm.tokenizer, "3 4 5 6 7")]
     clean = steered_logits(lm, ids, None)
-    for rule in POSITION_RULES:
+    for rule in STEER_RULES:
         z = steered_logits(lm, ids, Steer(1, sv.vector(1), 0.0, rule, preserve_norm=True))
         assert torch.equal(z, clean)
 
 
-@pytest.mark.parametrize("rule", POSITION_RULES)
+@pytest.mark.parametrize("rule", STEER_RULES)
 def test_steering_at_layer_l_adds_exactly_alpha_v_at_steered_positions_only(lm, sv, rule):
     ids = [token_ids(lm.tokenizer, "3 4 5 6 7 8 9")]
     P = 4  # pretend the first 4 tokens are the prompt and the rest were generated
@@ -114,7 +113,7 @@ def test_swapping_the_groups_negates_the_vector(lm, method):
     assert a.projections[a.is_positive, k].mean() > a.projections[~a.is_positive, k].mean()
 
 
-@pytest.mark.parametrize("rule", POSITION_RULES)
+@pytest.mark.parametrize("rule", STEER_RULES)
 def test_kv_cache_generation_matches_full_sequence_steering(lm, sv, rule):
     p_ids = token_ids(lm.tokenizer, "3 4 5 6")
     steer = Steer(1, sv.vector(1), 4.0, rule)

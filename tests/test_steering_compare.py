@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import analysis.steering as ST
 from analysis.core.loading import ModelSpec, load_model
 from analysis.models.card import model_card
 from analysis.models.pair import ModelPair
 from analysis.prompts import load_builtin
-from analysis.steering import steer as ST
 from components.charts import pairs
 from components.reports import steering as R
 from logitscope.common import first_n

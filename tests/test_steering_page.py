@@ -104,7 +104,7 @@ def test_every_compute_setting_is_in_the_cache_key_of_a_part():
 def test_the_default_layer_says_why_and_every_layer_field_starts_there(at):
     import re
 
-    from analysis.steering.vectors import default_window
+    from analysis.steering import default_window
     why = [c.value.replace("\\", "") for c in at.caption]  # without md_literal's escapes
     why = [c for c in why if "(default):" in c]
     assert len(why) == 1, [c.value for c in at.caption]
@@ -123,7 +123,7 @@ def test_the_default_layer_says_why_and_every_layer_field_starts_there(at):
 
 def test_the_steer_tab_defaults_come_from_the_model_and_the_contrast_set(at):
     from analysis.models.defaults import DEMO_QUESTION
-    from analysis.steering.vectors import DEMO_TRAIT_TOKENS
+    from analysis.steering import DEMO_TRAIT_TOKENS
     assert at.text_area(key="steer_gen_prompt").value == DEMO_QUESTION  # a demo (or stand-in demo) model
     a, b = at.text_input(key="steer_token_a").value, at.text_input(key="steer_token_b").value
     assert a and b and a != b
@@ -222,8 +222,8 @@ def _param(app, name: str):
 def test_a_display_only_change_never_calls_the_engine_and_a_compute_change_does(zoo_env, captured, monkeypatch):
     import streamlit as st
 
-    import analysis.steering.steer as ST
-    import analysis.steering.vectors as V
+    import analysis.steering as ST
+    import analysis.steering as V
 
     calls: dict = {}
     for module, name in ((V, "extract_vectors"), (V, "monitor"), (ST, "compare_generations")):

@@ -20,7 +20,7 @@ from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.prompts import PromptRow
 
-POSITION_RULES = ("last", "response")
+READ_RULES = ("last", "response")
 
 
 # --------------------------------------------------------------------------------------------
@@ -33,8 +33,8 @@ def token_ids(tokenizer, text: str) -> list[int]:
 
 def encode_rows(lm: LoadedModel, rows: Sequence[PromptRow], rule: str) -> list[tuple[list[int], list[int]]]:
     """(token ids, positions to read) per row: the last prompt token, or the response tokens of prompt+response."""
-    if rule not in POSITION_RULES:
-        raise InputError(f"Unknown position rule '{rule}'. Use one of: {', '.join(POSITION_RULES)}.")
+    if rule not in READ_RULES:
+        raise InputError(f"Unknown position rule '{rule}'. Use one of: {', '.join(READ_RULES)}.")
     out = []
     for r in rows:
         p_ids = token_ids(lm.tokenizer, r.prompt)

@@ -20,8 +20,9 @@ from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.prompts import PromptSet
+from analysis.steering.activations import encode_rows, pooled_residuals, token_ids
 from analysis.steering.steer import generate_ids
-from analysis.steering.vectors import SteeringVectors, check_compatible, encode_rows, pooled_residuals, token_ids
+from analysis.steering.vectors import SteeringVectors, check_compatible
 
 
 @dataclass(frozen=True)

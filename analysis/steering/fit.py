@@ -19,7 +19,7 @@ METHODS = ("mean_diff", "pca", "logistic")
 # --------------------------------------------------------------------------------------------
 # Fitting a direction
 # --------------------------------------------------------------------------------------------
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit_vector(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return v / n if n > 0 and math.isfinite(n) else np.zeros_like(v)
 
@@ -48,16 +48,16 @@ def fit_direction(X_pos: np.ndarray, X_neg: np.ndarray, method: str,
         scale = float(np.abs(X).max()) or 1.0  # keep the solver well conditioned; the direction is unchanged
         clf = LogisticRegression(C=1.0, max_iter=2000)
         clf.fit(X / scale, y)
-        u = _unit(clf.coef_[0])
+        u = unit_vector(clf.coef_[0])
         if float(diff @ u) < 0:
             u = -u
     else:
         raise InputError(f"Unknown method '{method}'. Use one of: {', '.join(METHODS)}.")
-    u = _unit(u)
+    u = unit_vector(u)
     return (u * abs(float(diff @ u))).astype(np.float32)
 
 
-def _split(contrast: Contrast, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def split_train_test(contrast: Contrast, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Seeded train/test indices into pos and neg (pairs stay on one side): (pos_tr, pos_te, neg_tr, neg_te)."""
     rng = np.random.default_rng(seed)
     n_pos, n_neg = len(contrast.pos), len(contrast.neg)
@@ -82,7 +82,7 @@ def _split(contrast: Contrast, test_fraction: float, seed: int) -> tuple[np.ndar
     return pos_tr, pos_te, neg_tr, neg_te
 
 
-def _auroc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
+def held_out_auroc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
     y = np.r_[np.ones(len(pos_scores)), np.zeros(len(neg_scores))]
     return float(roc_auc_score(y, np.r_[pos_scores, neg_scores]))

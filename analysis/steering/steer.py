@@ -36,8 +36,8 @@ from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.steering.activations import token_ids
 
-POSITION_RULES = ("all", "prompt", "generated", "response")
-RULE_LABELS = {"all": "all positions", "prompt": "prompt only", "generated": "generated tokens only",
+STEER_RULES = ("all", "prompt", "generated", "response")
+STEER_RULE_LABELS = {"all": "all positions", "prompt": "prompt only", "generated": "generated tokens only",
                "response": "last prompt token + generated"}
 
 
@@ -63,8 +63,8 @@ class Cursor:
 def validate(lm: LoadedModel, steer: Steer) -> None:
     """Raise InputError for a bad layer, rule, alpha or vector shape."""
     lm.check_layer(steer.layer)
-    if steer.rule not in POSITION_RULES:
-        raise InputError(f"Unknown steering positions '{steer.rule}'. Use one of: {', '.join(POSITION_RULES)}.")
+    if steer.rule not in STEER_RULES:
+        raise InputError(f"Unknown steering positions '{steer.rule}'. Use one of: {', '.join(STEER_RULES)}.")
     if not isinstance(steer.alpha, (int, float)) or not math.isfinite(float(steer.alpha)):
         raise InputError(f"The steering coefficient alpha must be a finite number, got {steer.alpha!r}.")
     v = np.asarray(steer.vector)

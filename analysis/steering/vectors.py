@@ -45,32 +45,14 @@ from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.prompts import PromptSet
-from analysis.steering.activations import POSITION_RULES as POSITION_RULES
-from analysis.steering.activations import encode_rows as encode_rows
-from analysis.steering.activations import pooled_residuals as pooled_residuals
-from analysis.steering.activations import token_ids as token_ids
-from analysis.steering.contrast import Contrast as Contrast
-from analysis.steering.contrast import split_contrast as split_contrast
-from analysis.steering.fit import METHODS as METHODS
-from analysis.steering.fit import _auroc as _auroc
-from analysis.steering.fit import _split as _split
-from analysis.steering.fit import _unit as _unit
-from analysis.steering.fit import fit_direction as fit_direction
-from analysis.steering.layer import DEFAULT_LAYER_RULE as DEFAULT_LAYER_RULE
-from analysis.steering.layer import LayerChoice as LayerChoice
-from analysis.steering.layer import choose_default_layer as choose_default_layer
-from analysis.steering.layer import cohens_d as cohens_d
-from analysis.steering.layer import default_window as default_window
-from analysis.steering.traits import DEMO_TRAIT_TOKENS as DEMO_TRAIT_TOKENS
-from analysis.steering.traits import TraitTokens as TraitTokens
-from analysis.steering.traits import _first_response_tokens as _first_response_tokens
-from analysis.steering.traits import _side_names as _side_names
-from analysis.steering.traits import contrast_trait_tokens as contrast_trait_tokens
-from analysis.steering.traits import default_trait_tokens as default_trait_tokens
+from analysis.steering.activations import encode_rows, pooled_residuals
+from analysis.steering.contrast import split_contrast
+from analysis.steering.fit import METHODS, fit_direction, held_out_auroc, split_train_test, unit_vector
+from analysis.steering.layer import LayerChoice, choose_default_layer, cohens_d
 
 METHOD_LABELS = {"mean_diff": "difference of means", "pca": "PCA of paired differences",
                  "logistic": "logistic regression"}
-RULE_LABELS = {"last": "last prompt token", "response": "mean over response tokens"}
+READ_RULE_LABELS = {"last": "last prompt token", "response": "mean over response tokens"}
 FORMAT_VERSION = "1"
 
 
@@ -125,7 +107,7 @@ class SteeringVectors:
 
     def unit(self, layer: int) -> np.ndarray:
         """v_layer / ||v_layer|| [d] (zeros for a zero vector)."""
-        return _unit(self.vector(layer).astype(np.float64)).astype(np.float32)
+        return unit_vector(self.vector(layer).astype(np.float64)).astype(np.float32)
 
     def separation(self) -> np.ndarray:
         """Cohen's d of the contrast rows' projections on v_l per layer [k] (NaN without projections or spread)."""
@@ -181,7 +163,7 @@ def extract_vectors(lm: LoadedModel, ps: PromptSet, *, positive: str | None = No
     can_split = len(contrast.pos) >= 2 and len(contrast.neg) >= 2
     tr_pairs: list[tuple[int, int]] = []
     if can_split:
-        pos_tr, pos_te, neg_tr, neg_te = _split(contrast, test_fraction, seed)
+        pos_tr, pos_te, neg_tr, neg_te = split_train_test(contrast, test_fraction, seed)
         pos_tr_idx = {int(i): k for k, i in enumerate(pos_tr)}
         neg_tr_idx = {int(j): k for k, j in enumerate(neg_tr)}
         tr_pairs = [(pos_tr_idx[i], neg_tr_idx[j]) for i, j in contrast.pairs if i in pos_tr_idx and j in neg_tr_idx]
@@ -190,11 +172,11 @@ def extract_vectors(lm: LoadedModel, ps: PromptSet, *, positive: str | None = No
     for k, l in enumerate(layers):
         vectors[k] = fit_direction(A_pos[:, k], A_neg[:, k], method, contrast.pairs)
         if can_split and (method != "pca" or tr_pairs):
-            u = _unit(fit_direction(A_pos[pos_tr, k], A_neg[neg_tr, k], method, tr_pairs).astype(np.float64))
-            auroc[k] = _auroc(A_pos[pos_te, k] @ u, A_neg[neg_te, k] @ u)
+            u = unit_vector(fit_direction(A_pos[pos_tr, k], A_neg[neg_tr, k], method, tr_pairs).astype(np.float64))
+            auroc[k] = held_out_auroc(A_pos[pos_te, k] @ u, A_neg[neg_te, k] @ u)
         if progress is not None:
             progress(0.9 + 0.1 * (k + 1) / len(layers), f"layer {l}")
-    units = np.stack([_unit(v.astype(np.float64)) for v in vectors])
+    units = np.stack([unit_vector(v.astype(np.float64)) for v in vectors])
     proj = np.einsum("nkd,kd->nk", acts.astype(np.float64), units).astype(np.float32)
     return SteeringVectors(
         vectors=vectors, layers=tuple(layers), model_name=lm.name, method=method, position_rule=position_rule,

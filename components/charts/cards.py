@@ -9,8 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.neurons.card import NeuronCard
-from analysis.steering.card import VectorCard
-from analysis.steering.vectors import SteeringVectors
+from analysis.steering import SteeringVectors, VectorCard
 from components.charts.style import categorical_axis, count_span, integer_axis
 from components.charts.text import safe_text, token_label, visible
 

@@ -13,9 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analysis.core.wording import plural
-from analysis.steering.drift import Drift, Flagged
-from analysis.steering.steer import GenerationComparison, Sweep
-from analysis.steering.vectors import Monitoring, SteeringVectors
+from analysis.steering import Drift, Flagged, GenerationComparison, Monitoring, SteeringVectors, Sweep
 from components.charts.style import DIVERGING, categorical_axis, count_span, integer_axis
 from components.charts.text import one_line, safe_text, token_label
 

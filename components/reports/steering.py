@@ -11,10 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-import analysis.steering.card as VC
-import analysis.steering.drift as PD
-import analysis.steering.steer as ST
-import analysis.steering.vectors as V
+import analysis.steering as S
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
@@ -44,11 +41,11 @@ class SteerSettings:
                                    label="Positive group")
     negative: str | None = setting(None, "negative group of the contrast set (none: its next group)",
                                    label="Negative group")
-    method: str = setting(V.METHODS[0], "how the vector is fitted per layer", label="Method",
-                          choices={m: V.METHOD_LABELS.get(m, m) for m in V.METHODS})
-    rule: str = setting(V.POSITION_RULES[0], "read position of the activations (mean over response tokens needs a "
+    method: str = setting(S.METHODS[0], "how the vector is fitted per layer", label="Method",
+                          choices={m: S.METHOD_LABELS.get(m, m) for m in S.METHODS})
+    rule: str = setting(S.READ_RULES[0], "read position of the activations (mean over response tokens needs a "
                         "`response` on every row)", label="Read position",
-                        choices={r: V.RULE_LABELS.get(r, r) for r in V.POSITION_RULES})
+                        choices={r: S.READ_RULE_LABELS.get(r, r) for r in S.READ_RULES})
     seed: int = setting(0, "seed of the held-out split", label="Seed (held-out split)")
     hist_layer: int | None = setting(None, f"layer of the contrast projection histogram ({DEFAULT_LAYER})",
                                      label="Layer for the projection histogram", lo=0, display=True)
@@ -63,10 +60,10 @@ class SteerSettings:
     flag_tokens: int = setting(16, "length of the model's own response, in tokens",
                                label="Own response length (tokens)", lo=1, hi=128)
     # steer: generations
-    layer: int | None = setting(None, f"steering layer ({DEFAULT_LAYER}: {V.DEFAULT_LAYER_RULE})", label="Layer", lo=0)
+    layer: int | None = setting(None, f"steering layer ({DEFAULT_LAYER}: {S.DEFAULT_LAYER_RULE})", label="Layer", lo=0)
     alpha: float = setting(4.0, "steering coefficient: alpha·v_l is added to h_l", label="alpha")
-    positions: str = setting(ST.POSITION_RULES[0], "positions steered", label="Positions",
-                             choices={r: ST.RULE_LABELS.get(r, r) for r in ST.POSITION_RULES})
+    positions: str = setting(S.STEER_RULES[0], "positions steered", label="Positions",
+                             choices={r: S.STEER_RULE_LABELS.get(r, r) for r in S.STEER_RULES})
     preserve_norm: bool = setting(False, "rescale each steered h to its original norm", label="Preserve norm")
     gen_prompt: str | None = setting(None, "prompt of the generations (none: from the model: the demo question on the "
                                      "demo models, else a question rendered with the tokenizer's chat template)",
@@ -82,10 +79,10 @@ class SteerSettings:
     token_a: str | None = setting(None, "trait token of the sweep's logit difference z(a) − z(b), one token with its "
                                   "leading space where the tokenizer has one (none: the most common first response "
                                   "token of the contrast set's positive side; "
-                                  f"{V.DEMO_TRAIT_TOKENS[0]!r} on demo models when the set has no responses)",
+                                  f"{S.DEMO_TRAIT_TOKENS[0]!r} on demo models when the set has no responses)",
                                   label="Token a (trait)")
     token_b: str | None = setting(None, "the other token (none: the negative side's most common first response token; "
-                                  f"{V.DEMO_TRAIT_TOKENS[1]!r} on demo models)", label="Token b")
+                                  f"{S.DEMO_TRAIT_TOKENS[1]!r} on demo models)", label="Token b")
     sweep_prompts: int = setting(12, "first n prompts of the target and of the control set",
                                  label="Prompts per set (first n)", lo=1)
     # drift
@@ -137,18 +134,18 @@ class SteerResults:
     notes (a part skipped)."""
 
     settings: SteerSettings
-    vectors: V.SteeringVectors
-    monitoring: Mapping[str, V.Monitoring] = field(default_factory=dict)
-    flagged: PD.Flagged | None = None
-    generations: ST.GenerationComparison | None = None
-    sweep: ST.Sweep | None = None
-    drift: PD.Drift | None = None
+    vectors: S.SteeringVectors
+    monitoring: Mapping[str, S.Monitoring] = field(default_factory=dict)
+    flagged: S.Flagged | None = None
+    generations: S.GenerationComparison | None = None
+    sweep: S.Sweep | None = None
+    drift: S.Drift | None = None
     contrast: PromptSet | None = None
     sets: SteerSets = SteerSets()
     notes: tuple[str, ...] = ()
-    card: VC.VectorCard | None = None  # the vector card of every layer (top tokens of W_U N_f(v_l))
-    generations_b: ST.GenerationComparison | None = None  # A's vector applied to checkpoint B (compare mode)
-    sweep_b: ST.Sweep | None = None
+    card: S.VectorCard | None = None  # the vector card of every layer (top tokens of W_U N_f(v_l))
+    generations_b: S.GenerationComparison | None = None  # A's vector applied to checkpoint B (compare mode)
+    sweep_b: S.Sweep | None = None
 
     @property
     def used(self) -> tuple[PromptSet, ...]:
@@ -170,18 +167,18 @@ def inputs(contrast: PromptSet | None, sets: SteerSets) -> dict[str, PromptSet] 
 
 
 # ------------------------------------------------------------------------------------------ defaults from the data
-def default_sweep_layers(sv: V.SteeringVectors, n_layers: int) -> tuple[int, ...]:
+def default_sweep_layers(sv: S.SteeringVectors, n_layers: int) -> tuple[int, ...]:
     """The default sweep layers: middle, default and last (each at least 1), sorted."""
     return tuple(sorted({max(1, n_layers // 2), max(1, sv.default_layer()), n_layers}))
 
 
-def trait_tokens(lm: LoadedModel, sv: V.SteeringVectors, contrast: PromptSet | None) -> V.TraitTokens:
+def trait_tokens(lm: LoadedModel, sv: S.SteeringVectors, contrast: PromptSet | None) -> S.TraitTokens:
     """Default tokens a and b: from the contrast set when it is the one the vectors were built on, else the model's."""
     same = contrast is not None and contrast.sha256 == sv.prompt_set_sha256
-    return V.default_trait_tokens(lm, contrast if same else None, sv.positive, sv.negative)
+    return S.default_trait_tokens(lm, contrast if same else None, sv.positive, sv.negative)
 
 
-def resolve(s: SteerSettings, lm: LoadedModel, sv: V.SteeringVectors, contrast: PromptSet | None = None
+def resolve(s: SteerSettings, lm: LoadedModel, sv: S.SteeringVectors, contrast: PromptSet | None = None
             ) -> SteerSettings:
     """The settings as they run: the build settings of the vectors in use (built or loaded from a file; the groups
     by name when the contrast set they were built on has groups, None for pairs by label) and every setting left
@@ -212,43 +209,43 @@ def first_rows(ps: PromptSet, n: int) -> PromptSet:
 
 
 # ------------------------------------------------------------------------------------------ the parts
-def build(lm: LoadedModel, ps: PromptSet, s: SteerSettings, progress: Progress = None) -> V.SteeringVectors:
+def build(lm: LoadedModel, ps: PromptSet, s: SteerSettings, progress: Progress = None) -> S.SteeringVectors:
     """Steering vectors per layer on checkpoint A from the contrast set."""
-    return V.extract_vectors(lm, ps, positive=s.positive, negative=s.negative, method=s.method, position_rule=s.rule,
+    return S.extract_vectors(lm, ps, positive=s.positive, negative=s.negative, method=s.method, position_rule=s.rule,
                              seed=s.seed, progress=progress)
 
 
-def monitor_model(lm: LoadedModel, ps: PromptSet, sv: V.SteeringVectors, progress: Progress = None
-                  ) -> V.Monitoring:
+def monitor_model(lm: LoadedModel, ps: PromptSet, sv: S.SteeringVectors, progress: Progress = None
+                  ) -> S.Monitoring:
     """One checkpoint's prompts projected on the vectors."""
-    return V.monitor(lm, ps, sv, progress=progress)
+    return S.monitor(lm, ps, sv, progress=progress)
 
 
-def monitor_part(models: ModelPair, ps: PromptSet, sv: V.SteeringVectors, progress: Progress = None
-                 ) -> dict[str, V.Monitoring]:
+def monitor_part(models: ModelPair, ps: PromptSet, sv: S.SteeringVectors, progress: Progress = None
+                 ) -> dict[str, S.Monitoring]:
     """{"A": Monitoring, "B": ...}: every loaded checkpoint's prompts projected on the vectors."""
     items = models.items()
     return {which: monitor_model(lm, ps, sv, stage(progress, i / len(items), (i + 1) / len(items), f"monitor {which}"))
             for i, (which, lm, _card) in enumerate(items)}
 
 
-def flag_part(lm: LoadedModel, ps: PromptSet, sv: V.SteeringVectors, s: SteerSettings,
-              progress: Progress = None) -> PD.Flagged:
+def flag_part(lm: LoadedModel, ps: PromptSet, sv: S.SteeringVectors, s: SteerSettings,
+              progress: Progress = None) -> S.Flagged:
     """The first flag_rows rows ranked by how far their responses push checkpoint A toward the trait (s resolved)."""
-    return PD.flag_data(lm, first_rows(ps, s.flag_rows), sv, s.flag_layer, max_new_tokens=s.flag_tokens,
+    return S.flag_data(lm, first_rows(ps, s.flag_rows), sv, s.flag_layer, max_new_tokens=s.flag_tokens,
                         progress=progress)
 
 
-def generate_part(lm: LoadedModel, sv: V.SteeringVectors, s: SteerSettings) -> ST.GenerationComparison:
+def generate_part(lm: LoadedModel, sv: S.SteeringVectors, s: SteerSettings) -> S.GenerationComparison:
     """Unsteered vs steered generation of gen_prompt on checkpoint A (s resolved)."""
     lm.check_layer(s.layer)
-    steer = ST.Steer(s.layer, sv.vector(s.layer), float(s.alpha), s.positions, s.preserve_norm)
-    return ST.compare_generations(lm, s.gen_prompt, steer, max_new_tokens=s.new_tokens, temperature=s.temperature,
+    steer = S.Steer(s.layer, sv.vector(s.layer), float(s.alpha), s.positions, s.preserve_norm)
+    return S.compare_generations(lm, s.gen_prompt, steer, max_new_tokens=s.new_tokens, temperature=s.temperature,
                                   seed=s.gen_seed)
 
 
-def sweep_part(lm: LoadedModel, targets: PromptSet, controls: PromptSet, sv: V.SteeringVectors, s: SteerSettings,
-               progress: Progress = None) -> ST.Sweep:
+def sweep_part(lm: LoadedModel, targets: PromptSet, controls: PromptSet, sv: S.SteeringVectors, s: SteerSettings,
+               progress: Progress = None) -> S.Sweep:
     """Logit difference z(a) − z(b) and KL per layer and alpha on the first sweep_prompts targets vs controls."""
     for layer in s.sweep_layers:
         lm.check_layer(layer)
@@ -257,15 +254,15 @@ def sweep_part(lm: LoadedModel, targets: PromptSet, controls: PromptSet, sv: V.S
                          "vectors: give them (token a: the trait's first reply word, token b: the opposite one; "
                          "--token-a and --token-b on the command line).")
     n = s.sweep_prompts
-    return ST.steering_sweep(lm, {layer: sv.vector(layer) for layer in s.sweep_layers}, s.sweep_alphas,
+    return S.steering_sweep(lm, {layer: sv.vector(layer) for layer in s.sweep_layers}, s.sweep_alphas,
                              tuple(targets.prompts[:n]), tuple(controls.prompts[:n]), s.token_a, s.token_b,
                              rule=s.positions, preserve_norm=s.preserve_norm, progress=progress)
 
 
-def drift_part(models: ModelPair, ps: PromptSet, sv: V.SteeringVectors, s: SteerSettings,
-               progress: Progress = None) -> PD.Drift:
+def drift_part(models: ModelPair, ps: PromptSet, sv: S.SteeringVectors, s: SteerSettings,
+               progress: Progress = None) -> S.Drift:
     """B − A along the vectors per layer against random directions."""
-    return PD.persona_drift(models.a, models.b, ps, sv, seed=s.drift_seed, progress=progress)
+    return S.persona_drift(models.a, models.b, ps, sv, seed=s.drift_seed, progress=progress)
 
 
 def notes_of(models: ModelPair, s: SteerSettings) -> tuple[str, ...]:
@@ -310,11 +307,11 @@ def compute(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress
     if "drift" in parts and models.compare:
         drift = drift_part(models, _need(sets.drift, "drift"), sv, s, stage(progress, 0.85, 1.0, "drift"))
     return SteerResults(s, sv, monitoring, flagged, generations, sweep, drift, prompt_set, ran, notes_of(models, s),
-                        VC.vector_card(lm, sv), generations_b, sweep_b)
+                        S.vector_card(lm, sv), generations_b, sweep_b)
 
 
 # ------------------------------------------------------------------------------------------ the report
-def _layer_of(sv: V.SteeringVectors, layer: int | None) -> int:
+def _layer_of(sv: S.SteeringVectors, layer: int | None) -> int:
     """A display layer the vectors have (InputError naming the layers they cover); None: the default layer."""
     if layer is None:
         return sv.default_layer()
@@ -322,7 +319,7 @@ def _layer_of(sv: V.SteeringVectors, layer: int | None) -> int:
     return layer
 
 
-def build_report(sv: V.SteeringVectors, hist_layer: int | None = None) -> Report:
+def build_report(sv: S.SteeringVectors, hist_layer: int | None = None) -> Report:
     """Held-out separability per layer (when there is a test split) and the contrast projection at hist_layer."""
     rep = Report()
     if sv.n_test:
@@ -332,7 +329,7 @@ def build_report(sv: V.SteeringVectors, hist_layer: int | None = None) -> Report
     return rep
 
 
-def vector_card_report(card: VC.VectorCard, sv: V.SteeringVectors, layer: int | None = None, k: int = 10) -> Report:
+def vector_card_report(card: S.VectorCard, sv: S.SteeringVectors, layer: int | None = None, k: int = 10) -> Report:
     """The vector card at ``layer`` (None: the default layer): top +/- tokens of W_U N_f(v), groups along v."""
     layer = _layer_of(sv, layer)
     rep = Report()
@@ -343,21 +340,21 @@ def vector_card_report(card: VC.VectorCard, sv: V.SteeringVectors, layer: int | 
     return rep
 
 
-def monitoring_report(mon: V.Monitoring, layer: int, which: str) -> Report:
+def monitoring_report(mon: S.Monitoring, layer: int, which: str) -> Report:
     """Projections of one checkpoint's prompts on the vector at layer."""
     rep = Report()
     rep.add(f"monitoring_{which}", charts.monitoring_figure(mon, layer), charts.monitoring_table(mon))
     return rep
 
 
-def flag_report(flagged: PD.Flagged) -> Report:
+def flag_report(flagged: S.Flagged) -> Report:
     """Rows ranked by how far their responses push checkpoint A toward the trait."""
     rep = Report()
     rep.add("data_flagging", charts.flagged_figure(flagged), charts.flagged_table(flagged))
     return rep
 
 
-def generations_report(cmp: ST.GenerationComparison, cmp_b: ST.GenerationComparison | None = None,
+def generations_report(cmp: S.GenerationComparison, cmp_b: S.GenerationComparison | None = None,
                        names: tuple[str, str] = ("", "")) -> Report:
     """Unsteered vs steered generation ("generations"; with B, A's vector applied to B: "generations_B", its tiles
     shaded on the same scale as A's)."""
@@ -370,7 +367,7 @@ def generations_report(cmp: ST.GenerationComparison, cmp_b: ST.GenerationCompari
     return rep
 
 
-def sweep_report(sw: ST.Sweep, sw_b: ST.Sweep | None = None, names: tuple[str, str] = ("", "")) -> Report:
+def sweep_report(sw: S.Sweep, sw_b: S.Sweep | None = None, names: tuple[str, str] = ("", "")) -> Report:
     """Logit difference and KL per layer and alpha, targets vs controls (with B: the same for A's vector applied to
     B, "steering_sweep_B" and "targets_vs_controls_B", on A's axis ranges)."""
     rep = Report()
@@ -384,7 +381,7 @@ def sweep_report(sw: ST.Sweep, sw_b: ST.Sweep | None = None, names: tuple[str, s
     return rep
 
 
-def drift_report(drift: PD.Drift) -> Report:
+def drift_report(drift: S.Drift) -> Report:
     """B − A along the vector per layer against a random direction."""
     rep = Report()
     rep.add("persona_drift", charts.drift_figure(drift), charts.drift_table(drift))
@@ -420,7 +417,7 @@ def model_names(results: SteerResults) -> tuple[str, str]:
     return "A", "B"
 
 
-def vector_settings(sv: V.SteeringVectors) -> dict:
+def vector_settings(sv: S.SteeringVectors) -> dict:
     """The vectors' provenance as recorded in the metadata's settings (the sides as the vectors name them: groups,
     or "first/second of pair"), with the default layer and why."""
     choice = sv.default_layer_choice()
