@@ -38,12 +38,12 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
+import analysis.neurons as abl
+import analysis.neurons as ns
 from analysis.core.batching import bucketed  # noqa: E402
 from analysis.core.forward import run  # noqa: E402
 from analysis.core.loading import ModelSpec, load_model  # noqa: E402
-from analysis.neurons import ablation as abl  # noqa: E402
-from analysis.neurons import scan as ns  # noqa: E402
-from analysis.neurons.unigram import DEFAULT_REFERENCE, unigram_distribution  # noqa: E402
+from analysis.neurons import DEFAULT_REFERENCE, unigram_distribution
 from analysis.prompts import load_builtin  # noqa: E402
 from components.reports import neurons as R  # noqa: E402
 

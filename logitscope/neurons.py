@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add(sub: Any) -> None:
     """The neurons subcommand: the common flags and one flag per NeuronsSettings field (in its tab's group)."""
-    from analysis.neurons.unigram import DEFAULT_REFERENCE
+    from analysis.neurons import DEFAULT_REFERENCE
 
     p = sub.add_parser("neurons", help="confidence neurons: entropy/frequency scans, ablation, induction study",
                        description="Scan the last block for entropy neurons and every block for token-frequency "

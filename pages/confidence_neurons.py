@@ -10,10 +10,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+import analysis.neurons as ns
 from analysis.core.errors import LogitscopeError
 from analysis.models.pair import ModelPair
-from analysis.neurons import scan as ns
-from analysis.neurons.unigram import DEFAULT_REFERENCE
+from analysis.neurons import DEFAULT_REFERENCE
 from analysis.prompts import PromptSet
 from components import card_views
 from components import page_kit as kit

@@ -8,7 +8,7 @@ import torch
 
 from analysis.core.errors import InputError
 from analysis.models.tiny import ALL_TYPES, tiny_model
-from analysis.neurons.card import neuron_card
+from analysis.neurons import neuron_card
 from analysis.prompts import adds_bos
 from analysis.steering import SteeringVectors, vector_card
 

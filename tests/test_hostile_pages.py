@@ -161,8 +161,7 @@ def test_ood_figures_escape_hostile_prompts_and_set_names(zoo):
 
 
 def test_neuron_figures_escape_titles_and_labels():
-    from analysis.neurons.ablation import ablate, build_units
-    from analysis.neurons.scan import scan_entropy
+    from analysis.neurons import ablate, build_units, scan_entropy
     from components.charts import neurons as C
     lm = tiny_model("gpt2")
     scan = scan_entropy(lm.adapter)

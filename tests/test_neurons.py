@@ -15,23 +15,29 @@ from analysis.core.loading import ModelSpec, load_model
 from analysis.core.paths import zoo_models
 from analysis.core.readout import frozen_norm
 from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
-from analysis.neurons import ablation as neuron_ablation
-from analysis.neurons.ablation import ablate, build_units, mean_activations
-from analysis.neurons.induction import induction_study, prompt_sequences, random_sequences, select_neurons
-from analysis.neurons.scan import (
+from analysis.neurons import (
+    ablate,
+    build_units,
     canonical_neuron_text,
+    induction_study,
+    kl_to_unigram,
     logit_var,
+    mean_activations,
     neuron_label,
     null_fraction,
     out_weights,
     parse_neuron_ids,
     parse_neuron_label,
+    prompt_sequences,
+    random_sequences,
     scan_entropy,
     scan_frequency,
+    select_neurons,
     unembed_matrix,
     unembed_svd,
+    unigram_distribution,
 )
-from analysis.neurons.unigram import kl_to_unigram, unigram_distribution
+from analysis.neurons import ablation as neuron_ablation
 from analysis.prompts import load_builtin, prompt_set_from_text
 
 PROMPTS = ["5 17 3 9 22 40 11 8", "8 8 1 3 90 4", "33 2 7 7 19"]

@@ -125,7 +125,7 @@ def test_steering_extraction_equals_single_process(lm, backend):
 
 
 def test_neuron_reference_means_equal_single_process(lm, backend):
-    from analysis.neurons.ablation import activation_sums, mean_activations
+    from analysis.neurons import activation_sums, mean_activations
 
     prompts = _prompts(44)
     neurons = [(0, 3), (1, 17), (lm.adapter.n_layers - 1, 5), (1, 2)]

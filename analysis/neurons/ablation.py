@@ -41,9 +41,7 @@ from analysis.core.hooks import capture, input_hook, output_hook, residual_hook
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.core.readout import frozen_norm, norm_scale, softcap, unembed
-from analysis.neurons.means import _by_block as _by_block
-from analysis.neurons.means import activation_sums as activation_sums
-from analysis.neurons.means import mean_activations as mean_activations
+from analysis.neurons.means import by_block, mean_activations
 from analysis.neurons.scan import NeuronId, check_neuron, n_neurons, neuron_label
 
 MODES = ("zero", "mean", "clipped")
@@ -141,7 +139,7 @@ def _rerun_metrics(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode: s
     G = len(units)
     edits: dict[int, list[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
     for g, u in enumerate(units):
-        for b, js in _by_block(u.neurons).items():
+        for b, js in by_block(u.neurons).items():
             edits.setdefault(b, []).append((slice(g * B, (g + 1) * B),
                                             torch.as_tensor([u.neurons[j][1] for j in js], dtype=torch.long),
                                             torch.as_tensor([u.values[j] for j in js], dtype=torch.float32),
@@ -206,7 +204,7 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
     def deltas_of(u: Unit) -> torch.Tensor:
         """The change of h_L [B, T, d] by unit u's direct path: its blocks' writes change, their inputs clean."""
         delta = torch.zeros_like(hL)
-        for b, js in _by_block(u.neurons).items():
+        for b, js in by_block(u.neurons).items():
             idx = torch.as_tensor([u.neurons[j][1] for j in js], dtype=torch.long)
             col = [needed[b].index(int(i)) for i in idx.tolist()]
             a = store[("act", b)][..., col]

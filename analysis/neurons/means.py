@@ -23,7 +23,7 @@ from analysis.core.progress import Progress
 from analysis.neurons.scan import NeuronId
 
 
-def _by_block(neurons: Sequence[NeuronId]) -> dict[int, list[int]]:
+def by_block(neurons: Sequence[NeuronId]) -> dict[int, list[int]]:
     """{block: [positions in ``neurons``]}."""
     out: dict[int, list[int]] = {}
     for j, (b, _) in enumerate(neurons):
@@ -59,7 +59,7 @@ def activation_sums(lm: LoadedModel, prompts: Sequence[str], neurons: Sequence[N
     """Per batch, each neuron's activation summed over the batch's real tokens and the token count:
     ([n_batches, len(neurons)] float64, [n_batches] int64); the batches as ``bucketed`` makes them."""
     ad = lm.adapter
-    groups = _by_block(neurons)
+    groups = by_block(neurons)
     sums, counts = [], []
     n_parts = n_batches(len(prompts), batch_size)
     for n_s, (_, batch) in enumerate(bucketed(lm.tokenizer, prompts, batch_size, max_length=lm.context_length,

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.neurons.card import NeuronCard
+from analysis.neurons import NeuronCard
 from analysis.steering import SteeringVectors, VectorCard
 from components.charts.style import categorical_axis, count_span, integer_axis
 from components.charts.text import safe_text, token_label, visible

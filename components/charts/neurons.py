@@ -13,9 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.neurons.ablation import AblationResult
-from analysis.neurons.induction import InductionResult
-from analysis.neurons.scan import EntropyScan, FrequencyScan, neuron_label
+from analysis.neurons import AblationResult, EntropyScan, FrequencyScan, InductionResult, neuron_label
 from components.charts.style import categorical_axis, integer_axis
 from components.charts.text import safe_text
 

@@ -12,14 +12,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+import analysis.neurons as NR
 from analysis.core.errors import InputError, LogitscopeError
 from analysis.core.progress import Progress
 from analysis.models.pair import ModelPair, stage
-from analysis.neurons import ablation as abl
-from analysis.neurons import card as nc
-from analysis.neurons import induction as ind
-from analysis.neurons import scan as ns
-from analysis.neurons.unigram import Unigram, unigram_distribution
+from analysis.neurons import Unigram, unigram_distribution
 from analysis.prompts import PromptSet
 from components.charts import cards as card_charts
 from components.charts import neurons as charts
@@ -86,7 +83,7 @@ class NeuronsSettings:
     card_neuron: str = setting("", "neuron of the neuron card, L{block}.N{index} (0-based block); empty = the top "
                                "entropy neuron of A's scan (by rho)", label="Neuron (L{block}.N{index})")
     card_k: int = setting(10, "top tokens and top activating reference prompts shown in the neuron card",
-                          label="Top k", lo=1, hi=nc.TOP_TOKENS, display=True)
+                          label="Top k", lo=1, hi=NR.TOP_TOKENS, display=True)
     card_window: int = setting(8, "context tokens shown each side of the marked token in the neuron card's examples",
                                label="Context tokens each side", lo=0, hi=64, display=True)
 
@@ -115,8 +112,8 @@ class ScanResults:
     """The scan of every checkpoint: entropy scans, and where the reference set allows, unigrams and frequency
     scans (or why the frequency scan failed); the reference prompts used and the checkpoints' names."""
 
-    scans: Mapping[str, ns.EntropyScan]
-    freqs: Mapping[str, ns.FrequencyScan]
+    scans: Mapping[str, NR.EntropyScan]
+    freqs: Mapping[str, NR.FrequencyScan]
     unigrams: Mapping[str, Unigram]
     freq_errors: Mapping[str, str]
     reference: tuple[str, ...]
@@ -128,9 +125,9 @@ class NeuronsResults:
     """The scan and the parts that were run ({which: result} each, None when not run)."""
 
     scan: ScanResults
-    ablation: Mapping[str, abl.AblationResult] | None = None
-    induction: Mapping[str, ind.InductionResult] | None = None
-    cards: Mapping[str, nc.NeuronCard] | None = None
+    ablation: Mapping[str, NR.AblationResult] | None = None
+    induction: Mapping[str, NR.InductionResult] | None = None
+    cards: Mapping[str, NR.NeuronCard] | None = None
 
 
 def reference_prompts(prompt_set: PromptSet | None, max_reference: int) -> tuple[str, ...]:
@@ -138,7 +135,7 @@ def reference_prompts(prompt_set: PromptSet | None, max_reference: int) -> tuple
     return tuple(p for p in (prompt_set.prompts if prompt_set is not None else []) if p.strip())[:max_reference]
 
 
-def default_neurons(scan_a: ns.EntropyScan) -> str:
+def default_neurons(scan_a: NR.EntropyScan) -> str:
     """The page's default neurons to ablate: the top 3 of checkpoint A's scan by rho."""
     return ", ".join(scan_a.labels(scan_a.ranked[:3]))
 
@@ -156,11 +153,11 @@ def compute_scan(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSett
     scans, freqs, unigrams, errors = {}, {}, {}, {}
     items = models.items()
     for i, (which, lm, _card) in enumerate(items):
-        scans[which] = ns.scan_entropy(lm.adapter, k=s.k, processing=s.processing, extra=())
+        scans[which] = NR.scan_entropy(lm.adapter, k=s.k, processing=s.processing, extra=())
         if reference:
             try:
                 unigrams[which] = unigram_distribution(lm.tokenizer, list(reference), lm.adapter.vocab_size)
-                freqs[which] = ns.scan_frequency(lm.adapter, unigrams[which], processing=s.processing)
+                freqs[which] = NR.scan_frequency(lm.adapter, unigrams[which], processing=s.processing)
             except LogitscopeError as err:
                 errors[which] = str(err)
         if progress:
@@ -169,7 +166,7 @@ def compute_scan(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSett
 
 
 def compute_ablation(models: ModelPair, eval_set: PromptSet, s: NeuronsSettings, scan: ScanResults,
-                     progress: Progress = None) -> dict[str, abl.AblationResult]:
+                     progress: Progress = None) -> dict[str, NR.AblationResult]:
     """build_units + ablate on the first max_prompts prompts of ``eval_set``, per checkpoint (InputError on bad
     neuron ids, or an empty reference set with mean or clipped-mean ablation)."""
     reference = scan.reference
@@ -177,38 +174,38 @@ def compute_ablation(models: ModelPair, eval_set: PromptSet, s: NeuronsSettings,
         raise InputError("The reference set is empty: mean and clipped-mean ablation need reference prompts (the "
                          "page's 'Reference set', the command line's --prompts).")
     text = ablation_neurons(s, scan)
-    ids = {which: ns.parse_neuron_ids(text, lm.adapter) for which, lm, _ in models.items()}
+    ids = {which: NR.parse_neuron_ids(text, lm.adapter) for which, lm, _ in models.items()}
     prompts = list(eval_set.prompts[:s.max_prompts])
     items = models.items()
     out = {}
     for i, (which, lm, _card) in enumerate(items):
         lo, hi = i / len(items), (i + 1) / len(items)
-        units = abl.build_units(lm, list(ids[which]), mode=s.mode, reference=list(reference), as_set=s.as_set,
+        units = NR.build_units(lm, list(ids[which]), mode=s.mode, reference=list(reference), as_set=s.as_set,
                                 n_random=s.n_random, seed=s.seed,
                                 progress=stage(progress, lo, lo + 0.2 * (hi - lo), which))
         uni = scan.unigrams.get(which) or unigram_distribution(lm.tokenizer, list(reference), lm.adapter.vocab_size)
-        out[which] = abl.ablate(lm, prompts, units, mode=s.mode, log_p_freq=uni.log_p, min_position=s.skip_first,
+        out[which] = NR.ablate(lm, prompts, units, mode=s.mode, log_p_freq=uni.log_p, min_position=s.skip_first,
                                 progress=stage(progress, lo + 0.2 * (hi - lo), hi, which))
     return out
 
 
 def compute_induction(models: ModelPair, induction_set: PromptSet | None, s: NeuronsSettings,
-                      progress: Progress = None) -> dict[str, ind.InductionResult]:
+                      progress: Progress = None) -> dict[str, NR.InductionResult]:
     """The induction study per checkpoint on the set's "R R" prompts (source 'prompts') or random R + R tokens
     (BOS first when the tokenizer adds one); neurons typed, else the induction_auto that change most."""
     items = models.items()
     out = {}
     for i, (which, lm, _card) in enumerate(items):
         if s.induction_source == "random":
-            seq = ind.random_sequences(lm.tokenizer, lm.adapter.vocab_size, n=s.sequences, length=s.length,
+            seq = NR.random_sequences(lm.tokenizer, lm.adapter.vocab_size, n=s.sequences, length=s.length,
                                        seed=s.induction_seed)
         else:
             if induction_set is None:
                 raise InputError("The induction study needs a prompt set of 'R R' texts (or random sequences).")
-            seq = ind.prompt_sequences(lm.tokenizer, induction_set, max_rows=s.sequences)
-        ids = ns.parse_neuron_ids(s.induction_neurons, lm.adapter) if s.induction_neurons.strip() else ()
-        chosen = list(ids) or list(ind.select_neurons(lm, seq, n=s.induction_auto))
-        out[which] = ind.induction_study(lm, seq, chosen, n_random_sets=s.random_sets, seed=s.induction_seed,
+            seq = NR.prompt_sequences(lm.tokenizer, induction_set, max_rows=s.sequences)
+        ids = NR.parse_neuron_ids(s.induction_neurons, lm.adapter) if s.induction_neurons.strip() else ()
+        chosen = list(ids) or list(NR.select_neurons(lm, seq, n=s.induction_auto))
+        out[which] = NR.induction_study(lm, seq, chosen, n_random_sets=s.random_sets, seed=s.induction_seed,
                                          progress=stage(progress, i / len(items), (i + 1) / len(items), which))
     return out
 
@@ -216,19 +213,19 @@ def compute_induction(models: ModelPair, induction_set: PromptSet | None, s: Neu
 def card_neuron(s: NeuronsSettings, scan: ScanResults) -> str:
     """The neuron card's neuron: the typed one, else the top entropy neuron of A's scan (by rho)."""
     a = scan.scans["A"]
-    return s.card_neuron.strip() or ns.neuron_label(a.block, int(a.ranked[0]))
+    return s.card_neuron.strip() or NR.neuron_label(a.block, int(a.ranked[0]))
 
 
-def compute_card(models: ModelPair, s: NeuronsSettings, scan: ScanResults) -> tuple[dict[str, nc.NeuronCard], list]:
+def compute_card(models: ModelPair, s: NeuronsSettings, scan: ScanResults) -> tuple[dict[str, NR.NeuronCard], list]:
     """The neuron card of ``card_neuron`` on every checkpoint over the scan's reference prompts: ({which: card},
     notes for the checkpoints it failed on); InputError on a bad id (or an empty reference set)."""
     if not scan.reference:
         raise InputError("The neuron card needs reference prompts (the page's reference set, the CLI's --prompts).")
-    (block, index), = ns.parse_neuron_ids(card_neuron(s, scan), models.a.adapter)[:1]
+    (block, index), = NR.parse_neuron_ids(card_neuron(s, scan), models.a.adapter)[:1]
     out, notes = {}, []
     for which, lm, _card in models.items():
         try:
-            out[which] = nc.neuron_card(lm, block, index, list(scan.reference))
+            out[which] = NR.neuron_card(lm, block, index, list(scan.reference))
         except LogitscopeError as err:
             if which == "A":
                 raise
@@ -236,7 +233,7 @@ def compute_card(models: ModelPair, s: NeuronsSettings, scan: ScanResults) -> tu
     return out, notes
 
 
-def card_report(cards: Mapping[str, nc.NeuronCard], s: NeuronsSettings, names: Mapping[str, str]) -> Report:
+def card_report(cards: Mapping[str, NR.NeuronCard], s: NeuronsSettings, names: Mapping[str, str]) -> Report:
     """Per checkpoint: the neuron's top tokens, its top activating reference prompts (table) and its histogram."""
     rep = Report()
     for which, card in cards.items():
@@ -284,8 +281,8 @@ def settings_metadata(s: NeuronsSettings, prompt_set: PromptSet | None, results:
     neurons (auto-selected ones included)."""
     meta = as_metadata(s)
     scan = results.scan
-    meta["neurons"] = ns.canonical_neuron_text(ablation_neurons(s, scan))
-    meta["induction_neurons"] = ns.canonical_neuron_text(s.induction_neurons)
+    meta["neurons"] = NR.canonical_neuron_text(ablation_neurons(s, scan))
+    meta["induction_neurons"] = NR.canonical_neuron_text(s.induction_neurons)
     picks = spectrum_picks(s, scan)
     meta["spectrum_a"], meta["spectrum_b"] = picks.get("A"), picks.get("B")
     meta["k_used"] = {w: int(sc.k) for w, sc in scan.scans.items()}
@@ -296,7 +293,7 @@ def settings_metadata(s: NeuronsSettings, prompt_set: PromptSet | None, results:
                              and s.induction_source == "prompts" else None)
     meta["induction_neurons_used"] = ({w: ", ".join(r.neurons) for w, r in results.induction.items()}
                                       if results.induction is not None else None)
-    meta["card_neuron_used"] = ns.canonical_neuron_text(card_neuron(s, scan)) if results.cards else None
+    meta["card_neuron_used"] = NR.canonical_neuron_text(card_neuron(s, scan)) if results.cards else None
     return meta
 
 
@@ -328,7 +325,7 @@ def run(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings, pro
 
 
 # ------------------------------------------------------------------------------------------ report parts
-def scan_report(scans: Mapping[str, ns.EntropyScan], freqs: Mapping[str, ns.FrequencyScan] | None = None,
+def scan_report(scans: Mapping[str, NR.EntropyScan], freqs: Mapping[str, NR.FrequencyScan] | None = None,
                 picks: Mapping[str, int] | None = None) -> Report:
     """Norm-vs-rho and norm-vs-logit-variance scatters, the spectrum of one neuron (default: the scan's top one) and
     the frequency scan (when given) per checkpoint."""
@@ -344,7 +341,7 @@ def scan_report(scans: Mapping[str, ns.EntropyScan], freqs: Mapping[str, ns.Freq
     return rep
 
 
-def compare_report(scan_a: ns.EntropyScan, scan_b: ns.EntropyScan, name_a: str, name_b: str) -> Report:
+def compare_report(scan_a: NR.EntropyScan, scan_b: NR.EntropyScan, name_a: str, name_b: str) -> Report:
     """rho of A vs B per neuron when the shapes match; the comparison's message is the report's note."""
     rep = Report()
     fig, msg = charts.compare_scans(scan_a, scan_b, name_a, name_b)
@@ -354,7 +351,7 @@ def compare_report(scan_a: ns.EntropyScan, scan_b: ns.EntropyScan, name_a: str, 
     return rep
 
 
-def ablation_report(results: Mapping[str, abl.AblationResult], scans: Mapping[str, ns.EntropyScan] | None = None
+def ablation_report(results: Mapping[str, NR.AblationResult], scans: Mapping[str, NR.EntropyScan] | None = None
                     ) -> Report:
     """Total vs direct effect boxes, the mediation scatter (rho from the scan when given), the per-unit summary and
     the per-token effects per checkpoint."""
@@ -370,7 +367,7 @@ def ablation_report(results: Mapping[str, abl.AblationResult], scans: Mapping[st
     return rep
 
 
-def ablation_text(summ: pd.DataFrame, res: abl.AblationResult) -> str:
+def ablation_text(summ: pd.DataFrame, res: NR.AblationResult) -> str:
     """The ablation's verdict in words: mean |ΔL| of TE and DE and M per named unit, the random baseline's means."""
     named = summ[summ["kind"] != "random"]
     rnd = summ[summ["kind"] == "random"]
@@ -382,7 +379,7 @@ def ablation_text(summ: pd.DataFrame, res: abl.AblationResult) -> str:
     return "  \n".join(lines) + f"  \n{res.dloss_te.shape[1]} tokens; KL is {res.kl_direction}."
 
 
-def induction_report(results: Mapping[str, ind.InductionResult]) -> Report:
+def induction_report(results: Mapping[str, NR.InductionResult]) -> Report:
     """Clean vs ablated entropy and loss per position, and the study's summary, per checkpoint."""
     rep = Report()
     for which, res in results.items():
@@ -391,10 +388,10 @@ def induction_report(results: Mapping[str, ind.InductionResult]) -> Report:
     return rep
 
 
-def neurons_report(scans: Mapping[str, ns.EntropyScan], freqs: Mapping[str, ns.FrequencyScan] | None = None, *,
+def neurons_report(scans: Mapping[str, NR.EntropyScan], freqs: Mapping[str, NR.FrequencyScan] | None = None, *,
                    picks: Mapping[str, int] | None = None, names: Mapping[str, str] | None = None,
-                   ablations: Mapping[str, abl.AblationResult] | None = None,
-                   inductions: Mapping[str, ind.InductionResult] | None = None) -> Report:
+                   ablations: Mapping[str, NR.AblationResult] | None = None,
+                   inductions: Mapping[str, NR.InductionResult] | None = None) -> Report:
     """Every part that was run, in the page's tab order (Scan, Ablate, Induction)."""
     rep = scan_report(scans, freqs, picks)
     if "A" in scans and "B" in scans:
