@@ -16,7 +16,7 @@ from analysis.models.catalog import builtin_models
 from analysis.models.defaults import default_set
 from analysis.models.pair import ModelPair
 from analysis.prompts import PromptSet
-from analysis.shift.logit_shift import compatibility
+from analysis.shift import compatibility
 from components import page_kit as kit
 from components.export_ui import export_bundle
 from components.model_state import KEY_SPECS, KEY_USE_B, load_cached

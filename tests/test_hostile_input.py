@@ -217,7 +217,7 @@ def test_tiny_models_of_different_depth_or_width_are_clear_errors():
 @needs_zoo
 def test_gpt2_vs_llama_comparisons_are_clear_errors(zoo):
     import analysis.lens as L
-    from analysis.shift import logit_shift as shift
+    import analysis.shift as shift
     a, llama = zoo[BASE], zoo[LLAMA]
     with pytest.raises(IncompatibleModelsError) as e:
         L.check_compatible(a, llama)

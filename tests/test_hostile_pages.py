@@ -129,7 +129,7 @@ def test_steering_figures_escape_hostile_groups_prompts_and_tokens(zoo):
 
 @needs_zoo
 def test_shift_figures_escape_hostile_prompt_tokens_and_names(zoo):
-    from analysis.shift import logit_shift as shift
+    import analysis.shift as shift
     from components.charts import shift as C
     a, b = zoo[BASE], zoo[TUNED]
     res = shift.compute_shift(a, b, [HOSTILE], [SCRIPT + IMG], n_tokens=8, top_n=20)

@@ -13,14 +13,7 @@ from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import ModelSpec, load_model
 from analysis.core.paths import zoo_dir
 from analysis.models.tiny import ALL_TYPES, tiny_model
-from analysis.shift.logit_shift import (
-    compatibility,
-    compute_shift,
-    cosine,
-    layer_kl,
-    pearson,
-    shift_similarity,
-)
+from analysis.shift import compatibility, compute_shift, cosine, layer_kl, pearson, shift_similarity
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["5 17 3 8", "9 4 4"]

@@ -4,13 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.shift.token_map import (
-    build_token_map,
-    levenshtein,
-    pm_mined_map,
-    vocab_from_strings,
-    vocab_of,
-)
+from analysis.shift import build_token_map, levenshtein, pm_mined_map, vocab_from_strings, vocab_of
 from tests.model_folders import fast_tokenizer
 
 

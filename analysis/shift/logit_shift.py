@@ -27,20 +27,8 @@ from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
 from analysis.lens import lens_compare
-from analysis.shift.pair import _Accumulator as _Accumulator
-from analysis.shift.pair import _encode as _encode
-from analysis.shift.pair import _kl_rows as _kl_rows
-from analysis.shift.pair import _logprobs as _logprobs
-from analysis.shift.pair import _offsets as _offsets
-from analysis.shift.pair import _Pair as _Pair
-from analysis.shift.pair import _Side as _Side
-from analysis.shift.pair import greedy_continuation as greedy_continuation
-from analysis.shift.results import Compatibility as Compatibility
-from analysis.shift.results import LayerKL as LayerKL
-from analysis.shift.results import PromptShift as PromptShift
-from analysis.shift.results import ShiftResult as ShiftResult
-from analysis.shift.results import Similarity as Similarity
-from analysis.shift.results import TokenTotals as TokenTotals
+from analysis.shift.pair import ShiftAccumulator, ShiftPair, encode_text
+from analysis.shift.results import Compatibility, LayerKL, ShiftResult, Similarity
 from analysis.shift.token_map import build_token_map, same_tokenizer
 
 REFERENCES = ("response", "greedy")
@@ -100,8 +88,8 @@ def compute_shift(a: LoadedModel, b: LoadedModel, prompts: Sequence[str], respon
                   progress: Progress = None) -> ShiftResult:
     """Shift S = log_softmax(B) - log_softmax(A) teacher-forced on the reference continuation, reduced per step."""
     resp = _check_inputs(prompts, responses, reference, top_n, n_tokens)
-    pair = _Pair(a, b)
-    acc = _Accumulator(pair, top_n)
+    pair = ShiftPair(a, b)
+    acc = ShiftAccumulator(pair, top_n)
     for i, (p, r) in enumerate(zip(prompts, resp)):
         cont = pair.reference_ids(p, r, reference, n_tokens)
         lp_b, side, text, offsets = pair.rows(p, cont, r if reference == "response" else None)
@@ -151,8 +139,8 @@ def shift_similarity(pair1: tuple[LoadedModel, LoadedModel], pair2: tuple[Loaded
     if columns not in ("top", "all"):
         raise InputError(f"columns must be 'top' or 'all', got {columns!r}.")
     resp = _check_inputs(prompts, responses, reference, top_n, n_tokens)
-    p1, p2 = _Pair(*pair1), _Pair(*pair2)
-    acc1, acc2 = _Accumulator(p1, top_n), _Accumulator(p2, top_n)
+    p1, p2 = ShiftPair(*pair1), ShiftPair(*pair2)
+    acc1, acc2 = ShiftAccumulator(p1, top_n), ShiftAccumulator(p2, top_n)
     b1, b2 = pair1[1], pair2[1]
     m12 = torch.as_tensor(build_token_map(b1.tokenizer, b2.tokenizer, b1.adapter.vocab_size, b2.adapter.vocab_size).mapping)
     m21 = torch.as_tensor(build_token_map(b2.tokenizer, b1.tokenizer, b2.adapter.vocab_size, b1.adapter.vocab_size).mapping)
@@ -165,7 +153,7 @@ def shift_similarity(pair1: tuple[LoadedModel, LoadedModel], pair2: tuple[Loaded
         cont1 = p1.reference_ids(p, r, reference, n_tokens)
         lp1, side1, text, off1 = p1.rows(p, cont1, r if reference == "response" else None)
         ps1 = acc1.add(p, cont1, lp1, side1, text, off1)
-        cont2 = _encode(b2.tokenizer, r if reference == "response" else text, False)
+        cont2 = encode_text(b2.tokenizer, r if reference == "response" else text, False)
         lp2, side2, text2, off2 = p2.rows(p, cont2, text)
         acc2.add(p, cont2, lp2, side2, text2, off2)
         S1 = torch.nan_to_num(lp1 - side1.logp, nan=0.0)
@@ -218,14 +206,14 @@ def layer_kl(a: LoadedModel, b: LoadedModel, prompts: Sequence[str], responses: 
     predict continuation tokens."""
     require_lens_compatible(a, b)
     resp = _check_inputs(prompts, responses, reference, 1, n_tokens)
-    pair = _Pair(a, b)
+    pair = ShiftPair(a, b)
     texts, starts = [], []
     for i, (p, r) in enumerate(zip(prompts, resp)):
         if reference == "greedy":
             cont = pair.reference_ids(p, r, reference, n_tokens)
             r = "".join(pair.vocab_b.text(t) for t in cont)
         texts.append(p + r)
-        starts.append(len(_encode(b.tokenizer, p, True)) - 1)
+        starts.append(len(encode_text(b.tokenizer, p, True)) - 1)
         if progress:
             progress(0.5 * (i + 1) / len(prompts), "reference continuations")
     half = (lambda f, m: progress(0.5 + 0.5 * f, m)) if progress else None

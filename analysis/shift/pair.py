@@ -1,8 +1,8 @@
 """Checkpoint shift rows: one pair A->B run on one text, aligned step by step, reduced prompt by prompt.
 
-_Pair teacher-forces both checkpoints on the reference continuation and returns B's log-probs and A's read on B's
+ShiftPair teacher-forces both checkpoints on the reference continuation and returns B's log-probs and A's read on B's
 columns (through the PM-MinED token map when the tokenizers differ, aligned by character offset);
-_Accumulator keeps per prompt only the top-N shifts, KL(B||A) per step and the per-token totals over the set.
+ShiftAccumulator keeps per prompt only the top-N shifts, KL(B||A) per step and the per-token totals over the set.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from analysis.shift.token_map import TokenMap, Vocab, build_token_map, same_toke
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _encode(tok: Any, text: str, special: bool) -> list[int]:
+def encode_text(tok: Any, text: str, special: bool) -> list[int]:
     return list(tok(text, add_special_tokens=special)["input_ids"])
 
 
@@ -64,7 +64,7 @@ def _logprobs(lm: LoadedModel, ids: list[int]) -> torch.Tensor:
 
 def greedy_continuation(lm: LoadedModel, prompt: str, n_tokens: int) -> list[int]:
     """The model's greedy continuation of ``prompt``: up to n_tokens ids (stops after EOS)."""
-    ids = _encode(lm.tokenizer, prompt, True)
+    ids = encode_text(lm.tokenizer, prompt, True)
     out: list[int] = []
     eos = getattr(lm.tokenizer, "eos_token_id", None)
     for _ in range(int(n_tokens)):
@@ -86,7 +86,7 @@ class _Side:
     valid: np.ndarray  # [T] bool
 
 
-class _Pair:
+class ShiftPair:
     """Runs one pair A->B on one text at a time and returns B's and A's (mapped) rows."""
 
     def __init__(self, a: LoadedModel, b: LoadedModel):
@@ -110,7 +110,7 @@ class _Pair:
         if response is None or response == "":
             raise InputError("Reference 'response' needs a response for every prompt; this prompt has none: "
                              f"{prompt[:60]!r}. Use B's greedy output instead, or add a 'response' column.")
-        return _encode(self.b.tokenizer, response, False)
+        return encode_text(self.b.tokenizer, response, False)
 
     def rows(self, prompt: str, cont_ids: list[int], text: str | None = None
              ) -> tuple[torch.Tensor, _Side, str, np.ndarray]:
@@ -118,7 +118,7 @@ class _Pair:
 
         ``text``: the continuation as text (default: B's token texts joined)."""
         b, a = self.b, self.a
-        p_ids = _encode(b.tokenizer, prompt, True)
+        p_ids = encode_text(b.tokenizer, prompt, True)
         full = p_ids + cont_ids
         if len(full) > b.context_length:
             raise InputError(f"Prompt + continuation is {len(full)} tokens, longer than {b.name}'s context of "
@@ -131,8 +131,8 @@ class _Pair:
         if self.same:
             lp_a = _logprobs(a, full)[len(p_ids) - 1: len(p_ids) - 1 + T]
             return lp_b, _Side(lp_a, np.ones(T, dtype=bool)), text, offsets
-        pa = _encode(a.tokenizer, prompt, True)
-        ca = _encode(a.tokenizer, text, False)
+        pa = encode_text(a.tokenizer, prompt, True)
+        ca = encode_text(a.tokenizer, text, False)
         if len(pa) + len(ca) > a.context_length:
             raise InputError(f"Prompt + continuation is longer than {a.name}'s context of {a.context_length}.")
         lp_a_own = _logprobs(a, pa + ca)[len(pa) - 1: len(pa) - 1 + len(ca)]
@@ -165,10 +165,10 @@ def _kl_rows(lp_b: torch.Tensor, side: _Side, mapped: torch.Tensor | None) -> np
     return out
 
 
-class _Accumulator:
+class ShiftAccumulator:
     """Builds a ShiftResult prompt by prompt, keeping only reduced arrays."""
 
-    def __init__(self, pair: _Pair, top_n: int):
+    def __init__(self, pair: ShiftPair, top_n: int):
         self.pair, self.top_n = pair, int(top_n)
         self.prompts: list[PromptShift] = []
         self.count: dict[int, int] = defaultdict(int)

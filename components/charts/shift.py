@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.shift.logit_shift import LayerKL, PromptShift, Similarity, TokenTotals
+from analysis.shift import LayerKL, PromptShift, Similarity, TokenTotals
 from components.charts.style import DIVERGING, PROMOTES, SUPPRESSES, categorical_axis, integer_axis
 from components.charts.text import one_line, safe_text, token_label
 

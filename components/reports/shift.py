@@ -19,15 +19,7 @@ from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
 from analysis.models.pair import ModelPair, stage
 from analysis.prompts import PromptSet
-from analysis.shift.logit_shift import (
-    LayerKL,
-    ShiftResult,
-    Similarity,
-    compatibility,
-    compute_shift,
-    layer_kl,
-    shift_similarity,
-)
+from analysis.shift import LayerKL, ShiftResult, Similarity, compatibility, compute_shift, layer_kl, shift_similarity
 from components.charts.shift import kl_along_text, layer_kl_line, shift_heatmap, similarity_summary, token_bars
 from components.reports import Report
 from components.settings import as_metadata, compute_key, setting
