@@ -46,9 +46,7 @@ from analysis.core.loading import ModelSpec, load_model  # noqa: E402
 from analysis.demo import prompts as DP  # noqa: E402
 from analysis.demo import world as W  # noqa: E402
 from analysis.models.defaults import default_set  # noqa: E402
-from analysis.ood import study as O  # noqa: E402
-from analysis.ood.features import extract_features  # noqa: E402
-from analysis.ood.study import OODSettings, project_2d, study_from_features  # noqa: E402
+from analysis.ood import OODSettings, clear_map_cache, extract_features, project_2d, study_from_features
 from analysis.prompts import load_builtin  # noqa: E402
 from components.reports import ood as R  # noqa: E402
 
@@ -110,7 +108,7 @@ def bare_forward(lm, sets: dict[str, list[str]], batch_size: int, bucket: bool =
 
 def ood_study(lm, id_name: str, sets: dict[str, list[str]], batch_size: int, method: str = "pca"):
     """What the page computes on Run: features per set, the study, the 2-D map of the default layer."""
-    getattr(O, "_PROJ_CACHE", {}).clear()  # project_2d memoises fitted maps: every round fits its own
+    clear_map_cache()  # project_2d memoises fitted maps: every round fits its own
     feats = {name: extract_features(lm, ps, batch_size=batch_size) for name, ps in sets.items()}
     id_f = feats.pop(id_name)
     study = study_from_features(id_f, feats, page_settings(), id_name=id_name)
@@ -187,14 +185,14 @@ def main(argv: list[str] | None = None) -> None:
     study = study_from_features(id_f, feats, page_settings(), id_name=id_name)
     t2 = time.perf_counter()
     layer = R.map_layer(study, study.best_score, D.layer)
-    getattr(O, "_PROJ_CACHE", {}).clear()
+    clear_map_cache()
     project_2d(id_f, feats, layer, pooling=D.map_pooling, method="pca", fit_on=D.fit_on,
                random_state=D.random_state, id_name=id_name)
     t3 = time.perf_counter()
     print(f"parts: features {t1 - t0:.3f} s, scores + metrics {t2 - t1:.3f} s, PCA map {t3 - t2:.3f} s")
     if args.umap:
         for what in ("first UMAP call in this process (numba compiles)", "warm UMAP call"):
-            getattr(O, "_PROJ_CACHE", {}).clear()
+            clear_map_cache()
             t0 = time.perf_counter()
             project_2d(id_f, feats, layer, pooling=D.map_pooling, method="umap", fit_on=D.fit_on,
                        random_state=D.random_state, id_name=id_name)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     from analysis.compute.backend import use_backend
     from analysis.compute.ray_pool import RayBackend
     from analysis.core.loading import ModelSpec, load_model
-    from analysis.ood.features import extract_features
+    from analysis.ood import extract_features
     from bench.ood import synthetic_sets
 
     torch.set_num_threads(args.threads)

@@ -11,11 +11,11 @@ from dataclasses import replace
 
 import streamlit as st
 
+import analysis.ood as O
 from analysis.core.errors import LogitscopeError
 from analysis.core.loading import LoadedModel, ModelSpec
 from analysis.models.defaults import default_set
-from analysis.ood import study as O
-from analysis.ood.features import OODFeatures
+from analysis.ood import OODFeatures
 from analysis.prompts import PromptSet, builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
 from components import page_kit as kit
 from components.charts.text import md_literal

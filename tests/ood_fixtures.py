@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.ood.features import OODFeatures
-from analysis.ood.scores import logit_stats
+from analysis.ood import OODFeatures, logit_stats
 
 
 def synthetic(prompts: list[str], X: np.ndarray, rng: np.random.Generator, V: int = 50) -> OODFeatures:

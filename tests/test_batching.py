@@ -7,7 +7,7 @@ import torch
 
 from analysis.core.batching import bucketed, encode, length_batches, n_batches
 from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
-from analysis.ood.features import blood_norms, extract_features
+from analysis.ood import blood_norms, extract_features
 
 # lengths 9, 2, 6, 3, 8, 2, 5, 4 (+ BOS): neighbours in the input have very different lengths
 PROMPTS = ["5 17 3 9 22 40 11 8 6", "31 30", "9 9 9 9 4 22", "40 2 7", "7 8 6 5 4 3 2 11", "12 13",

@@ -144,8 +144,8 @@ def test_shift_figures_escape_hostile_prompt_tokens_and_names(zoo):
 
 @needs_zoo
 def test_ood_figures_escape_hostile_prompts_and_set_names(zoo):
-    from analysis.ood import study as O
-    from analysis.ood.features import extract_features
+    import analysis.ood as O
+    from analysis.ood import extract_features
     from components.charts import ood as C
     lm = zoo[BASE]
     ids = [f"{IMG} The capital of city {i} is" for i in range(8)]

@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.ood.features import OODFeatures
-from analysis.ood.scores import logit_stats
-from analysis.ood.study import OODSettings, auroc_table, best_from_table, project_2d, study_from_features
+from analysis.ood import (
+    OODFeatures,
+    OODSettings,
+    auroc_table,
+    best_from_table,
+    logit_stats,
+    project_2d,
+    study_from_features,
+)
 from components.charts import ood as C
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from analysis.core.loading import ModelSpec, load_model
 from analysis.core.paths import zoo_models
-from analysis.ood.study import ALL_OOD, run_study
+from analysis.ood import ALL_OOD, run_study
 from analysis.prompts import load_builtin
 from components.reports import ood as R
 

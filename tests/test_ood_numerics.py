@@ -6,9 +6,20 @@ import numpy as np
 import pytest
 
 from analysis.core.errors import InputError
-from analysis.ood.features import OODFeatures
-from analysis.ood.scores import GEN, MSP, NECO, Energy, LogitGap, Mahalanobis, MaxLogit, ViM, logit_stats
-from analysis.ood.study import OODSettings, study_from_features
+from analysis.ood import (
+    GEN,
+    MSP,
+    NECO,
+    Energy,
+    LogitGap,
+    Mahalanobis,
+    MaxLogit,
+    OODFeatures,
+    OODSettings,
+    ViM,
+    logit_stats,
+    study_from_features,
+)
 from tests.ood_fixtures import synthetic as _synthetic
 
 
@@ -68,9 +79,9 @@ def test_rank_deficient_fit_features_give_scores_invariant_to_the_order_of_the_f
 def test_scores_undefined_on_the_fit_features_are_reported_as_not_defined():
     # Every fit row identical: no covariance (Mahalanobis), rank 1 around the origin (ViM), rank 0 once standardised
     # (NECO). They must say "not defined" (NaN in the table, a note) and be skipped by the best pick, not score 0.
-    from analysis.ood.scores import NotDefinedError
-    from analysis.ood.study import ALL_OOD as _ALL
-    from analysis.ood.study import metrics_frame as _mf
+    from analysis.ood import ALL_OOD as _ALL
+    from analysis.ood import NotDefinedError
+    from analysis.ood import metrics_frame as _mf
     rng = np.random.default_rng(13)
     d = 16
     row = rng.normal(size=d)

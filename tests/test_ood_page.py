@@ -114,11 +114,10 @@ def test_view_settings_never_refit_and_study_settings_never_reextract(monkeypatc
     only a setting the features read (the batch size) extracts them again."""
     import streamlit as st
 
-    from analysis.ood import features as OF
-    from analysis.ood import study as O
+    import analysis.ood as O  # the package: what components.reports.ood calls
 
     calls = {"features": 0, "study": 0}
-    real_f, real_s = OF.extract_features, O.study_from_features
+    real_f, real_s = O.extract_features, O.study_from_features
 
     def features(*a, **k):
         calls["features"] += 1
@@ -128,7 +127,7 @@ def test_view_settings_never_refit_and_study_settings_never_reextract(monkeypatc
         calls["study"] += 1
         return real_s(*a, **k)
 
-    monkeypatch.setattr(OF, "extract_features", features)
+    monkeypatch.setattr(O, "extract_features", features)
     monkeypatch.setattr(O, "study_from_features", study)
     st.cache_data.clear()  # an earlier test's cached features would hide the first calls
     at = _page()

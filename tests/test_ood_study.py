@@ -8,13 +8,13 @@ import torch
 
 from analysis.core.errors import InputError
 from analysis.models.tiny import ALL_TYPES, ToyTokenizer, tiny_model
-from analysis.ood.features import extract_features
-from analysis.ood.study import (
+from analysis.ood import (
     ALL_OOD,
     ID_KEY,
     OODSettings,
     auroc_table,
     best_from_table,
+    extract_features,
     metrics_frame,
     project_2d,
     run_study,
@@ -138,8 +138,8 @@ def test_projection_is_deterministic_and_cached(tiny_study):
     p3 = project_2d(a, {"b": b}, 1, method="pca", fit_on="all")
     assert p3 is not p1
     u1 = project_2d(a, {"b": b}, 2, method="umap", random_state=3)
-    from analysis.ood import study as ood_mod
-    ood_mod._PROJ_CACHE.clear()
+    from analysis.ood import clear_map_cache
+    clear_map_cache()
     u2 = project_2d(a, {"b": b}, 2, method="umap", random_state=3)
     np.testing.assert_allclose(u1.coords, u2.coords, atol=1e-4)
 
@@ -183,7 +183,7 @@ def test_blood_exact_norm_equals_the_autograd_jacobian_and_the_estimate_is_close
     from analysis.core.batching import encode
     from analysis.core.forward import run
     from analysis.core.hooks import residual_hook
-    from analysis.ood.features import blood_norms
+    from analysis.ood import blood_norms
     lm = tiny_model(model_type)
     prompts = ["5 17 3 8", "9 9 4"]
     exact = blood_norms(lm, prompts, exact=True, batch_size=2)

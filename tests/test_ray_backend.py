@@ -91,7 +91,7 @@ def test_lens_equals_single_process(lm, backend):
 
 
 def test_ood_features_equal_single_process(lm, backend):
-    from analysis.ood.features import extract_features
+    from analysis.ood import extract_features
 
     prompts = _prompts(52)
     want = extract_features(lm, prompts, batch_size=8)
@@ -102,7 +102,7 @@ def test_ood_features_equal_single_process(lm, backend):
 
 def test_engine_errors_read_the_same(lm, backend):
     from analysis.core.errors import InputError
-    from analysis.ood.features import extract_features
+    from analysis.ood import extract_features
 
     prompts = _prompts(30)
     prompts[21] = ""  # BOS only: nothing to predict; the prompt is numbered over the whole set, not its shard
@@ -153,7 +153,7 @@ def test_cli_ray_writes_the_same_data(tmp_path, cluster):
 
 
 def test_killed_actor_is_retried_with_the_same_result(lm, cluster):
-    from analysis.ood.features import extract_features
+    from analysis.ood import extract_features
 
     prompts = _prompts(40)
     want = extract_features(lm, prompts, batch_size=8)
@@ -165,7 +165,7 @@ def test_killed_actor_is_retried_with_the_same_result(lm, cluster):
 
 
 def test_spent_retries_fail_with_one_line(lm, cluster):
-    from analysis.ood.features import extract_features
+    from analysis.ood import extract_features
 
     doomed = RayBackend("local:2", fail_once_on_shard=0, max_retries=0)
     with use_backend(doomed), pytest.raises(BackendError) as err:
@@ -175,7 +175,7 @@ def test_spent_retries_fail_with_one_line(lm, cluster):
 
 
 def test_unreachable_cluster_fails_fast(lm, cluster):
-    from analysis.ood.features import extract_features
+    from analysis.ood import extract_features
 
     t0 = time.monotonic()
     with pytest.raises(BackendError) as err:

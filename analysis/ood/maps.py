@@ -35,6 +35,11 @@ _PROJ_CACHE: "OrderedDict[tuple, Projection2D]" = OrderedDict()
 _PROJ_CACHE_MAX = 16
 
 
+def clear_map_cache() -> None:
+    """Forget every fitted 2-D map (benchmarks and tests time or check fresh fits)."""
+    _PROJ_CACHE.clear()
+
+
 def project_2d(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], layer: int, *, pooling: str = "last",
                method: str = "pca", fit_on: str = "id", random_state: int = 0, id_name: str = "ID") -> Projection2D:
     """Standardise then project one layer's pooled features to 2-D (PCA or UMAP) fitted on ID or on all points.

@@ -39,9 +39,6 @@ from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
 from analysis.ood.features import OODFeatures, extract_features
-from analysis.ood.maps import _PROJ_CACHE as _PROJ_CACHE  # noqa: F401  (re-exported: tests clear it)
-from analysis.ood.maps import Projection2D as Projection2D
-from analysis.ood.maps import project_2d as project_2d
 from analysis.ood.metrics import HIGHER_IS_BETTER, all_metrics, roc_points
 from analysis.ood.scores import (
     GEN,

@@ -6,8 +6,17 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from analysis.ood.metrics import HIGHER_IS_BETTER, METRIC_LABELS
-from analysis.ood.study import ALL_OOD, ID_KEY, OODStudy, Projection2D, auroc_table, best_from_table, roc_curve_points
+from analysis.ood import (
+    ALL_OOD,
+    HIGHER_IS_BETTER,
+    ID_KEY,
+    METRIC_LABELS,
+    OODStudy,
+    Projection2D,
+    auroc_table,
+    best_from_table,
+    roc_curve_points,
+)
 from components.charts.style import categorical_axis, integer_axis, integer_dtick
 from components.charts.text import safe_text, token_label
 

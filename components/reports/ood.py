@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+import analysis.ood as O
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.models.pair import ModelPair, stage
-from analysis.ood import features as OF
-from analysis.ood import study as O
-from analysis.ood.metrics import METRIC_LABELS
+from analysis.ood import METRIC_LABELS
 from analysis.prompts import PromptSet, check_context
 from components.charts import ood as charts
 from components.reports import Report
@@ -96,25 +95,25 @@ class OODSeparabilityResults:
     map projects them with the display settings)."""
 
     studies: Mapping[str, O.OODStudy]
-    id_features: Mapping[str, OF.OODFeatures]
-    ood_features: Mapping[str, Mapping[str, OF.OODFeatures]]
+    id_features: Mapping[str, O.OODFeatures]
+    ood_features: Mapping[str, Mapping[str, O.OODFeatures]]
     id_name: str
 
 
-FeaturesFn = Callable[[LoadedModel, PromptSet, int, int, Progress], OF.OODFeatures]
-StudyFn = Callable[[LoadedModel, PromptSet, Mapping[str, PromptSet], O.OODSettings, int, int, OF.OODFeatures,
-                    Mapping[str, OF.OODFeatures], Progress], O.OODStudy]
+FeaturesFn = Callable[[LoadedModel, PromptSet, int, int, Progress], O.OODFeatures]
+StudyFn = Callable[[LoadedModel, PromptSet, Mapping[str, PromptSet], O.OODSettings, int, int, O.OODFeatures,
+                    Mapping[str, O.OODFeatures], Progress], O.OODStudy]
 
 
 def features(lm: LoadedModel, ps: PromptSet, batch_size: int, blood_draws: int,
-             progress: Progress = None) -> OF.OODFeatures:
+             progress: Progress = None) -> O.OODFeatures:
     """The features of one prompt set (every layer, BLOOD's norms when blood_draws > 0)."""
-    return OF.extract_features(lm, list(ps.prompts), batch_size=batch_size, blood_draws=blood_draws,
+    return O.extract_features(lm, list(ps.prompts), batch_size=batch_size, blood_draws=blood_draws,
                                progress=progress)
 
 
 def study(lm: LoadedModel, id_set: PromptSet, ood_sets: Mapping[str, PromptSet], settings: O.OODSettings,
-          batch_size: int, blood_draws: int, id_f: OF.OODFeatures, ood_f: Mapping[str, OF.OODFeatures],
+          batch_size: int, blood_draws: int, id_f: O.OODFeatures, ood_f: Mapping[str, O.OODFeatures],
           progress: Progress = None) -> O.OODStudy:
     """The study on the features of the ID set and of each OOD set. The computation reads only the features and
     the names; the model, the sets, the batch size and the draws say which features they are (a cache key)."""
@@ -157,7 +156,7 @@ def compute(models: ModelPair, prompt_set: PromptSet, s: OODSeparabilitySettings
     studies, id_feats, ood_feats = {}, {}, {}
     for i, (which, lm, card) in enumerate(items):
         part = stage(progress, i / len(items), (i + 1) / len(items), which)
-        got: dict[str, OF.OODFeatures] = {}  # by content: a set given twice is extracted once
+        got: dict[str, O.OODFeatures] = {}  # by content: a set given twice is extracted once
         done = 0
         for name, ps in named:
             if ps.sha256 not in got:
