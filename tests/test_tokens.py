@@ -58,13 +58,16 @@ def test_single_token_accepts_exactly_one_token(tok):
 
 
 def test_every_module_decodes_and_resolves_through_analysis_tokens():
-    import analysis.flow as flow_tokens
+    import analysis.flow as flow_pkg
     import analysis.lens as lens
-    from analysis.flow import attribution as flow
-    from analysis.lens import inputs as lens_inputs
+    from analysis.flow import attention, attribution
+    from analysis.flow import tokens as flow_tokens
+    from analysis.lens import comparison, inputs, logit_lens
     from components.charts import text
-    assert lens_inputs.decode is T.decode and flow.decode is T.decode and text.decode_token is T.decode
-    assert lens.resolve_target is lens_inputs.resolve_target and flow.resolve_token is flow_tokens.resolve_token
+    for module in (logit_lens, comparison, attribution, attention):
+        assert module.decode is T.decode, module.__name__
+    assert text.decode_token is T.decode
+    assert lens.resolve_target is inputs.resolve_target and flow_pkg.resolve_token is flow_tokens.resolve_token
 
 
 def test_different_tokenizers_say_what_differs_both_ways():

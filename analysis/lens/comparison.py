@@ -15,7 +15,8 @@ from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.core.readout import readout
-from analysis.lens.inputs import capture_residuals, decode, encode_prompts
+from analysis.core.tokens import decode
+from analysis.lens.inputs import capture_residuals, encode_prompts
 from analysis.lens.results import LensComparison, position_mask
 from analysis.lens.stats import default_chunk_rows
 

@@ -13,7 +13,6 @@ import torch
 from analysis.core.errors import InputError
 from analysis.core.hooks import HookSpec, attached, residual_capture_hooks
 from analysis.core.loading import LoadedModel
-from analysis.core.tokens import decode as decode  # re-exported: the lens modules decode from here
 from analysis.core.tokens import first_token
 from analysis.core.wording import plural, verb
 

@@ -43,6 +43,7 @@ from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
 from analysis.core.progress import Progress
 from analysis.core.readout import readout
+from analysis.core.tokens import decode
 from analysis.lens.inputs import (
     TARGET_FINAL_TOP1,
     TARGET_MODES,
@@ -50,7 +51,6 @@ from analysis.lens.inputs import (
     TARGET_NONE,
     TARGET_TEXT,
     capture_residuals,
-    decode,
     encode_prompts,
     target_rows,
 )
