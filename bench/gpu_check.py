@@ -139,13 +139,13 @@ def lens_gpu(c: Checker, dtype: str):
     """bench.lens's ours vs floor on the GPU: (ours / floor time, text, failed?)."""
     torch = c.torch
     from analysis.core.loading import model_from_pretrained_object
-    from bench.lens import _build, _IdTokenizer, _inputs, _run_floor, _run_ours
+    from bench.lens import IdTokenizer, build_model, random_inputs, run_floor, run_ours
 
-    model = _build().to(device="cuda", dtype=getattr(torch, dtype))
-    lm = model_from_pretrained_object(model, _IdTokenizer(), name="gpt2-small-random")
-    ids, targets = _inputs(32, 128)
+    model = build_model().to(device="cuda", dtype=getattr(torch, dtype))
+    lm = model_from_pretrained_object(model, IdTokenizer(), name="gpt2-small-random")
+    ids, targets = random_inputs(32, 128)
     times = {}
-    for name, fn in (("floor", _run_floor), ("ours", _run_ours)):
+    for name, fn in (("floor", run_floor), ("ours", run_ours)):
         fn(lm, ids[:2, :16], targets[:2], 10)  # warm-up
         best = float("inf")
         for _ in range(2):

@@ -40,7 +40,7 @@ METHODS = ("floor", "ours", "tl")
 
 
 # ------------------------------------------------------------------------------------------------ worker side
-class _IdTokenizer:
+class IdTokenizer:
     """Just enough tokenizer for lens_trace on pre-tokenised ids: decode and pad id."""
 
     pad_token_id, eos_token_id, bos_token_id = 0, 0, 0
@@ -50,7 +50,7 @@ class _IdTokenizer:
         return "".join(f"<{int(i)}>" for i in ids)
 
 
-def _build(seed: int = 0):
+def build_model(seed: int = 0):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(seed)
@@ -60,7 +60,7 @@ def _build(seed: int = 0):
     return model
 
 
-def _inputs(n_prompts: int, n_tokens: int, seed: int = 1):
+def random_inputs(n_prompts: int, n_tokens: int, seed: int = 1):
     import torch
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 50257, (n_prompts, n_tokens), generator=g)
@@ -68,14 +68,14 @@ def _inputs(n_prompts: int, n_tokens: int, seed: int = 1):
     return ids, targets
 
 
-def _run_ours(lm, ids, targets, k):
+def run_ours(lm, ids, targets, k):
     from analysis.lens import TARGET_TEXT, lens_trace
     rows = ids.tolist()
     return lens_trace(lm, [""] * len(rows), token_ids=rows, k=k, target_mode=TARGET_TEXT,
                       targets=[int(t) for t in targets], batch_size=len(rows))
 
 
-def _run_floor(lm, ids, targets, k):
+def run_floor(lm, ids, targets, k):
     import torch
 
     from analysis.core.batching import batch_from_ids, chunks
@@ -139,22 +139,22 @@ def worker(method: str, n_prompts: int, n_tokens: int, k: int, threads: int) -> 
     import torch
     torch.set_num_threads(threads)
     from analysis.core.loading import model_from_pretrained_object
-    model = _build()
-    ids, targets = _inputs(n_prompts, n_tokens)
+    model = build_model()
+    ids, targets = random_inputs(n_prompts, n_tokens)
     small_ids, small_t = ids[:1, :4].clone(), targets[:1].clone()  # tiny: the heap is not pre-grown
     if method == "tl":
         bridge = _tl_bridge(model)
         run = lambda i, t: _run_tl(bridge, i, t, k)  # noqa: E731
     else:
-        lm = model_from_pretrained_object(model, _IdTokenizer(), name="gpt2-small-random")
-        fn = _run_ours if method == "ours" else _run_floor
+        lm = model_from_pretrained_object(model, IdTokenizer(), name="gpt2-small-random")
+        fn = run_ours if method == "ours" else run_floor
         run = lambda i, t: fn(lm, i, t, k)  # noqa: E731
     run(small_ids, small_t)  # warm-up: kernels, thread pool, lazy imports
     result, info = timed_peak(lambda: run(ids, targets))
     info.update(method=method, threads=threads)
     if method == "tl":  # cross-check: TL's entropy and KL vs ours on a small slice
-        lm = model_from_pretrained_object(model, _IdTokenizer(), name="gpt2-small-random")
-        ours = _run_ours(lm, small_ids, small_t, k)
+        lm = model_from_pretrained_object(model, IdTokenizer(), name="gpt2-small-random")
+        ours = run_ours(lm, small_ids, small_t, k)
         tl = _run_tl(bridge, small_ids, small_t, k)
         import numpy as np
         ent_tl = np.stack([tl[l][2].numpy() for l in sorted(tl)], axis=1)  # [B, L+1, T]

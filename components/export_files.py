@@ -49,7 +49,7 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def _unique(name: str, used: set[str]) -> str:
+def unique_name(name: str, used: set[str]) -> str:
     if name not in used:
         used.add(name)
         return name

@@ -54,7 +54,7 @@ def table_csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -70,13 +70,13 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def _finite_or_none(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
+        return [finite_or_none(v) for v in value]
     return value
 
 
@@ -84,5 +84,5 @@ def table_json(df: pd.DataFrame) -> bytes:
     """UTF-8 JSON list of row records; NaN and infinities become null, dates ISO 8601."""
     df = _flat_frame(df)
     text = df.to_json(orient="records", date_format="iso", force_ascii=False, default_handler=str)
-    records = _finite_or_none(json.loads(text))
+    records = finite_or_none(json.loads(text))
     return json.dumps(records, ensure_ascii=False, allow_nan=False).encode("utf-8")

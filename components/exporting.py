@@ -30,18 +30,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from components.export_errors import ExportError as ExportError
-from components.export_files import _RESERVED as _RESERVED
-from components.export_files import _STACK as _STACK
 from components.export_files import MAX_FILENAME_LEN as MAX_FILENAME_LEN
-from components.export_files import _unique as _unique
 from components.export_files import package_versions as package_versions
 from components.export_files import safe_filename as safe_filename
-from components.export_tables import _FORMULA_START as _FORMULA_START
-from components.export_tables import _PLAIN_NUMBER as _PLAIN_NUMBER
-from components.export_tables import _finite_or_none as _finite_or_none
-from components.export_tables import _flat_frame as _flat_frame
-from components.export_tables import _json_default as _json_default
-from components.export_tables import _neutralise_cell as _neutralise_cell
+from components.export_files import unique_name
+from components.export_tables import finite_or_none, json_default
 from components.export_tables import table_csv as table_csv
 from components.export_tables import table_json as table_json
 
@@ -360,11 +353,11 @@ def build_bundle(
                         raise
                     static_error = str(err)
                     continue
-                path = _unique(f"figures/{stem}.{fmt}", used)
+                path = unique_name(f"figures/{stem}.{fmt}", used)
                 zf.writestr(path, data)
                 files.append(path)
             if static_error is not None and "html" not in wanted:
-                path = _unique(f"figures/{stem}.html", used)
+                path = unique_name(f"figures/{stem}.html", used)
                 zf.writestr(path, _bundle_html(fig))
                 files.append(path)
         if any(f.endswith(".html") for f in files):  # one plotly.js for all figures, beside figures/
@@ -373,12 +366,12 @@ def build_bundle(
         for name, df in tables.items():
             stem = safe_filename(name)
             for fmt, encode in (("csv", table_csv), ("json", table_json)):
-                path = _unique(f"data/{stem}.{fmt}", used)
+                path = unique_name(f"data/{stem}.{fmt}", used)
                 zf.writestr(path, encode(df))
                 files.append(path)
         meta = dict(metadata)
         for path, data in (meta.pop("prompt_files", None) or {}).items():  # the exact prompts of every input set
-            path = _unique(path, used)
+            path = unique_name(path, used)
             zf.writestr(path, data)
             files.append(path)
         meta["package_versions"] = package_versions()
@@ -389,7 +382,7 @@ def build_bundle(
             "reason": static_error,
         }
         meta["files"] = files
-        text = json.dumps(_finite_or_none(json.loads(json.dumps(meta, default=_json_default))),
+        text = json.dumps(finite_or_none(json.loads(json.dumps(meta, default=json_default))),
                           indent=2, ensure_ascii=False, allow_nan=False)
         zf.writestr("metadata.json", text.encode("utf-8"))
     return buf.getvalue()

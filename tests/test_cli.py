@@ -68,7 +68,7 @@ def _cli(tmp_path: Path, *args: str, formats: str = "html") -> Path:
 
 def _plain(obj):
     """obj as metadata.json holds it (numpy values, tuples, NaN made JSON the way build_bundle does)."""
-    return exporting._finite_or_none(json.loads(json.dumps(obj, default=exporting._json_default)))
+    return exporting.finite_or_none(json.loads(json.dumps(obj, default=exporting.json_default)))
 
 
 def assert_same_bundle(out: Path, got: dict, formats=("html",)) -> None:
