@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import re
 from contextlib import contextmanager
+from importlib import import_module
 from typing import Any, Callable, Iterator, Sequence
 
 from analysis.core.errors import BackendError
@@ -74,8 +75,6 @@ def use_backend(backend: Backend | None) -> Iterator[Backend]:
 
 def resolve(path: str) -> Callable:
     """The function named "package.module:function"."""
-    from importlib import import_module
-
     module, _, name = path.partition(":")
     return getattr(import_module(module), name)
 

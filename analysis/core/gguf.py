@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch  # noqa: F401  (dtype objects)
+from gguf import GGUFReader
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from analysis.core.errors import ModelLoadError, brief
 from analysis.core.files import LIMITS, is_whole
 
@@ -46,10 +50,6 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 def gguf_quantisation(path: Path) -> str:
     """The dominant tensor type of the 2-D weights in a GGUF file (e.g. 'Q4_1'), read from its header."""
     try:
-        from gguf import GGUFReader
-    except ImportError as err:
-        raise ModelLoadError("Reading .gguf files needs the 'gguf' package (pip install gguf).") from err
-    try:
         reader = GGUFReader(str(path))
     except Exception as err:  # a truncated or foreign file raises many types
         raise ModelLoadError(f"'{path.name}' is not a readable GGUF file: {brief(err)}") from err
@@ -71,16 +71,9 @@ def read_source(folder: str | Path) -> GGUFSource | None:
 
 def load_gguf(path: Path, dtype: Any) -> tuple[Any, Any]:
     """(model, tokenizer) dequantised from a .gguf file by transformers; ModelLoadError with the reason."""
-    import torch  # noqa: F401  (dtype objects)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"No such GGUF file: '{path}'.")
-    try:
-        import gguf  # noqa: F401
-    except ImportError as err:
-        raise ModelLoadError("Reading .gguf files needs the 'gguf' package (pip install gguf).") from err
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
@@ -104,10 +97,6 @@ GGUF_BLOCK = re.compile(r"^blk\.(\d+)\.")
 def check_gguf(path: Path) -> Any:
     """A .gguf file's reader, its header readable and its sizes within ``LIMITS`` and consistent with its tensor
     table (every block it declares has tensors); ModelLoadError naming the file otherwise."""
-    try:
-        from gguf import GGUFReader
-    except ImportError as err:
-        raise ModelLoadError("Reading .gguf files needs the 'gguf' package (pip install gguf).") from err
     try:
         reader = GGUFReader(str(path))
         arch_field = reader.fields.get("general.architecture")

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from analysis.core.architectures import ARCH_TABLE, SUPPORTED, Adapter, resolve_adapter
 from analysis.core.errors import InputError, LogitscopeError, ModelLoadError, UnsupportedArchitectureError, brief
@@ -176,11 +181,6 @@ _HUB_PROBE: dict[str, Any] = {"at": None, "reachable": True}
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     """Whether a TCP connection to the Hub's endpoint (HF_ENDPOINT, default huggingface.co:443) opens in `timeout`
     seconds, name lookup included (run in a thread, since getaddrinfo has no timeout of its own)."""
-    import socket
-    import urllib.parse
-    from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures import TimeoutError as FutureTimeout
-
     url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
 
@@ -199,8 +199,6 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` into a LoadedModel (eval mode, adapter resolved), raising ModelLoadError et al. with clear messages."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     path, local = resolve_source(spec.source)
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
@@ -296,7 +294,7 @@ def _apply_lora(model: Any, adapter_dir: str, allow_pickle: bool = False) -> Any
         raise ModelLoadError(f"'{adapter_dir}' is not a PEFT adapter folder (no adapter_config.json).")
     check_adapter_folder(p, allow_pickle)
     try:
-        from peft import PeftModel
+        from peft import PeftModel  # lazy: peft adds seconds to every import of the engine; only adapters need it
         return PeftModel.from_pretrained(model, str(p)).merge_and_unload()
     except LogitscopeError:
         raise

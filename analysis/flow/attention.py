@@ -8,6 +8,7 @@ right padding inside a batch gives the same [T, T] pattern; each row sums to 1 a
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -61,8 +62,6 @@ def head_label(layer: int, head: int) -> str:
 
 def parse_head_label(text: str, n_layers: int, n_heads: int) -> tuple[int, int]:
     """(block, head) of 'L3H2' (any case, 'L3.H2' too), checked against the model; InputError otherwise."""
-    import re
-
     m = re.fullmatch(r"[Ll](\d+)\.?[Hh](\d+)", str(text).strip())
     if not m:
         raise InputError(f"'{text}' is not a head id; write L{{block}}H{{head}} with a 0-based block, e.g. L1H0.")

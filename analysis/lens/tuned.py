@@ -33,6 +33,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
 from analysis.core.errors import IncompatibleModelsError, InputError, LogitscopeError
@@ -425,8 +427,6 @@ _HELD = ("kl_logit", "kl_tuned", "xent_logit", "xent_tuned")
 
 def save(tr: Translator, path: str | Path) -> Path:
     """Write the translator (and its held-out evaluation) as safetensors with its metadata; returns the path."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"A": torch.from_numpy(np.ascontiguousarray(tr.A)), "b": torch.from_numpy(np.ascontiguousarray(tr.b))}
@@ -443,8 +443,6 @@ def save(tr: Translator, path: str | Path) -> Path:
 
 def load(path: str | Path, lm: LoadedModel | None = None) -> Translator:
     """Read a translator file (checked against ``lm`` when given); InputError when it is not one."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:

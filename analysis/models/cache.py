@@ -17,6 +17,7 @@ computed in analysis.models.memory; ``set_budget`` changes the budget at run tim
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import threading
 import time
@@ -356,7 +357,6 @@ def _too_big(spec: ModelSpec, nbytes: int, key: str, budget: int) -> str:
 def _trim_heap() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them otherwise); a no-op elsewhere."""
     try:
-        import ctypes
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gguf import GGUFReader
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from analysis.core.errors import InputError
 from analysis.core.files import ST_DTYPES, check_model_folder, check_sizes
@@ -74,7 +76,7 @@ def available_bytes(key: str) -> int:
     if key.startswith("cuda"):
         return int(torch.cuda.mem_get_info(torch.device(key))[0])
     try:
-        import psutil
+        import psutil  # lazy: optional (a fallback reads /proc/meminfo)
         return int(psutil.virtual_memory().available)
     except ImportError:
         pass
@@ -124,7 +126,6 @@ def _tensor_bytes(tensors: dict, elem: int) -> int | None:
 def _gguf_bytes(path: Path, elem: int) -> tuple[int, str]:
     """Bytes once dequantised to ``elem`` bytes per value (from the GGUF tensor table), else the file's size."""
     try:
-        from gguf import GGUFReader
         reader = GGUFReader(str(path))
         return sum(int(t.n_elements) for t in reader.tensors) * elem, "GGUF tensor table"
     except Exception:  # noqa: BLE001 - no gguf package or an unreadable file: the file size is the fallback
@@ -133,7 +134,6 @@ def _gguf_bytes(path: Path, elem: int) -> tuple[int, str]:
 
 def _config_bytes(path: str, spec: ModelSpec, elem: int) -> int | None:
     """Bytes from the config alone (the model built on the meta device); None when no config is at hand offline."""
-    from transformers import AutoConfig, AutoModelForCausalLM
     try:
         config = AutoConfig.from_pretrained(path, revision=spec.revision, local_files_only=True, trust_remote_code=False)
         check_sizes(config.to_dict(), path)  # an absurd config would take minutes to build even on meta

@@ -22,6 +22,9 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM
+
 from analysis.core.errors import ModelLoadError
 from analysis.core.gguf import SOURCE_FILE, GGUFSource, gguf_quantisation, load_gguf, read_source, sha256_file
 from analysis.core.paths import models_dir
@@ -51,9 +54,6 @@ def wheel_gguf_path() -> Path | None:
 
 def convert_gguf(gguf: Path, out: Path, *, dtype: str = "float32") -> GGUFSource:
     """Dequantise a .gguf file into a plain safetensors model folder `out` (written atomically)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     gguf = Path(gguf)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     model, tokenizer = load_gguf(gguf, torch_dtype)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import torch
+import transformers as T
+from transformers import AutoModelForCausalLM
 
 from analysis.core.loading import LoadedModel, model_from_pretrained_object
 
@@ -11,7 +13,6 @@ TINY_VOCAB = 96
 def tiny_config(model_type: str, *, vocab: int = TINY_VOCAB, d: int = 32, layers: int = 2, heads: int = 4,
                 ctx: int = 64, **overrides):
     """A small config of ``model_type`` with random-init-friendly sizes."""
-    import transformers as T
     common = dict(vocab_size=vocab, max_position_embeddings=ctx, num_hidden_layers=layers, hidden_size=d,
                   num_attention_heads=heads, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     gqa = dict(num_key_value_heads=max(1, heads // 2), intermediate_size=2 * d)
@@ -68,7 +69,6 @@ class ToyTokenizer:
 
 def tiny_model(model_type: str, seed: int = 0, **cfg_overrides) -> LoadedModel:
     """A randomly initialised tiny LoadedModel of ``model_type`` in fp32 eager attention, with a ToyTokenizer."""
-    from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
     cfg = tiny_config(model_type, **cfg_overrides)
     cfg._attn_implementation = "eager"

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
 
 from analysis.core.errors import InputError
 from analysis.ood.features import OODFeatures
@@ -63,7 +65,6 @@ def project_2d(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], laye
     if key in _PROJ_CACHE:
         _PROJ_CACHE.move_to_end(key)
         return _PROJ_CACHE[key]
-    from sklearn.preprocessing import StandardScaler
     fit_rows = X[: len(id_feats)] if fit_on == "id" else X
     if fit_rows.shape[0] < 3:
         raise InputError("A 2-D map needs at least 3 points to fit on.")
@@ -71,12 +72,11 @@ def project_2d(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatures], laye
     Z, Zfit = scaler.transform(X), scaler.transform(fit_rows)
     explained = None
     if method == "pca":
-        from sklearn.decomposition import PCA
         pca = PCA(n_components=2, random_state=random_state).fit(Zfit)
         coords = pca.transform(Z)
         explained = tuple(float(v) for v in pca.explained_variance_ratio_)
     else:
-        import umap  # umap-learn; imported lazily (numba start-up is slow)
+        import umap  # lazy: umap-learn takes seconds to import (numba); only the UMAP map needs it
         reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(15, Zfit.shape[0] - 1)),
                             random_state=random_state, n_jobs=1).fit(Zfit)
         coords = reducer.transform(Z) if fit_on == "id" else reducer.embedding_

@@ -9,6 +9,8 @@ import math
 from typing import Sequence
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 from analysis.core.errors import InputError
 from analysis.steering.contrast import Contrast
@@ -42,7 +44,6 @@ def fit_direction(X_pos: np.ndarray, X_neg: np.ndarray, method: str,
         if float(D.mean(axis=0) @ u) < 0:
             u = -u
     elif method == "logistic":
-        from sklearn.linear_model import LogisticRegression
         X = np.concatenate([X_pos, X_neg])
         y = np.r_[np.ones(len(X_pos)), np.zeros(len(X_neg))]
         scale = float(np.abs(X).max()) or 1.0  # keep the solver well conditioned; the direction is unchanged
@@ -83,6 +84,5 @@ def split_train_test(contrast: Contrast, test_fraction: float, seed: int) -> tup
 
 
 def held_out_auroc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
     y = np.r_[np.ones(len(pos_scores)), np.zeros(len(neg_scores))]
     return float(roc_auc_score(y, np.r_[pos_scores, neg_scores]))

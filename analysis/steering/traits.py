@@ -5,6 +5,7 @@ else a demo model's tokens, else none (the user types them).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -58,7 +59,6 @@ def contrast_trait_tokens(lm: LoadedModel, ps: PromptSet, positive: str | None =
         contrast = split_contrast(ps, positive, negative) if ps.groups() else split_contrast(ps)
     except InputError:
         return None
-    from collections import Counter
     pos = Counter(_first_response_tokens(lm, contrast.pos)).most_common()
     neg = Counter(_first_response_tokens(lm, contrast.neg)).most_common()
     if not pos or not neg:

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load, save
 
 from analysis.core.errors import IncompatibleModelsError, InputError
 from analysis.core.loading import LoadedModel
@@ -234,7 +236,6 @@ def check_compatible(sv: SteeringVectors, lm: LoadedModel) -> None:
 
 def save_vectors(sv: SteeringVectors, layers: Sequence[int] | None = None) -> bytes:
     """The vectors (all, or only ``layers``) as safetensors bytes with metadata in the header."""
-    from safetensors.numpy import save
     keep = list(sv.layers if layers is None else layers)
     idx = []
     for l in keep:
@@ -250,8 +251,6 @@ def save_vectors(sv: SteeringVectors, layers: Sequence[int] | None = None) -> by
 
 def load_vectors(data: bytes) -> SteeringVectors:
     """Read steering vectors saved by save_vectors (InputError for anything else)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
     try:
         tensors = load(bytes(data))
         n = int.from_bytes(bytes(data[:8]), "little")
