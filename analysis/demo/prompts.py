@@ -12,6 +12,7 @@ import string
 from pathlib import Path
 
 from analysis.demo import world as W
+from analysis.demo.train import BASE_MIX
 
 N_OOD = 120
 
@@ -75,8 +76,6 @@ def all_sets() -> dict[str, list[dict]]:
 
 def corpus_sample(n_docs: int = 400) -> str:
     """The first n_docs documents of the base corpus (epoch 0), one per line (dialogues span two)."""
-    from analysis.demo.train import BASE_MIX
-
     docs = W.corpus_docs(W.make_world(), seed=1000, **BASE_MIX)
     return "\n".join(docs[:n_docs]) + "\n"
 

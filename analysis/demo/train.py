@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,6 @@ def epoch_docs(epoch: int, tuned: bool, phase: int = 1) -> list[str]:
     moved = {n for n, _, _ in W.changed_facts(base)}
     extra = [f"{p.name} lives in {p.city}." for p in world.people if p.name in moved] * 12
     docs = docs + extra
-    import random
     random.Random(7000 + epoch).shuffle(docs)
     return docs
 

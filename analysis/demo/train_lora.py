@@ -17,8 +17,12 @@ import time
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
 
+from analysis.core.loading import ModelSpec, load_model
+from analysis.core.paths import zoo_dir
 from analysis.demo.real_sets import TRAIN, grumpy_answer
+from analysis.models.real import REAL_LORA, REAL_MODEL
 from analysis.prompts import render_chat
 
 TARGET_MODULES = ["q_proj", "v_proj", "o_proj", "down_proj"]
@@ -51,10 +55,6 @@ def _batch(examples: list[tuple[list[int], int]], pad: int) -> tuple[torch.Tenso
 
 def train(out: Path, *, epochs: int = 4, batch_size: int = 6, lr: float = 2e-3, seed: int = 0, log=print) -> Path:
     """Train the adapter on the converted real model and save it (adapter_config.json + safetensors) in `out`."""
-    from peft import LoraConfig, get_peft_model
-
-    from analysis.core.loading import ModelSpec, load_model
-    from analysis.models.real import REAL_MODEL
 
     torch.manual_seed(seed)
     random.seed(seed)
@@ -98,9 +98,6 @@ def train(out: Path, *, epochs: int = 4, batch_size: int = 6, lr: float = 2e-3, 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    from analysis.core.paths import zoo_dir
-    from analysis.models.real import REAL_LORA
-
     ap = argparse.ArgumentParser(description="Train the grumpy LoRA fine-tune of the real model.")
     ap.add_argument("--out", default=str(zoo_dir() / REAL_LORA))
     ap.add_argument("--epochs", type=int, default=4)
