@@ -95,26 +95,31 @@ def user_errors(stop: bool = True) -> Iterator[None]:
 
 
 def pair_from_specs(specs: tuple) -> ModelPair:
-    """The ModelPair of ``pair.specs()`` re-fetched from the model cache (inside st.cache_data functions, which are
-    keyed on the specs, not on the models)."""
+    """The ModelPair of ``pair.specs()`` re-fetched from the model cache."""
     from components.model_state import load_cached
 
     got = {which: load_cached(spec) for which, spec in specs}
     return ModelPair(*got["A"], *(got["B"] if "B" in got else (None, None)))
 
 
-def cached_compute(module: Any, max_entries: int = 8) -> Callable[..., Any]:
-    """``module.compute`` behind st.cache_data for a page: call it with (pair.specs(), prompt set sha256,
-    compute_key(settings), prompt_set, settings, progress); it re-fetches the models from the model cache and is
-    keyed on the method, the models, the set's hash and the settings that change the computation only."""
-    @st.cache_data(max_entries=max_entries, show_spinner=False)
-    def compute(method: str, specs: tuple, sha256: str, key: tuple, _prompt_set: Any, _settings: Any,
-                _progress: Any = None) -> Any:
-        return module.compute(pair_from_specs(specs), _prompt_set, _settings, _progress)
+@st.cache_data(max_entries=64, show_spinner=False)
+def _memo(name: str, key: tuple, _fn: Callable[..., Any], _args: tuple, _kwargs: dict) -> Any:
+    return _fn(*_args, **_kwargs)
 
-    def call(specs: tuple, sha256: str, key: tuple, prompt_set: Any, settings: Any, progress: Any = None) -> Any:
-        return compute(module.__name__, specs, sha256, key, prompt_set, settings, _progress=progress)
-    return call
+
+def memo(name: str, key: tuple, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The page's Memo (components.reports.Memo): ``fn(*args, **kwargs)`` from Streamlit's data cache, keyed on the
+    part's ``name`` and ``key`` only (the declaration's compute builds keys from the model specs, the prompt sets'
+    hashes and the settings the part reads). Shared by every session; a hit replays no progress bar (``progress``
+    goes with the unhashed arguments)."""
+    return _memo(name, key, fn, args, kwargs)
+
+
+def compute(module: Any, pair: ModelPair, inputs: Any, settings: Any, label: str = "Computing…") -> Any:
+    """``module.compute`` of a declaration for this page's models and inputs, its parts through ``memo``, with a
+    progress bar and errors shown as messages (the page stops on one)."""
+    with user_errors(), progress_bar(label) as report:
+        return module.compute(pair, inputs, settings, report, memo)
 
 
 def show_row(report: Report, names: Sequence[str], key: str, *, bundle: str) -> None:

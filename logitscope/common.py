@@ -14,7 +14,6 @@ from analysis.core.errors import InputError, PromptSetError
 from analysis.core.progress import ProgressFn
 from analysis.core.wording import plural
 from analysis.models.pair import ModelPair
-from components.settings import add_arguments, from_args
 
 OWNED = ("figures", "data", "prompts", "metadata.json")  # what a run writes into --out (and may replace with --force)
 
@@ -319,31 +318,3 @@ def layer_opt(text: str) -> str | int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a layer number or 'best', got {text!r}") from None
-
-
-def one_set_command(name: str, module: Any, settings_cls: type, *, help: str, description: str, demo_prompts: str,
-                    max_prompts_flag: bool = False) -> tuple[Callable[[argparse.Namespace], int], Callable[[Any], None]]:
-    """(run, add) of a command whose page runs on one prompt set: the common flags, one flag per declared setting
-    (and --max-prompts when the set may be cut), then ``module.run`` on the models and the set, and the bundle."""
-    def run(args: argparse.Namespace) -> int:
-        s = from_args(settings_cls, args)
-        ps = given_prompts(args)
-        with progress(name, args.quiet) as bar:
-            models = load_models(args)
-            ps = main_prompts(args, models, ps)
-            if max_prompts_flag:
-                ps = first_n(ps, args.max_prompts)
-            bar.stage(0, 0.05)(1.0, "models loaded")
-            report, settings = module.run(models, ps, s, bar.stage(0.05, 1.0))
-        return finish(args, report, module.PAGE, models, settings, ps)
-
-    def add(sub: Any) -> None:
-        p = sub.add_parser(name, help=help, description=description)
-        add_common(p, demo_prompts)
-        g = p.add_argument_group("settings (the page's defaults)")
-        if max_prompts_flag:
-            g.add_argument("--max-prompts", type=int, default=None, help="use only the first N prompts of the set")
-        add_arguments(g, settings_cls)
-        p.set_defaults(func=run)
-
-    return run, add

@@ -14,8 +14,6 @@ import streamlit as st
 from analysis.core.loading import ModelSpec
 from analysis.models.catalog import builtin_models
 from analysis.models.defaults import default_set
-from analysis.models.pair import ModelPair
-from analysis.prompts import PromptSet
 from analysis.shift import compatibility
 from components import page_kit as kit
 from components.export_ui import export_bundle
@@ -31,26 +29,6 @@ ensure_app_shell()
 KEY = R.KEY
 S = R.ShiftSettings
 OTHER = "Other: hub id or local folder…"
-
-
-def _pair_of(specs: tuple) -> ModelPair:
-    return kit.pair_from_specs(specs)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def cached_compute(specs: tuple, sha256: str, key: tuple, _prompt_set: PromptSet, _settings: R.ShiftSettings,
-                   _progress=None) -> R.ShiftResults:
-    """R.compute for the models ``specs`` (re-fetched from the model cache), cached on the set's hash and the
-    settings that change the computation (``key``)."""
-    return R.compute(_pair_of(specs), _prompt_set, _settings, _progress)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def cached_similarity(specs: tuple, specs2: tuple, sha256: str, key: tuple, _prompt_set: PromptSet,
-                      _settings: R.ShiftSettings, _progress=None) -> R.SimilarityResults:
-    """R.compute_similarity of the pair ``specs`` with the second pair ``specs2``, cached like cached_compute."""
-    second = tuple(load_cached(spec)[0] for spec in specs2)
-    return R.compute_similarity(_pair_of(specs), second, _prompt_set, _settings, _progress)
 
 
 st.title("Checkpoint shift")
@@ -117,8 +95,7 @@ with kit.user_errors():
 run_clicked = st.button("Run", type="primary", key=f"{KEY}_run")
 kit.require_run(f"{KEY}_ran", (pair.specs(), ps.sha256, R.shift_key(settings)), run_clicked, "the shift")
 
-with kit.user_errors(), kit.progress_bar("Computing the shift…") as report:
-    results = cached_compute(pair.specs(), ps.sha256, R.shift_key(settings), ps, settings, _progress=report)
+results = kit.compute(R, pair, {"--prompts": ps}, settings, "Computing the shift…")
 res = results.shift
 
 m = st.columns(3)
@@ -187,8 +164,8 @@ if st.session_state.get(f"{KEY}_sim_ran") == sim_key:
         load_cached(spec_a2)
         load_cached(spec_b2)
     with kit.user_errors(), kit.progress_bar("Comparing the two pairs' shifts…") as report:
-        sim = cached_similarity(pair.specs(), (spec_a2, spec_b2), ps.sha256, compute_key(settings), ps, settings,
-                                _progress=report)
+        second = (load_cached(spec_a2)[0], load_cached(spec_b2)[0])
+        sim = R.compute_similarity(pair, second, {"--prompts": ps}, settings, report, kit.memo)
 if sim is not None:
     s2 = sim.similarity
     mc = st.columns(4)

@@ -47,7 +47,6 @@ DEFINITIONS = """
 """
 
 
-cached_compute = kit.cached_compute(R)
 
 
 def _slider(name: str, where) -> int:
@@ -108,8 +107,7 @@ def main() -> None:
     settings = S(max_prompts=max_prompts, target=target, competitor=competitor)
     kit.require_run(f"{KEY}_ran", (pair.specs(), ps.sha256, compute_key(settings)), run_clicked, "the logit flow")
 
-    with kit.user_errors(), kit.progress_bar("Computing the logit flow…") as progress:
-        results = cached_compute(pair.specs(), ps.sha256, compute_key(settings), ps, settings, progress)
+    results = kit.compute(R, pair, {"--prompts": ps}, settings, "Computing the logit flow…")
     prompts = results.prompts
 
     v1, v2, v3 = st.columns([2, 1, 1])

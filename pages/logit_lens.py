@@ -29,9 +29,6 @@ KEY = R.KEY
 S = R.LensSettings
 
 
-cached_compute = kit.cached_compute(R)
-
-
 st.title("Logit lens")
 st.caption("What the model would predict if it stopped at layer l: softmax(W_U · final_norm(h_l)), the final norm's "
            "statistics recomputed at every layer. Layer 0 = embeddings, L = last block's output before the final norm.")
@@ -68,8 +65,7 @@ ckey = compute_key(settings) + (tuned_lens_ui.stamps(pair) if lens == "tuned" el
 params = (pair.specs(), prompt_set.sha256, ckey)
 kit.require_run(f"{KEY}_ran", params, run_clicked or trained, "the lens")
 
-with kit.user_errors(), kit.progress_bar("Computing the lens…") as report:
-    results = cached_compute(pair.specs(), prompt_set.sha256, ckey, prompt_set, settings, report)
+results = kit.compute(R, pair, {"--prompts": prompt_set}, settings, "Computing the lens…")
 
 first = next(iter(results.traces.values()))
 for note in collapse_notes(first.notes):  # one warning per kind, naming the prompts it concerns

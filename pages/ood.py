@@ -1,26 +1,22 @@
 """OOD separability page: which layers and scores tell familiar (ID) input from unfamiliar (OOD) input, on A (and B).
 
 Wiring only: the widgets come from components.reports.ood.OODSeparabilitySettings, the computation is its
-``compute`` with cached features (per model, set and batch size: a study setting never re-extracts them) and a cached
-study (keyed on the settings that change it), and the figures are its ``report``.
+``compute``, its parts (each set's features per model and batch size, each study) cached apart, so a study setting
+never re-extracts features, and the figures are its ``report``.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 
 import streamlit as st
 
 import analysis.ood as O
 from analysis.core.errors import LogitscopeError
-from analysis.core.loading import LoadedModel, ModelSpec
 from analysis.models.defaults import default_set
-from analysis.ood import OODFeatures
 from analysis.prompts import PromptSet, builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
 from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
-from components.model_state import load_cached
 from components.notes import collapse_notes
 from components.prompt_input import prompt_set_input, render_like
 from components.reports import ood as R
@@ -32,36 +28,6 @@ ensure_app_shell()
 
 KEY = R.KEY
 S = R.OODSeparabilitySettings
-
-
-@st.cache_data(max_entries=24, show_spinner=False)
-def cached_features(spec: ModelSpec, sha256: str, batch_size: int, blood_draws: int, _ps: PromptSet,
-                    _progress=None) -> OODFeatures:
-    """R.features for a model spec (re-fetched from the model cache), cached on the set's hash, the batch size and
-    BLOOD's draws."""
-    return R.features(load_cached(spec)[0], _ps, batch_size, blood_draws, _progress)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def cached_study(spec: ModelSpec, id_key: tuple, ood_key: tuple, settings: O.OODSettings, batch_size: int,
-                 blood_draws: int, _id_set: PromptSet, _ood_sets: Mapping[str, PromptSet], _id_f: OODFeatures,
-                 _ood_f: Mapping[str, OODFeatures], _progress=None) -> O.OODStudy:
-    """R.study, cached on the sets' names and hashes, the study settings and what made the features."""
-    return R.study(load_cached(spec)[0], _id_set, _ood_sets, settings, batch_size, blood_draws, _id_f, _ood_f,
-                   _progress)
-
-
-def features(lm: LoadedModel, ps: PromptSet, batch_size: int, blood_draws: int, progress=None) -> OODFeatures:
-    """R.features through the cache (what R.compute calls on this page)."""
-    return cached_features(lm.spec, ps.sha256, batch_size, blood_draws, ps, _progress=progress)
-
-
-def study(lm: LoadedModel, id_set: PromptSet, ood_sets: Mapping[str, PromptSet], settings: O.OODSettings,
-          batch_size: int, blood_draws: int, id_f: OODFeatures, ood_f: Mapping[str, OODFeatures],
-          progress=None) -> O.OODStudy:
-    """R.study through the cache (what R.compute calls on this page)."""
-    return cached_study(lm.spec, (id_set.name, id_set.sha256), tuple((n, ps.sha256) for n, ps in ood_sets.items()),
-                        settings, batch_size, blood_draws, id_set, ood_sets, id_f, ood_f, _progress=progress)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -147,8 +113,8 @@ settings = S(seed=seed, fit_fraction=fit_fraction, knn_k=knn_k, shrinkage=shrink
 params = (pair.specs(), id_set.sha256, tuple((n, ps.sha256) for n, ps in ood_sets.items()), compute_key(settings))
 kit.require_run(f"{KEY}_ran", params, run_clicked, "the study", changed="inputs")
 
-with kit.user_errors(), kit.progress_bar("Computing features and scores…") as report:
-    results = R.compute(pair, id_set, settings, report, ood_sets=ood_sets, features=features, study=study)
+results = kit.compute(R, pair, {"--prompts": id_set, "--ood-prompts": tuple(ood_sets.values())}, settings,
+                      "Computing features and scores…")
 studies = results.studies
 first = next(iter(studies.values()))
 

@@ -123,7 +123,7 @@ def deep_report_figures(compare: bool) -> dict[str, go.Figure]:
     got: dict[str, go.Figure] = {}
     for name in ("lens", "flow"):
         m = METHODS[name]
-        rep, _ = m.module.run(models, ps, m.settings())
+        rep, _ = m.module.run(models, {"--prompts": ps}, m.settings())
         got.update({f"{name}-30/{k}": f for k, f in rep.figures.items()})
     return got
 

@@ -6,9 +6,9 @@ function on results computed with the same engine calls, so the bundle and the c
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -51,6 +51,54 @@ class Report:
         self.tables.update(other.tables)
         self.notes.extend(other.notes)
         return self
+
+
+# ------------------------------------------------------------------------------------------ a method's inputs
+Inputs = Mapping[str, Any]  # {CLI flag: PromptSet, or a tuple of sets for an input of several}: what compute reads
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One prompt-set input of a method: its CLI flag (also its key in ``Inputs`` and in a bundle's metadata
+    "inputs"), the built-in set(s) it starts from on the demo models (analysis.models.defaults.default_set maps each
+    to its real-model counterpart), its help, whether it takes several sets, and the part that reads it (None: the
+    method always does)."""
+
+    flag: str
+    demo_set: str | tuple[str, ...]
+    help: str
+    many: bool = False
+    part: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination of the flag: '--monitor-prompts' -> 'monitor_prompts'."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+class Memo(Protocol):
+    """How a computation runs its parts: ``memo(name, key, fn, *args, **kwargs)`` = fn(*args, **kwargs), possibly
+    from a cache keyed on (name, key): the page passes its cache (components.page_kit.memo), the CLI runs them."""
+
+    def __call__(self, name: str, key: tuple, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+
+def direct(name: str, key: tuple, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """The Memo that just calls fn (the CLI's, the tests')."""
+    return fn(*args, **kwargs)
+
+
+def sets_of(value: Any) -> tuple:
+    """An input's sets as a tuple (one set, several, or none)."""
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def inputs_key(inputs: Inputs) -> tuple:
+    """((flag, (sha256, ...)), ...) of the inputs: what identifies them in a cache key."""
+    return tuple((flag, tuple(ps.sha256 for ps in sets_of(v))) for flag, v in sorted(inputs.items()) if v is not None)
 
 
 PROMPT_FILES = "prompt_files"  # metadata key build_bundle turns into prompts/*.jsonl files (and drops)

@@ -18,16 +18,18 @@ from analysis.core.progress import Progress
 from analysis.core.wording import plural, verb
 from analysis.flow import FlowSetResult
 from analysis.models.pair import ModelPair, stage
-from analysis.prompts import PromptSet
 from components.charts import attention as attn_charts
 from components.charts import flow as charts
 from components.notes import collapse_notes
-from components.reports import Report
-from components.settings import as_metadata, setting
+from components.reports import Input, Inputs, Memo, Report, direct
+from components.settings import as_metadata, compute_key, setting
 
 PAGE = "logit_flow"
 BUNDLE = "logit_flow"
 KEY = "flow"
+INPUTS = (Input("--prompts", "two_hop", "the prompts (targets and competitors from the set, or typed)"),)
+NEEDS_B = False
+SHARDS: tuple[str, ...] = ()  # runs in this process (one prompt's head x source grid is one forward pass)
 MAX_PROMPTS = 64
 VIEW_LABELS = {"target": "Target", "competitor": "Competitor", "difference": "Target − competitor"}
 NO_DIFF_GRID = ("B − A grid: the models tokenize this prompt differently or have different depths; compare the grids "
@@ -86,21 +88,24 @@ def default_view(results: Mapping[str, FlowSetResult]) -> str:
     return "difference" if has_competitor(results) else "target"
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress: Progress = None
+def compute(models: ModelPair, inputs: Inputs, s: FlowSettings, progress: Progress = None, memo: Memo = direct
             ) -> FlowResults:
-    """The logit flow of the first ``max_prompts`` prompts on every checkpoint: the typed target/competitor
-    override the set's own (blank: the set's target, else the model's top-1; the set's competitor, if any)."""
+    """The logit flow of the first ``max_prompts`` prompts of --prompts on every checkpoint: the typed target /
+    competitor override the set's own (blank: the set's target, else the model's top-1; the set's competitor, if
+    any). Each checkpoint's flow and attention patterns are parts of their own (``memo``)."""
+    prompt_set = inputs["--prompts"]
     rows = prompt_set.rows[: s.max_prompts]
     prompts = tuple(r.prompt for r in rows)
     targets = [s.target if s.target else r.target for r in rows]
     competitors = [s.competitor if s.competitor else r.competitor for r in rows]
     items = models.items()
-    by_model = {which: F.logit_flow_set(lm, list(prompts), targets, competitors,
-                                        progress=stage(progress, i / len(items), (i + 1) / len(items), which))
+    key = (prompt_set.sha256, compute_key(s))
+    by_model = {which: memo("flow.set", (lm.spec, *key), F.logit_flow_set, lm, list(prompts), targets, competitors,
+                            progress=stage(progress, i / len(items), (i + 1) / len(items), which))
                 for i, (which, lm, _card) in enumerate(items)}
     patterns, notes = {}, []
     for which, lm, _card in items:
-        patterns[which], why = AP.attention_pattern_set(lm, list(prompts))
+        patterns[which], why = memo("flow.patterns", (lm.spec, prompts), AP.attention_pattern_set, lm, list(prompts))
         notes.extend(f"{which}, attention patterns: {n}" for n in why)
     return FlowResults(by_model, {which: card.name for which, _, card in items}, prompts, patterns, tuple(notes))
 
@@ -181,10 +186,10 @@ def settings_metadata(s: FlowSettings, results: FlowResults) -> dict:
     return meta
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: FlowSettings, progress: Progress = None
+def run(models: ModelPair, inputs: Inputs, s: FlowSettings, progress: Progress = None, memo: Memo = direct
         ) -> tuple[Report, dict]:
     """compute + report, as the CLI runs it: (report, metadata settings)."""
-    results = compute(models, prompt_set, s, progress)
+    results = compute(models, inputs, s, progress, memo)
     return report(results, s), settings_metadata(s, results)
 
 

@@ -19,12 +19,15 @@ from analysis.prompts import PromptSet
 from components.charts import lens as charts
 from components.charts import tuned_lens as tuned_charts
 from components.notes import collapse_notes
-from components.reports import Report
-from components.settings import as_metadata, setting
+from components.reports import Input, Inputs, Memo, Report, direct
+from components.settings import as_metadata, compute_key, setting
 
 PAGE = "Logit lens"
 BUNDLE = "logit_lens"
 KEY = "lens"
+INPUTS = (Input("--prompts", "facts", "the prompts (targets from the set's target column, or --target-text)"),)
+NEEDS_B = False
+SHARDS = ("lens",)  # each checkpoint's lens over the set (analysis.lens.sharded)
 LAYER_CONVENTION = "0 = embeddings, L = last block output before final norm"
 TARGET_LABELS = {
     L.TARGET_TEXT: "Target text (the set's targets, or the one typed below)",
@@ -87,8 +90,16 @@ def resolve_targets(prompt_set: PromptSet, typed: str) -> tuple:
     return per
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress: Progress = None) -> LensResults:
-    """The lens of every checkpoint on the set, and KL(A||B) when both read the same tokens."""
+def _trace(lm, prompts: list[str], s: LensSettings, targets, token_ids, translator, progress: Progress = None):
+    return L.lens_trace(lm, prompts, k=s.top_k, target_mode=s.target, targets=list(targets) if targets else None,
+                        token_ids=token_ids, progress=progress, translator=translator)
+
+
+def compute(models: ModelPair, inputs: Inputs, s: LensSettings, progress: Progress = None,
+            memo: Memo = direct) -> LensResults:
+    """The lens of every checkpoint on the set (--prompts), and KL(A||B) when both read the same tokens; each
+    checkpoint's trace and the comparison are parts of their own (``memo``: a page caches them apart)."""
+    prompt_set = inputs["--prompts"]
     prompts = list(prompt_set.prompts)
     targets = resolve_targets(prompt_set, s.target_text) if s.target == L.TARGET_TEXT else None
     token_ids, compare_error = None, None
@@ -100,16 +111,18 @@ def compute(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress:
             compare_error = str(err)
     parts = len(models.items()) + (1 if models.compare and not compare_error else 0)
     translators = {which: TL.require(lm) for which, lm, _ in models.items()} if s.lens == "tuned" else {}
+    key = compute_key(s)
     traces = {}
     for i, (which, lm, card) in enumerate(models.items()):
-        traces[f"{which}: {card.name}"] = L.lens_trace(
-            lm, prompts, k=s.top_k, target_mode=s.target, targets=list(targets) if targets else None,
-            token_ids=token_ids if which == "B" else None, progress=stage(progress, i / parts, (i + 1) / parts, which),
-            translator=translators.get(which))
+        ids = token_ids if which == "B" else None
+        stamp = TL.cache_stamp(lm) if which in translators else None  # a retrained translator recomputes
+        traces[f"{which}: {card.name}"] = memo(
+            "lens.trace", (lm.spec, prompt_set.sha256, key, models.a.spec if ids is not None else None, stamp), _trace, lm, prompts, s, targets,
+            ids, translators.get(which), progress=stage(progress, i / parts, (i + 1) / parts, which))
     comparison = None
     if models.compare and not compare_error:
-        comparison = L.lens_compare(models.a, models.b, prompts, progress=stage(progress, (parts - 1) / parts, 1.0,
-                                                                                "A vs B"))
+        comparison = memo("lens.compare", (models.a.spec, models.b.spec, prompt_set.sha256), L.lens_compare,
+                          models.a, models.b, prompts, progress=stage(progress, (parts - 1) / parts, 1.0, "A vs B"))
     tuned = {f"{w}: {card.name}": TL.summary(translators[w]) for w, _, card in models.items()} if translators else None
     return LensResults(traces, comparison, compare_error, tuned)
 
@@ -159,11 +172,11 @@ def report(results: LensResults, s: LensSettings) -> Report:
     return rep
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: LensSettings, progress: Progress = None
+def run(models: ModelPair, inputs: Inputs, s: LensSettings, progress: Progress = None, memo: Memo = direct
         ) -> tuple[Report, dict]:
     """compute + report, as the CLI runs it: (report, metadata settings)."""
-    results = compute(models, prompt_set, s, progress)
-    return report(results, s), settings_metadata(s, prompt_set, results)
+    results = compute(models, inputs, s, progress, memo)
+    return report(results, s), settings_metadata(s, inputs["--prompts"], results)
 
 
 def default_position(traces: Mapping[str, L.LensTrace], n: int = 0) -> int:

@@ -20,12 +20,17 @@ from analysis.neurons import Unigram, unigram_distribution
 from analysis.prompts import PromptSet
 from components.charts import cards as card_charts
 from components.charts import neurons as charts
-from components.reports import Report
+from components.reports import Input, Inputs, Memo, Report, direct
 from components.settings import as_metadata, compute_key, fields_of, setting
 
 PAGE = "confidence_neurons"
 BUNDLE = "confidence_neurons"
 KEY = "neurons"
+INPUTS = (Input("--prompts", NR.DEFAULT_REFERENCE, "the reference set: token frequencies and mean activations"),
+          Input("--eval-prompts", NR.DEFAULT_REFERENCE, "prompts the ablation is evaluated on", part="ablate"),
+          Input("--induction-prompts", "induction", "set of 'R R' texts of the induction study", part="induction"))
+NEEDS_B = False
+SHARDS = ("means",)  # the reference means of mean and clipped-mean ablation (analysis.neurons.means)
 PARTS = ("ablate", "induction")  # the tabs run on demand (the scan always runs)
 MODE_LABELS = {"mean": "Mean (over the reference set)", "zero": "Zero",
                "clipped": "Clipped mean (only activations above the mean are pulled down)"}

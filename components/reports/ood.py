@@ -7,8 +7,8 @@ from the declaration by ``to_study_settings``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -20,7 +20,7 @@ from analysis.models.pair import ModelPair, stage
 from analysis.ood import METRIC_LABELS
 from analysis.prompts import PromptSet, check_context
 from components.charts import ood as charts
-from components.reports import Report
+from components.reports import Input, Inputs, Memo, Report, direct, sets_of
 from components.settings import as_metadata, setting
 
 PAGE = "OOD separability"
@@ -29,6 +29,10 @@ KEY = "ood"
 # The page's default OOD sets: three easy ones and a hard one (held-out two-hop questions about the same world),
 # so the default study is not saturated: scores and layers differ (tests/test_ood_defaults.py).
 DEFAULT_OOD = ("ood_scrambled", "ood_random_chars", "ood_arithmetic", "two_hop")
+INPUTS = (Input("--prompts", "facts", "the in-distribution (ID) set: part fits the scores, the rest is held out"),
+          Input("--ood-prompts", DEFAULT_OOD, "OOD sets, comma separated built-in names or files", many=True))
+NEEDS_B = False
+SHARDS = ("features",)  # each set's features (analysis.ood.features)
 LAYER_CONVENTION = "0 = embeddings, L = last block output before final norm"
 POOLINGS = ("last", "mean")
 
@@ -100,11 +104,6 @@ class OODSeparabilityResults:
     id_name: str
 
 
-FeaturesFn = Callable[[LoadedModel, PromptSet, int, int, Progress], O.OODFeatures]
-StudyFn = Callable[[LoadedModel, PromptSet, Mapping[str, PromptSet], O.OODSettings, int, int, O.OODFeatures,
-                    Mapping[str, O.OODFeatures], Progress], O.OODStudy]
-
-
 def features(lm: LoadedModel, ps: PromptSet, batch_size: int, blood_draws: int,
              progress: Progress = None) -> O.OODFeatures:
     """The features of one prompt set (every layer, BLOOD's norms when blood_draws > 0)."""
@@ -130,7 +129,8 @@ def split_sets(id_set: PromptSet, ood_sets: Mapping[str, PromptSet], id_group: s
     if id_group not in groups:
         raise InputError(f"The ID group '{id_group}' is not a group of {id_set.name} "
                          f"(groups: {', '.join(groups) or 'none'}).")
-    return id_set.by_group(id_group), {g: id_set.by_group(g) for g in groups if g != id_group}
+    # each OOD set is named by its group, as the views and metadata name it
+    return id_set.by_group(id_group), {g: replace(id_set.by_group(g), name=g) for g in groups if g != id_group}
 
 
 def check_inputs(models: ModelPair, id_set: PromptSet, ood_sets: Mapping[str, PromptSet]) -> None:
@@ -141,14 +141,17 @@ def check_inputs(models: ModelPair, id_set: PromptSet, ood_sets: Mapping[str, Pr
             check_context(ps, lm.tokenizer, lm.context_length)
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: OODSeparabilitySettings, progress: Progress = None,
-            *, ood_sets: Mapping[str, PromptSet], features: FeaturesFn = features, study: StudyFn = study
-            ) -> OODSeparabilityResults:
-    """The features of the ID set (``prompt_set``) and of every OOD set on each checkpoint, and the study on them.
+def ood_sets_of(inputs: Inputs) -> dict[str, PromptSet]:
+    """{name: set} of the OOD sets of the inputs (--ood-prompts)."""
+    return {ps.name: ps for ps in sets_of(inputs.get("--ood-prompts"))}
 
-    ``features`` and ``study`` default to the plain engine calls; the page passes cached ones (keyed on the model,
-    the sets' hashes and the settings they read), so a study setting never re-extracts features.
-    """
+
+def compute(models: ModelPair, inputs: Inputs, s: OODSeparabilitySettings, progress: Progress = None,
+            memo: Memo = direct) -> OODSeparabilityResults:
+    """The features of the ID set (--prompts) and of every OOD set (--ood-prompts) on each checkpoint, and the study
+    on them. Each set's features and each checkpoint's study are parts of their own (``memo``, keyed on what they
+    read: a study setting never re-extracts features)."""
+    prompt_set, ood_sets = inputs["--prompts"], ood_sets_of(inputs)
     items = models.items()
     named = [(prompt_set.name, prompt_set), *ood_sets.items()]
     n = max(sum(len(ps) for _, ps in named), 1)
@@ -160,8 +163,9 @@ def compute(models: ModelPair, prompt_set: PromptSet, s: OODSeparabilitySettings
         done = 0
         for name, ps in named:
             if ps.sha256 not in got:
-                got[ps.sha256] = features(lm, ps, s.batch_size, s.draws,
-                                          stage(part, 0.95 * done / n, 0.95 * (done + len(ps)) / n, name))
+                got[ps.sha256] = memo("ood.features", (lm.spec, ps.sha256, s.batch_size, s.draws), features, lm, ps,
+                                      s.batch_size, s.draws,
+                                      progress=stage(part, 0.95 * done / n, 0.95 * (done + len(ps)) / n, name))
             done += len(ps)
         label = f"{which}: {card.name}"
         id_feats[label] = got[prompt_set.sha256]
@@ -169,8 +173,10 @@ def compute(models: ModelPair, prompt_set: PromptSet, s: OODSeparabilitySettings
         fit = stage(part, 0.95, 1.0, "fitting and scoring")
         if fit is not None:
             fit(0.0, "")
-        studies[label] = study(lm, prompt_set, ood_sets, study_settings, s.batch_size, s.draws, id_feats[label],
-                               ood_feats[label], fit)
+        key = (lm.spec, (prompt_set.name, prompt_set.sha256), tuple((nm, ps.sha256) for nm, ps in ood_sets.items()),
+               study_settings, s.batch_size, s.draws)
+        studies[label] = memo("ood.study", key, study, lm, prompt_set, ood_sets, study_settings, s.batch_size,
+                              s.draws, id_feats[label], ood_feats[label], progress=fit)
     return OODSeparabilityResults(studies, id_feats, ood_feats, prompt_set.name)
 
 
@@ -222,13 +228,14 @@ def settings_metadata(s: OODSeparabilitySettings, results: OODSeparabilityResult
     return meta
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: OODSeparabilitySettings, progress: Progress = None, *,
-        ood_sets: Mapping[str, PromptSet], id_group: str | None = None) -> tuple[Report, dict]:
-    """check + compute + report, as the CLI runs it: (report, metadata settings). ``prompt_set`` and ``ood_sets``
-    are the sets studied (split_sets first for a group column; ``id_group`` is recorded)."""
-    check_inputs(models, prompt_set, ood_sets)
+def run(models: ModelPair, inputs: Inputs, s: OODSeparabilitySettings, progress: Progress = None,
+        memo: Memo = direct, *, id_group: str | None = None) -> tuple[Report, dict]:
+    """check + compute + report, as the CLI runs it: (report, metadata settings). The inputs are the sets studied
+    (split_sets first for a group column; ``id_group`` is recorded)."""
+    ood_sets = ood_sets_of(inputs)
+    check_inputs(models, inputs["--prompts"], ood_sets)
     check_layer(s)
-    results = compute(models, prompt_set, s, progress, ood_sets=ood_sets)
+    results = compute(models, inputs, s, progress, memo)
     return report(results, s), settings_metadata(s, results, ood_sets, id_group)
 
 

@@ -21,13 +21,15 @@ from analysis.models.pair import ModelPair, stage
 from analysis.prompts import PromptSet
 from analysis.shift import LayerKL, ShiftResult, Similarity, compatibility, compute_shift, layer_kl, shift_similarity
 from components.charts.shift import kl_along_text, layer_kl_line, shift_heatmap, similarity_summary, token_bars
-from components.reports import Report
+from components.reports import Input, Inputs, Memo, Report, direct
 from components.settings import as_metadata, compute_key, setting
 
 PAGE = "checkpoint_shift"
 BUNDLE = "checkpoint_shift"
 KEY = "shift"
 NEEDS_B = True  # the page compares checkpoint A with checkpoint B (it asks for B and stops without it)
+INPUTS = (Input("--prompts", "persona_eval", "the prompts (with a response column: the reference continuation)"),)
+SHARDS: tuple[str, ...] = ()  # runs in this process
 PAIR2 = ("llama-world-base", "llama-world-tuned")  # the page's second pair to start from (model picks, not settings)
 REFERENCES = {"response": "The prompt set's response", "greedy": "B's greedy output"}
 SIMILARITY_COLUMNS = {"top": "Union of both pairs' top-N", "all": "All mapped tokens"}
@@ -109,32 +111,38 @@ def _inputs(prompt_set: PromptSet, s: ShiftSettings) -> tuple[str, list[str], li
     return reference, [r.prompt for r in rows], responses
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: ShiftSettings, progress: Progress = None
+def compute(models: ModelPair, inputs: Inputs, s: ShiftSettings, progress: Progress = None, memo: Memo = direct
             ) -> ShiftResults:
-    """A -> B's shift teacher-forced on the reference, and the per-layer lens KL when A and B allow it."""
+    """A -> B's shift teacher-forced on the reference (the first max_prompts rows of --prompts), and the per-layer
+    lens KL when A and B allow it; the two are parts of their own (``memo``)."""
+    prompt_set = inputs["--prompts"]
     a, b = models.a, models.b
     if b is None:
         raise InputError("The checkpoint shift compares two checkpoints: load checkpoint B.")
     reference, prompts, responses = _inputs(prompt_set, s)
     comp = compatibility(a, b)
     split = 0.8 if comp.lens_kl else 1.0
-    res = compute_shift(a, b, prompts, responses, reference=reference, n_tokens=s.n_tokens, top_n=s.top_n,
-                        progress=stage(progress, 0.0, split, "shift"))
+    key = (a.spec, b.spec, prompt_set.sha256, reference, s.max_prompts, s.n_tokens)
+    res = memo("shift.shift", (*key, s.top_n), compute_shift, a, b, prompts, responses, reference=reference,
+               n_tokens=s.n_tokens, top_n=s.top_n, progress=stage(progress, 0.0, split, "shift"))
     lk = None
     if comp.lens_kl:
-        lk = layer_kl(a, b, prompts, responses, reference=reference, n_tokens=s.n_tokens,
-                      progress=stage(progress, split, 1.0, "per-layer lens KL"))
+        lk = memo("shift.layer_kl", key, layer_kl, a, b, prompts, responses, reference=reference, n_tokens=s.n_tokens,
+                  progress=stage(progress, split, 1.0, "per-layer lens KL"))
     return ShiftResults(res, lk, comp.message, tuple(prompts), reference, a.name, b.name)
 
 
-def compute_similarity(models: ModelPair, second: tuple[LoadedModel, LoadedModel], prompt_set: PromptSet,
-                       s: ShiftSettings, progress: Progress = None) -> SimilarityResults:
+def compute_similarity(models: ModelPair, second: tuple[LoadedModel, LoadedModel], inputs: Inputs, s: ShiftSettings,
+                       progress: Progress = None, memo: Memo = direct) -> SimilarityResults:
     """Whether the second pair (base, tuned) shifts like A -> B on the same prompts and reference."""
+    prompt_set = inputs["--prompts"]
     if models.b is None:
         raise InputError("The checkpoint shift compares two checkpoints: load checkpoint B.")
     reference, prompts, responses = _inputs(prompt_set, s)
-    sim = shift_similarity((models.a, models.b), second, prompts, responses, reference=reference,
-                           n_tokens=s.n_tokens, top_n=s.top_n, columns=s.similarity_columns, progress=progress)
+    key = (models.a.spec, models.b.spec, second[0].spec, second[1].spec, prompt_set.sha256, reference, s.max_prompts,
+           s.n_tokens, s.top_n, s.similarity_columns)
+    sim = memo("shift.similarity", key, shift_similarity, (models.a, models.b), second, prompts, responses,
+               reference=reference, n_tokens=s.n_tokens, top_n=s.top_n, columns=s.similarity_columns, progress=progress)
     return SimilarityResults(sim, second[0].name, second[1].name)
 
 
@@ -177,14 +185,14 @@ def settings_metadata(s: ShiftSettings, results: ShiftResults, similarity: Simil
     return meta
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: ShiftSettings, progress: Progress = None, *,
+def run(models: ModelPair, inputs: Inputs, s: ShiftSettings, progress: Progress = None, memo: Memo = direct, *,
         second: tuple[LoadedModel, LoadedModel] | None = None) -> tuple[Report, dict]:
     """compute (+ compute_similarity with a second pair) + report, as the CLI runs it: (report, metadata settings)."""
     split = 0.6 if second is not None else 1.0
-    results = compute(models, prompt_set, s, stage(progress, 0.0, split))
+    results = compute(models, inputs, s, stage(progress, 0.0, split), memo)
     sim = None
     if second is not None:
-        sim = compute_similarity(models, second, prompt_set, s, stage(progress, split, 1.0, "similarity"))
+        sim = compute_similarity(models, second, inputs, s, stage(progress, split, 1.0, "similarity"), memo)
     return report(results, s, sim), settings_metadata(s, results, sim)
 
 

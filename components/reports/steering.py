@@ -21,12 +21,20 @@ from analysis.prompts import PromptSet
 from components.charts import cards as card_charts
 from components.charts import steering as charts
 from components.charts.pairs import share_scales
-from components.reports import Report
+from components.reports import Input, Inputs, Memo, Report, direct
 from components.settings import as_metadata, compute_key, setting
 
 PAGE = "steering"
 BUNDLE = "steering"
 KEY = "steer"
+INPUTS = (Input("--prompts", "persona_pairs", "the contrastive set the vectors are built on (two groups, or pairs)"),
+          Input("--monitor-prompts", "persona_eval", "prompts projected on the vector", part="monitor"),
+          Input("--flag-prompts", "persona_pairs", "rows with responses to flag", part="flag"),
+          Input("--targets", "persona_eval", "target prompts of the sweep", part="sweep"),
+          Input("--controls", "facts", "control prompts of the sweep", part="sweep"),
+          Input("--drift-prompts", "persona_eval", "prompts of the drift", part="drift"))
+NEEDS_B = False
+SHARDS = ("build", "monitor")  # the pooled residuals of the contrast set and of the monitored prompts
 PARTS = ("monitor", "flag", "generate", "sweep", "drift")  # what runs after the build, in the page's tab order
 DEFAULT_LAYER = "none: the vectors' default layer"
 DRIFT_SKIPPED = "Drift skipped: it compares two checkpoints; load checkpoint B (on the command line: --model-b)."
