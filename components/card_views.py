@@ -8,7 +8,6 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.prompts import PromptSet
 from analysis.steering import SteeringVectors, VectorCard, vector_card
 from components import exporting
 from components import page_kit as kit
@@ -18,13 +17,6 @@ from components.settings_ui import widget
 
 
 # ------------------------------------------------------------------------------------------ neuron card
-@st.cache_data(max_entries=8, show_spinner=False)
-def cached_neuron_card(specs: tuple, ref_sha256: str | None, key: tuple, _ref_set: PromptSet | None,
-                       _settings: RN.NeuronsSettings, _scan: RN.ScanResults) -> tuple[dict, list]:
-    """RN.compute_card for the models ``specs``, cached on the reference set's hash and the card's settings."""
-    return RN.compute_card(kit.pair_from_specs(specs), _settings, _scan)
-
-
 def neuron_card_widgets(key: str, scan: RN.ScanResults) -> tuple[str, int, int, str]:
     """The card's widgets: (neuron text, k, window, the default neuron); the box starts at A's top entropy neuron."""
     default = RN.card_neuron(RN.NeuronsSettings(), scan)

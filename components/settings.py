@@ -156,6 +156,8 @@ def from_text(f: Field, text: str) -> Any:
     base = f.base
     if typing.get_origin(base) is tuple:
         item = typing.get_args(base)[0]
+        if text.strip().lower() == "none":  # "--parts none": no part (the field itself is not optional)
+            return ()
         parts = [p for p in text.split(",") if p.strip()]
         return tuple(_scalar(item, p, what) for p in parts)
     return _scalar(base, text, what)

@@ -7,14 +7,14 @@ and the figures come from one ``report``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import streamlit as st
 
 import analysis.neurons as ns
 from analysis.core.errors import LogitscopeError
-from analysis.models.pair import ModelPair
 from analysis.neurons import DEFAULT_REFERENCE
-from analysis.prompts import PromptSet
 from components import card_views
 from components import page_kit as kit
 from components.charts import neurons as charts
@@ -31,31 +31,6 @@ ensure_app_shell()
 
 KEY = R.KEY
 S = R.NeuronsSettings
-
-
-def _pair(specs: tuple) -> ModelPair:
-    return kit.pair_from_specs(specs)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def cached_scan(specs: tuple, ref_sha256: str | None, key: tuple, _ref_set: PromptSet | None,
-                _settings: R.NeuronsSettings) -> R.ScanResults:
-    """R.compute_scan for the models ``specs``, cached on the reference set's hash and the scan's settings."""
-    return R.compute_scan(_pair(specs), _ref_set, _settings)
-
-
-@st.cache_data(max_entries=6, show_spinner=False)
-def cached_ablation(specs: tuple, ref_sha256: str | None, eval_sha256: str, key: tuple, _eval_set: PromptSet,
-                    _settings: R.NeuronsSettings, _scan: R.ScanResults, _progress=None) -> dict:
-    """R.compute_ablation, cached on the sets' hashes and the ablation's settings (the scan's included)."""
-    return R.compute_ablation(_pair(specs), _eval_set, _settings, _scan, _progress)
-
-
-@st.cache_data(max_entries=6, show_spinner=False)
-def cached_induction(specs: tuple, ind_sha256: str | None, key: tuple, _ind_set: PromptSet | None,
-                     _settings: R.NeuronsSettings, _progress=None) -> dict:
-    """R.compute_induction, cached on the set's hash and the induction study's settings."""
-    return R.compute_induction(_pair(specs), _ind_set, _settings, _progress)
 
 
 def figure(rep: Report, name: str, data: pd.DataFrame | None) -> None:
@@ -91,7 +66,7 @@ with tab_scan:
     k = widget(S, "k", KEY, c2)
     partial = S(max_reference=max_reference, processing=processing, k=k)
     with kit.user_errors():
-        scan = cached_scan(specs, ref_hash, R.part_key(partial, "scan"), ref_set, partial)
+        scan = R.scan_part(pair, {"--prompts": ref_set}, partial, kit.memo)
     picks: dict[str, int] = {}
     slots: dict[str, tuple] = {}
     for label, _lm, _card, col in kit.compare_columns(pair):
@@ -170,6 +145,7 @@ settings = S(max_reference=max_reference, processing=processing, k=k, spectrum_a
              card_window=card_window)
 sync_query(settings, KEY, KEY)
 
+inputs = {"--prompts": ref_set, "--eval-prompts": eval_set, "--induction-prompts": ind_set}
 ablation = None
 with tab_abl:
     eval_hash = getattr(eval_set, "sha256", None)
@@ -177,8 +153,7 @@ with tab_abl:
         st.info("Press Run ablation to compute total and direct effects.")
     elif eval_set is not None:
         with kit.user_errors(stop=False), kit.progress_bar("Ablating…") as report:
-            ablation = cached_ablation(specs, ref_hash, eval_hash, R.part_key(settings, "ablate"), eval_set, settings,
-                                       scan, _progress=report)
+            ablation = R.ablation_part(pair, inputs, settings, scan, report, kit.memo)
 
 induction = None
 with tab_ind:
@@ -187,22 +162,21 @@ with tab_ind:
         st.info("Press Run induction study: clean vs clipped-mean-ablated entropy and loss per position.")
     elif source == "random" or ind_set is not None:
         with kit.user_errors(stop=False), kit.progress_bar("Running the induction study…") as report:
-            induction = cached_induction(specs, ind_hash, R.part_key(settings, "induction"), ind_set, settings,
-                                         _progress=report)
+            induction = R.induction_part(pair, inputs, settings, report, kit.memo)
 
 cards = None
 with tab_card:
     if scan.reference:
         with kit.user_errors(stop=False):
-            cards, card_notes = card_views.cached_neuron_card(specs, ref_hash, R.part_key(settings, "card"), ref_set,
-                                                              settings, scan)
+            cards, card_notes = R.card_part(pair, inputs, settings, scan, kit.memo)
             for note in collapse_notes(card_notes):
                 st.warning(md_literal(note))
 
+settings = replace(settings, parts=tuple(p for p, r in (("ablate", ablation), ("induction", induction)) if r is not None))
 results = R.NeuronsResults(scan, ablation, induction, cards)
 with kit.user_errors():
     rep = R.report(results, settings)
-    meta = R.settings_metadata(settings, ref_set, results, eval_set=eval_set, induction_set=ind_set)
+    meta = R.settings_metadata(settings, inputs, results)
 
 # ------------------------------------------------------------------------------------------ the report, tab by tab
 for which, (scatter_slot, spectrum_slot, freq_slot) in slots.items():
@@ -256,7 +230,7 @@ if cards:
 st.divider()
 try:
     export_bundle(rep.figures, rep.tables, kit.page_metadata(R.PAGE, pair, meta, ref_set, rep.notes,
-                                                         R.inputs(ref_set, results, eval_set, ind_set, settings)),
+                                                         R.inputs_used(inputs, results, settings)),
                   R.BUNDLE, key=f"{KEY}_bundle")
 except LogitscopeError as err:
     st.error(str(err))

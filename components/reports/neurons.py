@@ -54,6 +54,9 @@ class NeuronsSettings:
                                      "one)", label="Neuron for the spectrum", lo=0, display=True, cli=False)
     spectrum_b: int | None = setting(None, "neuron of B's last block whose spectrum is shown (default: the scan's top "
                                      "one)", label="Neuron for the spectrum", lo=0, display=True, cli=False)
+    parts: tuple[str, ...] = setting(PARTS, f"parts run after the scan, comma separated, from {','.join(PARTS)}, or "
+                                     "none (the page runs a part when its tab's button is pressed)", label="Parts",
+                                     choices=PARTS)
     # ablate
     neurons: str = setting("", "neurons to ablate, L{block}.N{index} comma separated (0-based block, e.g. L3.N130; the "
                            "old 3.130 form works too); empty = the top 3 of checkpoint A's scan by ρ. Any block works; "
@@ -103,8 +106,8 @@ PART_FIELDS = {
                   "induction_seed"),
     "card": ("max_reference", "processing", "k", "card_neuron"),
 }
-if {n for names in PART_FIELDS.values() for n in names} != {f.name for f in fields_of(S) if not f.spec.display}:
-    raise TypeError("PART_FIELDS must cover every compute setting of NeuronsSettings")
+if {n for names in PART_FIELDS.values() for n in names} != {f.name for f in fields_of(S) if not f.spec.display} - {"parts"}:
+    raise TypeError("PART_FIELDS must cover every compute setting of NeuronsSettings (but parts: which run)")
 
 
 def part_key(s: NeuronsSettings, part: str) -> tuple:
@@ -133,6 +136,7 @@ class NeuronsResults:
     ablation: Mapping[str, NR.AblationResult] | None = None
     induction: Mapping[str, NR.InductionResult] | None = None
     cards: Mapping[str, NR.NeuronCard] | None = None
+    card_notes: tuple[str, ...] = ()
 
 
 def reference_prompts(prompt_set: PromptSet | None, max_reference: int) -> tuple[str, ...]:
@@ -252,21 +256,61 @@ def card_report(cards: Mapping[str, NR.NeuronCard], s: NeuronsSettings, names: M
     return rep
 
 
-def compute(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings, progress: Progress = None, *,
-            eval_set: PromptSet | None = None, induction_set: PromptSet | None = None,
-            parts: tuple[str, ...] = PARTS) -> NeuronsResults:
-    """The scan on the reference set ``prompt_set``, then the ablation on ``eval_set`` and the induction study, as
-    ``parts`` asks (the command line's order and progress: scan 0-10%, ablation 10-60%, induction 60-100%)."""
-    scan = compute_scan(models, prompt_set, s, stage(progress, 0.0, 0.1, "scan"))
+def scan_part(models: ModelPair, inputs: Inputs, s: NeuronsSettings, memo: Memo = direct) -> ScanResults:
+    """compute_scan on the reference set (--prompts), through ``memo``."""
+    ref = inputs.get("--prompts")
+    return memo("neurons.scan", (models.specs(), getattr(ref, "sha256", None), part_key(s, "scan")), compute_scan,
+                models, ref, s)
+
+
+def ablation_part(models: ModelPair, inputs: Inputs, s: NeuronsSettings, scan: ScanResults, progress: Progress = None,
+                  memo: Memo = direct) -> dict[str, NR.AblationResult]:
+    """compute_ablation on --eval-prompts, through ``memo`` (its key holds the scan's settings it depends on)."""
+    eval_set = inputs.get("--eval-prompts")
+    if eval_set is None:
+        raise InputError("The ablation needs a prompt set to evaluate on.")
+    key = (models.specs(), getattr(inputs.get("--prompts"), "sha256", None), eval_set.sha256, part_key(s, "ablate"))
+    return memo("neurons.ablate", key, compute_ablation, models, eval_set, s, scan, progress=progress)
+
+
+def induction_part(models: ModelPair, inputs: Inputs, s: NeuronsSettings, progress: Progress = None,
+                   memo: Memo = direct) -> dict[str, NR.InductionResult]:
+    """compute_induction on --induction-prompts (or random sequences), through ``memo``."""
+    ind = inputs.get("--induction-prompts") if s.induction_source == "prompts" else None
+    key = (models.specs(), getattr(ind, "sha256", None), part_key(s, "induction"))
+    return memo("neurons.induction", key, compute_induction, models, ind, s, progress=progress)
+
+
+def card_part(models: ModelPair, inputs: Inputs, s: NeuronsSettings, scan: ScanResults,
+              memo: Memo = direct) -> tuple[dict[str, NR.NeuronCard], list]:
+    """compute_card over the scan's reference prompts, through ``memo``."""
+    key = (models.specs(), getattr(inputs.get("--prompts"), "sha256", None), part_key(s, "card"))
+    return memo("neurons.card", key, compute_card, models, s, scan)
+
+
+def input_needed(inp: Input, s: NeuronsSettings) -> bool:
+    """Whether a run reads an input: the reference set always, the others when their part runs (the induction's
+    set only for sequences from prompts)."""
+    if inp.flag == "--induction-prompts":
+        return "induction" in s.parts and s.induction_source == "prompts"
+    return inp.part is None or inp.part in s.parts
+
+
+def compute(models: ModelPair, inputs: Inputs, s: NeuronsSettings, progress: Progress = None,
+            memo: Memo = direct) -> NeuronsResults:
+    """The scan on the reference set (--prompts), then the ablation on --eval-prompts and the induction study, as
+    ``s.parts`` asks (the command line's order and progress: scan 0-10%, ablation 10-60%, induction 60-100%), and
+    the neuron card when there are reference prompts. Each is a part of its own (``memo``)."""
+    scan = scan_part(models, inputs, s, memo)
+    if progress is not None:
+        progress(0.1, "scan")
     ablation = induction = None
-    if "ablate" in parts:
-        if eval_set is None:
-            raise InputError("The ablation needs a prompt set to evaluate on.")
-        ablation = compute_ablation(models, eval_set, s, scan, stage(progress, 0.1, 0.6, "ablate"))
-    if "induction" in parts:
-        induction = compute_induction(models, induction_set, s, stage(progress, 0.6, 1.0, "induction"))
-    cards = compute_card(models, s, scan)[0] if scan.reference else None
-    return NeuronsResults(scan, ablation, induction, cards)
+    if "ablate" in s.parts:
+        ablation = ablation_part(models, inputs, s, scan, stage(progress, 0.1, 0.6, "ablate"), memo)
+    if "induction" in s.parts:
+        induction = induction_part(models, inputs, s, stage(progress, 0.6, 1.0, "induction"), memo)
+    cards, notes = card_part(models, inputs, s, scan, memo) if scan.reference else (None, [])
+    return NeuronsResults(scan, ablation, induction, cards, tuple(notes))
 
 
 def spectrum_picks(s: NeuronsSettings, scan: ScanResults) -> dict[str, int]:
@@ -279,11 +323,12 @@ def _set_meta(ps: PromptSet | None) -> dict | None:
     return None if ps is None else {"name": ps.name, "sha256": ps.sha256}
 
 
-def settings_metadata(s: NeuronsSettings, prompt_set: PromptSet | None, results: NeuronsResults, *,
-                      eval_set: PromptSet | None = None, induction_set: PromptSet | None = None) -> dict:
+def settings_metadata(s: NeuronsSettings, inputs: Inputs, results: NeuronsResults) -> dict:
     """metadata.json's settings: every declared setting (the neurons ablated and the spectrum neurons as used), the
     null-space size used, the reference set, the parts in the bundle, the sets they ran on and the induction's
     neurons (auto-selected ones included)."""
+    prompt_set, eval_set, induction_set = (inputs.get(f) for f in ("--prompts", "--eval-prompts",
+                                                                    "--induction-prompts"))
     meta = as_metadata(s)
     scan = results.scan
     meta["neurons"] = NR.canonical_neuron_text(ablation_neurons(s, scan))
@@ -302,12 +347,11 @@ def settings_metadata(s: NeuronsSettings, prompt_set: PromptSet | None, results:
     return meta
 
 
-def inputs(prompt_set: PromptSet | None, results: NeuronsResults, eval_set: PromptSet | None,
-           induction_set: PromptSet | None, s: NeuronsSettings) -> dict[str, PromptSet] | None:
+def inputs_used(inputs: Inputs, results: NeuronsResults, s: NeuronsSettings) -> dict[str, PromptSet] | None:
     """{CLI flag: set} of every prompt set the bundle's results ran on (report_metadata keeps their prompts)."""
-    sets = {"--prompts": prompt_set,
-            "--eval-prompts": eval_set if results.ablation is not None else None,
-            "--induction-prompts": (induction_set if results.induction is not None
+    sets = {"--prompts": inputs.get("--prompts"),
+            "--eval-prompts": inputs.get("--eval-prompts") if results.ablation is not None else None,
+            "--induction-prompts": (inputs.get("--induction-prompts") if results.induction is not None
                                     and s.induction_source == "prompts" else None)}
     return {flag: ps for flag, ps in sets.items() if ps is not None} or None
 
@@ -320,13 +364,11 @@ def report(results: NeuronsResults, s: NeuronsSettings) -> Report:
     return rep.merge(card_report(results.cards, s, scan.names)) if results.cards else rep
 
 
-def run(models: ModelPair, prompt_set: PromptSet | None, s: NeuronsSettings, progress: Progress = None, *,
-        eval_set: PromptSet | None = None, induction_set: PromptSet | None = None, parts: tuple[str, ...] = PARTS
+def run(models: ModelPair, inputs: Inputs, s: NeuronsSettings, progress: Progress = None, memo: Memo = direct
         ) -> tuple[Report, dict]:
     """compute + report, as the CLI runs it: (report, metadata settings)."""
-    results = compute(models, prompt_set, s, progress, eval_set=eval_set, induction_set=induction_set, parts=parts)
-    meta = settings_metadata(s, prompt_set, results, eval_set=eval_set, induction_set=induction_set)
-    return report(results, s), meta
+    results = compute(models, inputs, s, progress, memo)
+    return report(results, s), settings_metadata(s, inputs, results)
 
 
 # ------------------------------------------------------------------------------------------ report parts
@@ -410,7 +452,8 @@ def neurons_report(scans: Mapping[str, NR.EntropyScan], freqs: Mapping[str, NR.F
 
 
 # Settings whose page default comes from the model or the data rather than the declaration (tests/test_declarations).
-PAGE_DEFAULT_EXEMPT = {"neurons": "the top 3 of checkpoint A's scan by rho (default_neurons)",
+PAGE_DEFAULT_EXEMPT = {"parts": "the parts whose tab's button was pressed (the scan always runs)",
+                       "neurons": "the top 3 of checkpoint A's scan by rho (default_neurons)",
                        "spectrum_a": "a choice among A's scan's top neurons, default its top one",
                        "spectrum_b": "a choice among B's scan's top neurons, default its top one",
                        "card_neuron": "the top entropy neuron of checkpoint A's scan by rho (card_neuron)"}

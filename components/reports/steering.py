@@ -21,7 +21,7 @@ from analysis.prompts import PromptSet
 from components.charts import cards as card_charts
 from components.charts import steering as charts
 from components.charts.pairs import share_scales
-from components.reports import Input, Inputs, Memo, Report, direct
+from components.reports import Input, Report
 from components.settings import as_metadata, compute_key, setting
 
 PAGE = "steering"
