@@ -8,7 +8,6 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.steering import SteeringVectors, VectorCard, vector_card
 from components import exporting
 from components import page_kit as kit
 from components.reports import Report
@@ -54,14 +53,6 @@ def show_neuron_card(rep: Report, pair: Any, key: str, bundle: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ vector card
-@st.cache_data(max_entries=8, show_spinner=False)
-def cached_vector_card(spec: Any, sv_fp: str, _sv: SteeringVectors) -> VectorCard:
-    """vector_card of the vectors (fingerprint ``sv_fp``) on the model ``spec``."""
-    from components.model_state import load_cached
-
-    return vector_card(load_cached(spec)[0], _sv)
-
-
 def show_vector_card(rep: Report, key: str, bundle: str) -> None:
     """The vector card's two figures side by side, each with its export."""
     st.caption("Vector card: the tokens v points toward through the unembedding, W_U·(γ ⊙ v) (the final norm's gain, "

@@ -24,9 +24,10 @@ def compared():
     a = load_model(ModelSpec("gpt2-world-base", device="cpu", dtype="float32"))
     b = load_model(ModelSpec("gpt2-world-tuned", device="cpu", dtype="float32"))
     models = ModelPair(a, model_card(a), b, model_card(b))
-    sets = R.SteerSets(targets=first_n(load_builtin("persona_eval"), 3), controls=first_n(load_builtin("facts"), 3))
+    sets = {"--prompts": load_builtin("persona_pairs"), "--targets": first_n(load_builtin("persona_eval"), 3),
+            "--controls": first_n(load_builtin("facts"), 3)}
     s = R.SteerSettings(parts=("generate", "sweep"), new_tokens=5, sweep_prompts=3, sweep_alphas=(-2.0, 0.0, 4.0))
-    results = R.compute(models, load_builtin("persona_pairs"), s, sets=sets)
+    results = R.compute(models, sets, s)
     return models, sets, results
 
 
@@ -39,7 +40,7 @@ def test_b_is_steered_with_as_vector(compared):
                                     temperature=s.temperature, seed=s.gen_seed)
     assert list(res.generations_b.steered.ids) == list(direct.steered.ids)
     np.testing.assert_allclose(res.generations_b.steered.logprob_shift, direct.steered.logprob_shift, atol=1e-6)
-    sweep = R.sweep_part(models.b, sets.targets, sets.controls, sv, s)
+    sweep, _ = R.sweep_part(ModelPair(models.b, model_card(models.b)), sets, sv, s)  # B alone, with A's vector
     np.testing.assert_allclose(res.sweep_b.ld_target, sweep.ld_target, atol=1e-6)
     assert not np.allclose(res.sweep_b.ld_target, res.sweep.ld_target)  # B really is another model
 

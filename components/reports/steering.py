@@ -21,7 +21,7 @@ from analysis.prompts import PromptSet
 from components.charts import cards as card_charts
 from components.charts import steering as charts
 from components.charts.pairs import share_scales
-from components.reports import Input, Report
+from components.reports import Input, Inputs, Memo, Report, direct
 from components.settings import as_metadata, compute_key, setting
 
 PAGE = "steering"
@@ -125,17 +125,6 @@ def part_key(s: SteerSettings, part: str) -> tuple:
 
 
 @dataclass(frozen=True)
-class SteerSets:
-    """The prompt sets of the parts besides the contrast set (None where a part does not run)."""
-
-    monitor: PromptSet | None = None
-    flag: PromptSet | None = None
-    targets: PromptSet | None = None
-    controls: PromptSet | None = None
-    drift: PromptSet | None = None
-
-
-@dataclass(frozen=True)
 class SteerResults:
     """What ran: the settings as they ran (``resolve``), the vectors and each part's result (None / empty: not run),
     the contrast set (None: vectors loaded from a file with no set at hand), the sets of the parts that ran and
@@ -149,7 +138,7 @@ class SteerResults:
     sweep: S.Sweep | None = None
     drift: S.Drift | None = None
     contrast: PromptSet | None = None
-    sets: SteerSets = SteerSets()
+    sets: Inputs = field(default_factory=dict)  # {flag: set} of the parts that ran (--monitor-prompts, ...)
     notes: tuple[str, ...] = ()
     card: S.VectorCard | None = None  # the vector card of every layer (top tokens of W_U N_f(v_l))
     generations_b: S.GenerationComparison | None = None  # A's vector applied to checkpoint B (compare mode)
@@ -158,20 +147,16 @@ class SteerResults:
     @property
     def used(self) -> tuple[PromptSet, ...]:
         """The prompt sets metadata's "prompt_sets" lists: contrast, monitor, targets, controls, drift."""
-        return tuple(p for p in (self.contrast, self.sets.monitor, self.sets.targets, self.sets.controls,
-                                 self.sets.drift) if p is not None)
+        return tuple(p for p in (self.contrast, *(self.sets.get(f) for f in ("--monitor-prompts", "--targets",
+                                                                             "--controls", "--drift-prompts")))
+                     if p is not None)
 
 
-# The CLI flag of each prompt set (metadata "inputs": `python -m logitscope rerun` passes the bundle's copies).
-INPUT_FLAGS = {"contrast": "--prompts", "monitor": "--monitor-prompts", "flag": "--flag-prompts",
-               "targets": "--targets", "controls": "--controls", "drift": "--drift-prompts"}
-
-
-def inputs(contrast: PromptSet | None, sets: SteerSets) -> dict[str, PromptSet] | None:
+def inputs_used(results: SteerResults) -> dict[str, PromptSet] | None:
     """{CLI flag: set} of the contrast set and the sets of the parts that ran (report_metadata keeps their prompts,
     `python -m logitscope rerun` passes them back)."""
-    named = {"contrast": contrast, **{name: getattr(sets, name) for name in INPUT_FLAGS if name != "contrast"}}
-    return {INPUT_FLAGS[name]: ps for name, ps in named.items() if ps is not None} or None
+    named = {"--prompts": results.contrast, **results.sets}
+    return {flag: ps for flag, ps in named.items() if ps is not None} or None
 
 
 # ------------------------------------------------------------------------------------------ defaults from the data
@@ -217,44 +202,59 @@ def first_rows(ps: PromptSet, n: int) -> PromptSet:
 
 
 # ------------------------------------------------------------------------------------------ the parts
-def build(lm: LoadedModel, ps: PromptSet, s: SteerSettings, progress: Progress = None) -> S.SteeringVectors:
-    """Steering vectors per layer on checkpoint A from the contrast set."""
-    return S.extract_vectors(lm, ps, positive=s.positive, negative=s.negative, method=s.method, position_rule=s.rule,
-                             seed=s.seed, progress=progress)
+# Each part runs through ``memo`` (the page's cache, or a direct call), keyed on the models, its prompt sets, the
+# vectors' fingerprint and the settings it reads (part_key). Parts after the build take the settings resolved.
+def _need(ps: PromptSet | None, part: str) -> PromptSet:
+    if ps is None:
+        raise InputError(f"The {part} part needs its prompt set.")
+    return ps
 
 
-def monitor_model(lm: LoadedModel, ps: PromptSet, sv: S.SteeringVectors, progress: Progress = None
-                  ) -> S.Monitoring:
-    """One checkpoint's prompts projected on the vectors."""
-    return S.monitor(lm, ps, sv, progress=progress)
+def build_part(models: ModelPair, inputs: Inputs, s: SteerSettings, progress: Progress = None,
+               memo: Memo = direct) -> S.SteeringVectors:
+    """Steering vectors per layer on checkpoint A from the contrast set (--prompts)."""
+    lm, ps = models.a, inputs["--prompts"]
+    return memo("steer.build", (lm.spec, ps.sha256, part_key(s, "build")), S.extract_vectors, lm, ps,
+                positive=s.positive, negative=s.negative, method=s.method, position_rule=s.rule, seed=s.seed,
+                progress=progress)
 
 
-def monitor_part(models: ModelPair, ps: PromptSet, sv: S.SteeringVectors, progress: Progress = None
-                 ) -> dict[str, S.Monitoring]:
-    """{"A": Monitoring, "B": ...}: every loaded checkpoint's prompts projected on the vectors."""
+def monitor_part(models: ModelPair, inputs: Inputs, sv: S.SteeringVectors, progress: Progress = None,
+                 memo: Memo = direct) -> dict[str, S.Monitoring]:
+    """{"A": Monitoring, "B": ...}: every loaded checkpoint's --monitor-prompts projected on the vectors."""
+    ps = _need(inputs.get("--monitor-prompts"), "monitor")
     items = models.items()
-    return {which: monitor_model(lm, ps, sv, stage(progress, i / len(items), (i + 1) / len(items), f"monitor {which}"))
+    return {which: memo("steer.monitor", (lm.spec, ps.sha256, sv.fingerprint), S.monitor, lm, ps, sv,
+                        progress=stage(progress, i / len(items), (i + 1) / len(items), f"monitor {which}"))
             for i, (which, lm, _card) in enumerate(items)}
 
 
-def flag_part(lm: LoadedModel, ps: PromptSet, sv: S.SteeringVectors, s: SteerSettings,
-              progress: Progress = None) -> S.Flagged:
-    """The first flag_rows rows ranked by how far their responses push checkpoint A toward the trait (s resolved)."""
-    return S.flag_data(lm, first_rows(ps, s.flag_rows), sv, s.flag_layer, max_new_tokens=s.flag_tokens,
-                        progress=progress)
+def flag_part(models: ModelPair, inputs: Inputs, sv: S.SteeringVectors, s: SteerSettings,
+              progress: Progress = None, memo: Memo = direct) -> S.Flagged:
+    """The first flag_rows rows of --flag-prompts ranked by how far their responses push checkpoint A toward the
+    trait."""
+    lm, ps = models.a, _need(inputs.get("--flag-prompts"), "flag")
+    return memo("steer.flag", (lm.spec, ps.sha256, sv.fingerprint, part_key(s, "flag")), S.flag_data, lm,
+                first_rows(ps, s.flag_rows), sv, s.flag_layer, max_new_tokens=s.flag_tokens, progress=progress)
 
 
-def generate_part(lm: LoadedModel, sv: S.SteeringVectors, s: SteerSettings) -> S.GenerationComparison:
-    """Unsteered vs steered generation of gen_prompt on checkpoint A (s resolved)."""
+def _generate(lm: LoadedModel, sv: S.SteeringVectors, s: SteerSettings) -> S.GenerationComparison:
     lm.check_layer(s.layer)
     steer = S.Steer(s.layer, sv.vector(s.layer), float(s.alpha), s.positions, s.preserve_norm)
     return S.compare_generations(lm, s.gen_prompt, steer, max_new_tokens=s.new_tokens, temperature=s.temperature,
-                                  seed=s.gen_seed)
+                                 seed=s.gen_seed)
 
 
-def sweep_part(lm: LoadedModel, targets: PromptSet, controls: PromptSet, sv: S.SteeringVectors, s: SteerSettings,
-               progress: Progress = None) -> S.Sweep:
-    """Logit difference z(a) − z(b) and KL per layer and alpha on the first sweep_prompts targets vs controls."""
+def generate_part(models: ModelPair, sv: S.SteeringVectors, s: SteerSettings, memo: Memo = direct
+                  ) -> tuple[S.GenerationComparison, S.GenerationComparison | None]:
+    """Unsteered vs steered generation of gen_prompt on checkpoint A (and, with B, A's vector on B)."""
+    out = [memo("steer.generate", (lm.spec, sv.fingerprint, part_key(s, "generate")), _generate, lm, sv, s)
+           for _which, lm, _card in models.items()]
+    return out[0], (out[1] if len(out) > 1 else None)
+
+
+def _sweep(lm: LoadedModel, targets: PromptSet, controls: PromptSet, sv: S.SteeringVectors, s: SteerSettings,
+           progress: Progress = None) -> S.Sweep:
     for layer in s.sweep_layers:
         lm.check_layer(layer)
     if not s.token_a or not s.token_b:
@@ -263,14 +263,33 @@ def sweep_part(lm: LoadedModel, targets: PromptSet, controls: PromptSet, sv: S.S
                          "--token-a and --token-b on the command line).")
     n = s.sweep_prompts
     return S.steering_sweep(lm, {layer: sv.vector(layer) for layer in s.sweep_layers}, s.sweep_alphas,
-                             tuple(targets.prompts[:n]), tuple(controls.prompts[:n]), s.token_a, s.token_b,
-                             rule=s.positions, preserve_norm=s.preserve_norm, progress=progress)
+                            tuple(targets.prompts[:n]), tuple(controls.prompts[:n]), s.token_a, s.token_b,
+                            rule=s.positions, preserve_norm=s.preserve_norm, progress=progress)
 
 
-def drift_part(models: ModelPair, ps: PromptSet, sv: S.SteeringVectors, s: SteerSettings,
-               progress: Progress = None) -> S.Drift:
-    """B − A along the vectors per layer against random directions."""
-    return S.persona_drift(models.a, models.b, ps, sv, seed=s.drift_seed, progress=progress)
+def sweep_part(models: ModelPair, inputs: Inputs, sv: S.SteeringVectors, s: SteerSettings, progress: Progress = None,
+               memo: Memo = direct) -> tuple[S.Sweep, S.Sweep | None]:
+    """Logit difference z(a) − z(b) and KL per layer and alpha on the first sweep_prompts of --targets vs
+    --controls, on A (and, with B, A's vector on B)."""
+    tps, cps = _need(inputs.get("--targets"), "sweep"), _need(inputs.get("--controls"), "sweep")
+    items = models.items()
+    out = [memo("steer.sweep", (lm.spec, tps.sha256, cps.sha256, sv.fingerprint, part_key(s, "sweep")), _sweep, lm,
+                tps, cps, sv, s, progress=stage(progress, i / len(items), (i + 1) / len(items), f"sweep {which}"))
+           for i, (which, lm, _card) in enumerate(items)]
+    return out[0], (out[1] if len(out) > 1 else None)
+
+
+def drift_part(models: ModelPair, inputs: Inputs, sv: S.SteeringVectors, s: SteerSettings,
+               progress: Progress = None, memo: Memo = direct) -> S.Drift:
+    """B − A along the vectors per layer on --drift-prompts, against random directions."""
+    ps = _need(inputs.get("--drift-prompts"), "drift")
+    return memo("steer.drift", (models.specs(), ps.sha256, sv.fingerprint, part_key(s, "drift")), S.persona_drift,
+                models.a, models.b, ps, sv, seed=s.drift_seed, progress=progress)
+
+
+def card_part(models: ModelPair, sv: S.SteeringVectors, memo: Memo = direct) -> S.VectorCard:
+    """The vector card of every layer on checkpoint A."""
+    return memo("steer.card", (models.a.spec, sv.fingerprint), S.vector_card, models.a, sv)
 
 
 def notes_of(models: ModelPair, s: SteerSettings) -> tuple[str, ...]:
@@ -278,44 +297,34 @@ def notes_of(models: ModelPair, s: SteerSettings) -> tuple[str, ...]:
     return (DRIFT_SKIPPED,) if "drift" in s.parts and not models.compare else ()
 
 
-def _need(ps: PromptSet | None, part: str) -> PromptSet:
-    if ps is None:
-        raise InputError(f"The {part} part needs its prompt set.")
-    return ps
+PART_INPUTS = {"monitor": ("--monitor-prompts",), "flag": ("--flag-prompts",), "sweep": ("--targets", "--controls"),
+               "drift": ("--drift-prompts",)}
 
 
-def compute(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress: Progress = None,
-            sets: SteerSets = SteerSets()) -> SteerResults:
-    """Build the vectors on A from the contrast set, then every part of s.parts on its prompt set (``sets``)."""
-    lm = models.a
-    sv = build(lm, prompt_set, s, stage(progress, 0.0, 0.3, "build"))
-    s = resolve(s, lm, sv, prompt_set)
-    parts = set(s.parts)
-    ran = SteerSets(monitor=sets.monitor if "monitor" in parts else None, flag=sets.flag if "flag" in parts else None,
-                    targets=sets.targets if "sweep" in parts else None,
-                    controls=sets.controls if "sweep" in parts else None,
-                    drift=sets.drift if "drift" in parts and models.compare else None)
-    monitoring, flagged, generations, sweep, drift = {}, None, None, None, None
+def compute(models: ModelPair, inputs: Inputs, s: SteerSettings, progress: Progress = None,
+            memo: Memo = direct) -> SteerResults:
+    """Build the vectors on A from the contrast set (--prompts), then every part of s.parts on its prompt set."""
+    contrast = inputs["--prompts"]
+    sv = build_part(models, inputs, s, stage(progress, 0.0, 0.3, "build"), memo)
+    s = resolve(s, models.a, sv, contrast)
+    parts = set(s.parts) - ({"drift"} if not models.compare else set())
+    ran = {flag: inputs.get(flag) for part in parts for flag in PART_INPUTS.get(part, ())}
+    monitoring, flagged, drift = {}, None, None
+    generations = generations_b = sweep = sweep_b = None
     if "monitor" in parts:
-        monitoring = monitor_part(models, _need(sets.monitor, "monitor"), sv, stage(progress, 0.3, 0.4))
+        monitoring = monitor_part(models, inputs, sv, stage(progress, 0.3, 0.4), memo)
     if "flag" in parts:
-        flagged = flag_part(lm, _need(sets.flag, "flag"), sv, s, stage(progress, 0.4, 0.55, "flag"))
-    generations_b, sweep_b = None, None
+        flagged = flag_part(models, inputs, sv, s, stage(progress, 0.4, 0.55, "flag"), memo)
     if "generate" in parts:
-        generations = generate_part(lm, sv, s)
-        generations_b = generate_part(models.b, sv, s) if models.compare else None
+        generations, generations_b = generate_part(models, sv, s, memo)
         if progress is not None:
             progress(0.6, "generated")
     if "sweep" in parts:
-        half = 0.725 if models.compare else 0.85
-        sweep = sweep_part(lm, _need(sets.targets, "sweep"), _need(sets.controls, "sweep"), sv, s,
-                           stage(progress, 0.6, half, "sweep A" if models.compare else "sweep"))
-        if models.compare:
-            sweep_b = sweep_part(models.b, sets.targets, sets.controls, sv, s, stage(progress, half, 0.85, "sweep B"))
-    if "drift" in parts and models.compare:
-        drift = drift_part(models, _need(sets.drift, "drift"), sv, s, stage(progress, 0.85, 1.0, "drift"))
-    return SteerResults(s, sv, monitoring, flagged, generations, sweep, drift, prompt_set, ran, notes_of(models, s),
-                        S.vector_card(lm, sv), generations_b, sweep_b)
+        sweep, sweep_b = sweep_part(models, inputs, sv, s, stage(progress, 0.6, 0.85), memo)
+    if "drift" in parts:
+        drift = drift_part(models, inputs, sv, s, stage(progress, 0.85, 1.0, "drift"), memo)
+    return SteerResults(s, sv, monitoring, flagged, generations, sweep, drift, contrast, ran, notes_of(models, s),
+                        card_part(models, sv, memo), generations_b, sweep_b)
 
 
 # ------------------------------------------------------------------------------------------ the report
@@ -448,8 +457,8 @@ def settings_metadata(s: SteerSettings, results: SteerResults, model_name: str) 
     return meta
 
 
-def run(models: ModelPair, prompt_set: PromptSet, s: SteerSettings, progress: Progress = None,
-        sets: SteerSets = SteerSets()) -> tuple[Report, dict]:
+def run(models: ModelPair, inputs: Inputs, s: SteerSettings, progress: Progress = None, memo: Memo = direct
+        ) -> tuple[Report, dict]:
     """compute + report, as the CLI runs it: (report, metadata settings)."""
-    results = compute(models, prompt_set, s, progress, sets)
+    results = compute(models, inputs, s, progress, memo)
     return report(results, results.settings), settings_metadata(results.settings, results, models.a.name)
