@@ -9,12 +9,6 @@ from components.charts.text import md_literal
 from components.model_state import cache_use, require_models
 from components.shell import ensure_app_shell
 
-ensure_app_shell()
-
-st.title("Logitscope")
-st.caption("See inside a causal language model: how the next-token prediction forms layer by layer, which "
-           "components push it, which directions carry a trait, and what changed between two checkpoints.")
-
 
 def render_card(which: str, card: ModelCard, per_row: int = 4) -> None:
     """One model card: identity, shape, placement and the self-check verdict (``per_row`` metrics a row)."""
@@ -45,11 +39,18 @@ def render_card(which: str, card: ModelCard, per_row: int = 4) -> None:
         st.error(card.check.message, icon="❌")
 
 
-pair = require_models()
-cols = st.columns(2) if pair.compare else [st.container()]
-for (which, _lm, card), col in zip(pair.items(), cols):
-    with col, st.container(border=True):
-        render_card(which, card, per_row=2 if pair.compare else 4)
+def main() -> None:
+    ensure_app_shell()
+    st.title("Logitscope")
+    st.caption("See inside a causal language model: how the next-token prediction forms layer by layer, which "
+               "components push it, which directions carry a trait, and what changed between two checkpoints.")
+    pair = require_models()
+    cols = st.columns(2) if pair.compare else [st.container()]
+    for (which, _lm, card), col in zip(pair.items(), cols):
+        with col, st.container(border=True):
+            render_card(which, card, per_row=2 if pair.compare else 4)
+    st.markdown("**Pages**: use the navigation on the left. Layer 0 is the embedding output; layer L is the last "
+                "block's output before the final norm. Every figure can be exported (PNG, SVG, PDF, HTML) with its data.")
 
-st.markdown("**Pages**: use the navigation on the left. Layer 0 is the embedding output; layer L is the last "
-            "block's output before the final norm. Every figure can be exported (PNG, SVG, PDF, HTML) with its data.")
+
+main()

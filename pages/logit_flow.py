@@ -5,7 +5,8 @@ Wiring only: the widgets come from components.reports.flow.FlowSettings, the com
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import streamlit as st
 
@@ -20,8 +21,6 @@ from components.reports import flow as R
 from components.settings import compute_key, field_of
 from components.settings_ui import sync_query, widget, widget_key
 from components.shell import ensure_app_shell
-
-ensure_app_shell()
 
 KEY = R.KEY
 S = R.FlowSettings
@@ -84,7 +83,108 @@ def _summary(r: FlowResult, view: str) -> None:
     st.text(f"Model's top-1: {r.top_token!r}" + (f"   Competitor: {r.competitor!r}" if r.competitor is not None else ""))
 
 
+@dataclass(frozen=True)
+class Shown:
+    """What the tabs draw: the report, the models, the results, the prompt shown and the view."""
+
+    rep: Any
+    pair: Any
+    results: Any
+    idx: int
+    view: str
+
+    def fig(self, name: str) -> None:
+        kit.show(self.rep, name, KEY, bundle=R.BUNDLE)
+
+    def note(self, text: str) -> None:
+        if text in self.rep.notes:
+            st.info(text)
+
+    def columns(self) -> list:
+        """(which, label, lm, column) per checkpoint, side by side."""
+        return [(label.split(":")[0], label, lm, col) for label, lm, _card, col in kit.compare_columns(self.pair)]
+
+    def per_model_then_diff(self, stems: tuple[str, ...], diff: str, no_diff: str) -> None:
+        """Each checkpoint's figures ``{stem}_{A|B}`` in its column, then the B − A figure (or why there is none)."""
+        for which, _label, _lm, col in self.columns():
+            with col:
+                for stem in stems:
+                    self.fig(f"{stem}_{which}")
+        kit.show(self.rep, diff, KEY, bundle=R.BUNDLE, optional=True)
+        self.note(no_diff)
+
+
+def flow_tab(sh: Shown) -> None:
+    for which, label, lm, col in sh.columns():
+        r = sh.results.by_model[which].results[sh.idx]
+        with col:
+            st.subheader(label, anchor=False)
+            _summary(r, sh.view)
+            _messages(r, tolerance(lm))
+            sh.fig(f"flow_{which}")
+
+
+def per_position_tab(sh: Shown) -> None:
+    st.caption("Not additive: each cell is the write *at* position p read through the last position's readout.")
+    for which, _label, _lm, col in sh.columns():
+        with col:
+            sh.fig(f"mlp_at_position_{which}")
+            sh.fig(f"attention_at_position_{which}")
+
+
+def competitor_tab(sh: Shown) -> None:
+    for which, _label, _lm, col in sh.columns():
+        with col:
+            if f"target_vs_competitor_{which}" not in sh.rep.figures:
+                st.info("No competing token: type one above, or use a prompt set with a 'competitor' column "
+                        "(two_hop has one).")
+                continue
+            sh.fig(f"target_vs_competitor_{which}")
+            sh.fig(f"attention_grid_difference_{which}")
+
+
+def set_tab(sh: Shown) -> None:
+    for which, _label, _lm, col in sh.columns():
+        res = sh.results.by_model[which]
+        with col:
+            for warning in res.notes:
+                st.warning(warning)  # engine sentence without user text
+            st.caption(f"Averages over {plural(len(res.members(sh.view)), 'prompt')}.")
+            for text in sh.rep.notes:
+                if text.startswith(f"{which}: "):
+                    st.error(text[len(which) + 2:])
+            for name in (f"set_layers_{which}", f"set_heads_{which}", f"set_attention_grid_{which}"):
+                kit.show(sh.rep, name, KEY, bundle=R.BUNDLE, optional=True)
+            st.caption("Per prompt (also in the bundle):")
+            st.dataframe(sh.rep.tables[f"per_prompt_{which}"], hide_index=True, key=f"{KEY}_table_{which}")
+
+
+def show_tabs(sh: Shown) -> None:
+    """The result tabs: the flow, the grids, layers, heads, per position, target vs competitor, patterns, the set."""
+    several = len(sh.results.prompts) > 1
+    tabs = st.tabs(["Flow", "Attention grid", "Layers", "Heads", "Per position (not additive)",
+                    "Target vs competitor", "Attention patterns"] + (["Prompt set"] if several else []))
+    with tabs[0]:
+        flow_tab(sh)
+    with tabs[1]:
+        sh.per_model_then_diff(("attention_grid",), "attention_grid_B_minus_A", R.NO_DIFF_GRID)
+    with tabs[2]:
+        sh.per_model_then_diff(("layers", "importance"), "layers_B_minus_A", R.NO_DIFF_LAYERS)
+    with tabs[3]:
+        sh.per_model_then_diff(("heads",), "heads_B_minus_A", R.NO_DIFF_HEADS)
+    with tabs[4]:
+        per_position_tab(sh)
+    with tabs[5]:
+        competitor_tab(sh)
+    with tabs[6]:
+        pattern_view.show(sh.rep, sh.pair, KEY)
+    if several:
+        with tabs[7]:
+            set_tab(sh)
+
+
 def main() -> None:
+    ensure_app_shell()
     st.title("Logit flow")
     st.caption("Which layers, heads and positions build the prediction at the last position.")
     with st.expander("Definitions", expanded=False):
@@ -133,86 +233,9 @@ def main() -> None:
     with kit.user_errors():
         rep = R.report(results, settings)
         meta = R.settings_metadata(settings, results)
-    figures = rep.figures
-
-    def note(text: str) -> None:
-        if text in rep.notes:
-            st.info(text)
-
-    def fig(name: str) -> None:
-        kit.show(rep, name, KEY, bundle=R.BUNDLE)
-
-    tabs = st.tabs(["Flow", "Attention grid", "Layers", "Heads", "Per position (not additive)",
-                    "Target vs competitor", "Attention patterns"] + (["Prompt set"] if len(prompts) > 1 else []))
-    cols_for = lambda: kit.compare_columns(pair)  # noqa: E731 - one column per checkpoint, inside each tab
-
-    with tabs[0]:
-        for label, lm, card, col in cols_for():
-            which = label.split(":")[0]
-            r = results.by_model[which].results[idx]
-            with col:
-                st.subheader(label, anchor=False)
-                _summary(r, view)
-                _messages(r, tolerance(lm))
-                fig(f"flow_{which}")
-
-    def per_model_then_diff(stems: tuple[str, ...], diff: str, no_diff: str) -> None:
-        """Each checkpoint's figures ``{stem}_{A|B}`` in its column, then the B − A figure (or why there is none)."""
-        for label, _lm, _card, col in cols_for():
-            with col:
-                for stem in stems:
-                    fig(f"{stem}_{label.split(':')[0]}")
-        kit.show(rep, diff, KEY, bundle=R.BUNDLE, optional=True)
-        note(no_diff)
-
-    with tabs[1]:
-        per_model_then_diff(("attention_grid",), "attention_grid_B_minus_A", R.NO_DIFF_GRID)
-    with tabs[2]:
-        per_model_then_diff(("layers", "importance"), "layers_B_minus_A", R.NO_DIFF_LAYERS)
-    with tabs[3]:
-        per_model_then_diff(("heads",), "heads_B_minus_A", R.NO_DIFF_HEADS)
-
-    with tabs[4]:
-        st.caption("Not additive: each cell is the write *at* position p read through the last position's readout.")
-        for label, lm, card, col in cols_for():
-            which = label.split(":")[0]
-            with col:
-                fig(f"mlp_at_position_{which}")
-                fig(f"attention_at_position_{which}")
-
-    with tabs[5]:
-        for label, lm, card, col in cols_for():
-            which = label.split(":")[0]
-            with col:
-                if f"target_vs_competitor_{which}" not in figures:
-                    st.info("No competing token: type one above, or use a prompt set with a 'competitor' column "
-                            "(two_hop has one).")
-                    continue
-                fig(f"target_vs_competitor_{which}")
-                fig(f"attention_grid_difference_{which}")
-
-    with tabs[6]:
-        pattern_view.show(rep, pair, KEY)
-
-    if len(prompts) > 1:
-        with tabs[7]:
-            for label, lm, card, col in cols_for():
-                which = label.split(":")[0]
-                res = results.by_model[which]
-                with col:
-                    for warning in res.notes:
-                        st.warning(warning)  # engine sentence without user text
-                    st.caption(f"Averages over {plural(len(res.members(view)), 'prompt')}.")
-                    for text in rep.notes:
-                        if text.startswith(f"{which}: "):
-                            st.error(text[len(which) + 2:])
-                    for name in (f"set_layers_{which}", f"set_heads_{which}", f"set_attention_grid_{which}"):
-                        kit.show(rep, name, KEY, bundle=R.BUNDLE, optional=True)
-                    st.caption("Per prompt (also in the bundle):")
-                    st.dataframe(rep.tables[f"per_prompt_{which}"], hide_index=True, key=f"{KEY}_table_{which}")
-
+    show_tabs(Shown(rep, pair, results, idx, view))
     st.divider()
-    export_bundle(figures, rep.tables, kit.page_metadata(R.PAGE, pair, meta, ps, rep.notes), R.BUNDLE,
+    export_bundle(rep.figures, rep.tables, kit.page_metadata(R.PAGE, pair, meta, ps, rep.notes), R.BUNDLE,
                   key=f"{KEY}_bundle")
 
 
