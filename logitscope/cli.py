@@ -14,10 +14,11 @@ from importlib import import_module
 from typing import Any
 
 from analysis.core.errors import LogitscopeError
+from components.methods import METHODS, by_command
 
+# One command per registered method (components.methods, in menu order), then the tools: rerun, tuned-lens.
 COMMANDS: dict[str, Callable[[Any], None]] = {name: import_module(f"logitscope.{name}").add for name in
-                                              ("lens", "flow", "steer", "neurons", "shift", "ood", "rerun",
-                                               "tuned_lens")}
+                                              [m.command for m in METHODS.values()] + ["rerun", "tuned_lens"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from analysis.compute.backend import use_backend
         from analysis.compute.choose import parse_backend
 
-        if getattr(args, "ray", None) and args.command in ("flow", "shift"):
-            print(f"note: {args.command} runs in this process; --ray shards lens, ood, steer and neurons.",
-                  file=sys.stderr)
+        method = by_command(args.command)
+        if getattr(args, "ray", None) and method is not None and not method.shards:
+            sharded = ", ".join(m.command for m in METHODS.values() if m.shards)
+            print(f"note: {args.command} runs in this process; --ray shards {sharded}.", file=sys.stderr)
         with use_backend(parse_backend(getattr(args, "ray", None))):  # --ray: the backend of the whole command
             return int(args.func(args))
     except LogitscopeError as err:

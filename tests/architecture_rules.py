@@ -9,6 +9,8 @@ and on small planted trees, so that each rule is shown to fail).
   attribute of an imported module.
 - ``lazy_imports``: a function-level import in analysis/ that names a project module, or carries no
   ``# lazy: <reason>`` comment.
+- ``registry_violations``: app.py or the CLI router naming a method's page file or command itself instead of
+  iterating the registry (components.methods.METHODS).
 """
 from __future__ import annotations
 
@@ -185,4 +187,19 @@ def lazy_imports(root: Path) -> list[str]:
                 bad.append(f"{where} imports {module} inside a function (a hidden cycle or a layering shortcut)")
             elif "# lazy:" not in lines[node.lineno - 1]:
                 bad.append(f"{where} imports {module} inside a function without a '# lazy: <reason>' comment")
+    return bad
+
+
+def registry_violations(root: Path, pages: Iterable[str], commands: Iterable[str]) -> list[str]:
+    """String literals in app.py and logitscope/cli.py that name a method's page file or CLI command: both must
+    iterate components.methods.METHODS (the tools' commands, rerun and tuned_lens, are not methods)."""
+    names = set(pages) | {Path(p).stem for p in pages} | set(commands)
+    bad = []
+    for rel in ("app.py", "logitscope/cli.py"):
+        path = root / rel
+        if not path.is_file():
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                bad.append(f"{rel}:{node.lineno} names {node.value!r}")
     return bad

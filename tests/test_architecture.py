@@ -31,6 +31,36 @@ def test_function_level_imports_are_third_party_and_say_why():
     assert A.lazy_imports(REPO) == []
 
 
+def _registry() -> tuple[list[str], list[str]]:
+    from components.methods import METHODS
+
+    return [m.page_file for m in METHODS.values()], [m.command for m in METHODS.values()]
+
+
+def test_app_and_cli_iterate_the_one_registry():
+    assert A.registry_violations(REPO, *_registry()) == []
+
+
+def test_the_app_draws_a_page_and_the_cli_a_command_per_registered_method():
+    from components.methods import METHODS
+    from logitscope.cli import COMMANDS
+
+    assert list(COMMANDS)[: len(METHODS)] == [m.command for m in METHODS.values()]
+    src = (REPO / "app.py").read_text(encoding="utf-8")
+    assert "METHODS.values()" in src
+    for m in METHODS.values():
+        assert (REPO / m.page_file).is_file(), m.page_file
+        assert (REPO / "logitscope" / f"{m.command}.py").is_file(), m.command
+
+
+def test_a_planted_page_list_in_app_py_is_found(tmp_path):
+    (tmp_path / "app.py").write_text('PAGES = [("pages/logit_lens.py", "Logit lens")]\n', encoding="utf-8")
+    (tmp_path / "logitscope").mkdir()
+    (tmp_path / "logitscope" / "cli.py").write_text('if args.command in ("flow", "shift"): pass\n', encoding="utf-8")
+    found = A.registry_violations(tmp_path, *_registry())
+    assert len(found) == 3 and "pages/logit_lens.py" in found[0], found
+
+
 def test_every_analysis_package_is_in_the_layer_table():
     packages = {p.name for p in (REPO / "analysis").iterdir() if (p / "__init__.py").is_file()}
     assert packages == set(A.ALLOWED), packages ^ set(A.ALLOWED)

@@ -81,7 +81,7 @@ def test_query_round_trip_keeps_only_changed_settings_and_reports_bad_ones():
 def _page(m, captured: dict, query: dict | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["logitscope_spec_A"] = ModelSpec(BASE)
-    if getattr(m.module, "NEEDS_B", False):  # a method that compares two checkpoints
+    if m.needs_b:  # a method that compares two checkpoints
         at.session_state["logitscope_use_B"] = True
         at.session_state["logitscope_spec_B"] = ModelSpec("gpt2-world-tuned")
     at.run()
@@ -102,7 +102,7 @@ def test_page_widgets_and_metadata_start_at_the_declared_defaults(name, captured
     of every setting (except those the page fills from the model in front of it, listed by the method)."""
     m = METHODS[name]
     at = _page(m, captured)
-    exempt = getattr(m.module, "PAGE_DEFAULT_EXEMPT", {})
+    exempt = m.module.PAGE_DEFAULT_EXEMPT
     meta = json.loads(json.dumps(captured["metadata"]["settings"], default=list))
     drawn = 0
     for f in S.fields_of(m.settings):
