@@ -153,3 +153,22 @@ def test_a_link_with_settings_opens_the_page_with_them(captured):
     assert meta["top_k"] == 4 and meta["colour"] == "kl" and meta["positions_shown"] == 7
     cols = set(captured["tables"]["position_A"].columns)
     assert "#4" in cols and "#5" not in cols  # the lens really ran with top-4
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_declaration_has_the_one_compute_signature(name):
+    """Each components/reports/<method>.py satisfies the Declaration protocol, and compute and run take (models,
+    inputs, settings, progress, memo) in that order (run may add keyword-only options after them)."""
+    import inspect
+
+    from components.methods import Declaration
+    from components.reports import Input
+
+    m = METHODS[name]
+    assert isinstance(m.module, Declaration), name
+    for fn in (m.module.compute, m.module.run):
+        params = list(inspect.signature(fn).parameters.values())
+        assert [p.name for p in params[:5]] == ["models", "inputs", "s", "progress", "memo"], (name, fn.__name__)
+        assert all(p.kind is p.KEYWORD_ONLY for p in params[5:]), (name, fn.__name__)
+    assert m.module.INPUTS[0].flag == "--prompts" and all(isinstance(i, Input) for i in m.module.INPUTS)
+    assert len({i.flag for i in m.module.INPUTS}) == len(m.module.INPUTS)
