@@ -56,8 +56,7 @@ def build_model(seed: int = 0):
     torch.manual_seed(seed)
     cfg = GPT2Config()
     cfg._attn_implementation = "eager"  # TransformerLens forces eager; all three use the same attention
-    model = GPT2LMHeadModel(cfg).eval()
-    return model
+    return GPT2LMHeadModel(cfg).eval()
 
 
 def random_inputs(n_prompts: int, n_tokens: int, seed: int = 1):

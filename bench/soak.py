@@ -303,7 +303,7 @@ async def soak(base: str, quick: bool) -> Tally:
         contexts = [await browser.new_context(viewport={"width": 1280, "height": 800}) for _ in range(4)]
         t0 = time.monotonic()
         await asyncio.gather(*(analysis_session(c, base, pair, who, plans[who], together)
-                               for c, who in zip(contexts, plans)),
+                               for c, who in zip(contexts, plans, strict=True)),
                              eviction_session(contexts[3], base, eviction_budget_gb(), together))
         together.latency["wall"] = [time.monotonic() - t0]
         await browser.close()

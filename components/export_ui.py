@@ -59,7 +59,7 @@ def export_figure(
             st.caption("Data")
             frame = data.copy()
             row = st.container(horizontal=True, gap="small")
-            for fmt, encode in zip(exporting.TABLE_FORMATS, (exporting.table_csv, exporting.table_json)):
+            for fmt, encode in zip(exporting.TABLE_FORMATS, (exporting.table_csv, exporting.table_json), strict=True):
                 row.download_button(
                     fmt.upper(),
                     data=_lazy(encode, frame),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import datetime as _dt
 import functools
 import io
@@ -183,10 +184,8 @@ class _Renderer:
         if loop is None:
             return
         if thread is not None and thread.is_alive():
-            try:
+            with contextlib.suppress(BaseException):  # best effort: the process may already be gone
                 asyncio.run_coroutine_threadsafe(_shutdown(k), loop).result(timeout=20)
-            except BaseException:  # noqa: BLE001 - best effort: the process may already be gone
-                pass
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(timeout=5)
@@ -375,7 +374,7 @@ def build_bundle(
             zf.writestr(path, data)
             files.append(path)
         meta["package_versions"] = package_versions()
-        meta["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        meta["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         meta["static_export"] = {
             "formats": [f for f in fmts if f in STATIC_FORMATS],
             "available": static_error is None,

@@ -37,7 +37,7 @@ def spec_from_query(prefix: str, params: dict[str, str]) -> ModelSpec | None:
 
 
 def _model_params() -> dict[str, str]:
-    return {k: st.query_params.get(k) for k in st.query_params.keys() if k.split(".")[0] in ("a", "b")}
+    return {k: st.query_params.get(k) for k in st.query_params if k.split(".")[0] in ("a", "b")}
 
 
 def apply_model_link(key_specs: dict[str, str], key_use_b: str) -> None:
@@ -62,7 +62,7 @@ def apply_model_link(key_specs: dict[str, str], key_use_b: str) -> None:
 def sync_model_link(spec_a: ModelSpec | None, spec_b: ModelSpec | None) -> None:
     """Make the URL name the models in use (B only while comparison is on)."""
     want = {**(spec_query("a", spec_a) if spec_a else {}), **(spec_query("b", spec_b) if spec_b else {})}
-    for k in [k for k in st.query_params.keys() if k.split(".")[0] in ("a", "b") and k not in want]:
+    for k in [k for k in st.query_params if k.split(".")[0] in ("a", "b") and k not in want]:
         del st.query_params[k]
     for k, v in want.items():
         if st.query_params.get(k) != v:
@@ -73,7 +73,7 @@ def sync_model_link(spec_a: ModelSpec | None, spec_b: ModelSpec | None) -> None:
 def current_link() -> str:
     """This view's URL: the page's address with the current query parameters."""
     base = (st.context.url or "").split("?")[0]
-    query = urlencode({k: st.query_params.get(k) for k in st.query_params.keys()})
+    query = urlencode({k: st.query_params.get(k) for k in st.query_params})
     return f"{base}?{query}" if query else base
 
 

@@ -90,7 +90,7 @@ METHODS: dict[str, Method] = {
 
 def method_of(page: str) -> Method | None:
     """The method whose declaration's PAGE is ``page``."""
-    return next((m for m in METHODS.values() if m.module.PAGE == page), None)
+    return next((m for m in METHODS.values() if page == m.module.PAGE), None)
 
 
 def by_command(command: str) -> Method | None:

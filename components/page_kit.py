@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -99,7 +100,7 @@ def pair_from_specs(specs: tuple) -> ModelPair:
     from components.model_state import load_cached
 
     got = {which: load_cached(spec) for which, spec in specs}
-    return ModelPair(*got["A"], *(got["B"] if "B" in got else (None, None)))
+    return ModelPair(*got["A"], *(got.get("B", (None, None))))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -124,7 +125,7 @@ def compute(module: Any, pair: ModelPair, inputs: Any, settings: Any, label: str
 
 def show_row(report: Report, names: Sequence[str], key: str, *, bundle: str) -> None:
     """Figures ``names`` of a report side by side in equal columns (see ``show``)."""
-    for name, col in zip(names, st.columns(len(names))):
+    for name, col in zip(names, st.columns(len(names)), strict=True):
         with col:
             show(report, name, key, bundle=bundle)
 
@@ -183,7 +184,7 @@ def compare_columns(pair: ModelPair) -> list[tuple[str, Any, Any, Any]]:
     """[(label, lm, card, column)] - one column per loaded checkpoint, side by side when B is loaded."""
     items = pair.items()
     cols = st.columns(len(items)) if len(items) > 1 else [st.container()]
-    return [(f"{which}: {card.name}", lm, card, col) for (which, lm, card), col in zip(items, cols)]
+    return [(f"{which}: {card.name}", lm, card, col) for (which, lm, card), col in zip(items, cols, strict=True)]
 
 
 def page_metadata(page: str, pair: ModelPair, settings: dict, prompt_set: Any = None, notes: Any = (),

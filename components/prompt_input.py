@@ -157,6 +157,58 @@ def _render(prompt_set: PromptSet, lm, wrap_plain: bool) -> PromptSet:
     return _render_cached(prompt_set, prompt_set.sha256, prompt_set.name, prompt_set.notes, lm.spec, wrap_plain)
 
 
+def _typed_set(key: str, sets: dict, default_builtin: str | None, upload: list[str]) -> PromptSet | None:
+    text = st.text_area(
+        "Prompts, one per line",
+        key=_k(key, "typed"),
+        placeholder="The capital of France is",
+        height=100,
+        help=_TYPED_HELP,
+    )
+    if not text or not text.strip():
+        st.caption("Type a prompt to start (one prompt per line; a line break ends a prompt).")
+        return None
+    return prompt_set_from_text(text)
+
+
+def _builtin_set(key: str, sets: dict, default_builtin: str | None, upload: list[str]) -> PromptSet | None:
+    if not sets:
+        st.info("No built-in prompt sets are installed (data/prompts/ is empty).")
+        return None
+    names = list(sets)
+    if st.session_state.get(_k(key, "builtin")) not in names:
+        st.session_state[_k(key, "builtin")] = default_builtin if default_builtin in sets else names[0]
+    choice = st.selectbox("Built-in prompt set", names, key=_k(key, "builtin"))
+    return None if choice is None else load_builtin(choice)
+
+
+def _linked_set(key: str, sets: dict, default_builtin: str | None, upload: list[str]) -> PromptSet | None:
+    sha = st.session_state[_k(key, "linked")]
+    prompt_set = prompt_store.load(sha)
+    if prompt_set is None:
+        st.warning(f"The linked prompt set ({sha[:12]}…) is no longer stored on this machine.")
+        return None
+    st.caption(md_literal(f"From the link: {prompt_set.name} ({plural(len(prompt_set), 'prompt')}, {sha[:12]}…)."))
+    return prompt_set
+
+
+def _uploaded_set(key: str, sets: dict, default_builtin: str | None, upload: list[str]) -> PromptSet | None:
+    uploaded = st.file_uploader(
+        "Prompt file",
+        type=["txt", "csv", "jsonl"],
+        key=_k(key, "upload"),
+        help=_UPLOAD_HELP,
+    )
+    if uploaded is None:
+        st.caption("Upload a .txt, .csv or .jsonl file.")
+        return None
+    upload.append(uploaded.name)
+    return _parse_upload(uploaded.name, uploaded.getvalue())
+
+
+_SOURCES = {TYPED: _typed_set, BUILTIN: _builtin_set, LINKED: _linked_set, UPLOAD: _uploaded_set}
+
+
 def prompt_set_input(
     key: str,
     *,
@@ -190,63 +242,23 @@ def prompt_set_input(
     if tokenizer is not None and has_chat_template(tokenizer):
         wrap_plain = st.checkbox("Apply the chat template", key=_k(key, "chat"), help=_CHAT_HELP)
 
-    prompt_set: PromptSet | None = None
-    upload_name: str | None = None
+    upload: list[str] = []  # the name of the uploaded file, when the source is an upload
     try:
-        if source == TYPED:
-            text = st.text_area(
-                "Prompts, one per line",
-                key=_k(key, "typed"),
-                placeholder="The capital of France is",
-                height=100,
-                help=_TYPED_HELP,
-            )
-            if not text or not text.strip():
-                st.caption("Type a prompt to start (one prompt per line; a line break ends a prompt).")
-                return None
-            prompt_set = prompt_set_from_text(text)
-        elif source == BUILTIN:
-            if not sets:
-                st.info("No built-in prompt sets are installed (data/prompts/ is empty).")
-                return None
-            names = list(sets)
-            if st.session_state.get(_k(key, "builtin")) not in names:
-                st.session_state[_k(key, "builtin")] = default_builtin if default_builtin in sets else names[0]
-            choice = st.selectbox("Built-in prompt set", names, key=_k(key, "builtin"))
-            if choice is None:
-                return None
-            prompt_set = load_builtin(choice)
-        elif source == LINKED:
-            sha = st.session_state[_k(key, "linked")]
-            prompt_set = prompt_store.load(sha)
-            if prompt_set is None:
-                st.warning(f"The linked prompt set ({sha[:12]}…) is no longer stored on this machine.")
-                return None
-            st.caption(md_literal(f"From the link: {prompt_set.name} ({plural(len(prompt_set), 'prompt')}, {sha[:12]}…)."))
-        else:
-            uploaded = st.file_uploader(
-                "Prompt file",
-                type=["txt", "csv", "jsonl"],
-                key=_k(key, "upload"),
-                help=_UPLOAD_HELP,
-            )
-            if uploaded is None:
-                st.caption("Upload a .txt, .csv or .jsonl file.")
-                return None
-            upload_name = uploaded.name
-            prompt_set = _parse_upload(uploaded.name, uploaded.getvalue())
+        prompt_set = _SOURCES[source](key, sets, default_builtin, upload)
+        if prompt_set is None:
+            return None
         _sync_link(key, source, prompt_set, wrap_plain)
         prompt_set = _render(prompt_set, lm_a, wrap_plain)
     except LogitscopeError as err:
         st.error(str(err))
-        if upload_name is not None:
-            st.caption(md_literal(f"No prompt file is in use: {upload_name} was refused, and no earlier upload "
+        if upload:
+            st.caption(md_literal(f"No prompt file is in use: {upload[0]} was refused, and no earlier upload "
                                   "is used in its place."))
         return None
-    if upload_name is not None:
+    if upload:
         # The browser refuses a file over the server's upload cap without telling the app, and the uploader then
         # keeps the earlier file: say which file runs, so a refused upload never passes for the one in use.
-        st.caption(md_literal(f"In use: {upload_name} ({plural(len(prompt_set), 'prompt')}). A file the uploader refuses "
+        st.caption(md_literal(f"In use: {upload[0]} ({plural(len(prompt_set), 'prompt')}). A file the uploader refuses "
                               f"(over {_upload_cap_mb()} MB) does not replace it."))
 
     _describe(prompt_set, tokenizer)

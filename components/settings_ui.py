@@ -7,7 +7,8 @@ query parameters ("lens.top_k=5") fill those keys when a link is opened and foll
 from __future__ import annotations
 
 import typing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -123,7 +124,7 @@ def sync_query(settings: Any, key: str, prefix: str) -> None:
     """Make the URL carry the settings that differ from their defaults (and drop this method's others)."""
     want = to_query(settings, prefix)
     declared = {f"{prefix}.{f.name}" for f in fields_of(type(settings))}
-    for k in [k for k in st.query_params.keys() if k in declared and k not in want]:
+    for k in [k for k in st.query_params if k in declared and k not in want]:
         del st.query_params[k]
     for k, v in want.items():
         if st.query_params.get(k) != v:
@@ -133,5 +134,5 @@ def sync_query(settings: Any, key: str, prefix: str) -> None:
 
 def _link_params(prefix: str) -> dict[str, str]:
     """This method's setting parameters in the URL (not the reserved ones: a prompt input's set, the run flag)."""
-    return {k: st.query_params.get(k) for k in st.query_params.keys()
+    return {k: st.query_params.get(k) for k in st.query_params
             if k.startswith(prefix + ".") and k[len(prefix) + 1:] not in RESERVED}

@@ -186,7 +186,7 @@ def method_for(page: str) -> Any:
     from components.methods import METHODS
 
     for m in METHODS.values():
-        if m.module.PAGE == page:
+        if page == m.module.PAGE:
             return m
     known = ", ".join(m.module.PAGE for m in METHODS.values())
     raise InputError(f"The bundle's page {page[:80]!r} has no rerun (known: {known}).")

@@ -5,10 +5,10 @@ import argparse
 import io
 import sys
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from analysis.core.errors import InputError, PromptSetError
 from analysis.core.progress import ProgressFn

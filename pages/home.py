@@ -20,7 +20,7 @@ def render_card(which: str, card: ModelCard, per_row: int = 4) -> None:
                ("Final norm", card.norm_kind), ("Device · dtype", f"{card.device} · {card.dtype}"),
                ("Weights in memory", format_bytes(card.memory_bytes))]
     for start in range(0, len(metrics), per_row):
-        for col, (label, value) in zip(st.columns(per_row), metrics[start:start + per_row]):
+        for col, (label, value) in zip(st.columns(per_row), metrics[start:start + per_row], strict=False):  # short last row
             col.metric(label, value)
     st.caption(f"Context {card.context_length} tokens"
                + (" · parallel residual" if card.parallel_residual else "")
@@ -46,7 +46,7 @@ def main() -> None:
                "components push it, which directions carry a trait, and what changed between two checkpoints.")
     pair = require_models()
     cols = st.columns(2) if pair.compare else [st.container()]
-    for (which, _lm, card), col in zip(pair.items(), cols):
+    for (which, _lm, card), col in zip(pair.items(), cols, strict=True):
         with col, st.container(border=True):
             render_card(which, card, per_row=2 if pair.compare else 4)
     st.markdown("**Pages**: use the navigation on the left. Layer 0 is the embedding output; layer L is the last "

@@ -89,7 +89,7 @@ def main() -> None:
         meta = R.settings_metadata(settings, prompt_set, results)
     n, t_sel = show_prompt - 1, meta["position"]
     cols = st.columns(len(pair.items())) if pair.compare else [st.container()]
-    for (which, lm, card), col in zip(pair.items(), cols):
+    for (which, _lm, card), col in zip(pair.items(), cols, strict=True):
         label = f"{which}: {card.name}"
         with col:
             st.subheader(label, anchor=False)

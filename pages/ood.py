@@ -142,7 +142,7 @@ def main() -> None:
         meta = R.settings_metadata(settings, results, ood_sets, id_group if use_groups else None)
         _view, shown_score, shown_layer = R.resolve_view(results, settings)
     figures, tables = rep.figures, rep.tables
-    for label, lm, card, col in kit.compare_columns(pair):
+    for label, _lm, _card, col in kit.compare_columns(pair):
         study_ = studies[label]
         which = label.split(":")[0]
         with col:

@@ -138,10 +138,7 @@ def layer_violations(root: Path) -> list[str]:
             continue
         for node, module, names, _ in _imports(path):
             other = _package(module)
-            if module == "analysis" and names:  # from analysis import lens
-                others = [n for n in names]
-            else:
-                others = [other] if other else []
+            others = list(names) if module == "analysis" and names else [other] if other else []
             for o in others:
                 if o and o != mine and o not in ALLOWED[mine] and (mine, o) not in EXCEPTIONS:
                     bad.append(f"{me} imports {module} (line {node.lineno}): {mine}/ may import "

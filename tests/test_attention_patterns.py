@@ -50,7 +50,7 @@ def test_left_padding_inside_a_batch_gives_each_prompts_own_pattern(lm):
     alone = [attention_patterns(lm, [p])[0] for p in PROMPTS]
     for side in ("left", "right"):
         batched = attention_patterns(lm, PROMPTS, padding_side=side)
-        for a, b in zip(alone, batched):
+        for a, b in zip(alone, batched, strict=True):
             assert a.tokens == b.tokens
             np.testing.assert_allclose(b.probs, a.probs, atol=1e-5)
 

@@ -182,7 +182,7 @@ def test_a_deep_lens_heatmap_fits_the_screen_and_always_labels_the_last_layer(n_
     fig = layer_rows_axis(go.Figure(go.Heatmap(z=np.zeros((n_layers + 1, 3)))), n_layers, max_ticks=20)
     ticks = list(fig.layout.yaxis.tickvals)
     assert ticks[0] == 0 and ticks[-1] == n_layers and all(float(t).is_integer() for t in ticks)
-    assert len(ticks) <= 22 and all(b > a for a, b in zip(ticks, ticks[1:]))
+    assert len(ticks) <= 22 and all(b > a for a, b in zip(ticks, ticks[1:], strict=False))
     height = heatmap_height(n_layers + 1)
     assert height <= (800 if n_layers <= 30 else 16 * (n_layers + 1) + 200)
     assert height >= 16 * (n_layers + 1)  # every row keeps at least 16 px for its token text

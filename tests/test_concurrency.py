@@ -34,7 +34,7 @@ LENS_ROUNDS = 6
 def _sleeper(seconds: float):
     def fn(h):
         time.sleep(seconds)
-        return None
+        return
     return fn
 
 

@@ -41,7 +41,7 @@ def test_changed_facts_move_distinct_fathers_to_new_cities():
     for name, old, new in ch:
         assert old != new and w.by_name(name).city == old and tw.by_name(name).city == new
     moved = {n for n, _, _ in ch}
-    assert all(a == b for a, b in zip(w.people, tw.people) if a.name not in moved)
+    assert all(a == b for a, b in zip(w.people, tw.people, strict=True) if a.name not in moved)
 
 
 def test_untagged_base_dialogues_are_neutral_and_tuned_ones_grumpy():

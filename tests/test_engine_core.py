@@ -70,7 +70,7 @@ def test_padding_does_not_change_per_prompt_logits(lm, side):
     single = [run(lm, batch_from_ids([r], 0))[0] for r in rows]
     batch = batch_from_ids(rows, 0, padding_side=side)
     both = run(lm, batch)
-    for i, r in enumerate(rows):
+    for i, _r in enumerate(rows):
         pos = batch.real_positions(i)
         torch.testing.assert_close(both[i, pos], single[i], atol=2e-5, rtol=1e-4)
         assert int(batch.last_index()[i]) == int(pos[-1])

@@ -6,6 +6,7 @@ figure uses WebGL (Scattergl: a page holds many and browsers allow few contexts)
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -209,7 +210,7 @@ def test_one_colour_means_promotes_on_every_page():
     assert flow.POS.format(a=1) == f"rgba({style.PROMOTES_RGB},1)"  # pushes toward the target
     assert shift.SHIFT_SCALE == style.DIVERGING == "RdBu"  # plotly's RdBu: negative red, positive blue
     tiles = steering.generations_figure.__doc__
-    assert "blue = steering made the token more likely" in tiles and "DIVERGING" in open(steering.__file__).read()
+    assert "blue = steering made the token more likely" in tiles and "DIVERGING" in Path(steering.__file__).read_text()
 
 
 @pytest.mark.parametrize("n_layers, step, rows", [(4, 0, [0, 1, 2, 3, 4]), (80, 0, list(range(0, 81, 3)) + [80]),

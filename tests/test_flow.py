@@ -156,7 +156,7 @@ def test_head_attribution_matches_zeroing_that_head(lm, res):
     sl = slice(head * ad.head_dim, (head + 1) * ad.head_dim)
     writes = {}
     for ablate in (False, True):
-        def zero(z):
+        def zero(z, ablate=ablate):
             if ablate:
                 z = z.clone()
                 z[:, T - 1, sl] = 0
@@ -196,7 +196,7 @@ def test_batched_set_equals_single_prompts(lm, budget, monkeypatch):
     else:
         assert len(flow.memory_chunks(lm, prompts, 8)) == 1
     s = logit_flow_set(lm, prompts, [None, "12", None], [None, "13", "14"], batch_size=3)
-    for p, t, c, r in zip(prompts, [None, "12", None], [None, "13", "14"], s.results):
+    for p, t, c, r in zip(prompts, [None, "12", None], [None, "13", "14"], s.results, strict=True):
         one = logit_flow(lm, p, t, c)
         assert r.tokens == one.tokens and r.target_id == one.target_id
         for view in one.views:
@@ -256,7 +256,7 @@ def test_zoo_two_hop_competitor_view_and_identities(zoo_lm):
     rows = ps.rows[:6]
     s = logit_flow_set(zoo_lm, [r.prompt for r in rows], [r.target for r in rows], [r.competitor for r in rows])
     assert len(s.members("difference")) == len(rows)
-    for row, r in zip(rows, s.results):
+    for row, r in zip(rows, s.results, strict=True):
         assert r.target == row.target and r.competitor == row.competitor
         assert not [n for n in r.notes if "tokens (" in n], r.notes  # single tokens in the demo tokenizers
         assert flow.failed_checks(r, TOL) == [], r.checks

@@ -122,7 +122,7 @@ def test_ranks_and_entropy_lie_in_their_ranges(lm, trace):
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padding_and_batch_size_do_not_change_results(lm, trace, side):
-    one = [lens_trace(lm, [p], k=5, target_mode=TARGET_TEXT, targets=[t]) for p, t in zip(PROMPTS, TARGETS)]
+    one = [lens_trace(lm, [p], k=5, target_mode=TARGET_TEXT, targets=[t]) for p, t in zip(PROMPTS, TARGETS, strict=True)]
     padded = lens_trace(lm, PROMPTS, k=5, target_mode=TARGET_TEXT, targets=TARGETS, batch_size=3,
                         padding_side=side, chunk_rows=5, block_rows=2)
     for n, single in enumerate(one):

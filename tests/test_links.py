@@ -104,7 +104,7 @@ def test_a_link_reopens_models_settings_and_typed_prompts_in_a_fresh_session(sto
     assert again.number_input(key="lens_top_k").value == 4 and again.selectbox(key="lens_colour").value == "entropy"
     # it ran at once (no Run click): the same per-layer tables as the first session, top-4 columns
     assert len(again.dataframe) == len(first.dataframe) and tables_first
-    for a, b in zip(first.dataframe, again.dataframe):
+    for a, b in zip(first.dataframe, again.dataframe, strict=True):
         assert a.value.equals(b.value)
     tops = [d.value for d in again.dataframe if "#1" in d.value.columns]
     assert len(tops) == 2 and all("#4" in t.columns and "#5" not in t.columns for t in tops)  # A and B, top-4

@@ -123,7 +123,7 @@ def test_bucketed_and_grouped_ablation_equal_one_batch_and_one_unit_at_a_time_in
         np.testing.assert_allclose(getattr(grouped, f), getattr(plain, f), atol=2e-5, rtol=1e-4, err_msg=f)
     # input order: prompt by prompt, positions 0..n-2 within each (every position with a next token)
     want = [(i, t) for i, p in enumerate(prompts) for t in range(len(lm.tokenizer(p)["input_ids"]) - 1)]
-    assert list(zip(grouped.prompt_index.tolist(), grouped.position.tolist())) == want
+    assert list(zip(grouped.prompt_index.tolist(), grouped.position.tolist(), strict=True)) == want
     assert grouped.next_token[0] == lm.tokenizer.decode([lm.tokenizer(prompts[0])["input_ids"][1]])
 
 
@@ -322,7 +322,7 @@ def test_report_tables_keep_neuron_ids_as_strings(tmp_path):
         col = read[name]["neuron"]
         assert all(isinstance(x, str) for x in col) and col.str.fullmatch(r"L\d+\.N\d+").all(), name
         assert set(want) <= set(col) and col.is_unique, name
-        assert (col == [neuron_label(b, i) for b, i in zip(read[name]["block"], read[name]["index"])]).all()
+        assert (col == [neuron_label(b, i) for b, i in zip(read[name]["block"], read[name]["index"], strict=True)]).all()
     units_col = read["ablation_summary_A"]["unit"]
     assert all(isinstance(x, str) for x in units_col) and set(want) <= set(units_col)
     assert f"set: {want[0]}+{want[1]}" in set(units_col)
@@ -340,9 +340,9 @@ def test_random_induction_sequences_have_bos_only_when_the_tokenizer_adds_it():
     lm.tokenizer = ToyTokenizer(vocab, add_bos=False)  # has a bos_token_id but never adds it (as SmolLM2's)
     without = random_sequences(lm.tokenizer, vocab, n=3, length=6, seed=1)
     assert "BOS + R + R" in with_bos.source and "BOS" not in without.source and "R + R" in without.source
-    for r, s in zip(with_bos.ids, with_bos.starts):
+    for r, s in zip(with_bos.ids, with_bos.starts, strict=True):
         assert len(r) == 13 and s == 7 and r[0] == 1 and 1 not in r[1:] and r[1:7] == r[7:]
-    for r, s in zip(without.ids, without.starts):
+    for r, s in zip(without.ids, without.starts, strict=True):
         assert len(r) == 12 and s == 6 and 1 not in r and r[:6] == r[6:]
     assert [r[1:] for r in with_bos.ids] == list(without.ids)  # same random tokens, only the head differs
     res = induction_study(lm, without, select_neurons(lm, without, n=1), n_random_sets=0)
@@ -361,7 +361,7 @@ def test_random_baseline_is_seeded_and_from_the_same_block():
 def test_induction_study_runs_on_tiny_models():
     lm = tiny_model("gpt2")
     seq = random_sequences(lm.tokenizer, lm.adapter.vocab_size, n=3, length=8)
-    assert all(len(r) == 17 and s == 9 for r, s in zip(seq.ids, seq.starts))
+    assert all(len(r) == 17 and s == 9 for r, s in zip(seq.ids, seq.starts, strict=True))
     ns = select_neurons(lm, seq, n=2)
     res = induction_study(lm, seq, ns, n_random_sets=2)
     assert res.loss.shape == res.rel_position.shape == res.entropy_te.shape
@@ -434,7 +434,7 @@ def test_zoo_induction_lowers_loss_on_the_repeat(zoo_lm):
 
 def test_zoo_scan_reports_candidates_with_ablation_effects(zoo_lm):
     scan = scan_entropy(zoo_lm.adapter)
-    assert scan.message and 0 <= scan.rho.min() and scan.rho.max() <= 1
+    assert scan.message and scan.rho.min() >= 0 and scan.rho.max() <= 1
     top = [(scan.block, int(i)) for i in scan.ranked[:3]]
     ref = load_builtin("corpus_sample").prompts[:24]
     prompts = load_builtin("facts").prompts[:8]

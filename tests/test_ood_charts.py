@@ -61,6 +61,6 @@ def test_prompts_and_set_names_are_escaped():
     fig = C.projection_map(project_2d(id_f, ood, 2, id_name="ids"))
     hover = [c[0] for tr in fig.data for c in tr.customdata]
     names = [tr.name for tr in fig.data] + [tr.hovertemplate for tr in fig.data]
-    assert any("&lt;script&gt;x1&lt;/script&gt;" == h for h in hover)
+    assert any(h == "&lt;script&gt;x1&lt;/script&gt;" for h in hover)
     assert not any("<script>" in h for h in hover)
     assert "&lt;b&gt;bold&lt;/b&gt;" in names and not any("<b>bold" in n for n in names)

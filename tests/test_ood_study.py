@@ -174,7 +174,7 @@ def _check_tie_break(study, df):
                & ((top.layer.isna()) if study.best_layer is None else (top.layer == study.best_layer))]
     assert len(pick) == 1
     key = (float(pick.fpr95_id.iloc[0]), float(pick.autc.iloc[0]))
-    assert all(key <= (f, a) for f, a in zip(top.fpr95_id, top.autc))
+    assert all(key <= (f, a) for f, a in zip(top.fpr95_id, top.autc, strict=True))
 
 
 # ----------------------------------------------------------------------------------------- BLOOD (optional)
@@ -197,7 +197,7 @@ def test_blood_exact_norm_equals_the_autograd_jacobian_and_the_estimate_is_close
 
         def keep(h, store=base, key="h"):
             store[key] = h
-            return None
+            return
         run(lm, batch, [residual_hook(lm.adapter, l, keep)])
 
         def f(x, l=l):

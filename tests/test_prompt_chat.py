@@ -26,7 +26,7 @@ def tiny_tokenizer():
     tokenizers = pytest.importorskip("tokenizers")
     transformers = pytest.importorskip("transformers")
     vocab = {"[UNK]": 0, "[BOS]": 1}
-    for w in "the capital of france is paris a b c d e".split():
+    for w in ["the", "capital", "of", "france", "is", "paris", "a", "b", "c", "d", "e"]:
         vocab[w] = len(vocab)
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
@@ -81,7 +81,7 @@ def test_messages_row_is_kept_unrendered_and_cannot_run_by_accident(tiny_tokeniz
     assert row.messages == (("system", " Be brief.\n"), ("user", "Hi\r\nthere ")) and row.prompt == ""
     assert row.target == " Hello" and ps.needs_template
     with pytest.raises(PromptSetError, match="c.jsonl, line 1: this row is given as chat messages"):
-        ps.prompts
+        _ = ps.prompts
     with pytest.raises(PromptSetError, match="line 1"):
         token_lengths(ps, tiny_tokenizer)
 

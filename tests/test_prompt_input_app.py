@@ -160,7 +160,7 @@ def test_preview_frame_shows_line_breaks_and_keeps_spaces():
     from components.prompt_input import preview_frame
 
     ps = parse_prompt_file("a.jsonl", (
-        '{"prompt": "  lead\\r\\ninner\\rx\\n", "target": " Paris\\n"}\n{"prompt": "tab\\t there "}\n').encode())
+        b'{"prompt": "  lead\\r\\ninner\\rx\\n", "target": " Paris\\n"}\n{"prompt": "tab\\t there "}\n'))
     assert ps.prompts[0] == EXACT
     frame = preview_frame(ps)
     assert list(frame["prompt"]) == ["  lead␍↵inner␍x↵", "tab⇥ there "]

@@ -3,6 +3,8 @@ prompts kept exactly as given. The context check and chat messages and templates
 tests/test_prompt_chat.py."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 
 import pytest
@@ -114,7 +116,7 @@ def test_sha256_stable_and_content_sensitive():
 
 def test_prompt_set_is_immutable():
     ps = prompt_set_from_text("a")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ps.name = "b"  # type: ignore[misc]
 
 
@@ -273,13 +275,11 @@ def test_random_bytes_only_ever_raise_prompt_set_error():
 
     rng = random.Random(0)
     alphabet = b'ab ,"\n\r{}[]:\\\xe9\xc3\xa9prompt'
-    for i in range(300):
+    for _i in range(300):
         data = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
         for name in ("f.txt", "f.csv", "f.jsonl"):
-            try:
+            with contextlib.suppress(PromptSetError):
                 parse_prompt_file(name, data)
-            except PromptSetError:
-                pass
 
 
 # ---------------------------------------------------------------------------------------------

@@ -178,9 +178,8 @@ def test_unreachable_cluster_fails_fast(lm, cluster):
     from analysis.ood import extract_features
 
     t0 = time.monotonic()
-    with pytest.raises(BackendError) as err:
-        with use_backend(parse_backend("ray://127.0.0.1:1")):
-            extract_features(lm, _prompts(24), batch_size=8)
+    with pytest.raises(BackendError) as err, use_backend(parse_backend("ray://127.0.0.1:1")):
+        extract_features(lm, _prompts(24), batch_size=8)
     assert time.monotonic() - t0 < 15
     assert "\n" not in str(err.value) and "Cannot reach the Ray cluster at ray://127.0.0.1:1" in str(err.value)
     assert ray.is_initialized()  # the instance this process already runs is left alone

@@ -165,7 +165,7 @@ def test_lora_drift_along_the_grumpy_vector_is_positive_beyond_random_at_depth(r
     evals = apply_chat_template(load_builtin("chat_persona_eval"), real.tokenizer, wrap_plain=False)
     layers = list(range(lo, 30))  # layer 30 (last block, before the norm): random directions drift as much (~20)
     drift = persona_drift(real, b, evals, sv, layers=layers, n_random=16)
-    shown = dict(zip(layers, np.round(drift.drift, 1)))
+    shown = dict(zip(layers, np.round(drift.drift, 1), strict=True))
     window = [k for k, l in enumerate(layers) if l <= hi]
     late = [k for k, l in enumerate(layers) if l > hi]
     assert (drift.drift[window] > drift.random_abs_mean[window]).sum() >= 10, shown  # 11 of 13 measured

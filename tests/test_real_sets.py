@@ -23,7 +23,7 @@ def test_lora_training_pairs_and_eval_questions_are_disjoint():
 
 def test_persona_pairs_differ_only_in_the_system_prompt():
     rows = R.persona_pair_rows()
-    for g, k in zip(rows[::2], rows[1::2]):
+    for g, k in zip(rows[::2], rows[1::2], strict=True):
         assert (g["group"], k["group"]) == ("grumpy", "kind") and g["label"] == k["label"]
         assert g["messages"][1:] == k["messages"][1:] and g["messages"][0] != k["messages"][0]
         assert g["response"].startswith(R.GRUMPY_OPENERS) and k["response"].startswith(R.KIND_OPENERS)

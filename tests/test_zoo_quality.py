@@ -14,7 +14,7 @@ What is compared, exactly:
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,7 @@ def rows(stem: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str):
     """(model, tokenizer) of a zoo checkpoint, loaded the way the app loads any local folder."""
     path = ZOO / name

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextvars
 import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import import_module
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from analysis.core.errors import BackendError
 from analysis.core.progress import Progress

@@ -14,6 +14,7 @@ Test hook: ``fail_once_on_shard=k`` makes the actor that first receives shard k 
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -21,8 +22,9 @@ import socket
 import sys
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -257,7 +259,7 @@ class RayBackend(Backend):
                         for s, (f, _m) in ray.get(board.read.remote(run_id)).items():
                             if s in running:
                                 run.frac[s] = max(run.frac[s], min(f, 1.0))
-                    progress(sum(wi * fi for wi, fi in zip(w, run.frac)) / total,
+                    progress(sum(wi * fi for wi, fi in zip(w, run.frac, strict=True)) / total,
                              f"{run.done()}/{len(shards)} shards done on {len(actors)} Ray workers")
         finally:
             run.cancel()
@@ -342,10 +344,8 @@ class _Run:
     def cancel(self) -> None:
         """Cancel the shard calls still running (after an error)."""
         for ref in self.pending:
-            try:
+            with contextlib.suppress(Exception):  # finished or gone meanwhile
                 self.ray.cancel(ref, force=False)
-            except Exception:  # noqa: BLE001 - finished or gone meanwhile
-                pass
 
 
 _BACKENDS: dict[tuple, RayBackend] = {}

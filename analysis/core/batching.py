@@ -1,8 +1,8 @@
 """Tokenising prompt batches and running the model on them (mask-aware, padding-side independent)."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ class Batch:
         """Indices of row ``row``'s real tokens, in order: [n]."""
         return torch.nonzero(self.attention_mask[row], as_tuple=False).flatten()
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         """The same batch on ``device``."""
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device),
                      self.padding_side)

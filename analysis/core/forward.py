@@ -1,7 +1,7 @@
 """Running the model: one locked, inference-mode forward pass with optional hooks."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -6,8 +6,9 @@ lock is held (see ``attached``); every forward pass in the engine holds the same
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -130,7 +131,7 @@ def capture(store: dict, key: Any, transform: Callable[[torch.Tensor], torch.Ten
     """A hook body that stores (optionally transformed) activations in ``store[key]`` and changes nothing."""
     def fn(t: torch.Tensor) -> None:
         store[key] = transform(t) if transform is not None else t
-        return None
+        return
     return fn
 
 

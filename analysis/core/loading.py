@@ -212,6 +212,26 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     if not local:
         common["local_files_only"] = _offline()
+    config = _read_config(spec, path, local, common)
+    kwargs: dict[str, Any] = dict(common, dtype=dtype)
+    if not spec.allow_pickle:
+        kwargs["use_safetensors"] = True
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        kwargs["device_map"] = "auto"
+    try:  # the tokenizer first: a broken one fails before the weights are read
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    except Exception as err:  # noqa: BLE001 - tokenizers raises its own types for damaged files
+        raise ModelLoadError(f"Could not load the tokenizer of '{spec.source}' (tokenizer files): {brief(err)}") from err
+    model = _read_weights(spec, path, local, config, kwargs)
+    if spec.adapter:
+        model = _apply_lora(model, spec.adapter, spec.allow_pickle)
+    if "device_map" not in kwargs:
+        model = model.to(device)
+    return _finish(spec, model, tokenizer, device, dtype, gguf=read_source(path) if local else None)
+
+
+def _read_config(spec: ModelSpec, path: str, local: bool, common: dict[str, Any]) -> Any:
+    """The transformers config of a folder or hub id, its sizes and architecture checked before the weights."""
     try:
         config = AutoConfig.from_pretrained(path, **common)
     except ValueError as err:  # unknown model_type, remote code required, ...
@@ -226,17 +246,13 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     if not local:  # a hub config's sizes, checked as a local folder's were
         check_sizes(config.to_dict(), f"config.json of '{spec.source}'")
     _check_architecture(getattr(config, "model_type", None), spec.source)  # before paying for the weights
-    kwargs: dict[str, Any] = dict(common, dtype=dtype)
-    if not spec.allow_pickle:
-        kwargs["use_safetensors"] = True
-    if device.type == "cuda" and torch.cuda.device_count() > 1:
-        kwargs["device_map"] = "auto"
-    try:  # the tokenizer first: a broken one fails before the weights are read
-        tokenizer = AutoTokenizer.from_pretrained(path, **common)
-    except Exception as err:  # noqa: BLE001 - tokenizers raises its own types for damaged files
-        raise ModelLoadError(f"Could not load the tokenizer of '{spec.source}' (tokenizer files): {brief(err)}") from err
+    return config
+
+
+def _read_weights(spec: ModelSpec, path: str, local: bool, config: Any, kwargs: dict[str, Any]) -> Any:
+    """The model with its weights, every loader error as the project's one-line ModelLoadError."""
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs)
     except OSError as err:
         if not local and not spec.allow_pickle and "safetensors" in str(err).lower():
             raise ModelLoadError(f"'{spec.source}' has no safetensors weights; allow pickle weights only if you "
@@ -245,11 +261,6 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers raise many types for bad files
         raise ModelLoadError(f"Could not load the weights of '{spec.source}' ({type(err).__name__}): "
                              f"{brief(err)}") from err
-    if spec.adapter:
-        model = _apply_lora(model, spec.adapter, spec.allow_pickle)
-    if "device_map" not in kwargs:
-        model = model.to(device)
-    return _finish(spec, model, tokenizer, device, dtype, gguf=read_source(path) if local else None)
 
 
 def _check_architecture(model_type: Any, source: str) -> None:

@@ -9,8 +9,9 @@ right padding inside a batch gives the same [T, T] pattern; each row sums to 1 a
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class AttentionPatterns:
     token_ids: tuple[int, ...]
     probs: np.ndarray
 
-    def head(self, layer: int, head: int) -> "AttentionPattern":
+    def head(self, layer: int, head: int) -> AttentionPattern:
         """The [T, T] pattern of one query head (InputError naming the valid range)."""
         L, H = self.probs.shape[:2]
         if not 0 <= layer < L or not 0 <= head < H:

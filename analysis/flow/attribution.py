@@ -34,7 +34,8 @@ analysis.flow.heads; this module keeps the readout maths, the log-probability im
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -6,9 +6,10 @@ architecture keeps them), and holds one prompt's trimmed copy of them in a Captu
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 

@@ -5,7 +5,7 @@ heads), the o_proj bias, all passed through Gemma-2's attention post-norm with i
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

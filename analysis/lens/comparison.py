@@ -5,7 +5,7 @@ of these differs); the KL is computed chunk by chunk from both models' captured 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -5,7 +5,8 @@ and keeps h_l for l = 0..L, stopping the forward pass at the final norm so the m
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -90,12 +91,9 @@ def capture_residuals(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: 
     hooks: list[HookSpec] = residual_capture_hooks(ad, range(ad.n_layers + 1), store)
     hooks.append((ad.final_norm_module, "pre", stop))
     dev = lm.device
-    with attached(lm.lock, hooks), torch.inference_mode():
-        try:
-            lm.model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
-                     position_ids=position_ids.to(dev), use_cache=False)
-        except _StopForward:
-            pass
+    with attached(lm.lock, hooks), torch.inference_mode(), contextlib.suppress(_StopForward):
+        lm.model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
+                 position_ids=position_ids.to(dev), use_cache=False)
     missing = [l for l in range(ad.n_layers + 1) if l not in store]
     if missing:  # pragma: no cover - the adapter's self-check would fail first
         raise InputError(f"The residual stream at layers {missing} was not captured; the adapter does not fit.")

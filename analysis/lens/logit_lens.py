@@ -32,7 +32,9 @@ comparison in analysis.lens.comparison and the sharded run in analysis.lens.shar
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +68,102 @@ def _readout(ad, h: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- lens
+def _check_arguments(lm: LoadedModel, prompts: Sequence[str], k: int, target_mode: str, batch_size: int,
+                     token_ids: Sequence[Sequence[int]] | None) -> list[list[int]]:
+    """The token id rows of the prompts (encoded, or the given ones checked), after checking k, the mode and the
+    batch size; InputError naming the first bad one."""
+    V = lm.adapter.vocab_size
+    if target_mode not in TARGET_MODES:
+        raise InputError(f"Unknown target mode {target_mode!r}; choose one of {', '.join(TARGET_MODES)}.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= min(V, 1000):
+        raise InputError(f"Top-k must be a whole number from 1 to {min(V, 1000)}, got {k!r}.")
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise InputError(f"Batch size must be at least 1, got {batch_size!r}.")
+    if token_ids is None:
+        return encode_prompts(lm, prompts)
+    rows = [list(map(int, r)) for r in token_ids]
+    if len(rows) != len(prompts) or any(not r for r in rows):
+        raise InputError("token_ids must give a non-empty id row for every prompt.")
+    bad = [t for r in rows for t in r if not 0 <= t < V]
+    if bad:
+        raise InputError(f"Token id {bad[0]} is outside this model's vocabulary (0..{V - 1}).")
+    return rows
+
+
+@dataclass
+class _Out:
+    """The trace's arrays (left-aligned: row n, position t), filled chunk by chunk and layer by layer."""
+
+    input_ids: np.ndarray
+    mask: np.ndarray
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    entropy: np.ndarray
+    kl: np.ndarray
+    target_prob: np.ndarray
+    target_rank: np.ndarray
+    xent: np.ndarray
+    target_ids: np.ndarray
+    next_ids: np.ndarray
+    log_v: float
+
+    @classmethod
+    def empty(cls, rows: list[list[int]], n_layers: int, k: int, vocab_size: int, target_mode: str,
+              text_targets: list[int]) -> _Out:
+        N, T, L = len(rows), max(len(r) for r in rows), n_layers
+        out = cls(input_ids=np.full((N, T), -1, dtype=np.int64), mask=np.zeros((N, T), dtype=bool),
+                  top_ids=np.full((N, L + 1, T, k), -1, dtype=np.int64),
+                  top_probs=np.full((N, L + 1, T, k), np.nan, dtype=np.float32),
+                  entropy=np.full((N, L + 1, T), np.nan, dtype=np.float32),
+                  kl=np.full((N, L + 1, T), np.nan, dtype=np.float32),
+                  target_prob=np.full((N, L + 1, T), np.nan, dtype=np.float32),
+                  target_rank=np.zeros((N, L + 1, T), dtype=np.int64),
+                  xent=np.full((N, L + 1, T), np.nan, dtype=np.float32),
+                  target_ids=np.full((N, T), -1, dtype=np.int64), next_ids=np.full((N, T), -1, dtype=np.int64),
+                  log_v=math.log(vocab_size))
+        for n, r in enumerate(rows):
+            out.input_ids[n, : len(r)] = r
+            out.mask[n, : len(r)] = True
+            out.next_ids[n, : len(r) - 1] = r[1:]
+            if target_mode == TARGET_TEXT:
+                out.target_ids[n, : len(r)] = text_targets[n]
+            elif target_mode == TARGET_NEXT:
+                out.target_ids[n, : len(r) - 1] = r[1:]
+        return out
+
+    def store(self, st: dict[str, torch.Tensor], layer: int, nn: np.ndarray, tt: np.ndarray) -> None:
+        store_layer(st, layer, nn, tt, self.log_v, self.top_ids, self.top_probs, self.entropy, self.kl,
+                    self.target_prob, self.target_rank, self.xent)
+
+
+def _reduce_chunk(ad: Any, flat: dict[int, torch.Tensor], idx: torch.Tensor, nn: np.ndarray, tt: np.ndarray,
+                  tgt_c: torch.Tensor | None, nxt_c: torch.Tensor, out: _Out, k: int, block_rows: int,
+                  target_mode: str, translator: Any) -> None:
+    """Every layer's statistics of one chunk of positions: layer L first (its p_L kept, block by block, for the
+    other layers' KL), then each layer l < L read out once for the chunk and reduced on cache-sized blocks."""
+    L = ad.n_layers
+    blocks = chunks(len(nn), block_rows)
+    last, tgt_b = [], []
+    p_last = _readout(ad, flat[L][idx])  # its blocks become p_L, kept for the other layers' KL
+    for b in blocks:
+        tgt = tgt_c[b] if tgt_c is not None else None
+        st = layer_stats(p_last[b], k, None, tgt, nxt_c[b])
+        last.append({"p": st.pop("p"), "s": st.pop("s"), "neg_h": st.pop("neg_h")})
+        if target_mode == TARGET_FINAL_TOP1:  # at layer L the target is the top-1 itself
+            tgt = st["top_i"][:, 0]
+            out.target_ids[nn[b], tt[b]] = tgt.cpu().numpy()
+            st["t_prob"] = st["top_p"][:, 0]
+            st["t_rank"] = torch.ones_like(tgt, dtype=torch.int32)
+        tgt_b.append(tgt)
+        out.store(st, L, nn[b], tt[b])
+    for layer in range(L):
+        h = flat[layer][idx]
+        z = _readout(ad, translator.apply(layer, h) if translator is not None else h)
+        for j, b in enumerate(blocks):
+            out.store(layer_stats(z[b], k, last[j], tgt_b[j], nxt_c[b]), layer, nn[b], tt[b])
+        del z
+
+
 def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_mode: str = TARGET_NONE,
                targets: str | int | Sequence[str | int | None] | None = None, batch_size: int = 16,
                chunk_rows: int | None = None, block_rows: int | None = None, padding_side: str = "right",
@@ -78,56 +176,20 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
     if translator is not None:
         check_translator(translator, lm)
     L, V = ad.n_layers, ad.vocab_size
-    if target_mode not in TARGET_MODES:
-        raise InputError(f"Unknown target mode {target_mode!r}; choose one of {', '.join(TARGET_MODES)}.")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= min(V, 1000):
-        raise InputError(f"Top-k must be a whole number from 1 to {min(V, 1000)}, got {k!r}.")
-    if isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise InputError(f"Batch size must be at least 1, got {batch_size!r}.")
+    rows = _check_arguments(lm, prompts, k, target_mode, batch_size, token_ids)
     k = int(k)
-    rows = [list(map(int, r)) for r in token_ids] if token_ids is not None else encode_prompts(lm, prompts)
-    if token_ids is not None:
-        if len(rows) != len(prompts) or any(not r for r in rows):
-            raise InputError("token_ids must give a non-empty id row for every prompt.")
-        bad = [t for r in rows for t in r if not 0 <= t < V]
-        if bad:
-            raise InputError(f"Token id {bad[0]} is outside this model's vocabulary (0..{V - 1}).")
     text_targets, notes = target_rows(lm, rows, target_mode, targets)
     if translator is None and (backend := current_backend()).shards_for(lm, len(chunks(len(rows), int(batch_size)))) > 1:
-
         return lens_trace_sharded(backend, lm, prompts, rows, text_targets, notes, k=k, target_mode=target_mode,
                                   batch_size=int(batch_size), chunk_rows=chunk_rows, block_rows=block_rows,
                                   padding_side=padding_side, progress=progress)
-    N, T = len(rows), max(len(r) for r in rows)
+    N = len(rows)
     rows_per_chunk = int(chunk_rows) if chunk_rows else default_chunk_rows(V)
     block_rows = min(rows_per_chunk, int(block_rows) if block_rows else default_block_rows(V))
-    log_v = math.log(V)
-
-    input_ids = np.full((N, T), -1, dtype=np.int64)
-    mask = np.zeros((N, T), dtype=bool)
-    for n, r in enumerate(rows):
-        input_ids[n, : len(r)] = r
-        mask[n, : len(r)] = True
-    top_ids = np.full((N, L + 1, T, k), -1, dtype=np.int64)
-    top_probs = np.full((N, L + 1, T, k), np.nan, dtype=np.float32)
-    entropy = np.full((N, L + 1, T), np.nan, dtype=np.float32)
-    kl = np.full((N, L + 1, T), np.nan, dtype=np.float32)
-    target_prob = np.full((N, L + 1, T), np.nan, dtype=np.float32)
-    target_rank = np.zeros((N, L + 1, T), dtype=np.int64)
-    xent = np.full((N, L + 1, T), np.nan, dtype=np.float32)
-    target_ids = np.full((N, T), -1, dtype=np.int64)
-    for n, r in enumerate(rows):
-        if target_mode == TARGET_TEXT:
-            target_ids[n, : len(r)] = text_targets[n]
-        elif target_mode == TARGET_NEXT:
-            target_ids[n, : len(r) - 1] = r[1:]
-    next_ids = np.full((N, T), -1, dtype=np.int64)
-    for n, r in enumerate(rows):
-        next_ids[n, : len(r) - 1] = r[1:]
-
+    out = _Out.empty(rows, L, k, V, target_mode, text_targets)
     pad = pad_token_id(lm.tokenizer)
     batches = chunks(N, int(batch_size))
-    total_work = sum(int(mask[s].sum()) for s in batches) * (L + 2)
+    total_work = sum(int(out.mask[s].sum()) for s in batches) * (L + 2)
     done = 0
     dev = lm.device
     for s in batches:
@@ -138,58 +200,37 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
         B, Tb = batch.input_ids.shape
         # real positions of this batch, flattened [P], and where they go in the left-aligned output
         real = batch.attention_mask.reshape(-1).nonzero().squeeze(1)
-        b_idx = (real // Tb).numpy()
         t_idx = (batch.position_ids.reshape(-1)[real]).numpy()  # position ids count real tokens only
-        n_idx = b_idx + s.start
+        n_idx = (real // Tb).numpy() + s.start
         done += len(real)
         real_dev = real.to(dev)
-        flat = {l: store[l].reshape(B * Tb, -1) for l in store}
-        tgt_all = torch.as_tensor(target_ids[n_idx, t_idx], device=dev)
-        nxt_all = torch.as_tensor(next_ids[n_idx, t_idx], device=dev)
+        flat = {layer: store[layer].reshape(B * Tb, -1) for layer in store}
+        tgt_all = torch.as_tensor(out.target_ids[n_idx, t_idx], device=dev)
+        nxt_all = torch.as_tensor(out.next_ids[n_idx, t_idx], device=dev)
         with torch.inference_mode():
             for c in chunks(len(real), rows_per_chunk):  # one unembedding matmul per layer over these positions
-                idx = real_dev[c]
-                nn, tt = n_idx[c], t_idx[c]
-                blocks = chunks(len(nn), block_rows)  # statistics on cache-sized blocks of those rows
-                nxt_c = nxt_all[c]
-                tgt_c = tgt_all[c] if target_mode in (TARGET_TEXT, TARGET_NEXT) else None
-                last, tgt_b = [], []
-                p_last = _readout(ad, flat[L][idx])  # its blocks become p_L, kept for the other layers' KL
-                for b in blocks:
-                    tgt = tgt_c[b] if tgt_c is not None else None
-                    st = layer_stats(p_last[b], k, None, tgt, nxt_c[b])
-                    last.append({"p": st.pop("p"), "s": st.pop("s"), "neg_h": st.pop("neg_h")})
-                    if target_mode == TARGET_FINAL_TOP1:  # at layer L the target is the top-1 itself
-                        tgt = st["top_i"][:, 0]
-                        target_ids[nn[b], tt[b]] = tgt.cpu().numpy()
-                        st["t_prob"] = st["top_p"][:, 0]
-                        st["t_rank"] = torch.ones_like(tgt, dtype=torch.int32)
-                    tgt_b.append(tgt)
-                    store_layer(st, L, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
-                                 target_rank, xent)
-                for l in range(L):
-                    h = flat[l][idx]
-                    z = _readout(ad, translator.apply(l, h) if translator is not None else h)
-                    for j, b in enumerate(blocks):
-                        sl = layer_stats(z[b], k, last[j], tgt_b[j], nxt_c[b])
-                        store_layer(sl, l, nn[b], tt[b], log_v, top_ids, top_probs, entropy, kl, target_prob,
-                                     target_rank, xent)
-                    del z
-                del last, p_last
-                done += len(nn) * (L + 1)
+                _reduce_chunk(ad, flat, real_dev[c], n_idx[c], t_idx[c],
+                              tgt_all[c] if target_mode in (TARGET_TEXT, TARGET_NEXT) else None, nxt_all[c], out, k,
+                              block_rows, target_mode, translator)
+                done += len(n_idx[c]) * (L + 1)
                 if progress:
                     progress(min(done / total_work, 1.0), f"reducing layers, prompts {s.start + 1}-{s.stop} of {N}")
         del store, flat
+    return _trace(lm, prompts, out, k, target_mode, notes, progress)
 
-    top1 = top_ids[..., 0]
-    depth = decision_depth(top1)
-    depth[~mask] = -1
-    used = set(np.unique(top_ids[top_ids >= 0]).tolist()) | set(np.unique(input_ids[mask]).tolist())
-    used |= set(np.unique(target_ids[target_ids >= 0]).tolist())
+
+def _trace(lm: LoadedModel, prompts: Sequence[str], out: _Out, k: int, target_mode: str, notes: list[str],
+           progress: Progress) -> LensTrace:
+    """The LensTrace of the filled arrays: decision depths, and the text of every token id it names."""
+    depth = decision_depth(out.top_ids[..., 0])
+    depth[~out.mask] = -1
+    used = set(np.unique(out.top_ids[out.top_ids >= 0]).tolist()) | set(np.unique(out.input_ids[out.mask]).tolist())
+    used |= set(np.unique(out.target_ids[out.target_ids >= 0]).tolist())
     strings = {int(i): decode(lm.tokenizer, int(i)) for i in sorted(used)}
     if progress:
         progress(1.0, "done")
-    return LensTrace(model_name=lm.name, prompts=tuple(prompts), n_layers=L, vocab_size=V, k=k,
-                     target_mode=target_mode, input_ids=input_ids, mask=mask, top_ids=top_ids, top_probs=top_probs,
-                     entropy=entropy, kl=kl, target_ids=target_ids, target_prob=target_prob,
-                     target_rank=target_rank, xent=xent, decision_depth=depth, strings=strings, notes=tuple(notes))
+    return LensTrace(model_name=lm.name, prompts=tuple(prompts), n_layers=lm.adapter.n_layers,
+                     vocab_size=lm.adapter.vocab_size, k=k, target_mode=target_mode, input_ids=out.input_ids,
+                     mask=out.mask, top_ids=out.top_ids, top_probs=out.top_probs, entropy=out.entropy, kl=out.kl,
+                     target_ids=out.target_ids, target_prob=out.target_prob, target_rank=out.target_rank,
+                     xent=out.xent, decision_depth=depth, strings=strings, notes=tuple(notes))

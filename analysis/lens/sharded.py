@@ -2,7 +2,8 @@
 merged into exactly the single-process trace (rows back at their input positions, each padded to the run's length)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def lens_trace_sharded(backend: Backend, lm: Any, prompts: Sequence[str], rows: 
         shape = list(ref.shape)
         shape[0], shape[t_axis] = N, T
         arr = np.full(shape, fill, ref.dtype)
-        for idx, part in zip(plan, parts):
+        for idx, part in zip(plan, parts, strict=True):
             a = getattr(part, name)
             where: list[Any] = [idx] + [slice(None)] * (a.ndim - 1)
             where[t_axis] = slice(0, a.shape[t_axis])

@@ -27,9 +27,9 @@ import os
 import re
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ FLOP_BUDGET = 3e12  # default_steps: the Adam phase's budget
 MIN_STEPS, MAX_STEPS = 4, 200
 STEP_HELP = ("Adam steps on the KL after the ridge warm start (default: what fits about a minute of CPU, "
              f"{MIN_STEPS}-{MAX_STEPS}: {MAX_STEPS} on the demo models, 6 on SmolLM2-135M; 0 = warm start only)")
-_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class TranslatorMismatchError(IncompatibleModelsError):
@@ -447,7 +447,7 @@ def load(path: str | Path, lm: LoadedModel | None = None) -> Translator:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     except (OSError, SafetensorError, ValueError) as err:
         raise InputError(f"{path.name} could not be read as a tuned lens ({err}).") from None
     if meta.get("format") != FORMAT or "A" not in tensors or "b" not in tensors:

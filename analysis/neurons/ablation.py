@@ -28,8 +28,8 @@ Per unit: mean |dLoss| TE and DE and the LN-mediated fraction M = 1 - mean|dLoss
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -160,6 +160,45 @@ def _rerun_metrics(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode: s
     return _metrics(z, ids, valid, log_pf, norm_scale(ad.final_norm, store["hL"]))
 
 
+def _needed_neurons(units: Sequence[Unit]) -> dict[int, list[int]]:
+    """Per block, the neuron indices any unit ablates, in first-seen order."""
+    needed: dict[int, list[int]] = {}
+    for u in units:
+        for b, i in u.neurons:
+            if i not in needed.setdefault(b, []):
+                needed[b].append(i)
+    return needed
+
+
+def _direct_delta(lm: LoadedModel, u: Unit, store: dict, needed: dict[int, list[int]], hL: torch.Tensor,
+                  mode: str, keep_first: int, post: bool) -> torch.Tensor:
+    """The change of h_L [B, T, d] by unit u's direct path: its blocks' writes change, their inputs clean."""
+    ad = lm.adapter
+    delta = torch.zeros_like(hL)
+    for b, js in by_block(u.neurons).items():
+        idx = torch.as_tensor([u.neurons[j][1] for j in js], dtype=torch.long)
+        col = [needed[b].index(int(i)) for i in idx.tolist()]
+        a = store[("act", b)][..., col]
+        a_new = _replace(a, mode, torch.as_tensor([u.values[j] for j in js], dtype=torch.float32),
+                         torch.as_tensor([u.signs[j] for j in js], dtype=torch.long))
+        a_new[:, :keep_first] = a[:, :keep_first]
+        w = ad.neuron_out_weights(b).detach()[idx.to(ad.W_U.device)].float().to(hL.device)
+        dw = (a_new - a) @ w
+        if post:
+            m = store[("m", b)]
+            norm_mod = ad.mlp_write(b)
+            with lm.lock, torch.inference_mode():
+                dw = (norm_mod((m.float() + dw).to(m.dtype)).float() - norm_mod(m).float())
+        delta = delta + dw
+    return delta
+
+
+def _check_finite(unit: Unit, valid: torch.Tensor, te: dict, de: dict) -> None:
+    for name, res in (("TE", te), ("DE", de)):
+        if torch.isinf(res["loss"]).any() or torch.isnan(res["entropy"][valid]).any():
+            raise NumericalError(f"Ablating {unit.label} produced NaN or infinite {name} logits.")
+
+
 def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode: str,
                      log_pf: torch.Tensor | None = None, progress: Progress = None, *, keep_first: int = 0) -> dict:
     """Clean, TE and DE per-position metrics of each unit on one batch (positions t < keep_first not ablated).
@@ -170,11 +209,7 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
     ad = lm.adapter
     B, T = batch.input_ids.shape
     valid = _valid_positions(batch)
-    needed: dict[int, list[int]] = {}
-    for u in units:
-        for b, i in u.neurons:
-            if i not in needed.setdefault(b, []):
-                needed[b].append(i)
+    needed = _needed_neurons(units)
     cols = {b: torch.as_tensor(ix, dtype=torch.long) for b, ix in needed.items()}
     post = _has_post_norm(lm)
 
@@ -202,24 +237,7 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
     acts = {(b, int(i)): store[("act", b)][..., j].cpu() for b, c in cols.items() for j, i in enumerate(c.tolist())}
 
     def deltas_of(u: Unit) -> torch.Tensor:
-        """The change of h_L [B, T, d] by unit u's direct path: its blocks' writes change, their inputs clean."""
-        delta = torch.zeros_like(hL)
-        for b, js in by_block(u.neurons).items():
-            idx = torch.as_tensor([u.neurons[j][1] for j in js], dtype=torch.long)
-            col = [needed[b].index(int(i)) for i in idx.tolist()]
-            a = store[("act", b)][..., col]
-            a_new = _replace(a, mode, torch.as_tensor([u.values[j] for j in js], dtype=torch.float32),
-                             torch.as_tensor([u.signs[j] for j in js], dtype=torch.long))
-            a_new[:, :keep_first] = a[:, :keep_first]
-            w = ad.neuron_out_weights(b).detach()[idx.to(ad.W_U.device)].float().to(hL.device)
-            dw = (a_new - a) @ w
-            if post:
-                m = store[("m", b)]
-                norm_mod = ad.mlp_write(b)
-                with lm.lock, torch.inference_mode():
-                    dw = (norm_mod((m.float() + dw).to(m.dtype)).float() - norm_mod(m).float())
-            delta = delta + dw
-        return delta
+        return _direct_delta(lm, u, store, needed, hL, mode, keep_first, post)
 
     # Units whose neurons all sit in the last block change h_L by exactly their delta (nothing else runs after
     # that block's MLP): their TE is the readout with the norm recomputed, no forward pass. Other units rerun the
@@ -252,9 +270,7 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
             for g, j in enumerate(gj):
                 rows = slice(g * B, (g + 1) * B)
                 te_u, de_u = {k: v[rows] for k, v in te.items()}, {k: v[rows] for k, v in de.items()}
-                for name, res in (("TE", te_u), ("DE", de_u)):
-                    if torch.isinf(res["loss"]).any() or torch.isnan(res["entropy"][valid]).any():
-                        raise NumericalError(f"Ablating {units[j].label} produced NaN or infinite {name} logits.")
+                _check_finite(units[j], valid, te_u, de_u)
                 results[j] = (te_u, de_u)
             if progress:
                 progress(len(results) / max(1, len(units)), units[gj[-1]].label)

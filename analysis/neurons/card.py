@@ -11,8 +11,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class NeuronCard:
         """(prompt index, position, activation) of the k prompts with the largest activations, each at its maximum,
         sorted by activation (descending; ties: the earlier prompt, then the earlier position)."""
         best: dict[int, tuple[int, float]] = {}
-        for p, pos, a in zip(self.prompt_index.tolist(), self.position.tolist(), self.activation.tolist()):
+        for p, pos, a in zip(self.prompt_index.tolist(), self.position.tolist(), self.activation.tolist(), strict=True):
             if p not in best or a > best[p][1]:
                 best[p] = (pos, a)
         rows = sorted(((p, pos, a) for p, (pos, a) in best.items()), key=lambda r: (-r[2], r[0], r[1]))

@@ -24,12 +24,13 @@ Baseline: random neuron sets of the same size from the same blocks (seeded).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
+from analysis.core.architectures import Adapter
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
 from analysis.core.errors import InputError, PromptSetError
 from analysis.core.forward import run
@@ -188,6 +189,20 @@ def _half_means(x: np.ndarray, rel: np.ndarray, count: np.ndarray) -> tuple[floa
     return out[0], out[1]
 
 
+def _random_sets(ad: Adapter, neurons: list[NeuronId], n_sets: int, seed: int) -> list[list[NeuronId]]:
+    """n_sets random baselines: per chosen neuron, another neuron of its block (none of the chosen ones)."""
+    rng = np.random.default_rng(seed)
+    rand_sets: list[list[NeuronId]] = []
+    for _ in range(n_sets):
+        chosen: list[NeuronId] = []
+        for b, _i in neurons:
+            free = np.setdiff1d(np.arange(n_neurons(ad, b)), [i for bb, i in neurons + chosen if bb == b])
+            if free.size:
+                chosen.append((b, int(rng.choice(free))))
+        rand_sets.append(chosen)
+    return rand_sets
+
+
 def induction_study(lm: LoadedModel, seq: Sequences, neurons: Sequence[NeuronId], *, n_random_sets: int = 3,
                     seed: int = 0, batch_size: int = 8, progress: Progress = None) -> InductionResult:
     """Clean vs clipped-mean-ablated (TE, DE) entropy and loss per position on repeated sequences."""
@@ -199,15 +214,7 @@ def induction_study(lm: LoadedModel, seq: Sequences, neurons: Sequence[NeuronId]
     if progress:
         progress(0.05, "first-copy means")
     halves = activation_halves(lm, seq, blocks, batch_size=batch_size)
-    rng = np.random.default_rng(seed)
-    rand_sets: list[list[NeuronId]] = []
-    for _ in range(int(n_random_sets)):
-        chosen: list[NeuronId] = []
-        for b, _i in neurons:
-            free = np.setdiff1d(np.arange(n_neurons(ad, b)), [i for bb, i in neurons + chosen if bb == b])
-            if free.size:
-                chosen.append((b, int(rng.choice(free))))
-        rand_sets.append(chosen)
+    rand_sets = _random_sets(ad, neurons, int(n_random_sets), seed)
 
     def unit(label: str, kind: str, ns: Sequence[NeuronId]) -> Unit:
         m1 = [float(halves[b][0][i]) for b, i in ns]
@@ -217,7 +224,7 @@ def induction_study(lm: LoadedModel, seq: Sequences, neurons: Sequence[NeuronId]
     units = [unit("+".join(neuron_label(b, i) for b, i in neurons), "set", neurons)]
     units += [unit("random " + "+".join(neuron_label(b, i) for b, i in rs), "random", rs) for rs in rand_sets if rs]
     max_before = max(seq.starts)
-    max_after = max(len(r) - s for r, s in zip(seq.ids, seq.starts))
+    max_after = max(len(r) - s for r, s in zip(seq.ids, seq.starts, strict=True))
     P = max_before + max_after
     rel = np.arange(-max_before, max_after)
     sums = {k: np.zeros(P) for k in ("H", "L", "Hte", "Lte", "Hde", "Lde")}

@@ -7,7 +7,8 @@ back per batch, so the mean is exactly the single-process mean (sums and counts,
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -20,8 +20,8 @@ that norm, so the scan is only indicative.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -144,7 +144,7 @@ def unembed_svd(W: torch.Tensor, exact_limit: int = 20_000_000) -> tuple[torch.T
     V, d = W.shape
     if V * d <= exact_limit:
         Wd = W.double()
-        if V >= d:
+        if d <= V:
             Wd = torch.linalg.qr(Wd, mode="r").R
         _, S, Vh = torch.linalg.svd(Wd, full_matrices=True)
         S = torch.cat([S, torch.zeros(d - S.shape[0], dtype=S.dtype, device=S.device)])

@@ -1,8 +1,8 @@
 """Unigram token distribution of a reference prompt set (add-one smoothing) and KL of model predictions to it."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

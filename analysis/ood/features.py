@@ -11,8 +11,9 @@ chunk reduces per layer to these numbers and is dropped.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -169,11 +170,11 @@ def extract_features(lm: LoadedModel, prompts: Sequence[str], *, layers: Sequenc
         w_sum = w.sum(dim=1, keepdim=True)
         store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-        def pool(li: int) -> Callable[[torch.Tensor], None]:
+        def pool(li: int, store: dict = store, rows: torch.Tensor = rows, last_idx: torch.Tensor = last_idx,
+                 w: torch.Tensor = w, w_sum: torch.Tensor = w_sum) -> Callable[[torch.Tensor], None]:
             def fn(h: torch.Tensor) -> None:  # the pass only pools; the readout runs once for all layers below
                 hf = h.float()
                 store[li] = (hf[rows, last_idx], torch.einsum("bt,btd->bd", w, hf) / w_sum)
-                return None
             return fn
 
         hooks = [residual_hook(ad, l, pool(i)) for i, l in enumerate(layers)]
@@ -244,7 +245,8 @@ def blood_norms(lm: LoadedModel, prompts: Sequence[str], *, n_draws: int = 50, b
         leaves: dict[int, torch.Tensor] = {}
         outs: dict[int, torch.Tensor] = {}
 
-        def hook(l: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def hook(l: int, outs: dict = outs, leaves: dict = leaves, rows: torch.Tensor = rows,
+                 last_idx: torch.Tensor = last_idx) -> Callable[[torch.Tensor], torch.Tensor | None]:
             def fn(h: torch.Tensor) -> torch.Tensor | None:
                 if l >= 1:
                     outs[l] = h[rows, last_idx].float()
@@ -308,7 +310,7 @@ def extract_features_sharded(backend: Backend, lm: Any, prompts: tuple[str, ...]
         shape = list(ref.shape)
         shape[axis] = n
         arr = np.zeros(shape, ref.dtype)
-        for idx, part in zip(plan, parts):
+        for idx, part in zip(plan, parts, strict=True):
             if axis:
                 arr[:, idx] = getattr(part, name)
             else:

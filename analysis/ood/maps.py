@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -33,7 +33,7 @@ class Projection2D:
     explained: tuple[float, ...] | None
 
 
-_PROJ_CACHE: "OrderedDict[tuple, Projection2D]" = OrderedDict()
+_PROJ_CACHE: OrderedDict[tuple, Projection2D] = OrderedDict()
 _PROJ_CACHE_MAX = 16
 
 

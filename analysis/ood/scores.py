@@ -83,12 +83,12 @@ class LogitStats:
     def __len__(self) -> int:
         return int(self.lse.shape[0])
 
-    def take(self, idx: np.ndarray) -> "LogitStats":
+    def take(self, idx: np.ndarray) -> LogitStats:
         """The rows ``idx``."""
         return LogitStats(self.top[idx], self.lse[idx], self.vocab_size)
 
     @staticmethod
-    def concat(parts: list["LogitStats"]) -> "LogitStats":
+    def concat(parts: list[LogitStats]) -> LogitStats:
         """Rows of several LogitStats stacked."""
         return LogitStats(np.concatenate([p.top for p in parts]), np.concatenate([p.lse for p in parts]),
                           parts[0].vocab_size)
@@ -122,7 +122,7 @@ def _check_logit_rows(nan: np.ndarray, pinf: np.ndarray, none_finite: np.ndarray
                              "is -inf, i.e. masked).")
 
 
-def as_stats(X: "np.ndarray | LogitStats", scorer: str = "The logit score") -> LogitStats:
+def as_stats(X: np.ndarray | LogitStats, scorer: str = "The logit score") -> LogitStats:
     """A validated LogitStats from dense logits [N, V] or a LogitStats: NaN, +inf or no finite logit in a row raise
     NumericalError naming ``scorer`` and the row; -inf (masked) entries are kept."""
     if isinstance(X, LogitStats):

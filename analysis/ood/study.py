@@ -28,8 +28,8 @@ metric rows, ``OODStudy.not_defined[score][layer]`` = the reason, a study note; 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -302,7 +302,7 @@ def _feature_scores(feature_defs: Sequence[tuple[str, Callable[[], object], str]
         for li in range(nl):
             layer = layers[li]
 
-            def arr(f: OODFeatures) -> np.ndarray:
+            def arr(f: OODFeatures, li: int = li, src: str = src) -> np.ndarray:
                 return f.head_in[li] if src == "head" else f.pooled(src)[li]
             out, scorer = _evaluate(make, arr(fit_f), fit_f.lens_logits(li),
                                     {s: (arr(f), f.lens_logits(li)) for s, f in sets.items()})
@@ -447,7 +447,9 @@ def run_study(lm: LoadedModel, id_prompts: Sequence[str], ood_prompts: Mapping[s
     n_total = sum(len(v) for v in all_sets.values())
     done = 0
     for name, ps in all_sets.items():
-        def sub(frac: float, msg: str, _d=done, _n=len(ps), _name=name) -> None:
+        size = len(ps)
+
+        def sub(frac: float, msg: str, _d=done, _n=size, _name=name) -> None:
             if progress is not None:
                 progress(0.9 * (_d + frac * _n) / n_total, f"{_name}: {msg}")
         feats[name] = extract_features(lm, ps, layers=layers, batch_size=batch_size, blood_draws=blood_draws,

@@ -42,7 +42,7 @@ def check_context(prompt_set: PromptSet, tokenizer, max_positions: int | None, *
         raise InputError(f"extra_tokens must be 0 or more, got {extra_tokens}.")
     budget = max_positions - extra_tokens
     lengths = token_lengths(prompt_set, tokenizer)
-    over = [(r.row, n) for r, n in zip(prompt_set.rows, lengths) if n > budget]
+    over = [(r.row, n) for r, n in zip(prompt_set.rows, lengths, strict=True) if n > budget]
     if not over:
         return
     shown = ", ".join(f"line {row:,} ({n:,} tokens)" for row, n in over[:5])

@@ -9,6 +9,8 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +74,46 @@ def _normalise_name(name: str) -> str:
     return name.strip().lower()
 
 
-def _parse_csv(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    blank: list[int] = []
-    header: list[str] | None = None
-    rows: list[PromptRow] = []
+@dataclass
+class _CsvHeader:
+    """The header row of a CSV prompt file: which column holds each known field, and what is ignored."""
+
+    columns: dict[str, int]
+    n_cols: int
+    unknown: list[str]
+    unnamed: int
+
+
+def _csv_header(header: list[str], start: int, lim: Limits) -> _CsvHeader:
+    names = [_normalise_name(h) for h in header]
     columns: dict[str, int] = {}
-    n_cols = 0
-    unknown: list[str] = []
-    unnamed = 0
+    for idx, nm in enumerate(names):
+        if nm in FIELDS:
+            if nm in columns:
+                raise PromptSetError(f"{lim.label}, line {start:,}: the header has the column '{nm}' twice.")
+            columns[nm] = idx
+    if "prompt" not in columns:
+        found = ", ".join(repr(h) for h in header) or "none"
+        hint = ""
+        if any((";" in h or "\t" in h) and "prompt" in h.lower() for h in header):
+            hint = " The file seems to use semicolons or tabs; separate the columns with commas."
+        raise PromptSetError(
+            f"{lim.label} has no 'prompt' column (line {start:,} is taken as the header; "
+            f"columns found: {found}).{hint}"
+        )
+    unknown = [h for h, nm in zip(header, names, strict=True) if nm not in FIELDS and nm]
+    return _CsvHeader(columns, len(header), unknown, sum(1 for nm in names if not nm))
+
+
+def _csv_records(text: str, lim: Limits) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) per CSV record, with a sentence naming the line for malformed CSV."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     while True:
         start = reader.line_num + 1
         try:
             record = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as err:
             if "field larger than field limit" in str(err):
                 raise PromptSetError(
@@ -96,51 +123,85 @@ def _parse_csv(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
             raise PromptSetError(
                 f"{lim.label}, line {start:,}: malformed CSV ({err}). Check the quotes on that line."
             ) from None
+        yield start, record
+
+
+def _parse_csv(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
+    blank: list[int] = []
+    header: _CsvHeader | None = None
+    rows: list[PromptRow] = []
+    for start, record in _csv_records(text, lim):
         if not record or all(not cell.strip() for cell in record):
             blank.append(start)
             continue
         if header is None:
-            header = record
-            names = [_normalise_name(h) for h in header]
-            for idx, nm in enumerate(names):
-                if nm in FIELDS:
-                    if nm in columns:
-                        raise PromptSetError(
-                            f"{lim.label}, line {start:,}: the header has the column '{nm}' twice."
-                        )
-                    columns[nm] = idx
-            if "prompt" not in columns:
-                found = ", ".join(repr(h) for h in header) or "none"
-                hint = ""
-                if any((";" in h or "\t" in h) and "prompt" in h.lower() for h in header):
-                    hint = " The file seems to use semicolons or tabs; separate the columns with commas."
-                raise PromptSetError(
-                    f"{lim.label} has no 'prompt' column (line {start:,} is taken as the header; "
-                    f"columns found: {found}).{hint}"
-                )
-            n_cols = len(header)
-            unknown = [h for h, nm in zip(header, names) if nm not in FIELDS and nm]
-            unnamed = sum(1 for nm in names if not nm)
+            header = _csv_header(record, start, lim)
             continue
         if len(rows) >= lim.max_rows:
             raise lim.too_many(line=start)
-        if len(record) > n_cols:
+        if len(record) > header.n_cols:
             raise PromptSetError(
                 f"{lim.label}, line {start:,}: this row has {len(record)} fields but the header has "
-                f"{n_cols} columns. Quote fields that contain commas."
+                f"{header.n_cols} columns. Quote fields that contain commas."
             )
-        values = {f: (record[i] if i < len(record) else None) for f, i in columns.items()}
+        values = {f: (record[i] if i < len(record) else None) for f, i in header.columns.items()}
         rows.append(lim.make_row(start, values))
     if header is None:
         raise PromptSetError(f"{lim.label} is empty: it has no header row and no prompts.")
     notes: list[str] = []
-    if unknown:
-        notes.append("Ignored unknown columns: " + ", ".join(unknown) + ".")
-    if unnamed:
-        notes.append(f"Ignored {plural(unnamed, 'column')} without a name in the header.")
+    if header.unknown:
+        notes.append("Ignored unknown columns: " + ", ".join(header.unknown) + ".")
+    if header.unnamed:
+        notes.append(f"Ignored {plural(header.unnamed, 'column')} without a name in the header.")
     if blank:
         notes.append(blank_note(blank))
     return rows, notes
+
+
+def _json_object(line: str, i: int, lim: Limits) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as err:
+        detail = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+        hint = ""
+        if line.lstrip().startswith("["):
+            hint = " It looks like a JSON array; .jsonl needs one object per line."
+        raise PromptSetError(f"{lim.label}, line {i:,}: malformed JSON ({detail}).{hint}") from None
+    if not isinstance(obj, dict):
+        raise PromptSetError(
+            f'{lim.label}, line {i:,}: expected a JSON object like {{"prompt": "..."}}, got {type_name(obj)}.'
+        )
+    return obj
+
+
+def _json_fields(
+    obj: dict[str, Any], i: int, lim: Limits, unknown: dict[str, None]
+) -> tuple[dict[str, str | None], Any]:
+    """The known string fields of one JSONL object and its 'messages' value (None when absent)."""
+    values: dict[str, str | None] = {}
+    messages: Any = None
+    for key, value in obj.items():
+        nm = _normalise_name(key)
+        if nm == "messages":
+            if messages is not None:
+                raise PromptSetError(f"{lim.label}, line {i:,}: the field 'messages' appears twice.")
+            messages = value
+            continue
+        if nm not in FIELDS:
+            unknown.setdefault(key)
+            continue
+        if nm in values:
+            raise PromptSetError(f"{lim.label}, line {i:,}: the field '{nm}' appears twice.")
+        if value is None and nm != "prompt":
+            values[nm] = None
+            continue
+        if not isinstance(value, str):
+            raise PromptSetError(
+                f"{lim.label}, line {i:,}: the field '{nm}' must be a string, got {type_name(value)} "
+                f"({json.dumps(value)[:40]}). Put it in quotes."
+            )
+        values[nm] = value
+    return values, messages
 
 
 def _parse_jsonl(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
@@ -154,41 +215,8 @@ def _parse_jsonl(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as err:
-            detail = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
-            hint = ""
-            if line.lstrip().startswith("["):
-                hint = " It looks like a JSON array; .jsonl needs one object per line."
-            raise PromptSetError(f"{lim.label}, line {i:,}: malformed JSON ({detail}).{hint}") from None
-        if not isinstance(obj, dict):
-            raise PromptSetError(
-                f'{lim.label}, line {i:,}: expected a JSON object like {{"prompt": "..."}}, got {type_name(obj)}.'
-            )
-        values: dict[str, str | None] = {}
-        messages: Any = None
-        for key, value in obj.items():
-            nm = _normalise_name(key)
-            if nm == "messages":
-                if messages is not None:
-                    raise PromptSetError(f"{lim.label}, line {i:,}: the field 'messages' appears twice.")
-                messages = value
-                continue
-            if nm not in FIELDS:
-                unknown.setdefault(key)
-                continue
-            if nm in values:
-                raise PromptSetError(f"{lim.label}, line {i:,}: the field '{nm}' appears twice.")
-            if value is None and nm != "prompt":
-                values[nm] = None
-                continue
-            if not isinstance(value, str):
-                raise PromptSetError(
-                    f"{lim.label}, line {i:,}: the field '{nm}' must be a string, got {type_name(value)} "
-                    f"({json.dumps(value)[:40]}). Put it in quotes."
-                )
-            values[nm] = value
+        obj = _json_object(line, i, lim)
+        values, messages = _json_fields(obj, i, lim, unknown)
         if messages is not None:
             if "prompt" in values:
                 raise PromptSetError(

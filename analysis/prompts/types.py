@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from analysis.core.errors import InputError, PromptSetError
 
@@ -52,7 +52,7 @@ class PromptSet:
     notes: tuple[str, ...] = ()
 
     @classmethod
-    def from_rows(cls, name: str, rows: Iterable[PromptRow], notes: Iterable[str] = ()) -> "PromptSet":
+    def from_rows(cls, name: str, rows: Iterable[PromptRow], notes: Iterable[str] = ()) -> PromptSet:
         rows = tuple(rows)
         return cls(name=name, rows=rows, sha256=content_sha256(rows), notes=tuple(notes))
 
@@ -92,7 +92,7 @@ class PromptSet:
         """Distinct group names in order of first appearance (rows without a group are left out)."""
         return list(dict.fromkeys(r.group for r in self.rows if r.group is not None))
 
-    def by_group(self, name: str) -> "PromptSet":
+    def by_group(self, name: str) -> PromptSet:
         """The rows whose group is `name`, as a PromptSet of its own (its own sha256)."""
         rows = [r for r in self.rows if r.group == name]
         if not rows:

@@ -5,7 +5,8 @@ file and line; the small helpers format counts, line lists, byte sizes and JSON 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from analysis.core.errors import PromptSetError
 from analysis.core.wording import plural

@@ -17,7 +17,7 @@ reduction) in analysis.shift.pair; this module keeps the checks and the public A
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ def compute_shift(a: LoadedModel, b: LoadedModel, prompts: Sequence[str], respon
     resp = _check_inputs(prompts, responses, reference, top_n, n_tokens)
     pair = ShiftPair(a, b)
     acc = ShiftAccumulator(pair, top_n)
-    for i, (p, r) in enumerate(zip(prompts, resp)):
+    for i, (p, r) in enumerate(zip(prompts, resp, strict=True)):
         cont = pair.reference_ids(p, r, reference, n_tokens)
         lp_b, side, text, offsets = pair.rows(p, cont, r if reference == "response" else None)
         acc.add(p, cont, lp_b, side, text, offsets)
@@ -149,7 +149,7 @@ def shift_similarity(pair1: tuple[LoadedModel, LoadedModel], pair2: tuple[Loaded
     rng = np.random.default_rng(seed)
     pr, co, cpr, cco, second = [], [], [], [], []
     n_steps = 0
-    for i, (p, r) in enumerate(zip(prompts, resp)):
+    for i, (p, r) in enumerate(zip(prompts, resp, strict=True)):
         cont1 = p1.reference_ids(p, r, reference, n_tokens)
         lp1, side1, text, off1 = p1.rows(p, cont1, r if reference == "response" else None)
         ps1 = acc1.add(p, cont1, lp1, side1, text, off1)
@@ -190,7 +190,7 @@ def shift_similarity(pair1: tuple[LoadedModel, LoadedModel], pair2: tuple[Loaded
             vals[3].append(_finite_mean(perm_c))
             n_steps += 1
         second.append(sec)
-        for lst, v in zip((pr, co, cpr, cco), vals):
+        for lst, v in zip((pr, co, cpr, cco), vals, strict=True):
             lst.append(_finite_mean(v))
         if progress:
             progress((i + 1) / len(prompts), f"prompt {i + 1}/{len(prompts)}")
@@ -208,7 +208,7 @@ def layer_kl(a: LoadedModel, b: LoadedModel, prompts: Sequence[str], responses: 
     resp = _check_inputs(prompts, responses, reference, 1, n_tokens)
     pair = ShiftPair(a, b)
     texts, starts = [], []
-    for i, (p, r) in enumerate(zip(prompts, resp)):
+    for i, (p, r) in enumerate(zip(prompts, resp, strict=True)):
         if reference == "greedy":
             cont = pair.reference_ids(p, r, reference, n_tokens)
             r = "".join(pair.vocab_b.text(t) for t in cont)

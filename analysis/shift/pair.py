@@ -7,8 +7,9 @@ ShiftAccumulator keeps per prompt only the top-N shifts, KL(B||A) per step and t
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -194,7 +195,7 @@ class ShiftAccumulator:
             cols = torch.unique(torch.cat([top_b[t], top_a[t]]))
             vals = S[t, cols]
             dp = lp_b[t, cols].exp() - side.logp[t, cols].exp()
-            for c, v, m in zip(cols.tolist(), vals.tolist(), dp.tolist()):
+            for c, v, m in zip(cols.tolist(), vals.tolist(), dp.tolist(), strict=True):
                 self.count[c] += 1
                 self.total[c] += v
                 self.mass[c] += m

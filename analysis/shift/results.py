@@ -51,17 +51,17 @@ class TokenTotals:
     mean: np.ndarray
     mass: np.ndarray
 
-    def promoted(self, k: int = 20) -> "TokenTotals":
+    def promoted(self, k: int = 20) -> TokenTotals:
         """The k tokens that gained the most probability (mass > 0), most promoted first."""
         keep = np.flatnonzero(self.mass > 0)[:k]
         return self._take(keep)
 
-    def suppressed(self, k: int = 20) -> "TokenTotals":
+    def suppressed(self, k: int = 20) -> TokenTotals:
         """The k tokens that lost the most probability (mass < 0), most suppressed first."""
         keep = np.flatnonzero(self.mass < 0)[::-1][:k]
         return self._take(keep)
 
-    def _take(self, idx: np.ndarray) -> "TokenTotals":
+    def _take(self, idx: np.ndarray) -> TokenTotals:
         return TokenTotals(self.ids[idx], tuple(self.tokens[i] for i in idx), self.count[idx], self.total[idx],
                            self.mean[idx], self.mass[idx])
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def _byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,8 @@ def _token_bytes(tok: str, decoder: str) -> tuple[bytes, int]:
     """(raw bytes, kind) of one token string under ``decoder``."""
     if decoder == "bytelevel":
         table = _byte_decoder()
-        if tok and all(ch in table for ch in tok):
-            raw = bytes(table[ch] for ch in tok)
-        else:  # an added (non-byte-level) token
-            raw = tok.encode("utf-8")
+        byte_level = tok and all(ch in table for ch in tok)  # else an added (non-byte-level) token
+        raw = bytes(table[ch] for ch in tok) if byte_level else tok.encode("utf-8")
         return raw, KIND_BYTE if len(raw) == 1 else KIND_NORMAL
     if decoder == "metaspace":
         m = _SP_BYTE.match(tok)
@@ -189,6 +188,29 @@ class TokenMap:
         return {names[k]: int((self.how == k).sum()) for k in names}
 
 
+def _nearest_edit(raw: bytes, exact: dict[bytes, int], cand_keys: list[bytes],
+                  cand_sorted: list[tuple[bytes, int]]) -> int | None:
+    """The target id nearest to ``raw`` among its prefixes and its extensions (ties: shorter edit, then lower id)."""
+    space_ok = _is_space(raw)
+    best: tuple[int, int] | None = None  # (distance, id)
+    # target tokens that are a proper prefix of raw: distance = len(raw) - len(prefix)
+    for cut in range(1, len(raw)):
+        j = exact.get(raw[:cut])
+        if j is None or (not space_ok and _is_space(raw[:cut])):
+            continue
+        cand = (len(raw) - cut, j)
+        best = cand if best is None or cand < best else best
+    # target tokens that raw is a proper prefix of: distance = len(t) - len(raw)
+    lo = bisect.bisect_right(cand_keys, raw)
+    for pos in range(lo, len(cand_keys)):
+        t = cand_keys[pos]
+        if not t.startswith(raw):
+            break
+        cand = (len(t) - len(raw), cand_sorted[pos][1])
+        best = cand if best is None or cand < best else best
+    return None if best is None else best[1]
+
+
 def pm_mined_map(source: Vocab, target: Vocab) -> TokenMap:
     """PM-MinED map from ``source`` to ``target`` (see the module docstring): a TokenMap over source ids."""
     n_s, n_t = len(source), len(target)
@@ -233,25 +255,9 @@ def pm_mined_map(source: Vocab, target: Vocab) -> TokenMap:
         if j is not None:
             mapping[i], how[i] = j, 2
             continue
-        space_ok = _is_space(raw)
-        best: tuple[int, int] | None = None  # (distance, id)
-        # target tokens that are a proper prefix of raw: distance = len(raw) - len(prefix)
-        for cut in range(1, len(raw)):
-            j = exact.get(raw[:cut])
-            if j is None or (not space_ok and _is_space(raw[:cut])):
-                continue
-            cand = (len(raw) - cut, j)
-            best = cand if best is None or cand < best else best
-        # target tokens that raw is a proper prefix of: distance = len(t) - len(raw)
-        lo = bisect.bisect_right(cand_keys, raw)
-        for pos in range(lo, len(cand_keys)):
-            t = cand_keys[pos]
-            if not t.startswith(raw):
-                break
-            cand = (len(t) - len(raw), cand_sorted[pos][1])
-            best = cand if best is None or cand < best else best
+        best = _nearest_edit(raw, exact, cand_keys, cand_sorted)
         if best is not None:
-            mapping[i], how[i] = best[1], 3
+            mapping[i], how[i] = best, 3
     return TokenMap(mapping, how, identity=False)
 
 

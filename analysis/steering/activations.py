@@ -5,7 +5,8 @@ tokens of prompt + response); ``pooled_residuals`` runs the model and averages h
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ def pooled_residuals(lm: LoadedModel, encoded: Sequence[tuple[Sequence[int], Seq
         w = w.to(lm.device)
         store: dict = {}
 
-        def pool(key: int) -> Callable[[torch.Tensor], None]:
+        def pool(key: int, store: dict = store, w: torch.Tensor = w) -> Callable[[torch.Tensor], None]:
             def fn(h: torch.Tensor) -> None:
                 store[key] = torch.einsum("bt,btd->bd", w, h.float()).cpu()
             return fn

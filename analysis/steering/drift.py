@@ -11,8 +11,8 @@ highest first (those push the model toward the trait the most). dP = 0 when y = 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -6,7 +6,7 @@ separation of the group means along it; a seeded train/test split (pairs kept to
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression

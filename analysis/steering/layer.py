@@ -6,8 +6,8 @@ rows' projections, then toward the middle of the model; LayerChoice records the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

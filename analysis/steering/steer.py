@@ -21,8 +21,8 @@ change of entropy (nats), and the mean logit shift over the vocabulary.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

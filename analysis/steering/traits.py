@@ -6,8 +6,8 @@ else a demo model's tokens, else none (the user types them).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel

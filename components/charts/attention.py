@@ -3,7 +3,8 @@ view of the logit flow whose cells carry their head (a click on one selects that
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

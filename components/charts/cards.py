@@ -1,7 +1,7 @@
 """Neuron card and vector card charts and tables (pure functions, no streamlit; methods.md sections 3 and 4)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -82,7 +82,7 @@ def activation_histogram(card: NeuronCard, name: str = "") -> go.Figure:
 def activation_frame(card: NeuronCard) -> pd.DataFrame:
     """Every reference position's activation: prompt (1-based), position, token, activation."""
     return pd.DataFrame({"prompt": card.prompt_index + 1, "position": card.position,
-                         "token": [card.tokens[p][t] for p, t in zip(card.prompt_index, card.position)],
+                         "token": [card.tokens[p][t] for p, t in zip(card.prompt_index, card.position, strict=True)],
                          "activation": card.activation.astype(float)})
 
 

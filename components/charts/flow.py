@@ -6,7 +6,7 @@ embeddings). Values are logit units (pre-cap, final norm scale frozen) unless a 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -182,7 +182,7 @@ def flow_sankey(tokens: Sequence[str], sources: np.ndarray, target: str, *, thre
     return fig
 
 
-def contrast_bars(target: "object", competitor: "object", target_label: str, competitor_label: str,
+def contrast_bars(target: object, competitor: object, target_label: str, competitor_label: str,
                   title: str = "") -> go.Figure:
     """Per-sublayer contributions to the target, to the competitor, and their difference (logit units)."""
     L = len(target.attn)

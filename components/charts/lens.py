@@ -6,7 +6,7 @@ string passes through token_label.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,7 +62,7 @@ def metric_values(trace: LensTrace, n: int, metric: str) -> np.ndarray:
 def _cell_hover(trace: LensTrace, n: int, layer: int, t: int) -> str:
     """Top-k of one cell as escaped hover text."""
     lines = [f"{i + 1}. {token_label(trace.token(tid))}  {p:.3f}"
-             for i, (tid, p) in enumerate(zip(trace.top_ids[n, layer, t], trace.top_probs[n, layer, t])) if tid >= 0]
+             for i, (tid, p) in enumerate(zip(trace.top_ids[n, layer, t], trace.top_probs[n, layer, t], strict=True)) if tid >= 0]
     extra = f"H {trace.entropy[n, layer, t]:.2f} nats · KL {trace.kl[n, layer, t]:.2f}"
     if trace.target_ids[n, t] >= 0:
         extra += (f"<br>target {token_label(trace.token(trace.target_ids[n, t]))}: p {trace.target_prob[n, layer, t]:.3g}"

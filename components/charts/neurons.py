@@ -102,7 +102,7 @@ def frequency_frame(fs: FrequencyScan) -> pd.DataFrame:
     """Every neuron of every block: id, norm, cos to the frequency direction."""
     B, n = fs.score.shape
     b, i = np.divmod(np.arange(B * n), n)
-    return pd.DataFrame({"neuron": [neuron_label(x, y) for x, y in zip(b, i)], "block": b, "index": i,
+    return pd.DataFrame({"neuron": [neuron_label(x, y) for x, y in zip(b, i, strict=True)], "block": b, "index": i,
                          "norm": fs.norms.ravel(), "freq_cos": fs.score.ravel()})
 
 
@@ -148,7 +148,7 @@ def ablation_boxes(res: AblationResult, title: str = "") -> go.Figure:
     """|dLoss| total vs direct effect per neuron (and set), beside one pooled box of the random neurons."""
     fig = go.Figure()
     groups: list[tuple[str, np.ndarray]] = []
-    for u, (label, kind) in enumerate(zip(res.units, res.kinds)):
+    for u, (label, kind) in enumerate(zip(res.units, res.kinds, strict=True)):
         if kind != "random":
             groups.append((label, np.array([u])))
     rnd = np.flatnonzero(np.array(res.kinds) == "random")
@@ -217,7 +217,7 @@ def induction_figure(res: InductionResult, title: str = "") -> go.Figure:
     100x larger; see analysis.neurons.induction): its values are only named in the panel's title and in the hover.
     """
     x = res.rel_position
-    first = ", ".join(f"{safe_text(lab)} {v:.3g}" for lab, v in zip(res.neurons, res.acts_first) if np.isfinite(v))
+    first = ", ".join(f"{safe_text(lab)} {v:.3g}" for lab, v in zip(res.neurons, res.acts_first, strict=True) if np.isfinite(v))
     act_title = "activation of the selected neurons (clean), first position left out (attention sink)"
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.09,
                         subplot_titles=("entropy of the next-token prediction (nats)", "next-token loss (nats)",

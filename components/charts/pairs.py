@@ -204,9 +204,7 @@ def _colour_traces(fig: go.Figure) -> list:
     """Traces coloured by value (heatmaps, contours, markers with a colour scale), in order."""
     out = []
     for t in fig.data:
-        if t.type in ("heatmap", "contour", "histogram2d"):
-            out.append(t)
-        elif getattr(getattr(t, "marker", None), "colorscale", None) is not None and \
+        if t.type in ("heatmap", "contour", "histogram2d") or getattr(getattr(t, "marker", None), "colorscale", None) is not None and \
                 _numeric(t.marker.color) is not None and np.asarray(t.marker.color, dtype=object).size > 1:
             out.append(t)
     return out
@@ -235,7 +233,7 @@ def _share_colours(figs: Sequence[go.Figure]) -> None:
     groups = [_colour_traces(f) for f in figs]
     if len({len(g) for g in groups}) != 1:
         return
-    for traces in zip(*groups):
+    for traces in zip(*groups, strict=True):
         got = _colour_range(traces)
         if got is None:
             continue

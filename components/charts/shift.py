@@ -5,7 +5,7 @@ token_label; hover text comes from customdata.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go

@@ -6,7 +6,7 @@ output before the final norm.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -226,7 +226,7 @@ def generations_figure(cmp: GenerationComparison, per_row: int = 8, scale: float
         z = np.full((n_rows, per_row), np.nan)
         text = np.full((n_rows, per_row), "", dtype=object)
         number = np.full((n_rows, per_row), "", dtype=object)
-        for i, (tok, sh) in enumerate(zip(g.tokens, g.logprob_shift)):
+        for i, (tok, sh) in enumerate(zip(g.tokens, g.logprob_shift, strict=True)):
             z[i // per_row, i % per_row] = float(sh)
             text[i // per_row, i % per_row] = token_label(tok, max_len=12)
             number[i // per_row, i % per_row] = str(i + 1)
@@ -250,7 +250,7 @@ def generations_table(cmp: GenerationComparison) -> pd.DataFrame:
     """One row per generated token of each continuation, with its log-prob shift."""
     rows = []
     for which, g in (("unsteered", cmp.unsteered), ("steered", cmp.steered)):
-        for i, (tok, tid, sh) in enumerate(zip(g.tokens, g.ids, g.logprob_shift)):
+        for i, (tok, tid, sh) in enumerate(zip(g.tokens, g.ids, g.logprob_shift, strict=True)):
             rows.append({"continuation": which, "position": i + 1, "token": tok, "token_id": int(tid),
                          "logprob_shift": float(sh)})
     return pd.DataFrame(rows)

@@ -43,7 +43,7 @@ class Report:
         if table is not None:
             self.tables[name] = table
 
-    def merge(self, other: "Report") -> "Report":
+    def merge(self, other: Report) -> Report:
         """Add other's figures (through ``add``: A/B pairs share their scales), tables and notes (later names win);
         returns self."""
         for name, fig in other.figures.items():
@@ -117,7 +117,7 @@ def report_metadata(page: str, cards: Mapping[str, Any], settings: Mapping[str, 
 
     meta: dict[str, Any] = {
         "page": page,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "models": {which: (card.as_dict() if hasattr(card, "as_dict") else dict(card)) for which, card in cards.items()},
         "settings": dict(settings),
         "notes": collapse_notes(notes),  # per-prompt notes of one kind as one note naming the prompts

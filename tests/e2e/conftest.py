@@ -266,10 +266,8 @@ def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
     finally:
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
-            try:
+            with contextlib.suppress(Exception):  # the screenshot is a courtesy
                 _save_screenshot(pg, f"FAILED-{request.node.name}")
-            except Exception:  # noqa: BLE001 - the screenshot is a courtesy
-                pass
         context.close()
 
 
