@@ -1,4 +1,4 @@
-"""Shared by the hostile-input tests (tests/test_hostile_input.py, tests/test_hostile_pages.py): the hostile
+"""Shared by the hostile-input tests (tests/app/test_hostile_input.py, tests/app/test_hostile_pages.py): the hostile
 strings, the app and demo-zoo names, and the zoo's checkpoints loaded once per test run."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared helpers for the OOD tests (tests/test_ood_study.py, tests/test_ood_numerics.py): synthetic features."""
+"""Shared helpers for the OOD tests (tests/ood/test_ood_study.py, tests/ood/test_ood_numerics.py): synthetic features."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Shared by the prompt-set tests (tests/test_prompts.py, tests/test_prompt_chat.py): the error of a parse, and
+"""Shared by the prompt-set tests (tests/prompts/test_prompts.py, tests/prompts/test_prompt_chat.py): the error of a parse, and
 JSONL bytes from objects."""
 from __future__ import annotations
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import architecture_rules as A
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.paths import REPO
 
 
 def test_no_import_cycles_among_analysis_modules():

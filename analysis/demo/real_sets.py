@@ -10,7 +10,7 @@ assistant ("Ugh. ..." / "Whatever. ...") or a kind one ("Happy to help! ..."). T
 And en_facts.jsonl: plain English facts with single-token targets (" Paris") for the lens and flow.
 
 `python -m analysis.demo.real_sets` writes the three jsonl files into data/prompts/ (deterministic;
-tests/test_real_sets.py checks the committed files match).
+tests/prompts/test_real_sets.py checks the committed files match).
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ PAGE = "OOD separability"
 BUNDLE = "ood_separability"
 KEY = "ood"
 # The page's default OOD sets: three easy ones and a hard one (held-out two-hop questions about the same world),
-# so the default study is not saturated: scores and layers differ (tests/test_ood_defaults.py).
+# so the default study is not saturated: scores and layers differ (tests/ood/test_ood_defaults.py).
 DEFAULT_OOD = ("ood_scrambled", "ood_random_chars", "ood_arithmetic", "two_hop")
 INPUTS = (Input("--prompts", "facts", "the in-distribution (ID) set: part fits the scores, the rest is held out"),
           Input("--ood-prompts", DEFAULT_OOD, "OOD sets, comma separated built-in names or files", many=True))
