@@ -72,6 +72,11 @@ class Method:
         return tuple(self.module.SHARDS)
 
     @property
+    def engine(self) -> str:
+        """Its engine package: analysis/<name of the declaration module> (components/reports/lens.py: analysis.lens)."""
+        return "analysis." + self.module.__name__.rsplit(".", 1)[1]
+
+    @property
     def compute(self) -> Callable[..., Any]:
         """The declaration's compute."""
         return self.module.compute

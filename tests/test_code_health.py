@@ -74,3 +74,20 @@ def test_every_test_docs_methods_cites_exists_where_it_says():
                      if not (REPO / "tests" / f).is_file()
                      or not re.search(rf"^def {t}\(", (REPO / "tests" / f).read_text(encoding="utf-8"), re.M))
     assert not missing, missing
+
+
+def test_the_module_tables_of_docs_methods_are_the_tree():
+    """docs/methods.md's method and package tables are generated from the registry and the packages."""
+    from tests.docs_tables import method_table, shared_table
+
+    doc = (REPO / "docs" / "methods.md").read_text(encoding="utf-8")
+    for table in (method_table(), shared_table()):
+        assert table in doc, "docs/methods.md is stale; paste the output of `python -m tests.docs_tables`:\n" + table
+
+
+def test_every_method_package_is_named_after_its_declaration():
+    """components/reports/<name>.py declares the method whose engine is analysis/<name>/."""
+    from components.methods import METHODS
+
+    missing = [m.engine for m in METHODS.values() if not (REPO / m.engine.replace(".", "/") / "__init__.py").is_file()]
+    assert not missing, missing
