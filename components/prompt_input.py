@@ -56,8 +56,9 @@ _BREAKS = str.maketrans({"\n": "↵", "\r": "␍", "\t": "⇥"})
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _parse_upload(filename: str, data: bytes) -> PromptSet:
-    # Cached on the file's bytes, so a rerun does not re-parse a large upload. Errors are not cached.
+def parse_upload(filename: str, data: bytes) -> PromptSet:
+    """The prompt set of an uploaded file, cached on the file's bytes (a rerun does not re-parse a large upload;
+    errors are not cached)."""
     return parse_prompt_file(filename, data)
 
 
@@ -203,7 +204,7 @@ def _uploaded_set(key: str, sets: dict, default_builtin: str | None, upload: lis
         st.caption("Upload a .txt, .csv or .jsonl file.")
         return None
     upload.append(uploaded.name)
-    return _parse_upload(uploaded.name, uploaded.getvalue())
+    return parse_upload(uploaded.name, uploaded.getvalue())
 
 
 _SOURCES = {TYPED: _typed_set, BUILTIN: _builtin_set, LINKED: _linked_set, UPLOAD: _uploaded_set}

@@ -13,12 +13,12 @@ import streamlit as st
 import analysis.ood as O
 from analysis.core.errors import LogitscopeError
 from analysis.models.defaults import default_set
-from analysis.prompts import PromptSet, builtin_sets, load_builtin, parse_prompt_file, prompt_set_from_text
+from analysis.prompts import PromptSet, builtin_sets, load_builtin, prompt_set_from_text
 from components import page_kit as kit
 from components.charts.text import md_literal
 from components.export_ui import export_bundle, export_figure
 from components.notes import collapse_notes
-from components.prompt_input import prompt_set_input, render_like
+from components.prompt_input import parse_upload, prompt_set_input, render_like
 from components.reports import ood as R
 from components.settings import compute_key, field_of
 from components.settings_ui import sync_query, widget
@@ -27,10 +27,6 @@ from components.shell import ensure_app_shell
 KEY = R.KEY
 S = R.OODSeparabilitySettings
 
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _parse_upload(filename: str, data: bytes) -> PromptSet:
-    return parse_prompt_file(filename, data)
 
 
 def fit_fraction_slider(where) -> float:
@@ -82,7 +78,7 @@ def main() -> None:
                 for n in chosen:
                     ood_sets[n] = load_builtin(n)
                 for up in uploads or []:
-                    ood_sets[up.name] = _parse_upload(up.name, up.getvalue())
+                    ood_sets[up.name] = parse_upload(up.name, up.getvalue())
                 if typed.strip():
                     ood_sets["typed"] = prompt_set_from_text(typed, "typed OOD")
                 ood_sets = {n: render_like(f"{KEY}_id", ps) for n, ps in ood_sets.items()}  # rendered as the ID set is

@@ -84,6 +84,12 @@ class Page:
             self.ps.turn_on(part)
         return part in self.ps.parts_on()
 
+    def show_part(self, part: str, message: str, compute: Any, report: Any, figure: str) -> None:
+        """Run one part through the memo under a progress bar, keep its result, and show its report."""
+        with kit.user_errors(), kit.progress_bar(message) as progress:
+            self.results[part] = compute(self.pair, self.inputs, self.sv, self.resolved(), progress, kit.memo)
+        kit.show(report(self.results[part]), figure, KEY, bundle=R.BUNDLE)
+
 
 def group_name(g: str | None) -> str:
     return "(none)" if g is None else g
@@ -202,9 +208,7 @@ def flag_section(page: Page) -> None:
     if not page.run_part("flag", "Flag rows", key="steer_flag_btn"):
         return
     page.inputs["--flag-prompts"] = fps
-    with kit.user_errors(), kit.progress_bar("Generating own responses…") as report:
-        page.results["flagged"] = R.flag_part(page.pair, page.inputs, page.sv, page.resolved(), report, kit.memo)
-    kit.show(R.flag_report(page.results["flagged"]), "data_flagging", KEY, bundle=R.BUNDLE)
+    page.show_part("flagged", "Generating own responses…", R.flag_part, R.flag_report, "data_flagging")
 
 
 # ------------------------------------------------------------------------------------------------------------ Steer
@@ -312,9 +316,7 @@ def drift_tab(page: Page) -> None:
             or dps is None:
         return
     page.inputs["--drift-prompts"] = dps
-    with kit.user_errors(), kit.progress_bar("Reading both checkpoints…") as report:
-        page.results["drift"] = R.drift_part(page.pair, page.inputs, page.sv, page.resolved(), report, kit.memo)
-    kit.show(R.drift_report(page.results["drift"]), "persona_drift", KEY, bundle=R.BUNDLE)
+    page.show_part("drift", "Reading both checkpoints…", R.drift_part, R.drift_report, "persona_drift")
 
 
 # ------------------------------------------------------------------------------------------------- link and bundle

@@ -91,3 +91,11 @@ def test_every_method_package_is_named_after_its_declaration():
 
     missing = [m.engine for m in METHODS.values() if not (REPO / m.engine.replace(".", "/") / "__init__.py").is_file()]
     assert not missing, missing
+
+
+def test_pages_keep_no_cache_of_their_own():
+    """Results are cached by page_kit.memo (one st.cache_data keyed on each declared part) and models by the model
+    cache: a page's own st.cache_data or st.cache_resource would keep results the registry cannot see."""
+    bad = [str(p.relative_to(REPO)) for p in sorted((REPO / "pages").glob("*.py"))
+           if "st.cache_data" in p.read_text(encoding="utf-8") or "st.cache_resource" in p.read_text(encoding="utf-8")]
+    assert not bad, bad

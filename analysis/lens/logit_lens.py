@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -90,46 +89,30 @@ def _check_arguments(lm: LoadedModel, prompts: Sequence[str], k: int, target_mod
     return rows
 
 
-@dataclass
 class _Out:
     """The trace's arrays (left-aligned: row n, position t), filled chunk by chunk and layer by layer."""
 
-    input_ids: np.ndarray
-    mask: np.ndarray
-    top_ids: np.ndarray
-    top_probs: np.ndarray
-    entropy: np.ndarray
-    kl: np.ndarray
-    target_prob: np.ndarray
-    target_rank: np.ndarray
-    xent: np.ndarray
-    target_ids: np.ndarray
-    next_ids: np.ndarray
-    log_v: float
-
-    @classmethod
-    def empty(cls, rows: list[list[int]], n_layers: int, k: int, vocab_size: int, target_mode: str,
-              text_targets: list[int]) -> _Out:
+    def __init__(self, rows: list[list[int]], n_layers: int, k: int, vocab_size: int, target_mode: str,
+                 text_targets: list[int]) -> None:
         N, T, L = len(rows), max(len(r) for r in rows), n_layers
-        out = cls(input_ids=np.full((N, T), -1, dtype=np.int64), mask=np.zeros((N, T), dtype=bool),
-                  top_ids=np.full((N, L + 1, T, k), -1, dtype=np.int64),
-                  top_probs=np.full((N, L + 1, T, k), np.nan, dtype=np.float32),
-                  entropy=np.full((N, L + 1, T), np.nan, dtype=np.float32),
-                  kl=np.full((N, L + 1, T), np.nan, dtype=np.float32),
-                  target_prob=np.full((N, L + 1, T), np.nan, dtype=np.float32),
-                  target_rank=np.zeros((N, L + 1, T), dtype=np.int64),
-                  xent=np.full((N, L + 1, T), np.nan, dtype=np.float32),
-                  target_ids=np.full((N, T), -1, dtype=np.int64), next_ids=np.full((N, T), -1, dtype=np.int64),
-                  log_v=math.log(vocab_size))
+        self.input_ids = np.full((N, T), -1, dtype=np.int64)
+        self.mask = np.zeros((N, T), dtype=bool)
+        self.top_ids = np.full((N, L + 1, T, k), -1, dtype=np.int64)
+        self.top_probs = np.full((N, L + 1, T, k), np.nan, dtype=np.float32)
+        self.entropy, self.kl, self.target_prob, self.xent = (np.full((N, L + 1, T), np.nan, dtype=np.float32)
+                                                              for _ in range(4))
+        self.target_rank = np.zeros((N, L + 1, T), dtype=np.int64)
+        self.target_ids = np.full((N, T), -1, dtype=np.int64)
+        self.next_ids = np.full((N, T), -1, dtype=np.int64)
+        self.log_v = math.log(vocab_size)
         for n, r in enumerate(rows):
-            out.input_ids[n, : len(r)] = r
-            out.mask[n, : len(r)] = True
-            out.next_ids[n, : len(r) - 1] = r[1:]
+            self.input_ids[n, : len(r)] = r
+            self.mask[n, : len(r)] = True
+            self.next_ids[n, : len(r) - 1] = r[1:]
             if target_mode == TARGET_TEXT:
-                out.target_ids[n, : len(r)] = text_targets[n]
+                self.target_ids[n, : len(r)] = text_targets[n]
             elif target_mode == TARGET_NEXT:
-                out.target_ids[n, : len(r) - 1] = r[1:]
-        return out
+                self.target_ids[n, : len(r) - 1] = r[1:]
 
     def store(self, st: dict[str, torch.Tensor], layer: int, nn: np.ndarray, tt: np.ndarray) -> None:
         store_layer(st, layer, nn, tt, self.log_v, self.top_ids, self.top_probs, self.entropy, self.kl,
@@ -186,7 +169,7 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
     N = len(rows)
     rows_per_chunk = int(chunk_rows) if chunk_rows else default_chunk_rows(V)
     block_rows = min(rows_per_chunk, int(block_rows) if block_rows else default_block_rows(V))
-    out = _Out.empty(rows, L, k, V, target_mode, text_targets)
+    out = _Out(rows, L, k, V, target_mode, text_targets)
     pad = pad_token_id(lm.tokenizer)
     batches = chunks(N, int(batch_size))
     total_work = sum(int(out.mask[s].sum()) for s in batches) * (L + 2)

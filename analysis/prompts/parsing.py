@@ -59,12 +59,18 @@ def _lines(text: str) -> list[str]:
     return parts
 
 
-def _parse_lines_as_prompts(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
+def _counted_lines(text: str, lim: Limits) -> tuple[list[str], list[int]]:
+    """The lines of a file and the numbers of its blank ones; too many non-blank lines is an error."""
     lines = _lines(text)
     blank = [i for i, line in enumerate(lines, start=1) if not line.strip()]
     count = len(lines) - len(blank)
     if count > lim.max_rows:
         raise lim.too_many(count=count)
+    return lines, blank
+
+
+def _parse_lines_as_prompts(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
+    lines, blank = _counted_lines(text, lim)
     rows = [lim.make_row(i, {"prompt": line}) for i, line in enumerate(lines, start=1) if line.strip()]
     notes = [blank_note(blank)] if blank else []
     return rows, notes
@@ -205,11 +211,7 @@ def _json_fields(
 
 
 def _parse_jsonl(text: str, lim: Limits) -> tuple[list[PromptRow], list[str]]:
-    lines = _lines(text)
-    blank = [i for i, line in enumerate(lines, start=1) if not line.strip()]
-    count = len(lines) - len(blank)
-    if count > lim.max_rows:
-        raise lim.too_many(count=count)
+    lines, blank = _counted_lines(text, lim)
     rows: list[PromptRow] = []
     unknown: dict[str, None] = {}
     for i, line in enumerate(lines, start=1):
