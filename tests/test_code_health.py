@@ -1,6 +1,7 @@
 """The tree stays easy to live in: the linter (ruff, configured in pyproject.toml: pyflakes, import order,
-complexity) is clean, no file is over 500 lines, and the engine (analysis/) never imports the UI (components/,
-pages/), streamlit, or the command line."""
+bugbear, simplify, pyupgrade, returns, complexity) and the type checker (mypy on analysis/) are clean, no file is
+over 500 lines, and the engine (analysis/) never imports the UI (components/, pages/), streamlit, or the command
+line."""
 from __future__ import annotations
 
 import ast
@@ -25,6 +26,13 @@ def test_ruff_is_clean_on_the_whole_tree():
     pytest.importorskip("ruff")
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=REPO,
                           capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_mypy_is_clean_on_the_engine():
+    """The type checker (mypy, configured in pyproject.toml) finds nothing in analysis/."""
+    pytest.importorskip("mypy")
+    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 

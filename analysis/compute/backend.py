@@ -84,8 +84,9 @@ def check_address(text: str) -> str:
     """The --ray value normalised ('auto', 'ray://HOST:PORT' or 'local:N'); BackendError naming the forms if not."""
     t = (text or "").strip()
     m = LOCAL_RE.match(t)
-    if t == "auto" or CLIENT_RE.match(t) or (m and 1 <= int(m.group(1)) <= 256):
-        if CLIENT_RE.match(t) and not 1 <= int(CLIENT_RE.match(t).group(2)) <= 65535:
+    c = CLIENT_RE.match(t)
+    if t == "auto" or c or (m and 1 <= int(m.group(1)) <= 256):
+        if c and not 1 <= int(c.group(2)) <= 65535:
             raise BackendError(f"Ray address {t!r} has no valid port (1..65535).")
         return t
     raise BackendError(f"Ray address {t!r} is not valid: use 'auto' (a running cluster on this machine), "

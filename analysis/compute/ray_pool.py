@@ -72,6 +72,7 @@ class _Board:
     """A tiny actor (one per pool) where workers post their shard's progress and the driver reads it."""
 
     def __init__(self) -> None:
+        self.state: dict[int, tuple[float, str]]
         self.run, self.state = -1, {}
 
     def report(self, run: int, shard: int, fraction: float, message: str) -> None:
@@ -278,6 +279,8 @@ class _Run:
         self.pending: dict[Any, tuple[int, int]] = {}  # shard call -> (shard, actor)
         self.reviving: dict[Any, tuple[int, float]] = {}  # ping of a restarting actor -> (actor, since)
         self.attempts, self.results, self.frac = [0] * n, [None] * n, [0.0] * n
+        self.retried: list[int]
+        self.lost: set[int]
         self.deaths, self.retried, self.lost = [0] * len(actors), [], set()
         self.got = [False] * n
 

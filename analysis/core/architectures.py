@@ -6,7 +6,7 @@ checkpoint whose modules do not match its row, is refused with a message naming 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -124,13 +124,13 @@ class Adapter:
 
     def neuron_out_weights(self, layer: int) -> torch.Tensor:
         """w_out of every neuron of block ``layer``: [n_neurons, d_model] (a view, never edit in place)."""
-        w = self.down_proj(layer).weight
+        w = cast(torch.Tensor, self.down_proj(layer).weight)
         return w if self.row.down_proj_conv1d else w.T
 
     @property
     def W_U(self) -> torch.Tensor:
         """Unembedding matrix [V, d] (may be tied to the input embedding: never edit in place)."""
-        return self.unembed.weight
+        return cast(torch.Tensor, self.unembed.weight)
 
     @property
     def b_U(self) -> torch.Tensor | None:
@@ -163,6 +163,7 @@ def resolve_adapter(model: nn.Module) -> Adapter:
             "Logitscope needs to know where the blocks, the final norm and the unembedding live, and does not guess."
         )
     row = ARCH_TABLE[model_type]
+    assert config is not None  # a missing config has no model_type, refused above
     if model_type == "opt":
         if not getattr(config, "do_layer_norm_before", True):
             raise UnsupportedArchitectureError(
@@ -175,9 +176,10 @@ def resolve_adapter(model: nn.Module) -> Adapter:
                 "that readout is not supported."
             )
     missing = []
-    blocks = _get(model, row.blocks)
+    blocks = cast("nn.ModuleList | None", _get(model, row.blocks))  # every row's blocks are a ModuleList
     norm = _get(model, row.final_norm)
-    unembed = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    unembed: nn.Module | None = (cast(Any, model).get_output_embeddings() if hasattr(model, "get_output_embeddings")
+                                 else None)
     if blocks is None or len(list(blocks)) == 0:
         missing.append(f"blocks ({row.blocks})")
     if norm is None:
@@ -185,6 +187,7 @@ def resolve_adapter(model: nn.Module) -> Adapter:
     if unembed is None or not isinstance(getattr(unembed, "weight", None), torch.Tensor):
         missing.append("unembedding (get_output_embeddings)")
     if not missing:
+        assert blocks is not None  # else "blocks" is missing
         for rel in (row.attn, row.o_proj, row.attn_write, row.mlp_write, row.down_proj):
             if _get(blocks[0], rel) is None:
                 missing.append(f"block part '{rel}' in {row.blocks}.0")
@@ -192,8 +195,10 @@ def resolve_adapter(model: nn.Module) -> Adapter:
         raise UnsupportedArchitectureError(
             f"This '{model_type}' checkpoint does not have the modules Logitscope expects: missing {', '.join(missing)}."
         )
+    assert blocks is not None and norm is not None and unembed is not None  # else each is listed as missing
     block_list = tuple(blocks)
-    d_model = int(unembed.weight.shape[1])
+    W_U = cast(torch.Tensor, unembed.weight)  # checked to be a tensor above
+    d_model = int(W_U.shape[1])
     n_heads = int(getattr(config, "num_attention_heads", getattr(config, "n_head", 0)))
     head_dim = int(getattr(config, "head_dim", None) or d_model // max(n_heads, 1))
     softcap = getattr(config, "final_logit_softcapping", None)
@@ -210,5 +215,5 @@ def resolve_adapter(model: nn.Module) -> Adapter:
         d_model=d_model,
         n_heads=n_heads,
         head_dim=head_dim,
-        vocab_size=int(unembed.weight.shape[0]),
+        vocab_size=int(W_U.shape[0]),
     )

@@ -6,6 +6,8 @@ All statistics are computed in fp32.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from analysis.core.architectures import NORM_LAYERNORM, Adapter, FinalNorm
@@ -64,7 +66,7 @@ def logsumexp_rows(z: torch.Tensor, buf: torch.Tensor | None = None) -> torch.Te
     ``torch.logsumexp`` on 49k-vocabulary rows (which allocates temporaries); the result agrees with it to
     ~1e-5 absolute at logits of scale 10 (fp32).
     """
-    kw = {} if buf is None else {"out": buf[: z.shape[0]]}
+    kw: dict[str, Any] = {} if buf is None else {"out": buf[: z.shape[0]]}
     return z[:, 0] - torch.log_softmax(z, dim=-1, **kw)[:, 0]
 
 

@@ -34,6 +34,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -67,14 +68,15 @@ RECIPES = (
     Recipe("llama-world-tuned", "llama", True, 200, 1e-3),
 )
 VOCAB = {"gpt2": 1024, "llama": 1536}
-BASE_MIX = dict(fact_repeats=4, n_dialogues=240, n_induction=300)
-BASE_MIX2 = dict(fact_repeats=3, n_dialogues=120, n_induction=600, induction_words=(8, 16), induction_from_pool=True)
-TUNED_MIX = dict(fact_repeats=2, n_dialogues=450, n_induction=150)
+BASE_MIX: dict[str, Any] = dict(fact_repeats=4, n_dialogues=240, n_induction=300)
+BASE_MIX2: dict[str, Any] = dict(fact_repeats=3, n_dialogues=120, n_induction=600, induction_words=(8, 16),
+                                 induction_from_pool=True)
+TUNED_MIX: dict[str, Any] = dict(fact_repeats=2, n_dialogues=450, n_induction=150)
 
 
 def model_config(family: str, vocab_size: int):
     """The (tiny) config of one family: 4 layers, d_model 128, 4 heads, context 128."""
-    ids = dict(bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    ids: dict[str, Any] = dict(bos_token_id=0, eos_token_id=1, pad_token_id=2)
     if family == "gpt2":
         return GPT2Config(vocab_size=vocab_size, n_positions=CONTEXT, n_embd=128, n_layer=4, n_head=4,
                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True, **ids)
@@ -83,7 +85,7 @@ def model_config(family: str, vocab_size: int):
                        rms_norm_eps=1e-5, tie_word_embeddings=False, **ids)
 
 
-def build_model(family: str, vocab_size: int) -> torch.nn.Module:
+def build_model(family: str, vocab_size: int) -> GPT2LMHeadModel | LlamaForCausalLM:
     """A freshly initialised model (seeded by the caller)."""
     cfg = model_config(family, vocab_size)
     return GPT2LMHeadModel(cfg) if family == "gpt2" else LlamaForCausalLM(cfg)
@@ -110,7 +112,8 @@ def epoch_docs(epoch: int, tuned: bool, phase: int = 1) -> list[str]:
 
 def pack(docs: list[str], tok, context: int = CONTEXT) -> list[list[int]]:
     """Greedy packing of whole documents (<|bos|> doc <|eos|>) into rows of at most ``context`` tokens."""
-    rows, cur = [], []
+    rows: list[list[int]] = []
+    cur: list[int] = []
     for d in docs:
         ids = tok(d)["input_ids"] + [tok.eos_token_id]
         ids = ids[:context]

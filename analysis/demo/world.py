@@ -72,8 +72,8 @@ class World:
     jobs: tuple[str, ...]
     held_out_two_hop: frozenset[str] = field(default_factory=frozenset)  # child full names
 
-    def by_name(self, name: str) -> Person:
-        """The person with this full name."""
+    def by_name(self, name: str | None) -> Person:
+        """The person with this full name (None, the parent of a non-child, names no one: KeyError)."""
         for p in self.people:
             if p.name == name:
                 return p

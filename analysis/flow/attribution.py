@@ -135,7 +135,7 @@ class _LogProbs:
             zb = z[sl]
             if ad.softcap:  # softcap(): c * tanh(z / c), in place
                 zb.div_(ad.softcap).tanh_().mul_(ad.softcap)
-            kw = {} if self._lsm is None else {"out": self._lsm[: zb.shape[0]]}
+            kw: dict[str, Any] = {} if self._lsm is None else {"out": self._lsm[: zb.shape[0]]}
             out[sl] = torch.log_softmax(zb, dim=-1, **kw)[:, tok].cpu()
         return out
 
@@ -157,7 +157,7 @@ def importance(ad: Adapter, r: torch.Tensor, vs: torch.Tensor, sigma: torch.Tens
     return score[rows] - score[base]
 
 
-def _rel(err: float, scale: float) -> float:
+def _rel(err: float | torch.Tensor, scale: float | torch.Tensor) -> float:
     return float(err) / max(1.0, float(scale))
 
 

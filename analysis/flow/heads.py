@@ -6,6 +6,7 @@ heads), the o_proj bias, all passed through Gemma-2's attention post-norm with i
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 
@@ -17,7 +18,7 @@ from analysis.flow.capture import CapturedRow
 def o_proj_weight(ad: Adapter, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """W_O as [d, H*hd] (fp32) and its bias [d] or None."""
     mod = ad.o_proj(layer)
-    w = mod.weight.float()
+    w = cast(torch.Tensor, mod.weight).float()
     if ad.row.down_proj_conv1d:  # GPT-2 Conv1D: [in, out]
         w = w.T
     b = getattr(mod, "bias", None)
@@ -30,7 +31,7 @@ def _post_norm_map(ad: Adapter, layer: int, a_T: torch.Tensor) -> Callable[[torc
         return lambda x: x
     mod = ad.attn_write(layer)
     eps = float(getattr(mod, "eps", getattr(mod, "variance_epsilon", 1e-6)))
-    gain = 1.0 + mod.weight.float().to(a_T.device)
+    gain = 1.0 + cast(torch.Tensor, mod.weight).float().to(a_T.device)
     scale = torch.sqrt(a_T.float().pow(2).mean() + eps)
     return lambda x: gain * x / scale
 

@@ -40,7 +40,7 @@ from analysis.core.batching import batch_from_ids, chunks, pad_token_id
 from analysis.core.errors import IncompatibleModelsError, InputError, LogitscopeError
 from analysis.core.loading import LoadedModel, resolve_source
 from analysis.core.paths import REPO_ROOT
-from analysis.core.progress import Progress
+from analysis.core.progress import Progress, ProgressFn
 from analysis.core.readout import center, norm_scale, readout
 from analysis.lens.inputs import capture_residuals
 from analysis.models.weights import weights_sha256
@@ -294,8 +294,8 @@ def train(lm: LoadedModel, texts: Sequence[str], steps: int | None = None, progr
     order = torch.randperm(len(rows), generator=gen).tolist()  # a random subset of lines up to `positions` tokens
     sizes = np.cumsum([len(rows[i]) for i in order])
     chosen = [rows[i] for i in order[: int(np.searchsorted(sizes, positions)) + 1]]
-    report = progress or (lambda f, m="": None)
-    hs, _ = _capture(lm, chosen, progress=lambda f, m="": report(0.15 * f, m))
+    report: ProgressFn = progress or (lambda f, m: None)
+    hs, _ = _capture(lm, chosen, progress=lambda f, m: report(0.15 * f, m))
     N = hs[0].shape[0]
     scales = [float(norm_scale(ad.final_norm, hs[l]).mean()) for l in range(L)]
     A = torch.zeros(L, d, d)
@@ -350,7 +350,7 @@ def train(lm: LoadedModel, texts: Sequence[str], steps: int | None = None, progr
             score = {k: float(_kl(logp_probe, p_probe, readout(ad, h + h @ torch.from_numpy(a).T +
                                                                   torch.from_numpy(c))).mean())
                      for k, (a, c) in options.items()}
-            best = min(score, key=score.get)
+            best = min(score, key=score.__getitem__)
             A_out[l], b_out[l] = options[best]
             kept.append(best)
     recipe = {"optimizer": "adam", "lr": lr / math.sqrt(d), "kept": kept, "batch": batch, "ridge": ridge, "seed": seed,
@@ -372,8 +372,8 @@ def evaluate(lm: LoadedModel, tr: Translator, texts: Sequence[str], progress: Pr
     rows = _rows(lm, texts)
     if not rows:
         raise InputError("The held-out text is empty: give at least one non-empty line.")
-    report = progress or (lambda f, m="": None)
-    hs, nxt = _capture(lm, rows, progress=lambda f, m="": report(0.3 * f, m))
+    report: ProgressFn = progress or (lambda f, m: None)
+    hs, nxt = _capture(lm, rows, progress=lambda f, m: report(0.3 * f, m))
     P = hs[0].shape[0]
     sums = np.zeros((4, L + 1), np.float64)
     has_next = nxt >= 0
@@ -403,10 +403,10 @@ def fit(lm: LoadedModel, corpus: str, steps: int | None = None, progress: Progre
     train_lines, held = split_corpus(corpus)
     sizes = np.cumsum([len(lm.tokenizer(x, add_special_tokens=True)["input_ids"]) for x in held])
     held = held[: int(np.searchsorted(sizes, HELD_OUT_POSITIONS)) + 1]
-    report = progress or (lambda f, m="": None)
-    tr = train(lm, train_lines, steps, lambda f, m="": report(0.9 * f, m), corpus_sha256=corpus_sha256(corpus),
+    report: ProgressFn = progress or (lambda f, m: None)
+    tr = train(lm, train_lines, steps, lambda f, m: report(0.9 * f, m), corpus_sha256=corpus_sha256(corpus),
                **options)
-    ev = evaluate(lm, tr, held, lambda f, m="": report(0.9 + 0.1 * f, m))
+    ev = evaluate(lm, tr, held, lambda f, m: report(0.9 + 0.1 * f, m))
     return replace(tr, held_out=ev)
 
 

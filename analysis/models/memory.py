@@ -164,6 +164,7 @@ def estimate_bytes(spec: ModelSpec) -> SizeEstimate:
         return SizeEstimate(None, key, "unknown source")
     try:
         p = Path(path)
+        n: int | None
         if local and p.is_file() and p.suffix.lower() == ".gguf":
             n, how = _gguf_bytes(p, elem)
             return SizeEstimate(n, key, how)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -41,7 +42,8 @@ def self_check(lm: LoadedModel, prompt: str = SELF_CHECK_PROMPT) -> SelfCheck:
     comps: dict = {}
     last = int(batch.last_index()[0])
     hooks = residual_capture_hooks(ad, [ad.n_layers], resid, lambda t: t.detach().float().clone())
-    hooks += component_capture_hooks(ad, comps, tuple(batch.input_ids.shape), lambda t: t[0, last].detach().float().clone())
+    bt = cast("tuple[int, int]", tuple(batch.input_ids.shape))  # input_ids is [B, T]
+    hooks += component_capture_hooks(ad, comps, bt, lambda t: t[0, last].detach().float().clone())
     logits = run(lm, batch, hooks)[0]
     h_L = resid[ad.n_layers][0]
     with torch.inference_mode():

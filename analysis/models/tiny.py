@@ -1,6 +1,8 @@
 """Tiny random models of every supported architecture, built from configs (no downloads): for tests and benches."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import transformers as T
 from transformers import AutoModelForCausalLM
@@ -11,11 +13,13 @@ TINY_VOCAB = 96
 
 
 def tiny_config(model_type: str, *, vocab: int = TINY_VOCAB, d: int = 32, layers: int = 2, heads: int = 4,
-                ctx: int = 64, **overrides):
+                ctx: int = 64, **overrides: Any) -> T.PretrainedConfig:
     """A small config of ``model_type`` with random-init-friendly sizes."""
-    common = dict(vocab_size=vocab, max_position_embeddings=ctx, num_hidden_layers=layers, hidden_size=d,
-                  num_attention_heads=heads, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    gqa = dict(num_key_value_heads=max(1, heads // 2), intermediate_size=2 * d)
+    common: dict[str, Any] = dict(vocab_size=vocab, max_position_embeddings=ctx, num_hidden_layers=layers,
+                                  hidden_size=d, num_attention_heads=heads, bos_token_id=1, eos_token_id=2,
+                                  pad_token_id=0)
+    gqa: dict[str, Any] = dict(num_key_value_heads=max(1, heads // 2), intermediate_size=2 * d)
+    cfg: T.PretrainedConfig
     if model_type == "gpt2":
         cfg = T.GPT2Config(vocab_size=vocab, n_positions=ctx, n_layer=layers, n_embd=d, n_head=heads,
                            bos_token_id=1, eos_token_id=2, pad_token_id=0)

@@ -217,8 +217,10 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
     store: dict = {}
     hooks = [residual_hook(ad, ad.n_layers, capture(store, "hL", lambda t: t.detach().float()))]
     for b, c in cols.items():
-        hooks.append(input_hook(ad.down_proj(b), capture(store, ("act", b), lambda t, c=c: t[..., c.to(t.device)]
-                                                         .detach().float()), bt=(B, T)))
+        def pick(t: torch.Tensor, c: torch.Tensor = c) -> torch.Tensor:
+            return t[..., c.to(t.device)].detach().float()
+
+        hooks.append(input_hook(ad.down_proj(b), capture(store, ("act", b), pick), bt=(B, T)))
         if post:
             hooks.append(output_hook(ad.down_proj(b), capture(store, ("m", b), lambda t: t.detach().clone()),
                                      bt=(B, T)))
@@ -262,6 +264,7 @@ def position_effects(lm: LoadedModel, batch: Batch, units: Sequence[Unit], mode:
             h_de = hL.repeat(G, 1, 1) + torch.cat(deltas)
             if kind == "closed":
                 te = _metrics(te_logits(h_de), ids_g, valid_g, log_pf, norm_scale(ad.final_norm, h_de))
+                assert ref_te is not None  # computed above: closed groups exist only when `closed` has units
                 te = _rebase(te, ref_te, clean, G)
             else:
                 te = _rerun_metrics(lm, batch, [units[j] for j in gj], mode, keep_first, ids_g, valid_g, log_pf)

@@ -71,8 +71,11 @@ def activation_sums(lm: LoadedModel, prompts: Sequence[str], neurons: Sequence[N
         hooks = []
         for b, js in groups.items():
             c = torch.as_tensor([neurons[j][1] for j in js], dtype=torch.long)
-            hooks.append(input_hook(ad.down_proj(b), capture(store, b, lambda t, c=c: t[..., c.to(t.device)]
-                                                            .detach().double().cpu()), bt=(B, T)))
+
+            def pick(t: torch.Tensor, c: torch.Tensor = c) -> torch.Tensor:
+                return t[..., c.to(t.device)].detach().double().cpu()
+
+            hooks.append(input_hook(ad.down_proj(b), capture(store, b, pick), bt=(B, T)))
         run(lm, batch, hooks)
         row = torch.zeros(len(neurons), dtype=torch.float64)
         for b, js in groups.items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -267,7 +267,7 @@ def blood_norms(lm: LoadedModel, prompts: Sequence[str], *, n_draws: int = 50, b
             else:
                 v = torch.stack([torch.randn(L, d, generator=g) for g in gens])  # [B, L, d], row i from its own stream
             vs = [v[:, l].to(lm.device) for l in range(L)]
-            total = sum((outs[l + 1] * vs[l]).sum() for l in range(L))
+            total = cast(torch.Tensor, sum((outs[l + 1] * vs[l]).sum() for l in range(L)))  # L >= 1 blocks
             grads = torch.autograd.grad(total, [leaves[l] for l in range(L)], retain_graph=k < draws - 1)
             for l, g in enumerate(grads):
                 acc[:, l] += g[rows, last_idx].double().pow(2).sum(dim=-1)

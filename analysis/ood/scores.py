@@ -33,6 +33,7 @@ Numerical edge cases (checked, never silent):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from scipy.special import logsumexp
@@ -105,14 +106,15 @@ def logit_stats(z: np.ndarray, k: int = DEFAULT_TOP_K) -> LogitStats:
     return LogitStats(top, logsumexp(z, axis=1), int(z.shape[1]))
 
 
-def _rows(mask: np.ndarray) -> str:
+def _rows(mask: np.ndarray | np.bool_) -> str:
     idx = np.flatnonzero(mask)
     listed = ", ".join(map(str, idx[:8])) + (", ..." if idx.size > 8 else "")
     more = f" ({idx.size} rows in all: {listed})" if idx.size > 1 else ""
     return f"row {idx[0]} (counting from 0){more}"
 
 
-def _check_logit_rows(nan: np.ndarray, pinf: np.ndarray, none_finite: np.ndarray, scorer: str) -> None:
+def _check_logit_rows(nan: np.ndarray | np.bool_, pinf: np.ndarray | np.bool_, none_finite: np.ndarray | np.bool_,
+                      scorer: str) -> None:
     if nan.any():
         raise NumericalError(f"{scorer} cannot score {_rows(nan)}: its logits contain NaN.")
     if pinf.any():
@@ -159,6 +161,20 @@ class _Scorer:
     def _check_fitted(self) -> None:
         if self.needs_fit and not getattr(self, "fitted_", False):
             raise InputError(f"{self.name} must be fitted on ID features before scoring.")
+
+
+class FeatureScorer(Protocol):
+    """A feature score as the study uses it: ``fit`` on the ID fit rows (features, logits), then ``score`` rows."""
+
+    def fit(self, X: Any, logits: Any) -> Any: ...
+
+    def score(self, X: Any, logits: Any) -> np.ndarray: ...
+
+
+class LogitScorer(Protocol):
+    """A logit score (or the mean log-likelihood) as the study uses it: ``score`` rows, nothing to fit."""
+
+    def score(self, X: Any) -> np.ndarray: ...
 
 
 # ----------------------------------------------------------------------------------------- logit scores

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,9 @@ from analysis.ood.scores import (
     MSP,
     NECO,
     Energy,
+    FeatureScorer,
     LogitGap,
+    LogitScorer,
     LogitStats,
     Mahalanobis,
     MaxLogit,
@@ -137,7 +140,7 @@ class OODStudy:
 
     def not_defined_reason(self, score: str, layer: int | None) -> str | None:
         """Why ``score`` is not defined at ``layer`` (None when it is defined there, or for logit scores)."""
-        return self.not_defined.get(score, {}).get(layer)
+        return None if layer is None else self.not_defined.get(score, {}).get(layer)
 
     @property
     def sets(self) -> tuple[str, ...]:
@@ -187,8 +190,8 @@ def _take(f: OODFeatures, idx: np.ndarray) -> OODFeatures:
                        f.n_predicted[idx], f.vim_origin, f.vocab_size, None if f.blood is None else f.blood[idx])
 
 
-def _evaluate(make: Callable[[], object], fit_X, fit_logits, eval_sets: Mapping[str, tuple]
-              ) -> tuple[dict[str, np.ndarray] | None, object]:
+def _evaluate(make: Callable[[], FeatureScorer], fit_X, fit_logits, eval_sets: Mapping[str, tuple]
+              ) -> tuple[dict[str, np.ndarray] | None, FeatureScorer | NotDefinedError]:
     """Fit a fresh scorer on (fit_X, fit_logits) and score each eval set (X, logits); the fit rows are never scored.
 
     Returns (scores per set, the fitted scorer), or (None, the NotDefinedError) when the score has no meaning on
@@ -289,7 +292,7 @@ class _FeatureScores:
     capped: dict[str, dict[tuple[int, int], list[int]]]
 
 
-def _feature_scores(feature_defs: Sequence[tuple[str, Callable[[], object], str]], layers: tuple[int, ...],
+def _feature_scores(feature_defs: Sequence[tuple[str, Callable[[], FeatureScorer], str]], layers: tuple[int, ...],
                     fit_f: OODFeatures, sets: Mapping[str, OODFeatures], asked: Mapping[str, int],
                     progress: Progress) -> _FeatureScores:
     """Fit and evaluate every feature score at every layer (``asked``: the requested ViM dim and NECO k)."""
@@ -307,15 +310,16 @@ def _feature_scores(feature_defs: Sequence[tuple[str, Callable[[], object], str]
             out, scorer = _evaluate(make, arr(fit_f), fit_f.lens_logits(li),
                                     {s: (arr(f), f.lens_logits(li)) for s, f in sets.items()})
             if out is None:
-                out_all.not_defined.setdefault(name, {})[layer] = scorer.reason
+                out_all.not_defined.setdefault(name, {})[layer] = cast(NotDefinedError, scorer).reason  # see _evaluate
             else:
                 for s, v in out.items():
                     per_set[s][li] = v
                 if name in out_all.used:
-                    eff = scorer.dim_ if name == "ViM" else scorer.k_
+                    capped = cast("ViM | NECO", scorer)  # `used` holds ViM and NECO only
+                    eff = cast(ViM, capped).dim_ if name == "ViM" else cast(NECO, capped).k_
                     out_all.used[name][li] = int(eff)
                     if eff < asked[name]:
-                        out_all.capped[name].setdefault((int(eff), int(scorer.rank_)), []).append(layer)
+                        out_all.capped[name].setdefault((int(eff), int(capped.rank_)), []).append(layer)
             step += 1
             if progress is not None:
                 progress(step / total, f"{name} at layer {layer}")
@@ -347,7 +351,7 @@ def _feature_notes(fs: _FeatureScores, vim_dim: int, neco_k: int) -> list[str]:
 def _global_scores(settings: OODSettings, sets: Mapping[str, OODFeatures], scores: dict, notes: list[str]
                    ) -> tuple[str, ...]:
     """Add the logit scores (and BLOOD when every set has it) to ``scores``; returns their names."""
-    logit_defs: dict[str, object] = {"MSP": MSP(), "MaxLogit": MaxLogit(), "Energy": Energy(),
+    logit_defs: dict[str, LogitScorer] = {"MSP": MSP(), "MaxLogit": MaxLogit(), "Energy": Energy(),
                                      "GEN": GEN(settings.gen_gamma, settings.gen_m), "LogitGap": LogitGap(settings.logitgap_n),
                                      "MeanLogLik": MeanLogLikelihood()}
     for name, sc in logit_defs.items():
@@ -358,10 +362,10 @@ def _global_scores(settings: OODSettings, sets: Mapping[str, OODFeatures], score
             except NumericalError as err:
                 raise NumericalError(f"In the set '{s}': {err}") from err
             scores[name][s] = v[None, :]
-    global_names = LOGIT_SCORES
+    global_names: tuple[str, ...] = LOGIT_SCORES
     if all(f.blood is not None for f in sets.values()):
         global_names = LOGIT_SCORES + ("BLOOD",)
-        scores["BLOOD"] = {s: -f.blood.mean(axis=1)[None, :] for s, f in sets.items()}
+        scores["BLOOD"] = {s: -cast(np.ndarray, f.blood).mean(axis=1)[None, :] for s, f in sets.items()}  # all set
     elif any(f.blood is not None for f in sets.values()):
         notes.append("BLOOD was computed for some sets only, so it is left out.")
     return global_names
@@ -372,12 +376,13 @@ def _metric_rows(scores: Mapping[str, Mapping[str, np.ndarray]], feature_names: 
                  ood_names: tuple[str, ...]) -> list[MetricRow]:
     """One metric row per (score, layer, OOD set) and per score and layer for all OOD sets pooled."""
     rows: list[MetricRow] = []
-    nan_metrics = dict.fromkeys(("auroc", "aupr_in", "aupr_out", "fpr95_id", "fpr95_ood", "autc"), float("nan"))
+    nan_metrics: dict[str, Any] = dict.fromkeys(("auroc", "aupr_in", "aupr_out", "fpr95_id", "fpr95_ood", "autc"),
+                                                float("nan"))
     for name in feature_names + global_names:
         is_logit = name in global_names
         for li in range(1 if is_logit else len(layers)):
             layer = None if is_logit else layers[li]
-            why = None if is_logit else not_defined.get(name, {}).get(layer)
+            why = None if layer is None else not_defined.get(name, {}).get(layer)  # layer is None for logit scores
             s_id = scores[name][ID_KEY][li]
             for o in ood_names + ((ALL_OOD,) if len(ood_names) > 1 else ()):
                 if why is not None:
@@ -385,8 +390,8 @@ def _metric_rows(scores: Mapping[str, Mapping[str, np.ndarray]], feature_names: 
                     continue
                 s_ood = (np.concatenate([scores[name][x][li] for x in ood_names]) if o == ALL_OOD
                          else scores[name][o][li])
-                m = all_metrics(s_id, s_ood)
-                rows.append(MetricRow(name, "logit" if is_logit else "feature", layer, o, **m.as_dict()))
+                m: dict[str, Any] = all_metrics(s_id, s_ood).as_dict()
+                rows.append(MetricRow(name, "logit" if is_logit else "feature", layer, o, **m))
     return rows
 
 
@@ -400,7 +405,7 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
 
     sets = {ID_KEY: _take(id_feats, held), **dict(ood_feats)}
     fit_f = _take(id_feats, fit)
-    feature_defs: list[tuple[str, Callable[[], object], str]] = []
+    feature_defs: list[tuple[str, Callable[[], FeatureScorer], str]] = []
     for p in settings.poolings:
         feature_defs.append((f"Mahalanobis·{p}", lambda: Mahalanobis(settings.shrinkage), p))
         feature_defs.append((f"KNN·{p}", lambda: KNN(knn_k), p))
@@ -420,14 +425,14 @@ def study_from_features(id_feats: OODFeatures, ood_feats: Mapping[str, OODFeatur
     best_row = min(target_rows, key=_rank)
     best = (best_row.score, best_row.layer, best_row.auroc)
     best_by_score = {name: min((r for r in target_rows if r.score == name), key=_rank).layer for name in feature_names
-                     if any(r.score == name for r in target_rows)}
+                     if any(r.score == name for r in target_rows)}  # feature rows: the layer is an int
     settings_d = settings.as_dict()
     settings_d.update(effective_knn_k=knn_k, effective_vim_dim=vim_dim, effective_neco_k=neco_k,
                       vim_dim_by_layer=fs.used["ViM"], neco_k_by_layer=fs.used["NECO"],
                       n_fit=int(n_fit), n_heldout=int(held.size))
     return OODStudy(id_name, ood_names, id_feats.layers, feature_names, global_names, scores,
                     {s: f.prompts for s, f in sets.items()}, id_feats.prompts, fit, held, tuple(rows),
-                    best[0], best[1], float(best[2]), best_by_score, settings_d, tuple(notes),
+                    best[0], best[1], float(best[2]), cast("dict[str, int]", best_by_score), settings_d, tuple(notes),
                     {k: dict(v) for k, v in fs.not_defined.items()})
 
 

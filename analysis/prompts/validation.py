@@ -76,11 +76,8 @@ class Limits:
                     f"{self.label}, line {line:,}: the {field} is {len(value):,} characters long; "
                     f"the limit is {self.max_chars:,}."
                 )
-        return PromptRow(
-            row=line,
-            prompt=prompt,
-            **{f: (values.get(f) or None) for f in OPTIONAL_FIELDS},
-        )
+        optional: dict[str, Any] = {f: (values.get(f) or None) for f in OPTIONAL_FIELDS}
+        return PromptRow(row=line, prompt=prompt, **optional)
 
     def make_chat_row(self, line: int, messages: Any, values: dict[str, str | None]) -> PromptRow:
         """A row given as chat messages: a non-empty list of {"role": str, "content": str} objects."""

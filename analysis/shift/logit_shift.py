@@ -71,7 +71,7 @@ def _check_inputs(prompts: Sequence[str], responses: Sequence[str | None] | None
         raise InputError(f"Top-N must be at least 1, got {top_n}.")
     if reference == "greedy" and n_tokens < 1:
         raise InputError(f"The greedy continuation needs at least 1 token, got {n_tokens}.")
-    resp = list(responses) if responses is not None else [None] * len(prompts)
+    resp: list[str | None] = list(responses) if responses is not None else [None] * len(prompts)
     if len(resp) != len(prompts):
         raise InputError("There must be one response per prompt.")
     if reference == "response":
@@ -147,20 +147,26 @@ def shift_similarity(pair1: tuple[LoadedModel, LoadedModel], pair2: tuple[Loaded
     mapped_share = float((m12 >= 0).float().mean())
     all_src = torch.nonzero(m12 >= 0).flatten()
     rng = np.random.default_rng(seed)
-    pr, co, cpr, cco, second = [], [], [], [], []
+    pr: list[float] = []
+    co: list[float] = []
+    cpr: list[float] = []
+    cco: list[float] = []
+    second = []
     n_steps = 0
     for i, (p, r) in enumerate(zip(prompts, resp, strict=True)):
         cont1 = p1.reference_ids(p, r, reference, n_tokens)
         lp1, side1, text, off1 = p1.rows(p, cont1, r if reference == "response" else None)
         ps1 = acc1.add(p, cont1, lp1, side1, text, off1)
-        cont2 = encode_text(b2.tokenizer, r if reference == "response" else text, False)
+        ref_text = r if reference == "response" else text
+        assert ref_text is not None  # _check_inputs refuses a missing response when the reference is "response"
+        cont2 = encode_text(b2.tokenizer, ref_text, False)
         lp2, side2, text2, off2 = p2.rows(p, cont2, text)
         acc2.add(p, cont2, lp2, side2, text2, off2)
         S1 = torch.nan_to_num(lp1 - side1.logp, nan=0.0)
         S2 = torch.nan_to_num(lp2 - side2.logp, nan=0.0)
         step2 = {int(o): k for k, o in enumerate(off2) if side2.valid[k]}
         sec = np.full(ps1.top_ids.shape, np.nan, dtype=np.float32)
-        vals = ([], [], [], [])
+        vals: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
         for t, o in enumerate(off1):
             k = step2.get(int(o))
             if k is None or not side1.valid[t]:
@@ -212,6 +218,7 @@ def layer_kl(a: LoadedModel, b: LoadedModel, prompts: Sequence[str], responses: 
         if reference == "greedy":
             cont = pair.reference_ids(p, r, reference, n_tokens)
             r = "".join(pair.vocab_b.text(t) for t in cont)
+        assert r is not None  # _check_inputs refuses a missing response when the reference is "response"
         texts.append(p + r)
         starts.append(len(encode_text(b.tokenizer, p, True)) - 1)
         if progress:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -141,14 +141,16 @@ class ShiftPair:
         V = lp_b.shape[1]
         lp_a = torch.full((T, V), float("nan"))
         valid = np.zeros(T, dtype=bool)
-        mapped = self.map_ba >= 0
+        map_ba = self.map_ba
+        assert map_ba is not None  # built in __init__ whenever the tokenizers differ (not self.same)
+        mapped = map_ba >= 0
         for t, o in enumerate(offsets):
             k = off_a.get(int(o))
             if k is None:
                 continue
             valid[t] = True
             row = torch.zeros(V)
-            row[mapped] = lp_a_own[k][self.map_ba[mapped]]
+            row[mapped] = lp_a_own[k][map_ba[mapped]]
             lp_a[t] = torch.where(mapped, row, lp_b[t])  # unmapped columns: A := B, so their shift is 0
         return lp_b, _Side(lp_a, valid), text, offsets
 
@@ -200,7 +202,7 @@ class ShiftAccumulator:
                 self.total[c] += v
                 self.mass[c] += m
         ids_t = torch.as_tensor(cont_ids, dtype=torch.long)
-        mapped = None if self.pair.same else (self.pair.map_ba >= 0)
+        mapped = None if self.pair.same else (cast(torch.Tensor, self.pair.map_ba) >= 0)  # a map unless same
         ps = PromptShift(
             prompt=prompt, continuation=text,
             tokens=self.pair.vocab_b.texts(cont_ids), token_ids=np.asarray(cont_ids, dtype=np.int64), offsets=offsets,

@@ -62,7 +62,7 @@ class Vocab:
             return "?"
         return self.raw[i].decode("utf-8", errors="replace")
 
-    def texts(self, ids: Sequence[int]) -> tuple[str, ...]:
+    def texts(self, ids: Sequence[int] | np.ndarray) -> tuple[str, ...]:
         """Texts of several ids."""
         return tuple(self.text(int(i)) for i in ids)
 
@@ -220,6 +220,7 @@ def pm_mined_map(source: Vocab, target: Vocab) -> TokenMap:
     exact: dict[bytes, int] = {}
     byte_ids: dict[bytes, int] = {}
     special_ids: dict[bytes, int] = {}
+    j: int | None
     for j in range(n_t):
         k, raw = target.kind[j], target.raw[j]
         if k == KIND_NONE:

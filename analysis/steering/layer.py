@@ -83,8 +83,8 @@ def cohens_d(projections: np.ndarray, is_positive: np.ndarray) -> np.ndarray:
     return out
 
 
-def choose_default_layer(layers: Sequence[int], auroc: Sequence[float], separation: Sequence[float] | None,
-                         n_blocks: int) -> LayerChoice:
+def choose_default_layer(layers: Sequence[int], auroc: Sequence[float] | np.ndarray,
+                         separation: Sequence[float] | np.ndarray | None, n_blocks: int) -> LayerChoice:
     """The default layer of steering vectors by DEFAULT_LAYER_RULE (NaN AUROC or d = not measured, never chosen over
     a measured value).
 

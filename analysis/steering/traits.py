@@ -74,6 +74,7 @@ def default_trait_tokens(lm: LoadedModel, ps: PromptSet | None = None, positive:
     model, else empty (the user must give them)."""
     got = contrast_trait_tokens(lm, ps, positive, negative) if ps is not None else None
     if got is not None:
+        assert ps is not None  # got comes only from a contrast set
         return TraitTokens(got[0], got[1], "contrast",
                            f"Default tokens a and b: the most common first response tokens of the "
                            f"{_side_names(ps, positive, negative)} sides of '{ps.name}'.")
