@@ -17,7 +17,7 @@ from analysis.core.errors import LogitscopeError
 from components.methods import METHODS, by_command
 
 # One command per registered method (components.methods, in menu order), then the tools: rerun, tuned-lens.
-COMMANDS: dict[str, Callable[[Any], None]] = {name: import_module(f"logitscope.{name}").add for name in
+COMMANDS: dict[str, Callable[[Any], None]] = {name: import_module(f"logitscope.commands.{name}").add for name in
                                               [m.command for m in METHODS.values()] + ["rerun", "tuned_lens"]}
 
 

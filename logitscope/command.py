@@ -1,7 +1,7 @@
 """One CLI command per registered method (components.methods), built from its declaration: the common flags, a flag
 per prompt-set input (``INPUTS``) and per setting, then ``run(models, inputs, settings, progress)`` and the bundle.
 
-A command module (logitscope/<command>.py) gives its help and, where its method needs them, hooks: ``arguments``
+A command module (logitscope/commands/<command>.py) gives its help and, where its method needs them, hooks: ``arguments``
 (flags beyond the declaration), ``settings_of`` (settings from the flags), ``prepare`` (the inputs after they are
 read, e.g. a set split by its group column) and ``run_kwargs`` (keyword arguments of ``run``, e.g. a second pair).
 """
@@ -16,7 +16,7 @@ from analysis.models.pair import ModelPair
 from components.methods import METHODS, Method
 from components.reports import Input
 from components.settings import add_arguments, from_args
-from logitscope.common import add_common, chat, finish, first_n, load_models, load_prompts, progress
+from logitscope.common import add_common, finish, first_n, load_models, load_prompts, progress
 
 Hook = Callable[..., Any]
 
@@ -42,10 +42,16 @@ def given_sets(m: Method, args: argparse.Namespace, s: Any) -> dict[str, Any]:
     return out
 
 
-def resolve_inputs(m: Method, args: argparse.Namespace, models: ModelPair, s: Any, given: dict[str, Any]
+def resolve_inputs(m: Method, models: ModelPair, s: Any, given: dict[str, Any], wrap_plain: bool = False
                    ) -> dict[str, Any]:
     """Every needed input: the given set(s), else the declaration's default for model A (default_set maps a demo
-    set to its real-model counterpart; an input of several sets keeps its built-in names), chat-rendered."""
+    set to its real-model counterpart; an input of several sets keeps its built-in names), rendered with A's chat
+    template (rows given as messages always, plain prompts when ``wrap_plain``)."""
+    from analysis.prompts import apply_chat_template
+
+    def render(ps: Any) -> Any:
+        return apply_chat_template(ps, models.a.tokenizer, wrap_plain=wrap_plain)
+
     out: dict[str, Any] = {}
     for inp in m.module.INPUTS:
         if not needed(m, inp, s):
@@ -54,7 +60,7 @@ def resolve_inputs(m: Method, args: argparse.Namespace, models: ModelPair, s: An
         if value is None:
             names = inp.demo_set if isinstance(inp.demo_set, tuple) else (inp.demo_set,)
             value = tuple(load_prompts(n) for n in names) if inp.many else load_prompts(default_set(models.a, names[0]))
-        out[inp.flag] = tuple(chat(args, models, ps) for ps in value) if inp.many else chat(args, models, value)
+        out[inp.flag] = tuple(render(ps) for ps in value) if inp.many else render(value)
     return out
 
 
@@ -69,7 +75,7 @@ def method_command(name: str, *, help: str, description: str, max_prompts_flag: 
         given = given_sets(m, args, s)
         with progress(m.command, args.quiet) as bar:
             models = load_models(args, need_b=m.needs_b)
-            inputs = resolve_inputs(m, args, models, s, given)
+            inputs = resolve_inputs(m, models, s, given, args.chat_template)
             if max_prompts_flag:
                 inputs["--prompts"] = first_n(inputs["--prompts"], args.max_prompts)
             if prepare is not None:

@@ -21,8 +21,11 @@ OWNED = ("figures", "data", "prompts", "metadata.json")  # what a run writes int
 class Progress:
     """A stderr progress bar (tqdm) driven by engine progress callbacks; stage() maps a part of the run onto it."""
 
-    def __init__(self, label: str, quiet: bool = False) -> None:
-        from tqdm import tqdm
+    def __init__(self, label: str, quiet: bool = False, notebook: bool = False) -> None:
+        if notebook:  # a widget in Jupyter, text elsewhere
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
 
         self.bar = tqdm(total=1000, desc=label, file=sys.stderr, disable=quiet, leave=True,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
@@ -90,36 +93,6 @@ def first_n(ps: Any, n: int | None) -> Any:
     return PromptSet.from_rows(f"{ps.name} (first {n})", ps.rows[:n], ps.notes)
 
 
-def given_prompts(args: argparse.Namespace) -> Any:
-    """--prompts, read before the models load (a bad file fails fast); None when the default comes from model A."""
-    return load_prompts(args.prompts) if args.prompts else None
-
-
-def main_prompts(args: argparse.Namespace, models: ModelPair, ps: Any) -> Any:
-    """The command's main prompt set, chat-rendered: --prompts, else model A's default (the demo set on demo models,
-    its real-model counterpart on any other: analysis.models.defaults.default_set)."""
-    if ps is None:
-        from analysis.models.defaults import default_set
-
-        ps = load_prompts(default_set(models.a, args.demo_prompts))
-    return chat(args, models, ps)
-
-
-def other_prompts(args: argparse.Namespace, models: ModelPair, given: str | None, demo_name: str) -> Any:
-    """A command's further prompt set (--monitor-prompts, --controls, ...), chat-rendered: the given name or file,
-    else model A's default for the demo set `demo_name`."""
-    from analysis.models.defaults import default_set
-
-    return chat(args, models, load_prompts(given or default_set(models.a, demo_name)))
-
-
-def chat(args: argparse.Namespace, models: ModelPair, ps: Any) -> Any:
-    """ps with A's chat template applied: to rows given as messages always, to plain prompts with --chat-template."""
-    from analysis.prompts import apply_chat_template
-
-    return apply_chat_template(ps, models.a.tokenizer, wrap_plain=args.chat_template)
-
-
 def spec_of(args: argparse.Namespace, source: str, which: str = "") -> Any:
     """The spec of a --model (which "a") or --model-b ("b") source with its --revision/--adapter(-b) and the options."""
     from dataclasses import replace
@@ -177,11 +150,8 @@ def prepare_out(out: str, force: bool) -> Path:
     return path
 
 
-def write_bundle(out: Path, figures: dict, tables: dict, metadata: dict, formats: Sequence[str]) -> list[str]:
-    """Build the page's bundle zip (components.exporting.build_bundle) and extract it into out; returns its files."""
-    from components.exporting import build_bundle
-
-    data = build_bundle(figures, tables, metadata, formats)
+def extract_bundle(out: Path, data: bytes) -> list[str]:
+    """Extract a bundle zip into out; returns its files."""
     root = out.resolve()
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
@@ -194,17 +164,32 @@ def write_bundle(out: Path, figures: dict, tables: dict, metadata: dict, formats
     return names
 
 
-def finish(args: argparse.Namespace, report: Any, page: str, models: ModelPair, settings: dict, prompt_set: Any,
-           inputs: dict | None = None) -> int:
-    """Write report + metadata (same keys as the page's) into --out and say where; ``inputs`` = {CLI flag: set(s)}
-    of every prompt set the run used (default: prompt_set under --prompts), kept in the bundle for `rerun`."""
+def bundle_zip(report: Any, page: str, models: ModelPair, settings: dict, prompt_set: Any, inputs: dict | None = None,
+               formats: Sequence[str] = ("png", "svg", "html")) -> bytes:
+    """The page's bundle zip (components.exporting.build_bundle) of a report and its metadata (the page's keys):
+    ``inputs`` = {CLI flag: set(s)} of every prompt set the run used (default: prompt_set under --prompts)."""
+    from components.exporting import build_bundle
     from components.reports import report_metadata
 
+    meta = report_metadata(page, models.cards(), settings, prompt_set, report.notes, inputs)
+    return build_bundle(report.figures, report.tables, meta, formats)
+
+
+def save_bundle(out: str | Path, report: Any, page: str, models: ModelPair, settings: dict, prompt_set: Any,
+                inputs: dict | None = None, formats: Sequence[str] = ("png", "svg", "html"),
+                force: bool = False) -> tuple[Path, list[str]]:
+    """The bundle (``bundle_zip``) extracted into the folder ``out``: (the folder, its files)."""
+    data = bundle_zip(report, page, models, settings, prompt_set, inputs, formats)
+    folder = prepare_out(str(out), force)
+    return folder, extract_bundle(folder, data)
+
+
+def finish(args: argparse.Namespace, report: Any, page: str, models: ModelPair, settings: dict, prompt_set: Any,
+           inputs: dict | None = None) -> int:
+    """The bundle into --out (``save_bundle``), the notes on stderr, and the folder on stdout."""
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    meta = report_metadata(page, models.cards(), settings, prompt_set, report.notes, inputs)
-    out = prepare_out(args.out, args.force)
-    names = write_bundle(out, report.figures, report.tables, meta, args.formats)
+    out, names = save_bundle(args.out, report, page, models, settings, prompt_set, inputs, args.formats, args.force)
     if not args.quiet:
         print(f"wrote {len(names)} files ({len(report.figures)} figures, {len(report.tables)} tables) to {out}",
               file=sys.stderr)

@@ -49,7 +49,7 @@ def test_the_app_draws_a_page_and_the_cli_a_command_per_registered_method():
     assert "METHODS.values()" in src
     for m in METHODS.values():
         assert (REPO / m.page_file).is_file(), m.page_file
-        assert (REPO / "logitscope" / f"{m.command}.py").is_file(), m.command
+        assert (REPO / "logitscope" / "commands" / f"{m.command}.py").is_file(), m.command
 
 
 def test_a_planted_page_list_in_app_py_is_found(tmp_path):

@@ -98,10 +98,10 @@ def cli_figures(tiny_prompts, tmp_path_factory):  # noqa: F811
     got: dict[str, go.Figure] = {}
     with pytest.MonkeyPatch.context() as mp:
         for name, m in METHODS.items():
-            def record(out, figures, tables, metadata, formats, _name=name):
-                got.update({f"{_name}/{k}": f for k, f in figures.items()})
-                return []
-            mp.setattr(common, "write_bundle", record)
+            def record(out, report, *args, _name=name, **kwargs):
+                got.update({f"{_name}/{k}": f for k, f in report.figures.items()})
+                return out, []
+            mp.setattr(common, "save_bundle", record)
             out = tmp_path_factory.mktemp(name)
             assert main([m.command, "--model", BASE, *CLI_ARGS[name], "--out", str(out), "--quiet"]) == 0, name
     return got

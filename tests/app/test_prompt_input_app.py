@@ -1,7 +1,7 @@
 """components.prompt_input driven through Streamlit's AppTest (tests/apps/prompt_input_app.py).
 
 AppTest cannot simulate a file upload, so the upload branch is covered by calling the same parse
-path the widget uses (components.prompt_input._parse_upload -> analysis.prompts.parse_prompt_file).
+path the widget uses (components.prompt_input.parse_upload -> analysis.prompts.parse_prompt_file).
 """
 from __future__ import annotations
 
@@ -140,12 +140,12 @@ def test_upload_branch_shows_prompt_caption(prompts_dir):
 
 def test_upload_parse_path():
     # AppTest has no file-upload simulation; this is the function the uploader branch calls.
-    from components.prompt_input import _parse_upload
+    from components.prompt_input import parse_upload
 
-    ps = _parse_upload("mine.csv", b"prompt,target\nThe capital of France is, Paris\n")
+    ps = parse_upload("mine.csv", b"prompt,target\nThe capital of France is, Paris\n")
     assert ps.name == "mine.csv" and ps.targets == [" Paris"]
     with pytest.raises(PromptSetError, match="line 2"):
-        _parse_upload("mine.jsonl", b'{"prompt": "a"}\n{bad json}\n')
+        parse_upload("mine.jsonl", b'{"prompt": "a"}\n{bad json}\n')
 
 
 # ---------------------------------------------------------------------------------------------

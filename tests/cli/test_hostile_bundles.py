@@ -152,7 +152,7 @@ def test_a_duplicated_entry_is_refused(bundle_files, tmp_path, capsys):
 def test_compare_only_reads_inside_out_even_when_out_holds_a_symlink(bundle_files, secret, tmp_path, capsys):
     """A genuine table name, but --out's data/ replaced by a link elsewhere between runs: compared files must resolve
     inside --out (prepare_out refuses to mix; with the link planted after the run the comparison refuses)."""
-    from logitscope import rerun
+    from logitscope.commands import rerun
 
     out = tmp_path / "out"
     (out / "data").mkdir(parents=True)
