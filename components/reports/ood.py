@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
@@ -139,6 +140,13 @@ def check_inputs(models: ModelPair, id_set: PromptSet, ood_sets: Mapping[str, Pr
     for _, lm, _card in models.items():
         for ps in [id_set, *ood_sets.values()]:
             check_context(ps, lm.tokenizer, lm.context_length)
+
+
+def split_inputs(inputs: Inputs, id_group: str | None) -> dict[str, Any]:
+    """The inputs studied: as given, or with ``id_group`` the main set's rows of that group as ID (--prompts) and one
+    OOD set per other group (--ood-prompts), as the CLI's --id-group and the API's id_group split them."""
+    id_set, ood_sets = split_sets(inputs["--prompts"], ood_sets_of(inputs) if id_group is None else {}, id_group)
+    return {"--prompts": id_set, "--ood-prompts": tuple(ood_sets.values())}
 
 
 def ood_sets_of(inputs: Inputs) -> dict[str, PromptSet]:

@@ -11,7 +11,7 @@ from typing import Any
 from analysis.core.errors import InputError
 from analysis.core.loading import LoadedModel
 from components.methods import METHODS, Method
-from components.reports import Input, Memo
+from components.reports import Input
 from components.reports import ood as ood_report
 from components.reports import shift as shift_report
 from components.settings import Field, fields_of, from_metadata
@@ -61,9 +61,7 @@ def _hooks(m: Method, models: Any, inputs: dict[str, Any], s: Any, extras: dict[
     """(inputs, run's keyword arguments) for the methods whose command has flags of its own (shift, ood)."""
     if m.command == "ood":
         group = extras.get("id_group")
-        id_set, ood_sets = ood_report.split_sets(inputs["--prompts"],
-                                                 ood_report.ood_sets_of(inputs) if group is None else {}, group)
-        return {"--prompts": id_set, "--ood-prompts": tuple(ood_sets.values())}, {"id_group": group}
+        return ood_report.split_inputs(inputs, group), {"id_group": group}
     if m.command == "shift" and extras.get("pair2") is not None:
         pair2 = tuple(extras["pair2"])
         if len(pair2) != 2 or not all(isinstance(lm, LoadedModel) for lm in pair2):
@@ -94,13 +92,12 @@ def run_method(name: str, a: LoadedModel, b: LoadedModel | None = None, **kwargs
         parts.setdefault(part, []).append(value)
         return value
 
-    recording: Memo = memo
     bar = Progress(m.command, quiet=not show, notebook=True)
     try:
         with evaluation(models):
             inputs = resolve_inputs(m, models, s, given, chat_template)
             inputs, run_kwargs = _hooks(m, models, inputs, s, extras)
-            report, meta = m.module.run(models, inputs, s, bar.stage(0.0, 1.0), recording, **run_kwargs)
+            report, meta = m.module.run(models, inputs, s, bar.stage(0.0, 1.0), memo, **run_kwargs)
     finally:
         bar.close()
     return Result(m.command, m.module.PAGE, report, meta, models, dict(inputs), parts)

@@ -23,9 +23,7 @@ def arguments(p: argparse.ArgumentParser, g: Any) -> None:
 
 def split(args: argparse.Namespace, models: Any, inputs: dict) -> dict:
     """With --id-group: the ID set's rows of that group, and one OOD set per other group."""
-    id_set, ood_sets = R.split_sets(inputs["--prompts"], R.ood_sets_of(inputs) if args.id_group is None else {},
-                                    args.id_group)
-    return {"--prompts": id_set, "--ood-prompts": tuple(ood_sets.values())}
+    return R.split_inputs(inputs, args.id_group)
 
 
 run, add = method_command(
