@@ -94,7 +94,7 @@ def run_method(name: str, a: LoadedModel, b: LoadedModel | None = None, **kwargs
 
     bar = Progress(m.command, quiet=not show, notebook=True)
     try:
-        with evaluation(models):
+        with evaluation(*(lm for _, lm, _ in models.items())):
             inputs = resolve_inputs(m, models, s, given, chat_template)
             inputs, run_kwargs = _hooks(m, models, inputs, s, extras)
             report, meta = m.module.run(models, inputs, s, bar.stage(0.0, 1.0), memo, **run_kwargs)

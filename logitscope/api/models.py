@@ -50,7 +50,8 @@ def wrap(model: Any, tokenizer: Any, name: str | None = None) -> LoadedModel:
     label = name or getattr(model.config, "_name_or_path", None) or "in-memory"
     lm = LoadedModel(spec=named_spec(str(label)), model=model, tokenizer=tokenizer, adapter=resolve_adapter(model),
                      device=first.device, dtype=first.dtype)
-    c = model_card(lm)
+    with evaluation(lm):  # the self-check sees the model as every method runs it (no dropout)
+        c = model_card(lm)
     _remember(lm, replace(c, source_note="wrapped in memory: the weights as the caller holds them"))
     return lm
 
@@ -81,10 +82,10 @@ def pair_of(a: LoadedModel, b: LoadedModel | None = None) -> ModelPair:
 
 
 @contextmanager
-def evaluation(pair: ModelPair) -> Iterator[None]:
-    """Every model of the pair as the engine runs it for the block (eval mode, no parameter requiring gradients, as
+def evaluation(*lms: LoadedModel) -> Iterator[None]:
+    """Every model as the engine runs it for the block (eval mode, no parameter requiring gradients, as
     a loaded model is); afterwards each model's train mode and each parameter's requires_grad are as they were."""
-    models = [lm.model for _, lm, _ in pair.items()]
+    models = [lm.model for lm in lms]
     training = [m for m in models if m.training]
     grads = [p for m in models for p in m.parameters() if p.requires_grad]
     for m in training:
