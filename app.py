@@ -1,18 +1,16 @@
 """Logitscope entry point: page config, navigation, and the sidebar model/checkpoint picker."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from components.links import share_link
+from components.methods import METHODS
+from components.model_state import sidebar_model_picker
 
-from components.links import share_link  # noqa: E402
-from components.methods import METHODS  # noqa: E402
-from components.model_state import sidebar_model_picker  # noqa: E402
+ROOT = Path(__file__).resolve().parent  # `streamlit run` puts this folder on sys.path; an installed copy imports
+                                        # the packages from site-packages
 
 st.set_page_config(page_title="Logitscope", page_icon="🔬", layout="wide")
 pages = [st.Page(str(ROOT / "pages/home.py"), title="Home", icon="🏠", default=True)]

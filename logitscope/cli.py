@@ -16,15 +16,15 @@ from typing import Any
 from analysis.core.errors import LogitscopeError
 from components.methods import METHODS, by_command
 
-# One command per registered method (components.methods, in menu order), then the tools: rerun, tuned-lens.
+# One command per registered method (components.methods, in menu order), then the tools: rerun, tuned-lens, app.
 COMMANDS: dict[str, Callable[[Any], None]] = {name: import_module(f"logitscope.commands.{name}").add for name in
-                                              [m.command for m in METHODS.values()] + ["rerun", "tuned_lens"]}
+                                              [m.command for m in METHODS.values()] + ["rerun", "tuned_lens", "app"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subcommand per analysis page."""
     parser = argparse.ArgumentParser(
-        prog="python -m logitscope",
+        prog="logitscope",
         description="Logitscope headless runs: each command writes the same figures, data and metadata.json as "
                     "its page's bundle into --out.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; project errors print their message to stderr and return 2 (no traceback)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "app":  # what follows `app` is Streamlit's (--server.port 8502 ...)
+        args.streamlit_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         from analysis.compute.backend import use_backend
         from analysis.compute.choose import parse_backend
@@ -53,3 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """The `logitscope` console script (pyproject's [project.scripts]): `logitscope <command> ...`."""
+    sys.exit(main())

@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 from analysis.core.batching import batch_from_ids, chunks, pad_token_id
 from analysis.core.errors import IncompatibleModelsError, InputError, LogitscopeError
 from analysis.core.loading import LoadedModel, resolve_source
-from analysis.core.paths import REPO_ROOT
+from analysis.core.paths import DATA_ROOT
 from analysis.core.progress import Progress, ProgressFn
 from analysis.core.readout import center, norm_scale, readout
 from analysis.lens.inputs import capture_residuals
@@ -47,7 +47,7 @@ from analysis.models.weights import weights_sha256
 
 CACHE_ENV = "LOGITSCOPE_TUNED_LENS"
 FORMAT = "logitscope-tuned-lens/1"
-DEMO_CORPUS = REPO_ROOT / "data" / "prompts" / "corpus_sample.txt"
+DEMO_CORPUS = DATA_ROOT / "data" / "prompts" / "corpus_sample.txt"
 HELD_OUT_EVERY = 5  # line i is held out when i % 5 == 4
 HELD_OUT_POSITIONS = 768  # fit() evaluates on held-out lines up to this many tokens
 MAX_LINE_TOKENS = 128

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from analysis.core.errors import PromptSetError
+from analysis.core.paths import DATA_ROOT
 from analysis.prompts.parsing import parse_prompt_file
 from analysis.prompts.types import PromptSet
 
@@ -17,7 +18,7 @@ ACCEPTED_SUFFIXES = (".jsonl", ".csv", ".txt")
 PROMPTS_DIR_ENV = "LOGITSCOPE_PROMPTS_DIR"
 
 
-_DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parents[2] / "data" / "prompts"
+_DEFAULT_PROMPTS_DIR = DATA_ROOT / "data" / "prompts"
 
 
 def _prompts_dir() -> Path:
