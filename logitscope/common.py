@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,9 @@ from analysis.models.pair import ModelPair
 OWNED = ("figures", "data", "prompts", "metadata.json")  # what a run writes into --out (and may replace with --force)
 
 
+REDRAW_EVERY_S = 0.5  # the bar's redraws at most this often; close() draws the final state
+
+
 class Progress:
     """A stderr progress bar (tqdm) driven by engine progress callbacks; stage() maps a part of the run onto it."""
 
@@ -29,6 +33,7 @@ class Progress:
 
         self.bar = tqdm(total=1000, desc=label, file=sys.stderr, disable=quiet, leave=True,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+        self._shown = 0.0  # when the bar was last redrawn (a redraw per engine callback floods a notebook cell)
 
     def stage(self, lo: float, hi: float, label: str = "") -> ProgressFn:
         """A progress callback whose fractions 0..1 fill the bar from lo to hi."""
@@ -37,7 +42,10 @@ class Progress:
             self.bar.n = max(self.bar.n, int(round(f * 1000)))
             text = f"{label}: {message}" if label and message else (label or message)
             self.bar.set_postfix_str(text[:60], refresh=False)
-            self.bar.refresh()
+            now = time.monotonic()
+            if now - self._shown >= REDRAW_EVERY_S:
+                self._shown = now
+                self.bar.refresh()
         return report
 
     def close(self) -> None:

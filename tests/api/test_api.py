@@ -84,6 +84,35 @@ def test_the_api_on_a_wrapped_model_gives_the_clis_tables(name, wrapped, tiny_pr
            {k: [e["sha256"] for e in v] for k, v in meta_cli["inputs"].items()}
 
 
+def _api_vs_cli(result, argv, tmp_path, capsys) -> None:
+    api_out = result.save(tmp_path / "api", formats=("html",))
+    assert main([*argv, "--out", str(tmp_path / "cli"), "--formats", "html", "--quiet"]) == 0
+    capsys.readouterr()
+    cli_tables = _tables(tmp_path / "cli")
+    assert cli_tables and _tables(api_out) == cli_tables
+
+
+def test_ood_id_group_splits_one_set_as_the_clis_id_group(wrapped, tiny_prompts, tmp_path, capsys):  # noqa: F811
+    result = ls.ood(wrapped[BASE], "facts", id_group="child", progress=False)
+    assert [(s.name, {r.group for r in s.rows}) for s in result.inputs["--ood-prompts"]] == \
+        [("father", {"father"}), ("mother", {"mother"})]
+    assert all(r.group == "child" for r in result.inputs["--prompts"].rows)
+    _api_vs_cli(result, ["ood", "--model", BASE, "--prompts", "facts", "--id-group", "child"], tmp_path, capsys)
+    with pytest.raises(LogitscopeError, match="nobody"):
+        ls.ood(wrapped[BASE], "facts", id_group="nobody", progress=False)
+
+
+def test_shift_pair2_compares_a_second_pair_as_the_clis_pair2(wrapped, tiny_prompts, tmp_path, capsys):  # noqa: F811
+    second = (ls.load("llama-world-base"), ls.load("llama-world-tuned"))
+    result = ls.shift(wrapped[BASE], wrapped[TUNED], pair2=second, progress=False)
+    alone = ls.shift(wrapped[BASE], wrapped[TUNED], progress=False)
+    assert set(result.tables) > set(alone.tables)  # the pair comparison's own tables
+    _api_vs_cli(result, ["shift", "--model", BASE, "--model-b", TUNED, "--pair2-base", "llama-world-base",
+                         "--pair2-tuned", "llama-world-tuned"], tmp_path, capsys)
+    with pytest.raises(InputError, match="pair2"):
+        ls.shift(wrapped[BASE], wrapped[TUNED], pair2=(second[0],), progress=False)
+
+
 def _state(model):
     return {"params": {n: (p.data_ptr(), p.device, p.dtype, p.requires_grad, p.detach().clone())
                        for n, p in model.named_parameters()},
