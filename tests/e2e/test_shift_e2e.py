@@ -1,9 +1,11 @@
 """The checkpoint-shift page in Chromium: enable checkpoint B, run A vs B, download the bundle and check the zip."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +35,21 @@ def _zoo(tmp_path: Path) -> Path | None:
     return zoo
 
 
-def test_shift_page_renders_a_vs_b_and_exports(tmp_path, monkeypatch, serve_script, page, goto_app,
-                                               wait_for_app_idle, save_screenshot):
+@contextlib.contextmanager
+def _server(request, tmp_path: Path, monkeypatch, serve_script) -> Iterator[str]:
+    """The session's server when the demo zoo is trained (no second server start), else one on a stand-in zoo."""
     zoo = _zoo(tmp_path)
-    if zoo is not None:
-        monkeypatch.setenv("LOGITSCOPE_ZOO", str(zoo))
+    if zoo is None:
+        yield request.getfixturevalue("streamlit_server")
+        return
+    monkeypatch.setenv("LOGITSCOPE_ZOO", str(zoo))
     with serve_script(REPO / "app.py", "shift-e2e-server") as url:
+        yield url
+
+
+def test_shift_page_renders_a_vs_b_and_exports(request, tmp_path, monkeypatch, serve_script, page, goto_app,
+                                               wait_for_app_idle, save_screenshot):
+    with _server(request, tmp_path, monkeypatch, serve_script) as url:
         goto_app(page, url)  # through app.py: navigation and the sidebar model picker
         page.get_by_role("link", name="Checkpoint shift").first.click()
         wait_for_app_idle(page, 120_000)
