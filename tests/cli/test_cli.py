@@ -257,3 +257,15 @@ def test_engine_notes_reach_metadata_and_stderr(tmp_path, capsys):
         notes = json.loads((out / "metadata.json").read_text(encoding="utf-8"))["notes"]
         assert any("Liloru Liloru" in n for n in notes), (command, notes)
         assert "Liloru Liloru" in capsys.readouterr().err
+
+
+def test_logitscope_app_passes_what_follows_to_streamlit_and_other_commands_refuse_unknown_flags(capsys):
+    from analysis.core.paths import DATA_ROOT
+
+    assert main(["app", "--print-command", "--server.port", "8502", "--server.headless", "true"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[-5:] == [str(DATA_ROOT / "app.py"), "--server.port", "8502", "--server.headless", "true"]
+    assert printed[1:4] == ["-m", "streamlit", "run"]
+    with pytest.raises(SystemExit) as stop:
+        main(["lens", "--model", "gpt2-world-base", "--out", "unused", "--server.port", "8502"])
+    assert stop.value.code == 2 and "unrecognized arguments: --server.port 8502" in capsys.readouterr().err
