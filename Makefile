@@ -16,6 +16,10 @@ STAMP := $(VENV)/.logitscope-installed-$(REQ_HASH)
 APT_PACKAGES := chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emoji
 CHROMIUM_BIN ?= /usr/bin/chromium
 PYTEST_ARGS ?=
+# PYTEST_JOBS=2: two pytest-xdist workers (tests/conftest.py schedules whole files, all browser tests as one); measured
+# no faster than one process on 2 cores (12m35s vs 12m31s), so the default (0) runs the suite in one process.
+PYTEST_JOBS ?= 0
+PYTEST_DIST := $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --dist loadfile)
 
 .PHONY: help setup run test browser real-model venv-path gallery
 
@@ -24,7 +28,7 @@ help:
 	@echo "make run     start the app (streamlit run app.py)"
 	@echo "make test    run the whole test suite, end-to-end browser tests included"
 	@echo "make gallery screenshots of every page (alone, with B; demo and real model) and exported figure in gallery/"
-	@echo "variables: LOGITSCOPE_VENV=<dir> PYTHON=<python3.11> PYTEST_ARGS='-k lens -x'"
+	@echo "variables: LOGITSCOPE_VENV=<dir> PYTHON=<python3.11> PYTEST_ARGS='-k lens -x' PYTEST_JOBS=2 (0: one process)"
 
 setup: $(STAMP) browser real-model
 
@@ -70,7 +74,7 @@ run: setup
 
 # pytest exits 5 when it collected no tests: that is a failure here, never a silent pass.
 test: setup
-	@rc=0; "$(VPY)" -m pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; "$(VPY)" -m pytest -p no:cacheprovider $(PYTEST_DIST) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; \
 	exit $$rc
 

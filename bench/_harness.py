@@ -78,6 +78,23 @@ def timed_peak(fn: Callable[[], Any]) -> tuple[Any, dict]:
                     "rss_before_mb": rss0 / 1024, "peak_reset": reset}
 
 
+SMOLLM2_VOCAB = 49152
+
+
+def smollm2_shaped_model(seed: int = 0, attn: str = "eager"):
+    """A random-weight Llama model shaped like SmolLM2-135M (30 layers, hidden 576, intermediate 1536, 9 query / 3
+    key-value heads, vocabulary 49,152, tied embeddings): the real model's shape, nothing downloaded."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=SMOLLM2_VOCAB, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
+                      rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1,
+                      eos_token_id=2, pad_token_id=0)
+    cfg._attn_implementation = attn
+    return LlamaForCausalLM(cfg).eval()
+
+
 def run_worker(module: str, method: str, args: list[str], threads: int) -> dict:
     """Run ``python -m module --worker method *args`` in a fresh, offline subprocess; its last JSON line."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),

@@ -35,23 +35,15 @@ import argparse
 import json
 import os
 
-from bench._harness import run_worker, timed_peak
+from bench._harness import SMOLLM2_VOCAB, run_worker, smollm2_shaped_model, timed_peak
 
 METHODS = ("floor", "ours")
-VOCAB = 49152
+VOCAB = SMOLLM2_VOCAB
 
 
 # ------------------------------------------------------------------------------------------------ worker side
 def _build(seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
-                      rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1,
-                      eos_token_id=2, pad_token_id=0)
-    cfg._attn_implementation = "eager"  # the flow needs the attention probabilities; both methods run eager
-    return LlamaForCausalLM(cfg).eval()
+    return smollm2_shaped_model(seed, attn="eager")  # the flow needs the attention probabilities; both run eager
 
 
 def _inputs(n_prompts: int, n_tokens: int, competitor: bool, seed: int = 1):

@@ -11,8 +11,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ.setdefault("MKL_NUM_THREADS", "2")
+# make test runs two pytest-xdist workers on a 2-core machine: one thread each (two workers of two threads each
+# would oversubscribe the cores and make every small product wait for a time slice).
+THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+os.environ.setdefault("OMP_NUM_THREADS", THREADS)
+os.environ.setdefault("MKL_NUM_THREADS", THREADS)
 
 import pytest  # noqa: E402
 
@@ -23,9 +26,35 @@ if str(REPO_ROOT) not in sys.path:
 try:  # torch is a runtime dependency, but keep collection working if it is absent
     import torch  # noqa: E402
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(min(int(THREADS), torch.get_num_threads()))
 except ImportError:  # pragma: no cover
     torch = None  # type: ignore[assignment]
+
+
+E2E = "tests/e2e"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """make test's two workers (-n 2 --dist loadfile) get whole files, and all of tests/e2e as one: every browser
+    test shares one app server and one Chromium on one worker while the other worker runs the CPU-bound files (a
+    file's module fixtures, such as a trace or a trained translator, are built once). pytest-xdist's loadgroup, made
+    for this, does not group under pytest 9.2 (its marks never reach the scheduler)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndBrowser(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return E2E if path.startswith(E2E + "/") else path
+
+    return FilesAndBrowser(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The browser tests first (stable otherwise): under xdist they are the longest scope, so one worker starts on
+    them at once instead of finishing with them while the other idles."""
+    items.sort(key=lambda item: not item.nodeid.startswith(E2E + "/"))
 
 
 @pytest.fixture(scope="session")

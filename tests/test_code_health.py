@@ -5,6 +5,7 @@ line."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,10 @@ def test_ruff_is_clean_on_the_whole_tree():
 def test_mypy_is_clean_on_the_engine():
     """The type checker (mypy, configured in pyproject.toml) finds nothing in analysis/."""
     pytest.importorskip("mypy")
-    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True)
+    # its cache outside the clone (as the venv): a fresh clone of the same tree checks in ~1 s instead of ~20 s
+    cache = Path(os.environ.get("LOGITSCOPE_MYPY_CACHE", Path.home() / ".cache" / "logitscope" / "mypy"))
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(cache)], cwd=REPO, capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 

@@ -95,6 +95,7 @@ class _Out:
     def __init__(self, rows: list[list[int]], n_layers: int, k: int, vocab_size: int, target_mode: str,
                  text_targets: list[int]) -> None:
         N, T, L = len(rows), max(len(r) for r in rows), n_layers
+        self.n_layers = L
         self.input_ids = np.full((N, T), -1, dtype=np.int64)
         self.mask = np.zeros((N, T), dtype=bool)
         self.top_ids = np.full((N, L + 1, T, k), -1, dtype=np.int64)
@@ -119,18 +120,50 @@ class _Out:
                     self.target_prob, self.target_rank, self.xent)
 
 
+def layer_groups(n_layers: int, n_rows: int, rows_per_block: int) -> list[list[int]]:
+    """Layers L, 0, 1, ..., L-1 in groups whose stacked rows (layers x ``n_rows``) fit one readout block of
+    ``rows_per_block`` rows (at least one layer per group): each group is one unembedding matmul, so W_U is read
+    once per group, not once per layer. Layer L comes first (its p_L is needed for the other layers' KL)."""
+    order = [n_layers, *range(n_layers)]
+    per = max(1, int(rows_per_block) // max(int(n_rows), 1))
+    return [order[i: i + per] for i in range(0, len(order), per)]
+
+
 def _reduce_chunk(ad: Any, flat: dict[int, torch.Tensor], idx: torch.Tensor, nn: np.ndarray, tt: np.ndarray,
                   tgt_c: torch.Tensor | None, nxt_c: torch.Tensor, out: _Out, k: int, block_rows: int,
-                  target_mode: str, translator: Any) -> None:
-    """Every layer's statistics of one chunk of positions: layer L first (its p_L kept, block by block, for the
-    other layers' KL), then each layer l < L read out once for the chunk and reduced on cache-sized blocks."""
+                  rows_per_chunk: int, target_mode: str, translator: Any) -> None:
+    """Every layer's statistics of one chunk of positions: the layers' rows stacked into readout blocks of about
+    ``rows_per_chunk`` rows (``layer_groups``: one matmul per block, so a short prompt reads W_U once, not L+1
+    times), then each layer's rows reduced on cache-sized blocks; layer L first, its p_L kept block by block for
+    the other layers' KL."""
     L = ad.n_layers
-    blocks = chunks(len(nn), block_rows)
-    last, tgt_b = [], []
-    p_last = _readout(ad, flat[L][idx])  # its blocks become p_L, kept for the other layers' KL
+    P = len(nn)
+    blocks = chunks(P, block_rows)
+    last: list[dict[str, torch.Tensor]] = []
+    tgt_b: list[torch.Tensor | None] = []
+    for group in layer_groups(L, P, rows_per_chunk):
+        hs = [flat[layer][idx] if translator is None or layer == L else translator.apply(layer, flat[layer][idx])
+              for layer in group]
+        z = _readout(ad, hs[0] if len(hs) == 1 else torch.cat(hs))
+        del hs
+        for j, layer in enumerate(group):
+            zl = z[j * P: (j + 1) * P]
+            if layer == L:
+                _reduce_last(zl, blocks, tgt_c, nxt_c, out, k, target_mode, nn, tt, last, tgt_b)
+                continue
+            for i, b in enumerate(blocks):
+                out.store(layer_stats(zl[b], k, last[i], tgt_b[i], nxt_c[b]), layer, nn[b], tt[b])
+        del z
+
+
+def _reduce_last(z: torch.Tensor, blocks: list[slice], tgt_c: torch.Tensor | None, nxt_c: torch.Tensor, out: _Out,
+                 k: int, target_mode: str, nn: np.ndarray, tt: np.ndarray, last: list, tgt_b: list) -> None:
+    """Layer L's statistics of a chunk (z [P, V] becomes p_L, kept in ``last`` block by block with sum p_L and
+    p_L . log p_L); ``tgt_b`` gets each block's targets (at layer L itself for the final-top-1 mode)."""
+    L = out.n_layers
     for b in blocks:
         tgt = tgt_c[b] if tgt_c is not None else None
-        st = layer_stats(p_last[b], k, None, tgt, nxt_c[b])
+        st = layer_stats(z[b], k, None, tgt, nxt_c[b])
         last.append({"p": st.pop("p"), "s": st.pop("s"), "neg_h": st.pop("neg_h")})
         if target_mode == TARGET_FINAL_TOP1:  # at layer L the target is the top-1 itself
             tgt = st["top_i"][:, 0]
@@ -139,12 +172,6 @@ def _reduce_chunk(ad: Any, flat: dict[int, torch.Tensor], idx: torch.Tensor, nn:
             st["t_rank"] = torch.ones_like(tgt, dtype=torch.int32)
         tgt_b.append(tgt)
         out.store(st, L, nn[b], tt[b])
-    for layer in range(L):
-        h = flat[layer][idx]
-        z = _readout(ad, translator.apply(layer, h) if translator is not None else h)
-        for j, b in enumerate(blocks):
-            out.store(layer_stats(z[b], k, last[j], tgt_b[j], nxt_c[b]), layer, nn[b], tt[b])
-        del z
 
 
 def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_mode: str = TARGET_NONE,
@@ -194,7 +221,7 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
             for c in chunks(len(real), rows_per_chunk):  # one unembedding matmul per layer over these positions
                 _reduce_chunk(ad, flat, real_dev[c], n_idx[c], t_idx[c],
                               tgt_all[c] if target_mode in (TARGET_TEXT, TARGET_NEXT) else None, nxt_all[c], out, k,
-                              block_rows, target_mode, translator)
+                              block_rows, rows_per_chunk, target_mode, translator)
                 done += len(n_idx[c]) * (L + 1)
                 if progress:
                     progress(min(done / total_work, 1.0), f"reducing layers, prompts {s.start + 1}-{s.stop} of {N}")

@@ -164,6 +164,41 @@ def test_the_trace_never_holds_all_layers_of_logits(lm, monkeypatch):
     assert sum(s[0] for s in calls) == n_real * (L + 1)  # each position read out once per layer
 
 
+def test_a_short_prompt_reads_every_layer_out_in_one_stacked_matmul(lm, monkeypatch):
+    """The readout stacks the layers' rows into blocks of chunk_rows: one short prompt reads W_U once (one call of
+    [(L+1) * T, d]), a tighter block gives ceil((L+1) / per) calls, and the statistics equal the layer-by-layer
+    readout (a block of one layer's rows)."""
+    calls: list[tuple[int, ...]] = []
+    real = lens_mod._readout
+
+    def spy(adapter, h):
+        calls.append(tuple(h.shape))
+        return real(adapter, h)
+    monkeypatch.setattr(lens_mod, "_readout", spy)
+    L, prompt = lm.adapter.n_layers, PROMPTS[1:2]
+    T = len(lens_mod.encode_prompts(lm, prompt)[0])
+    stacked = lens_trace(lm, prompt, k=3, target_mode=TARGET_TEXT, targets=TARGETS[1:2], chunk_rows=(L + 1) * T)
+    assert calls == [((L + 1) * T, lm.adapter.d_model)]
+    calls.clear()
+    per = 2
+    paired = lens_trace(lm, prompt, k=3, target_mode=TARGET_TEXT, targets=TARGETS[1:2], chunk_rows=per * T)
+    assert len(calls) == math.ceil((L + 1) / per) and all(s[0] <= per * T for s in calls)
+    calls.clear()
+    single = lens_trace(lm, prompt, k=3, target_mode=TARGET_TEXT, targets=TARGETS[1:2], chunk_rows=T)
+    assert len(calls) == L + 1
+    for other in (stacked, paired):
+        np.testing.assert_array_equal(other.top_ids, single.top_ids)
+        np.testing.assert_array_equal(other.target_rank, single.target_rank)
+        for name in ("top_probs", "entropy", "kl", "target_prob", "xent"):
+            np.testing.assert_allclose(getattr(other, name), getattr(single, name), atol=1e-5, err_msg=name)
+
+
+def test_layer_groups_put_the_last_layer_first_and_fill_each_block():
+    assert lens_mod.layer_groups(4, 5, 12) == [[4, 0], [1, 2], [3]]
+    assert lens_mod.layer_groups(3, 1, 100) == [[3, 0, 1, 2]]
+    assert lens_mod.layer_groups(2, 50, 10) == [[2], [0], [1]]  # a chunk larger than the block: one layer each
+
+
 def test_final_top1_mode_has_rank_one_at_last_layer(lm):
     tr = lens_trace(lm, PROMPTS[:2], k=3, target_mode=TARGET_FINAL_TOP1, chunk_rows=4, block_rows=2)
     m = tr.mask
@@ -311,7 +346,10 @@ def test_statistics_stay_exact_with_large_logits_and_a_large_vocabulary(model_ty
     lm = big_logit_model(model_type)
     prompts = ["5 6 7 8 9 10 11", "40000 41 42 43 44 60000"]
     for p in prompts:
-        tr = lens_trace(lm, [p], k=5, target_mode=TARGET_NEXT)
+        # one layer per readout matmul (chunk_rows = T), as the brute force: the same fp32 logits bit for bit, so
+        # only the statistics' precision is measured (stacked blocks round the logits differently by an ulp)
+        T = len(lens_mod.encode_prompts(lm, [p])[0])
+        tr = lens_trace(lm, [p], k=5, target_mode=TARGET_NEXT, chunk_rows=T)
         z = brute_force_logits(lm, p)  # [L+1, T, V]: the same fp32 logits, statistics below in fp64
         lp = torch.log_softmax(z, dim=-1)
         T = lp.shape[1]
