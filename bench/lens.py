@@ -93,6 +93,7 @@ def run_floor(lm, ids, targets, k):
     from analysis.core.batching import batch_from_ids, chunks
     from analysis.core.readout import readout
     from analysis.lens import capture_residuals, default_chunk_rows
+    from analysis.lens.logit_lens import layer_groups
     batch = batch_from_ids(ids.tolist(), 0)
     store = capture_residuals(lm, batch.input_ids, batch.attention_mask, batch.position_ids)
     ad = lm.adapter
@@ -101,11 +102,8 @@ def run_floor(lm, ids, targets, k):
     sink = 0.0
     with torch.inference_mode():
         for c in chunks(flat[0].shape[0], rows):
-            n = c.stop - c.start
-            per = max(1, rows // n)  # layers per readout block: each block reads W_U once
-            layers = list(range(ad.n_layers, -1, -1))
-            for g in range(0, len(layers), per):
-                z = readout(ad, torch.cat([flat[l][c] for l in layers[g: g + per]]))
+            for group in layer_groups(ad.n_layers, c.stop - c.start, rows):  # each block reads W_U once
+                z = readout(ad, torch.cat([flat[l][c] for l in group]))
                 sink += float(z[0, 0])  # keep the work observable; drop the logits
                 del z
     return sink

@@ -11,8 +11,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-# make test runs two pytest-xdist workers on a 2-core machine: one thread each (two workers of two threads each
-# would oversubscribe the cores and make every small product wait for a time slice).
+# Under pytest-xdist (make test PYTEST_JOBS=2) one thread per worker: two workers of two threads each on a 2-core
+# machine would oversubscribe the cores and make every small product wait for a time slice.
 THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
 os.environ.setdefault("OMP_NUM_THREADS", THREADS)
 os.environ.setdefault("MKL_NUM_THREADS", THREADS)
@@ -35,7 +35,7 @@ E2E = "tests/e2e"
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """make test's two workers (-n 2 --dist loadfile) get whole files, and all of tests/e2e as one: every browser
+    """make test PYTEST_JOBS=2's workers (-n 2 --dist loadfile) get whole files, and all of tests/e2e as one: every browser
     test shares one app server and one Chromium on one worker while the other worker runs the CPU-bound files (a
     file's module fixtures, such as a trace or a trained translator, are built once). pytest-xdist's loadgroup, made
     for this, does not group under pytest 9.2 (its marks never reach the scheduler)."""

@@ -218,7 +218,7 @@ def lens_trace(lm: LoadedModel, prompts: Sequence[str], *, k: int = 10, target_m
         tgt_all = torch.as_tensor(out.target_ids[n_idx, t_idx], device=dev)
         nxt_all = torch.as_tensor(out.next_ids[n_idx, t_idx], device=dev)
         with torch.inference_mode():
-            for c in chunks(len(real), rows_per_chunk):  # one unembedding matmul per layer over these positions
+            for c in chunks(len(real), rows_per_chunk):  # readout blocks of these positions' rows, stacked over layers
                 _reduce_chunk(ad, flat, real_dev[c], n_idx[c], t_idx[c],
                               tgt_all[c] if target_mode in (TARGET_TEXT, TARGET_NEXT) else None, nxt_all[c], out, k,
                               block_rows, rows_per_chunk, target_mode, translator)

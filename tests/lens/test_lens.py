@@ -147,8 +147,9 @@ def test_decision_depth_matches_brute_force(lm, trace):
     assert mean_kl_per_layer(trace).shape == (L + 1,) and mean_kl_per_layer(trace)[-1] == 0.0
 
 
-def test_the_trace_never_holds_all_layers_of_logits(lm, monkeypatch):
-    """The lens readout is called once per layer per position chunk with [rows <= chunk, d]: never [L+1, B, T, ...]."""
+@pytest.fixture
+def readout_calls(monkeypatch) -> list[tuple[int, ...]]:
+    """The shapes of the residual rows lens_trace reads out, call by call (its one readout, spied on)."""
     calls: list[tuple[int, ...]] = []
     real = lens_mod._readout
 
@@ -156,6 +157,12 @@ def test_the_trace_never_holds_all_layers_of_logits(lm, monkeypatch):
         calls.append(tuple(h.shape))
         return real(adapter, h)
     monkeypatch.setattr(lens_mod, "_readout", spy)
+    return calls
+
+
+def test_the_trace_never_holds_all_layers_of_logits(lm, readout_calls):
+    """The lens readout is called once per layer per position chunk with [rows <= chunk, d]: never [L+1, B, T, ...]."""
+    calls = readout_calls
     chunk = 4
     tr = lens_trace(lm, PROMPTS, k=3, batch_size=2, chunk_rows=chunk)
     d, L = lm.adapter.d_model, lm.adapter.n_layers
@@ -164,17 +171,11 @@ def test_the_trace_never_holds_all_layers_of_logits(lm, monkeypatch):
     assert sum(s[0] for s in calls) == n_real * (L + 1)  # each position read out once per layer
 
 
-def test_a_short_prompt_reads_every_layer_out_in_one_stacked_matmul(lm, monkeypatch):
+def test_a_short_prompt_reads_every_layer_out_in_one_stacked_matmul(lm, readout_calls):
     """The readout stacks the layers' rows into blocks of chunk_rows: one short prompt reads W_U once (one call of
     [(L+1) * T, d]), a tighter block gives ceil((L+1) / per) calls, and the statistics equal the layer-by-layer
     readout (a block of one layer's rows)."""
-    calls: list[tuple[int, ...]] = []
-    real = lens_mod._readout
-
-    def spy(adapter, h):
-        calls.append(tuple(h.shape))
-        return real(adapter, h)
-    monkeypatch.setattr(lens_mod, "_readout", spy)
+    calls = readout_calls
     L, prompt = lm.adapter.n_layers, PROMPTS[1:2]
     T = len(lens_mod.encode_prompts(lm, prompt)[0])
     stacked = lens_trace(lm, prompt, k=3, target_mode=TARGET_TEXT, targets=TARGETS[1:2], chunk_rows=(L + 1) * T)
